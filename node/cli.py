@@ -1,0 +1,201 @@
+"""The ``calinode`` command.
+
+``start`` runs the daemon in the foreground; ``keygen`` writes a swarm key; ``id`` prints this
+home's peer id; ``status``, ``peers`` and ``ping`` talk to a running node's local API. Every
+client command takes ``--json`` for scripts. Errors print one line and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from calinode.node import __version__
+from calinode.protocol.errors import CalinodeError
+
+EXAMPLES = """\
+first node:     calinode start
+another node:   calinode start --bootstrap /ip4/192.168.1.5/tcp/7411/p2p/12D3KooW...
+private swarm:  calinode keygen --out swarm.key   (copy it to every node)
+                calinode start --swarm-key swarm.key
+inspect:        calinode status; calinode peers --json; calinode ping 12D3KooW...
+"""
+
+
+def _add_client_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api", help="node API HOST:PORT (default: from the home's node.json, "
+                        "$CALINODE_API, or 127.0.0.1:7412)")
+    parser.add_argument("--home", help="node home holding node.json (default $CALINODE_HOME)")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="calinode",
+        description="Peer-to-peer worker daemon for decentralized RAG.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"calinode {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    start = sub.add_parser("start", help="run a node in the foreground",
+                           description="Run a calinode node until Ctrl-C or SIGTERM. Every "
+                           "flag can also be set as CALINODE_<FLAG> or in calinode.toml in "
+                           "the home (flags win over env, env over the file).")
+    start.add_argument("--home", help="state folder: identity, config, node.json "
+                       "(default $CALINODE_HOME or ~/.local/share/calinode)")
+    start.add_argument("--listen", action="append", metavar="MULTIADDR",
+                       help="address to listen on, repeatable (default /ip4/0.0.0.0/tcp/7411)")
+    start.add_argument("--bootstrap", action="append", metavar="MULTIADDR",
+                       help="a peer to join, /ip4/HOST/tcp/PORT/p2p/PEER_ID; repeatable")
+    start.add_argument("--api", metavar="HOST:PORT", help="local HTTP API (default 127.0.0.1:7412)")
+    start.add_argument("--swarm-key", metavar="FILE", help="private swarm key (calinode keygen)")
+    start.add_argument("--allow", action="append", metavar="PEER_ID",
+                       help="serve only these peers (repeatable; default: everyone with the key)")
+    start.add_argument("--mdns", action="store_const", const=True, default=None,
+                       help="discover peers on the LAN with mDNS")
+    start.add_argument("--mdns-interface", action="append", dest="mdns_interfaces",
+                       metavar="IP", help="restrict mDNS to this interface address; repeatable")
+    start.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    start.add_argument("--heartbeat-interval", type=float, metavar="SECONDS",
+                       help="seconds between peer exchanges (default 1)")
+    start.add_argument("--dead-after", type=float, metavar="SECONDS",
+                       help="mark a silent peer dead after this long (default 6)")
+
+    keygen = sub.add_parser("keygen", help="write a new private swarm key")
+    keygen.add_argument("--out", required=True, metavar="FILE", help="where to write (mode 0600)")
+    keygen.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    ident = sub.add_parser("id", help="print this home's peer id (creating the identity)")
+    ident.add_argument("--home", help="node home (default $CALINODE_HOME)")
+    ident.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    status = sub.add_parser("status", help="show the running node")
+    _add_client_args(status)
+    peers = sub.add_parser("peers", help="list the peer table of the running node")
+    _add_client_args(peers)
+    ping = sub.add_parser("ping", help="round-trip a ping job to a peer")
+    ping.add_argument("peer_id", metavar="PEER_ID")
+    ping.add_argument("-c", "--count", type=int, default=3, help="pings to send (default 3)")
+    ping.add_argument("--timeout", type=float, default=5.0, help="seconds per ping (default 5)")
+    _add_client_args(ping)
+    return parser
+
+
+def _emit(data: Any, as_json: bool, text: str) -> None:
+    print(json.dumps(data, indent=2) if as_json else text)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    if level.lower() != "debug":
+        for noisy in ("libp2p", "multiaddr", "hypercorn", "zeroconf", "async_service"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    import trio
+
+    from calinode.node.config import load_config
+    from calinode.node.daemon import run_node
+
+    flags = {key: value for key, value in vars(args).items() if key != "command"}
+    config = load_config(flags)
+    _configure_logging(config.log_level)
+    trio.run(run_node, config)
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from calinode.node.identity import write_swarm_key
+
+    path = Path(args.out).expanduser()
+    write_swarm_key(path)
+    _emit({"swarm_key": str(path)}, args.json,
+          f"wrote swarm key {path} (mode 0600); copy it to every node and start them with "
+          f"--swarm-key {path}")
+    return 0
+
+
+def cmd_id(args: argparse.Namespace) -> int:
+    from calinode.node.config import resolve_home
+    from calinode.node.identity import load_or_create_identity, peer_id_of
+
+    home = resolve_home(args.home, os.environ)
+    peer_id = peer_id_of(load_or_create_identity(home))
+    _emit({"peer_id": peer_id, "home": str(home)}, args.json, peer_id)
+    return 0
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from calinode.node.client import CalinodeClient
+
+    return CalinodeClient.from_home(args.home, api=args.api)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        data = client.status()
+    caps = data["capabilities"]
+    text = "\n".join([
+        f"peer id   {data['peer_id']}",
+        f"version   {data['version']} (protocol {data['protocol_version']})",
+        *(f"address   {addr}" for addr in data["addrs"]),
+        f"api       {data['api']}",
+        f"peers     {data['peers']['alive']} alive of {data['peers']['known']} known",
+        f"jobs      {', '.join(caps['jobs'])}; {data['load']['in_flight']} in flight, "
+        f"{data['jobs']['served']} served, {data['jobs']['failed']} failed",
+        f"uptime    {data['uptime_s']} s",
+    ])
+    _emit(data, args.json, text)
+    return 0
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        rows = client.peers()
+    lines = [f"{'PEER ID':<54} {'ALIVE':<6} {'SEEN':>7} {'RTT ms':>7} {'JOBS':>5}  ADDRESS"]
+    for row in rows:
+        seen = "self" if row["self"] else (
+            "-" if row["last_seen"] is None else f"{row['last_seen']:.1f}s")
+        rtt = "-" if row["rtt_ms"] is None else f"{row['rtt_ms']:.1f}"
+        addr = row["addrs"][0] if row["addrs"] else "-"
+        lines.append(f"{row['peer_id']:<54} {'yes' if row['alive'] else 'DEAD':<6} {seen:>7} "
+                     f"{rtt:>7} {row['load']['in_flight']:>5}  {addr}")
+    _emit(rows, args.json, "\n".join(lines))
+    return 0
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        data = client.ping(args.peer_id, count=args.count, timeout=args.timeout)
+    rtts = data["rtt_ms"]
+    text = "\n".join([*(f"pong from {data['served_by']}: {rtt:.2f} ms" for rtt in rtts),
+                      f"{len(rtts)} pings, median {sorted(rtts)[len(rtts) // 2]:.2f} ms"])
+    _emit(data, args.json, text)
+    return 0
+
+
+COMMANDS = {"start": cmd_start, "keygen": cmd_keygen, "id": cmd_id, "status": cmd_status,
+            "peers": cmd_peers, "ping": cmd_ping}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except CalinodeError as exc:
+        print(f"calinode: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

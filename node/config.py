@@ -1,0 +1,157 @@
+"""Node configuration: defaults < ``calinode.toml`` in the home < ``CALINODE_*`` env < flags.
+
+:func:`resolve_config` is pure: it takes the three sources as plain mappings, so precedence is
+unit-tested without touching the environment or the disk. :func:`load_config` is the I/O shell
+around it that reads the environment and the TOML file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from calinode.protocol.errors import ConfigError
+
+DEFAULT_P2P_PORT = 7411
+DEFAULT_API = "127.0.0.1:7412"
+CONFIG_FILE = "calinode.toml"
+ENV_PREFIX = "CALINODE_"
+
+
+def default_home(env: Mapping[str, str]) -> Path:
+    """``$XDG_DATA_HOME/calinode``, else ``~/.local/share/calinode``."""
+    xdg = env.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path(env.get("HOME", str(Path.home()))) / ".local" / "share"
+    return base / "calinode"
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeConfig:
+    """Everything ``calinode start`` needs. Times are seconds."""
+
+    home: Path
+    listen: tuple[str, ...] = (f"/ip4/0.0.0.0/tcp/{DEFAULT_P2P_PORT}",)
+    bootstrap: tuple[str, ...] = ()
+    api: str = DEFAULT_API
+    swarm_key: Path | None = None
+    allow: tuple[str, ...] = ()
+    mdns: bool = False
+    mdns_interfaces: tuple[str, ...] = ()
+    log_level: str = "info"
+    heartbeat_interval: float = 1.0
+    dead_after: float = 6.0
+    drop_after: float = 120.0
+    max_jobs: int = 64
+    max_jobs_per_peer: int = 16
+
+    def __post_init__(self) -> None:
+        host, sep, port = self.api.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ConfigError(f"api must be HOST:PORT, got {self.api!r}")
+        for addr in (*self.listen, *self.bootstrap):
+            if not addr.startswith("/"):
+                raise ConfigError(f"{addr!r} is not a multiaddr (expected /ip4/HOST/tcp/PORT...)")
+        if not self.listen:
+            raise ConfigError("at least one --listen address is required")
+        if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
+            raise ConfigError(f"log level must be debug, info, warning or error: {self.log_level!r}")
+        if not 0 < self.heartbeat_interval < self.dead_after < self.drop_after:
+            raise ConfigError("need 0 < heartbeat_interval < dead_after < drop_after")
+        if self.max_jobs < 1 or self.max_jobs_per_peer < 1:
+            raise ConfigError("max_jobs and max_jobs_per_peer must be at least 1")
+
+    @property
+    def api_host(self) -> str:
+        return self.api.rpartition(":")[0]
+
+    @property
+    def api_port(self) -> int:
+        return int(self.api.rpartition(":")[2])
+
+
+_TUPLES = {"listen", "bootstrap", "allow", "mdns_interfaces"}
+_FLOATS = {"heartbeat_interval", "dead_after", "drop_after"}
+_INTS = {"max_jobs", "max_jobs_per_peer"}
+_KEYS = {f.name for f in fields(NodeConfig)} - {"home"}
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    try:
+        if key in _TUPLES:
+            if isinstance(value, str):
+                return tuple(part.strip() for part in value.split(",") if part.strip())
+            if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+                return tuple(value)
+            raise TypeError(value)
+        if key == "mdns":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off", ""}:
+                return value.lower() in {"1", "true", "yes", "on"}
+            raise TypeError(value)
+        if key == "swarm_key":
+            return Path(value).expanduser() if value else None
+        if key in _FLOATS:
+            return float(value)
+        if key in _INTS:
+            if isinstance(value, bool):
+                raise TypeError(value)
+            return int(value)
+        if not isinstance(value, str):
+            raise TypeError(value)
+        return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: invalid value for {key}: {value!r}") from None
+
+
+def resolve_config(
+    *, flags: Mapping[str, Any], env: Mapping[str, str], toml: Mapping[str, Any], home: Path
+) -> NodeConfig:
+    """Merge the sources; later ones win: ``toml`` < ``env`` < ``flags`` (None means unset)."""
+    merged: dict[str, Any] = {}
+    for key, value in toml.items():
+        if key not in _KEYS:
+            raise ConfigError(f"{home / CONFIG_FILE}: unknown setting {key!r}")
+        merged[key] = _coerce(key, value, CONFIG_FILE)
+    for key in _KEYS:
+        raw = env.get(ENV_PREFIX + key.upper())
+        if raw:  # an empty variable counts as unset
+            merged[key] = _coerce(key, raw, ENV_PREFIX + key.upper())
+    for key, value in flags.items():
+        if key in _KEYS and value is not None and value != [] and value != ():
+            merged[key] = _coerce(key, value, f"--{key.replace('_', '-')}")
+    return NodeConfig(home=home, **merged)
+
+
+def resolve_home(flag: str | None, env: Mapping[str, str]) -> Path:
+    if flag:
+        return Path(flag).expanduser()
+    if env.get(ENV_PREFIX + "HOME"):
+        return Path(env[ENV_PREFIX + "HOME"]).expanduser()
+    return default_home(env)
+
+
+def read_toml(home: Path) -> dict[str, Any]:
+    path = home / CONFIG_FILE
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+
+
+def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> NodeConfig:
+    """Read the environment and ``calinode.toml`` and merge them under ``flags``."""
+    env = dict(os.environ) if env is None else env
+    home = resolve_home(flags.get("home"), env)
+    return resolve_config(flags=flags, env=env, toml=read_toml(home), home=home)
+
+
+__all__ = ["DEFAULT_API", "DEFAULT_P2P_PORT", "NodeConfig", "load_config", "resolve_config"]
+

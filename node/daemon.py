@@ -1,0 +1,231 @@
+"""The daemon: one root nursery running the libp2p host, membership, the job server and the
+local HTTP API. ``run_node(config)`` is what ``calinode start`` runs.
+
+Start-up order: identity -> host (Noise only, optional PSK, allowlist gate) -> stream handlers
+-> listen -> membership heartbeats -> optional mDNS -> HTTP API -> ``node.json`` in the home
+and the ready-to-paste ``--bootstrap`` line. SIGINT/SIGTERM cancel the root nursery; the
+node removes ``node.json`` on the way out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from libp2p.abc import IHost
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from multiaddr import Multiaddr
+
+from calinode import node as _node_pkg
+from calinode.node.addresses import expand_wildcards, interface_ipv4_addresses
+from calinode.node.builtin_jobs import register_builtin_jobs
+from calinode.node.config import NodeConfig
+from calinode.node.host import PeerGate, PeerPolicy, build_host, guarded
+from calinode.node.identity import load_or_create_identity, read_swarm_key
+from calinode.node.job_client import JobClient, JobResult
+from calinode.node.job_server import JobRegistry, JobServer
+from calinode.node.membership import Membership
+from calinode.node.node_file import remove_node_file, write_node_file
+from calinode.node.peer_table import PeerTable
+from calinode.node.records import RecordSigner
+from calinode.protocol.errors import ConfigError, ErrorCode, JobError
+from calinode.protocol.ids import JOB_PROTOCOL, META_PROTOCOL, PROTOCOL_VERSION
+from calinode.protocol.messages import CapabilityRecord, Load
+
+log = logging.getLogger(__name__)
+
+VERSION = _node_pkg.__version__
+
+
+@dataclass
+class Node:
+    """A running node: what the HTTP API and the CLI ask questions of."""
+
+    config: NodeConfig
+    host: IHost
+    peer_id: str
+    signer: RecordSigner
+    table: PeerTable
+    registry: JobRegistry
+    server: JobServer
+    client: JobClient
+    policy: PeerPolicy
+    membership: Membership | None = None
+    addrs: tuple[str, ...] = ()
+    api_url: str = ""
+    started_at: float = 0.0
+
+    def capabilities(self) -> dict[str, Any]:
+        return {"jobs": self.registry.kinds(), "embed": [], "generate": [], "shards": []}
+
+    def load(self) -> Load:
+        return Load(in_flight=self.server.in_flight, queue_depth=0)
+
+    def own_record(self) -> CapabilityRecord:
+        return self.signer.issue(addrs=self.addrs, capabilities=self.capabilities(),
+                                 load=self.load())
+
+    # -- what the API serves ---------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        stats = self.server.statistics()
+        return {
+            "peer_id": self.peer_id,
+            "addrs": list(self.addrs),
+            "version": VERSION,
+            "protocol_version": PROTOCOL_VERSION,
+            "capabilities": self.capabilities(),
+            "load": {"in_flight": stats.in_flight, "queue_depth": 0},
+            "jobs": {"served": stats.served, "failed": stats.failed,
+                     "rejected_overloaded": stats.rejected_overloaded,
+                     "bad_frames": stats.bad_frames},
+            "peers": {"known": len(self.table), "alive": len(self.table.alive())},
+            "api": self.api_url,
+            "private_swarm": self.config.swarm_key is not None,
+            "allowlist": sorted(self.policy.allow),
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+        }
+
+    def peers(self) -> list[dict[str, Any]]:
+        now = trio.current_time()
+        rows: list[dict[str, Any]] = [{
+            "peer_id": self.peer_id, "addrs": list(self.addrs), "self": True,
+            "capabilities": self.capabilities(),
+            "load": {"in_flight": self.server.in_flight, "queue_depth": 0},
+            "alive": True, "last_seen": 0.0, "version": VERSION, "rtt_ms": 0.0,
+        }]
+        for entry in self.table.entries():
+            record = entry.record
+            rows.append({
+                "peer_id": record.peer_id, "addrs": list(record.addrs), "self": False,
+                "capabilities": record.capabilities,
+                "load": {"in_flight": record.load.in_flight,
+                         "queue_depth": record.load.queue_depth},
+                "alive": entry.alive,
+                "last_seen": None if entry.last_seen is None else round(now - entry.last_seen, 2),
+                "version": record.version,
+                "rtt_ms": None if entry.rtt_ms is None else round(entry.rtt_ms, 2),
+            })
+        return rows
+
+    def _check_peer(self, peer_id: str) -> None:
+        if peer_id == self.peer_id:
+            return
+        try:
+            ID.from_base58(peer_id)
+        except Exception:
+            raise JobError(f"{peer_id!r} is not a peer id", code=ErrorCode.BAD_REQUEST) from None
+        if peer_id not in self.table:
+            raise JobError(f"peer {peer_id} is not in this node's peer table "
+                           "(see: calinode peers)", code=ErrorCode.UNKNOWN_PEER)
+
+    async def run_job(self, peer_id: str, kind: str, params: dict[str, Any], *,
+                      timeout: float) -> JobResult:
+        self._check_peer(peer_id)
+        return await self.client.call(peer_id, kind, params, timeout=timeout)
+
+    async def ping(self, peer_id: str, *, count: int, timeout: float) -> dict[str, Any]:
+        self._check_peer(peer_id)
+        rtts: list[float] = []
+        served_by = ""
+        for _ in range(count):
+            result = await self.client.call(peer_id, "ping", {}, timeout=timeout)
+            rtts.append(round(result.elapsed_ms, 3))
+            served_by = result.served_by
+        return {"peer_id": peer_id, "served_by": served_by, "rtt_ms": rtts}
+
+
+def _banner(node: Node) -> str:
+    routable = [a for a in node.addrs if "/ip4/127." not in a] or list(node.addrs)
+    lines = [
+        f"calinode {VERSION} ready: peer id {node.peer_id}",
+        *(f"  listening on {addr}" for addr in node.addrs),
+        f"  local API    {node.api_url}",
+        "join this swarm from another machine with:",
+        f"  calinode start --bootstrap {routable[0]}",
+    ]
+    if node.config.swarm_key is not None:
+        lines.append("  (copy the swarm key file too, and pass --swarm-key)")
+    return "\n".join(lines)
+
+
+def build_node(config: NodeConfig) -> Node:
+    key_pair = load_or_create_identity(config.home)
+    psk = read_swarm_key(config.swarm_key) if config.swarm_key else None
+    host = build_host(key_pair, psk=psk)
+    signer = RecordSigner(key_pair, version=VERSION, protocol_version=PROTOCOL_VERSION)
+    registry = JobRegistry()
+    register_builtin_jobs(registry)
+    server = JobServer(registry, peer_id=signer.peer_id, max_total=config.max_jobs,
+                       max_per_peer=config.max_jobs_per_peer)
+    table = PeerTable(signer.peer_id, dead_after=config.dead_after, drop_after=config.drop_after)
+    return Node(config=config, host=host, peer_id=signer.peer_id, signer=signer, table=table,
+                registry=registry, server=server, client=JobClient(host, server),
+                policy=PeerPolicy.from_ids(config.allow))
+
+
+async def _serve_signals(cancel: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+            cancel.cancel()
+            return
+
+
+async def run_node(
+    config: NodeConfig,
+    *,
+    handle_signals: bool = True,
+    announce: bool = True,
+    task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a node until cancelled (or until SIGINT/SIGTERM when ``handle_signals``)."""
+    from calinode.node.api import serve_api  # the HTTP stack is only needed by a running node
+
+    node = build_node(config)
+    node.started_at = time.monotonic()
+    network = node.host.get_network()
+    network.register_notifee(PeerGate(node.policy))
+    node.host.set_stream_handler(TProtocol(JOB_PROTOCOL),
+                                 guarded(node.server.rpc_job, node.policy, "job"))
+    try:
+        listen = [Multiaddr(addr) for addr in config.listen]
+    except Exception as exc:
+        raise ConfigError(f"bad --listen address: {exc}") from exc
+    with trio.CancelScope() as root_scope:
+        async with node.host.run(listen_addrs=listen), trio.open_nursery() as nursery:
+            if handle_signals:
+                nursery.start_soon(_serve_signals, root_scope)
+            bound = [str(addr) for addr in node.host.get_addrs()]
+            node.addrs = tuple(expand_wildcards(bound, interface_ipv4_addresses()))
+            node.membership = Membership(
+                node.host, node.table, node.policy, node.own_record,
+                bootstrap=config.bootstrap, heartbeat_interval=config.heartbeat_interval)
+            node.host.set_stream_handler(TProtocol(META_PROTOCOL),
+                                         guarded(node.membership.rpc_meta, node.policy, "meta"))
+            await nursery.start(node.membership.run)
+            if config.mdns:
+                from calinode.node.mdns import run_mdns
+
+                await nursery.start(run_mdns, node)
+            binds = await nursery.start(serve_api, node)
+            node.api_url = binds[0]
+            write_node_file(config.home, {
+                "peer_id": node.peer_id, "addrs": list(node.addrs),
+                "api": node.api_url.removeprefix("http://"), "pid": os.getpid(),
+                "version": VERSION,
+            })
+            if announce:
+                print(_banner(node), flush=True)
+            task_status.started(node)
+            try:
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    remove_node_file(config.home)

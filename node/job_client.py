@@ -1,0 +1,117 @@
+"""Sending jobs to peers (or to this node itself) with a deadline.
+
+``JobClient.call`` opens one stream per job, sends the request with the *remaining* budget as
+its relative deadline, half-closes, then reads chunks until the response or an error reply.
+Every failure becomes a :class:`JobError` with a stable code; nothing blocks past the deadline.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from libp2p.abc import IHost
+from libp2p.custom_types import TProtocol
+
+from calinode.node.framed_stream import FramedStream
+from calinode.node.host import peer_id_from_str
+from calinode.node.job_server import JobServer
+from calinode.protocol.errors import ErrorCode, JobError, ProtocolError
+from calinode.protocol.ids import JOB_PROTOCOL
+from calinode.protocol.limits import DEFAULT_LIMITS, Limits
+from calinode.protocol.messages import ErrorReply, JobRequest, JobResponse, StreamChunk
+
+ChunkCallback = Callable[[dict[str, Any]], Awaitable[None]]
+
+_ids = itertools.count(1)
+_prefix = os.urandom(4).hex()
+
+
+def new_job_id() -> str:
+    return f"{_prefix}-{next(_ids)}"
+
+
+@dataclass(frozen=True)
+class JobResult:
+    result: dict[str, Any]
+    served_by: str
+    elapsed_ms: float
+
+
+async def _ignore_chunk(_: dict[str, Any]) -> None:
+    return None
+
+
+class JobClient:
+    def __init__(self, host: IHost, server: JobServer, *, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.host = host
+        self.server = server
+        self.self_id = server.peer_id
+        self.limits = limits
+
+    async def call(
+        self,
+        peer_id: str,
+        kind: str,
+        params: dict[str, Any],
+        *,
+        timeout: float,
+        on_chunk: ChunkCallback | None = None,
+    ) -> JobResult:
+        started = trio.current_time()
+        deadline = started + timeout
+        emit = on_chunk or _ignore_chunk
+        request = JobRequest(
+            id=new_job_id(), kind=kind, deadline_ms=max(1, int(timeout * 1000)), params=params
+        )
+        if peer_id == self.self_id:
+            result = await self.server.execute(request, self.self_id, emit)
+            return JobResult(result, self.self_id, (trio.current_time() - started) * 1000)
+        try:
+            with trio.fail_at(deadline):
+                result, served_by = await self._call_remote(peer_id, request, deadline, emit)
+        except trio.TooSlowError:
+            raise JobError(f"{kind} on {peer_id} did not answer within {timeout:.1f} s",
+                           code=ErrorCode.DEADLINE_EXCEEDED) from None
+        return JobResult(result, served_by, (trio.current_time() - started) * 1000)
+
+    async def _call_remote(
+        self, peer_id: str, request: JobRequest, deadline: float, emit: ChunkCallback
+    ) -> tuple[dict[str, Any], str]:
+        try:
+            stream = await self.host.new_stream(peer_id_from_str(peer_id), [TProtocol(JOB_PROTOCOL)])
+        except (trio.Cancelled, trio.TooSlowError):
+            raise
+        except Exception as exc:
+            raise JobError(f"cannot open a job stream to {peer_id}: {exc}",
+                           code=ErrorCode.PEER_UNREACHABLE) from exc
+        channel = FramedStream(stream, self.limits)
+        try:
+            # the request goes out with what is left of the budget at the moment of sending
+            remaining_ms = max(1, int((deadline - trio.current_time()) * 1000))
+            request = JobRequest(id=request.id, kind=request.kind, deadline_ms=remaining_ms,
+                                 params=request.params)
+            await channel.send(request, timeout=deadline - trio.current_time())
+            await channel.close()
+            while True:
+                message = await channel.receive(timeout=deadline - trio.current_time())
+                if isinstance(message, StreamChunk) and message.id == request.id:
+                    await emit(message.data)
+                elif isinstance(message, JobResponse) and message.id == request.id:
+                    return message.result, message.served_by
+                elif isinstance(message, ErrorReply):
+                    raise message.to_exception()
+                else:
+                    raise JobError(f"{peer_id} answered with an unexpected {type(message).__name__}",
+                                   code=ErrorCode.BAD_REQUEST)
+        except ProtocolError as exc:
+            await channel.reset()
+            raise JobError(f"{peer_id} sent a malformed reply: {exc.message}",
+                           code=ErrorCode.PEER_UNREACHABLE) from exc
+        except BaseException:
+            await channel.reset()
+            raise

@@ -1,0 +1,117 @@
+"""The peer table: what this node believes about every other peer. Pure logic, no I/O.
+
+Records arrive already signature-checked (see ``records.py``). The table decides freshness
+and liveness:
+
+- a record older than (or as old as) the one held is *stale* and ignored;
+- a record relayed by a third peer (peer exchange) must have been issued recently;
+- a peer is *alive* only while this node heard from it directly within ``dead_after``
+  seconds; a peer silent for longer is marked dead, and dropped after ``drop_after``.
+
+Times are plain floats from a monotonic clock handed in by the caller, so tests need no sleep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from calinode.protocol.errors import RecordError
+from calinode.protocol.messages import CapabilityRecord
+
+MAX_RELAY_AGE_MS = 5 * 60 * 1000
+
+
+@dataclass
+class PeerEntry:
+    record: CapabilityRecord
+    last_seen: float | None = None  # monotonic time of the last direct contact
+    first_known: float = 0.0
+    alive: bool = False
+    rtt_ms: float | None = None
+
+    @property
+    def peer_id(self) -> str:
+        return self.record.peer_id
+
+
+@dataclass
+class SweepResult:
+    died: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+
+class PeerTable:
+    def __init__(self, self_id: str, *, dead_after: float, drop_after: float) -> None:
+        self.self_id = self_id
+        self.dead_after = dead_after
+        self.drop_after = drop_after
+        self._entries: dict[str, PeerEntry] = {}
+
+    def __contains__(self, peer_id: object) -> bool:
+        return peer_id in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, peer_id: str) -> PeerEntry | None:
+        return self._entries.get(peer_id)
+
+    def entries(self) -> list[PeerEntry]:
+        return sorted(self._entries.values(), key=lambda e: e.peer_id)
+
+    def alive(self) -> list[PeerEntry]:
+        return [e for e in self.entries() if e.alive]
+
+    def records(self) -> list[CapabilityRecord]:
+        return [e.record for e in self.entries()]
+
+    def accept(
+        self, record: CapabilityRecord, *, now: float, now_ms: int, direct: bool
+    ) -> bool:
+        """Store ``record`` if it is newer than what we hold. Returns True when it is new.
+
+        ``direct`` means the record came from its own peer over an authenticated stream;
+        a relayed record older than ``MAX_RELAY_AGE_MS`` (by its issue time) is refused so
+        that an old record cannot be replayed to a node that never saw the peer.
+        """
+        if record.peer_id == self.self_id:
+            return False
+        if not direct and abs(now_ms - record.issued_at_ms) > MAX_RELAY_AGE_MS:
+            raise RecordError(f"relayed record of {record.peer_id} is stale (issued too long ago)")
+        entry = self._entries.get(record.peer_id)
+        if entry is None:
+            self._entries[record.peer_id] = PeerEntry(record=record, first_known=now)
+            if direct:
+                self.mark_seen(record.peer_id, now)
+            return True
+        if record.seq <= entry.record.seq:
+            if direct:
+                self.mark_seen(record.peer_id, now)
+            return False
+        entry.record = record
+        if direct:
+            self.mark_seen(record.peer_id, now)
+        return True
+
+    def mark_seen(self, peer_id: str, now: float, rtt_ms: float | None = None) -> None:
+        entry = self._entries.get(peer_id)
+        if entry is None:
+            return
+        entry.last_seen = now
+        entry.alive = True
+        if rtt_ms is not None:
+            entry.rtt_ms = rtt_ms if entry.rtt_ms is None else 0.7 * entry.rtt_ms + 0.3 * rtt_ms
+
+    def sweep(self, now: float) -> SweepResult:
+        """Mark silent peers dead and forget long-dead ones."""
+        result = SweepResult()
+        for peer_id, entry in list(self._entries.items()):
+            reference = entry.last_seen if entry.last_seen is not None else entry.first_known
+            silent = now - reference
+            if entry.alive and silent > self.dead_after:
+                entry.alive = False
+                result.died.append(peer_id)
+            if not entry.alive and silent > self.drop_after:
+                del self._entries[peer_id]
+                result.dropped.append(peer_id)
+        return result

@@ -1,0 +1,1 @@
+from daemon_harness import swarm  # noqa: F401  (fixture)

@@ -1,0 +1,160 @@
+"""Real calinode daemons as OS processes on 127.0.0.1, driven through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CALINODE = str(Path(sys.executable).with_name("calinode"))
+FAST = ["--heartbeat-interval", "0.5", "--dead-after", "4"]
+
+
+def _clean_env() -> dict[str, str]:
+    """The test's environment without any CALINODE_* setting of the machine it runs on."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CALINODE_")}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_cli(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([CALINODE, *args], capture_output=True, text=True, timeout=timeout,
+                          env=_clean_env())
+    if check and proc.returncode != 0:
+        raise AssertionError(f"calinode {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def cli_json(*args: str) -> Any:
+    return json.loads(run_cli(*args, "--json").stdout)
+
+
+@dataclass
+class Daemon:
+    name: str
+    home: Path
+    port: int
+    extra: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def node_file(self) -> Path:
+        return self.home / "node.json"
+
+    def start(self, *extra: str) -> Daemon:
+        if extra:
+            self.extra = list(extra)
+        self.node_file.unlink(missing_ok=True)
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = (self.home / "log").open("ab")
+        self.proc = subprocess.Popen(
+            [CALINODE, "start", "--home", str(self.home),
+             "--listen", f"/ip4/127.0.0.1/tcp/{self.port}", "--api", "127.0.0.1:0",
+             *FAST, *self.extra],
+            stdout=log, stderr=subprocess.STDOUT, env=_clean_env())
+        deadline = time.monotonic() + 60
+        while not self.node_file.exists():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited early:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} never became ready:\n{self.log()}")
+            time.sleep(0.05)
+        return self
+
+    def log(self) -> str:
+        path = self.home / "log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return dict(json.loads(self.node_file.read_text()))
+
+    @property
+    def peer_id(self) -> str:
+        return str(self.info["peer_id"])
+
+    @property
+    def addr(self) -> str:
+        return f"/ip4/127.0.0.1/tcp/{self.port}/p2p/{self.peer_id}"
+
+    def cli(self, *args: str) -> Any:
+        return cli_json(*args, "--home", str(self.home))
+
+    def peers(self) -> dict[str, dict[str, Any]]:
+        return {row["peer_id"]: row for row in self.cli("peers")}
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                return self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+                raise AssertionError(f"{self.name} ignored SIGTERM:\n{self.log()}") from None
+        return int(self.proc.returncode)
+
+
+class Swarm:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.daemons: list[Daemon] = []
+
+    def daemon(self, name: str) -> Daemon:
+        daemon = Daemon(name, self.root / name, free_port())
+        self.daemons.append(daemon)
+        return daemon
+
+    def close(self) -> None:
+        for daemon in self.daemons:
+            daemon.kill()
+
+
+@pytest.fixture
+def swarm(tmp_path: Path) -> Iterator[Swarm]:
+    s = Swarm(tmp_path)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> float:
+    """Poll until ``predicate()`` holds; return how long it took (for the report)."""
+    started = time.monotonic()
+    last_error: Exception | None = None
+    while time.monotonic() - started < timeout:
+        try:
+            if predicate():
+                return time.monotonic() - started
+        except (AssertionError, ValueError, KeyError) as exc:
+            last_error = exc
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} ({last_error})")

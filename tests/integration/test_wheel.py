@@ -1,0 +1,50 @@
+"""The wheel holds every module: build it, install it into a fresh venv, import them all.
+
+A subpackage missing from ``[tool.setuptools] packages`` only breaks the wheel, never an
+editable install, so this is the test that catches it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = {"node": "calinode.node", "protocol": "calinode.protocol", "models": "calinode.models"}
+
+
+def source_modules() -> list[str]:
+    modules = []
+    for folder, package in PACKAGES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            modules.append(".".join((package, *parts)))
+    return modules
+
+
+def test_wheel_installs_and_imports_every_module(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(dist), str(ROOT)], check=True, timeout=300)
+    wheel = next(dist.glob("calinode-*.whl"))
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", str(wheel)], check=True,
+                   timeout=900)
+    modules = source_modules()
+    assert "calinode.protocol.messages" in modules and "calinode.node.cli" in modules
+    script = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n"
+    subprocess.run([str(python), "-c", script, *modules], check=True, timeout=120,
+                   cwd=tmp_path)
+    proc = subprocess.run([str(env_dir / "bin" / "calinode"), "--help"], capture_output=True,
+                          text=True, check=True, timeout=60, cwd=tmp_path)
+    assert "start" in proc.stdout and "peers" in proc.stdout

@@ -1,0 +1,1 @@
+from node_harness import bootstrap_of  # noqa: F401  (fixture)
