@@ -19,7 +19,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check node protocol models tests bench
-	$(BIN)/mypy node protocol models
+	mkdir -p .typecheck/calinode
+	for p in node protocol models; do ln -sfn ../../$$p .typecheck/calinode/$$p; done
+	$(BIN)/mypy -p calinode.node -p calinode.protocol -p calinode.models
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

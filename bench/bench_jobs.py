@@ -62,6 +62,7 @@ async def raw_round_trip(node: Node, peer: ID, payload: bytes) -> None:
     await stream.write(struct.pack(">I", len(payload)) + payload)
     (size,) = struct.unpack(">I", await read_exact(stream, 4))
     assert await read_exact(stream, size) == payload
+    await stream.close()
 
 
 def summary(samples: list[float]) -> tuple[float, float]:
@@ -69,7 +70,10 @@ def summary(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[max(0, int(len(ordered) * 0.95) - 1)]
 
 
-async def measure(addr: str, pings: int, echoes: int) -> list[tuple[str, float, float, float, float]]:
+Row = tuple[str, float, float, float, float]
+
+
+async def measure(addr: str, pings: int, echoes: int) -> list[Row]:
     with tempfile.TemporaryDirectory() as home:
         config = NodeConfig(home=Path(home), listen=("/ip4/127.0.0.1/tcp/0",), api="127.0.0.1:0",
                             bootstrap=(addr,))
@@ -78,7 +82,7 @@ async def measure(addr: str, pings: int, echoes: int) -> list[tuple[str, float, 
                 config, handle_signals=False, announce=False, task_status=task_status))
             info = info_from_p2p_addr(Multiaddr(addr))
             server = info.peer_id.to_base58()
-            while server not in node.table:
+            while server not in node.table:  # noqa: ASYNC110 - polling the table is the point
                 await trio.sleep(0.05)
             small, big = b"x" * 8, bytes(range(256)) * (MIB // 256)
             rows = []
@@ -125,7 +129,8 @@ def main() -> None:
             server.wait(15)
     print(f"job layer vs raw py-libp2p stream, new stream per request, {args.pings} pings / "
           f"{args.echoes} echoes, two processes on 127.0.0.1\n")
-    print("| what | raw stream p50 ms | raw p95 ms | calinode job p50 ms | job p95 ms | p50 ratio |")
+    print("| what | raw stream p50 ms | raw p95 ms | calinode job p50 ms | job p95 ms "
+          "| p50 ratio |")
     print("|---|---:|---:|---:|---:|---:|")
     for label, raw_med, raw_p95, job_med, job_p95 in rows:
         print(f"| {label} | {raw_med:.2f} | {raw_p95:.2f} | {job_med:.2f} | {job_p95:.2f} | "

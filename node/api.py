@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from starlette.applications import Starlette
@@ -21,6 +20,8 @@ from starlette.routing import Route
 from calinode.protocol.errors import CalinodeError, ErrorCode
 
 if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
     from calinode.node.daemon import Node
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def _field(body: dict[str, Any], name: str, kind: type, default: Any = ...) -> A
         raise CalinodeError(f"missing field {name!r}", code=ErrorCode.BAD_REQUEST)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise CalinodeError(f"field {name!r} must be {kind.__name__}", code=ErrorCode.BAD_REQUEST)
     return value
 
@@ -116,7 +117,7 @@ def build_app(node: Node) -> Starlette:
     )
 
 
-async def serve_api(node: Node, *, task_status: trio.TaskStatus[list[str]]) -> None:
+async def serve_api(node: Node, *, task_status: TaskStatus[list[str]]) -> None:
     config = Config()
     config.bind = [node.config.api]
     config.accesslog = None

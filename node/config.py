@@ -58,7 +58,8 @@ class NodeConfig:
         if not self.listen:
             raise ConfigError("at least one --listen address is required")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
-            raise ConfigError(f"log level must be debug, info, warning or error: {self.log_level!r}")
+            raise ConfigError(
+                f"log level must be debug, info, warning or error: {self.log_level!r}")
         if not 0 < self.heartbeat_interval < self.dead_after < self.drop_after:
             raise ConfigError("need 0 < heartbeat_interval < dead_after < drop_after")
         if self.max_jobs < 1 or self.max_jobs_per_peer < 1:
@@ -73,6 +74,8 @@ class NodeConfig:
         return int(self.api.rpartition(":")[2])
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
 _TUPLES = {"listen", "bootstrap", "allow", "mdns_interfaces"}
 _FLOATS = {"heartbeat_interval", "dead_after", "drop_after"}
 _INTS = {"max_jobs", "max_jobs_per_peer"}
@@ -90,8 +93,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         if key == "mdns":
             if isinstance(value, bool):
                 return value
-            if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off", ""}:
-                return value.lower() in {"1", "true", "yes", "on"}
+            if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+                return value.lower() in _TRUE
             raise TypeError(value)
         if key == "swarm_key":
             return Path(value).expanduser() if value else None

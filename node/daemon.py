@@ -14,7 +14,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from libp2p.abc import IHost
@@ -37,6 +37,9 @@ from calinode.node.records import RecordSigner
 from calinode.protocol.errors import ConfigError, ErrorCode, JobError
 from calinode.protocol.ids import JOB_PROTOCOL, META_PROTOCOL, PROTOCOL_VERSION
 from calinode.protocol.messages import CapabilityRecord, Load
+
+if TYPE_CHECKING:  # trio-typing (a py-libp2p dependency) shadows trio's own types
+    from trio_typing import TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +186,7 @@ async def run_node(
     *,
     handle_signals: bool = True,
     announce: bool = True,
-    task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
+    task_status: TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a node until cancelled (or until SIGINT/SIGTERM when ``handle_signals``)."""
     from calinode.node.api import serve_api  # the HTTP stack is only needed by a running node
@@ -227,5 +230,4 @@ async def run_node(
             try:
                 await trio.sleep_forever()
             finally:
-                with trio.CancelScope(shield=True):
-                    remove_node_file(config.home)
+                remove_node_file(config.home)

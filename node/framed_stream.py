@@ -7,13 +7,14 @@ forever); this wrapper turns that into protocol messages and calinode errors.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import trio
 from libp2p.abc import INetStream
 
 from calinode.protocol.errors import ErrorCode, JobError
-from calinode.protocol.framing import NEED_DATA
+from calinode.protocol.framing import NeedData
 from calinode.protocol.limits import DEFAULT_LIMITS, Limits
 from calinode.protocol.messages import Message, MessageDecoder, encode_message
 
@@ -32,44 +33,59 @@ class FramedStream:
             with trio.fail_after(max(timeout, 0.001)):
                 await self.stream.write(data)
         except trio.TooSlowError:
-            raise JobError("timed out writing to the peer", code=ErrorCode.DEADLINE_EXCEEDED) from None
+            raise JobError("timed out writing to the peer",
+                           code=ErrorCode.DEADLINE_EXCEEDED) from None
         except (trio.Cancelled, JobError):
             raise
         except Exception as exc:
-            raise JobError(f"peer stream broke while writing: {exc!r}", code=ErrorCode.PEER_UNREACHABLE) from exc
+            raise JobError(f"peer stream broke while writing: {exc!r}",
+                           code=ErrorCode.PEER_UNREACHABLE) from exc
 
     async def receive(self, *, timeout: float) -> Message:
         """The next message; raises ``RemoteProtocolError`` for garbage, ``JobError`` else."""
         deadline = trio.current_time() + max(timeout, 0.001) if math.isfinite(timeout) else math.inf
         while True:
             message = self._decoder.next_message()
-            if message is not NEED_DATA:
-                return message  # type: ignore[return-value]
+            if not isinstance(message, NeedData):
+                return message
             try:
                 with trio.fail_at(deadline):
                     data = await self.stream.read(READ_CHUNK)
             except trio.TooSlowError:
-                raise JobError("timed out waiting for the peer", code=ErrorCode.DEADLINE_EXCEEDED) from None
+                raise JobError("timed out waiting for the peer",
+                               code=ErrorCode.DEADLINE_EXCEEDED) from None
             except trio.Cancelled:
                 raise
             except Exception as exc:  # StreamEOF, StreamReset, closed muxer...
-                raise JobError(f"peer stream ended: {type(exc).__name__}", code=ErrorCode.PEER_UNREACHABLE) from exc
+                raise JobError(f"peer stream ended: {type(exc).__name__}",
+                               code=ErrorCode.PEER_UNREACHABLE) from exc
             if not data:
                 raise JobError("peer stream ended", code=ErrorCode.PEER_UNREACHABLE)
             self._decoder.feed(data)
 
     async def close(self) -> None:
         """Half-close: we will write no more; the peer can still answer."""
-        with trio.move_on_after(1):
+        with trio.move_on_after(1), contextlib.suppress(Exception):
+            await self.stream.close()
+
+    async def finish(self, *, grace: float = 1.0) -> None:
+        """Half-close after the last reply and make sure the stream is released.
+
+        A well-behaved peer has already half-closed, so its end of stream is read at once. A
+        peer that keeps its side open (or sends more) would pin a stream slot, and py-libp2p
+        queues new streams behind held slots, so it gets a reset after ``grace`` seconds.
+        """
+        await self.close()
+        with trio.move_on_after(grace):
             try:
-                await self.stream.close()
-            except Exception:
-                pass
+                extra = await self.stream.read(1)
+            except Exception:  # StreamEOF: the peer is done too
+                return
+            if not extra:
+                return
+        await self.reset()
 
     async def reset(self) -> None:
         """Abort both directions; safe to call while being cancelled."""
-        with trio.CancelScope(shield=True), trio.move_on_after(1):
-            try:
-                await self.stream.reset()
-            except Exception:
-                pass
+        with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
+            await self.stream.reset()

@@ -84,7 +84,8 @@ def read_swarm_key(path: Path) -> str:
         _check_private(path)
         return parse_swarm_key(path.read_text(encoding="ascii"))
     except FileNotFoundError:
-        raise IdentityError(f"swarm key {path} not found; make one: calinode keygen --out {path}") from None
+        raise IdentityError(
+            f"swarm key {path} not found; make one: calinode keygen --out {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise IdentityError(f"cannot read swarm key {path}: {exc}") from exc
 

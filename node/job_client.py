@@ -83,7 +83,8 @@ class JobClient:
         self, peer_id: str, request: JobRequest, deadline: float, emit: ChunkCallback
     ) -> tuple[dict[str, Any], str]:
         try:
-            stream = await self.host.new_stream(peer_id_from_str(peer_id), [TProtocol(JOB_PROTOCOL)])
+            stream = await self.host.new_stream(peer_id_from_str(peer_id),
+                                                [TProtocol(JOB_PROTOCOL)])
         except (trio.Cancelled, trio.TooSlowError):
             raise
         except Exception as exc:
@@ -106,8 +107,9 @@ class JobClient:
                 elif isinstance(message, ErrorReply):
                     raise message.to_exception()
                 else:
-                    raise JobError(f"{peer_id} answered with an unexpected {type(message).__name__}",
-                                   code=ErrorCode.BAD_REQUEST)
+                    raise JobError(
+                        f"{peer_id} answered with an unexpected {type(message).__name__}",
+                        code=ErrorCode.BAD_REQUEST)
         except ProtocolError as exc:
             await channel.reset()
             raise JobError(f"{peer_id} sent a malformed reply: {exc.message}",

@@ -180,7 +180,7 @@ class JobServer:
             await channel.send(JobResponse(id=job_id, result=result, served_by=self.peer_id),
                                timeout=REPLY_WRITE_TIMEOUT)
             self._served += 1
-            await channel.close()
+            await channel.finish()
         except ProtocolError as exc:
             self._bad_frames += 1
             log.warning("bad frame from %s: %s", caller, exc)
@@ -195,6 +195,6 @@ class JobServer:
     async def _reply_error(self, channel: FramedStream, job_id: str, exc: CalinodeError) -> None:
         try:
             await channel.send(ErrorReply.from_error(job_id, exc), timeout=REPLY_WRITE_TIMEOUT)
-            await channel.close()
+            await channel.finish()
         except CalinodeError:
             await channel.reset()

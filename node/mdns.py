@@ -9,6 +9,7 @@ dials it on the next heartbeat round. ``--mdns-interface IP`` restricts the inte
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,8 @@ from multiaddr import Multiaddr
 from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
 
 if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
     from calinode.node.daemon import Node
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,7 @@ def _addrs_from(info: ServiceInfo) -> list[str]:
     return out
 
 
-async def run_mdns(node: Node, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run_mdns(node: Node, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     interfaces: Any = list(node.config.mdns_interfaces) or None
     zc = await trio.to_thread.run_sync(
         lambda: Zeroconf(interfaces=interfaces, ip_version=IPVersion.V4Only)
@@ -58,10 +61,8 @@ async def run_mdns(node: Node, *, task_status: trio.TaskStatus[None] = trio.TASK
     def on_change(zeroconf: Zeroconf, service_type: str, name: str,
                   state_change: ServiceStateChange) -> None:
         if state_change is ServiceStateChange.Added or state_change is ServiceStateChange.Updated:
-            try:
+            with contextlib.suppress(trio.WouldBlock, trio.RunFinishedError):
                 trio.from_thread.run_sync(send.send_nowait, name, trio_token=token)
-            except (trio.WouldBlock, trio.RunFinishedError):
-                pass
 
     own = _service_info(node)
     browser: ServiceBrowser | None = None

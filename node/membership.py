@@ -18,10 +18,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
+from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from multiaddr import Multiaddr
@@ -33,6 +35,9 @@ from calinode.node.records import verify_record
 from calinode.protocol.errors import CalinodeError, RecordError
 from calinode.protocol.ids import META_PROTOCOL
 from calinode.protocol.messages import CapabilityRecord, PeerExchange
+
+if TYPE_CHECKING:  # trio-typing (a py-libp2p dependency) shadows trio's own types
+    from trio_typing import TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +143,7 @@ class Membership:
                 raise RecordError(f"{sender} sent {type(message).__name__} on the meta protocol")
             self.absorb(message, sender)
             await channel.send(self._outgoing(), timeout=self.exchange_timeout)
-            await channel.close()
+            await channel.finish()
         except CalinodeError as exc:
             log.debug("meta exchange from %s failed: %s", sender, exc)
             await channel.reset()
@@ -157,7 +162,8 @@ class Membership:
         try:
             with trio.fail_after(self.exchange_timeout):
                 if not network.get_connections(pid):
-                    network.unblock_peer(pid)  # defect 6: forget a failed dial of a restarted peer
+                    if isinstance(network, Swarm):  # defect 6: forget a failed dial of this peer
+                        network.unblock_peer(pid)
                     target = info or PeerInfo(pid, self.host.get_peerstore().addrs(pid))
                     await self.host.connect(target)
                 stream = await self.host.new_stream(pid, [TProtocol(META_PROTOCOL)])
@@ -190,7 +196,7 @@ class Membership:
                 targets[peer_id] = info
         return targets
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Heartbeat forever: exchange with every target, then sweep the table."""
         task_status.started()
         while True:

@@ -31,7 +31,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run_cli(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, timeout: float = 60, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([CALINODE, *args], capture_output=True, text=True, timeout=timeout,
                           env=_clean_env())
     if check and proc.returncode != 0:

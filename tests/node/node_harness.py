@@ -60,5 +60,5 @@ def bootstrap_of() -> Callable[[Node], str]:
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     with trio.fail_after(timeout):
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110 - polling node state is the point
             await trio.sleep(0.05)

@@ -17,7 +17,6 @@ from calinode.node.job_server import JobContext
 from calinode.protocol.errors import ErrorCode, JobError
 from calinode.protocol.ids import JOB_PROTOCOL
 from calinode.protocol.messages import ErrorReply, MessageDecoder
-
 from node_harness import open_nodes, wait_until
 
 
@@ -54,6 +53,16 @@ async def test_ping_and_echo(tmp_path: Path, bootstrap_of: Callable[[Node], str]
         assert echoed.result["payload"] == payload and echoed.served_by == server.peer_id
         local = await caller.run_job(caller.peer_id, "echo", {"payload": "hi"}, timeout=1)
         assert local.served_by == caller.peer_id
+
+
+async def test_many_sequential_jobs_release_their_streams(
+    tmp_path: Path, bootstrap_of: Callable[[Node], str]
+) -> None:
+    async with open_nodes(tmp_path) as start:
+        server, caller = await _pair(start, bootstrap_of)
+        for _ in range(400):
+            await caller.client.call(server.peer_id, "ping", {}, timeout=5)
+        assert server.server.statistics().served >= 400
 
 
 @pytest.mark.parametrize(

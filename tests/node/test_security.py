@@ -16,7 +16,6 @@ from multiaddr import Multiaddr
 from calinode.node.daemon import Node
 from calinode.node.identity import write_swarm_key
 from calinode.protocol.errors import JobError
-
 from node_harness import open_nodes, wait_until
 
 

@@ -12,7 +12,8 @@ NOW_MS = 1_800_000_000_000
 def record(peer: str, seq: int, issued_at_ms: int = NOW_MS) -> CapabilityRecord:
     return CapabilityRecord(
         peer_id=peer, public_key=b"k", addrs=(f"/ip4/127.0.0.1/tcp/1/p2p/{peer}",),
-        version="0", protocol_version="1.0.0", capabilities={}, load=Load(in_flight=0, queue_depth=0),
+        version="0", protocol_version="1.0.0", capabilities={},
+        load=Load(in_flight=0, queue_depth=0),
         seq=seq, issued_at_ms=issued_at_ms, signature=b"s",
     )
 
