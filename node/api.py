@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from calinode.node.inference_api import inference_routes
 from calinode.protocol.errors import CalinodeError, ErrorCode
 
 if TYPE_CHECKING:
@@ -42,8 +43,10 @@ MAX_TIMEOUT = 300.0
 
 
 def error_response(code: ErrorCode, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code.value, "message": message}},
-                        status_code=HTTP_STATUS.get(code, 500))
+    status = HTTP_STATUS.get(code, 500)
+    kind = "invalid_request_error" if status < 500 else "server_error"  # OpenAI clients read it
+    return JSONResponse({"error": {"code": code.value, "message": message, "type": kind}},
+                        status_code=status)
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -112,6 +115,7 @@ def build_app(node: Node) -> Starlette:
             Route("/v1/peers", peers),
             Route("/v1/ping", ping, methods=["POST"]),
             Route("/v1/jobs", jobs, methods=["POST"]),
+            *inference_routes(node),
         ],
         exception_handlers={CalinodeError: on_calinode_error},
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from calinode.node import __version__
+from calinode.node.cli_models import add_models_parser, cmd_models
 from calinode.protocol.errors import CalinodeError
 
 EXAMPLES = """\
@@ -66,6 +67,39 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds between peer exchanges (default 1)")
     start.add_argument("--dead-after", type=float, metavar="SECONDS",
                        help="mark a silent peer dead after this long (default 6)")
+    start.add_argument("--embed-model", action="append", dest="embed_models", metavar="NAME",
+                       help="embedding model to load, repeatable (default minilm-l6-int8)")
+    start.add_argument("--gen-model", action="append", dest="gen_models", metavar="NAME",
+                       help="generation model to load, repeatable (default smollm2-135m)")
+    start.add_argument("--no-models", action="store_const", const=True, default=None,
+                       help="load no model: route every job to peers")
+    start.add_argument("--threads", type=int, help="compute threads per model (default: all)")
+
+    embed = sub.add_parser("embed", help="embed texts (on this node or a peer that can)")
+    embed.add_argument("texts", nargs="+", metavar="TEXT")
+    embed.add_argument("--model", help="embedding model (default: the node's)")
+    kind = embed.add_mutually_exclusive_group()
+    kind.add_argument("--query", dest="input_type", action="store_const", const="query",
+                      help="embed as search queries (the model's query prefix)")
+    kind.add_argument("--passage", dest="input_type", action="store_const", const="passage",
+                      help="embed as documents (default)")
+    embed.add_argument("--dimensions", type=int, help="keep the first N dimensions")
+    embed.add_argument("--timeout", type=float, default=120.0)
+    _add_client_args(embed)
+
+    generate = sub.add_parser("generate", help="generate text (streamed with --stream)")
+    generate.add_argument("prompt", metavar="PROMPT")
+    generate.add_argument("--model", help="generation model (default: the node's)")
+    generate.add_argument("--completion", action="store_true",
+                          help="send PROMPT as a raw completion prompt instead of a chat turn")
+    generate.add_argument("--max-tokens", type=int, default=256)
+    generate.add_argument("--temperature", type=float)
+    generate.add_argument("--seed", type=int)
+    generate.add_argument("--stream", action="store_true", help="print tokens as they arrive")
+    generate.add_argument("--timeout", type=float, default=300.0)
+    _add_client_args(generate)
+
+    add_models_parser(sub)
 
     keygen = sub.add_parser("keygen", help="write a new private swarm key")
     keygen.add_argument("--out", required=True, metavar="FILE", help="where to write (mode 0600)")
@@ -182,8 +216,53 @@ def cmd_ping(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        data = client.embed(args.texts, model=args.model, input_type=args.input_type or "passage",
+                            dimensions=args.dimensions, timeout=args.timeout)
+    out = {key: data[key] for key in ("model", "dim", "vectors", "served_by", "sha256",
+                                      "truncated")}
+    lines = [f"{data['model']} ({data['dim']}-d) served by {', '.join(data['served_by'])}"]
+    for text, vector in zip(args.texts, data["vectors"], strict=True):
+        lines.append(f"{text[:40]!r}: [{', '.join(f'{v:.4f}' for v in vector[:6])}, ...]")
+    if data["truncated"]:
+        lines.append(f"truncated to the model's token limit: inputs {data['truncated']}")
+    _emit(out, args.json, "\n".join(lines))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    request: dict[str, Any] = {"model": args.model, "max_tokens": args.max_tokens,
+                               "temperature": args.temperature, "seed": args.seed,
+                               "timeout": args.timeout}
+    if args.completion:
+        request["prompt"] = args.prompt
+    else:
+        request["messages"] = [{"role": "user", "content": args.prompt}]
+    with _client(args) as client:
+        if not args.stream:
+            data = client.generate(**request)
+            _emit(data, args.json, data["text"])
+            return 0
+        for item in client.generate_stream(**request):
+            if "text" in item:
+                if args.json:
+                    print(json.dumps(item), flush=True)
+                else:
+                    print(item["text"], end="", flush=True)
+            elif "done" in item:
+                done = item["done"]
+                if args.json:
+                    print(json.dumps(item), flush=True)
+                else:
+                    print(f"\n[{done['finish_reason']}, {done['usage']['completion_tokens']} "
+                          f"tokens, served by {done['served_by']}]", file=sys.stderr)
+    return 0
+
+
 COMMANDS = {"start": cmd_start, "keygen": cmd_keygen, "id": cmd_id, "status": cmd_status,
-            "peers": cmd_peers, "ping": cmd_ping}
+            "peers": cmd_peers, "ping": cmd_ping, "embed": cmd_embed, "generate": cmd_generate,
+            "models": cmd_models}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,9 @@ Every failure raises :class:`calinode.protocol.errors.ApiError` with a stable ``
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,13 +75,17 @@ class CalinodeClient:
             raise ApiError(f"API answered {response.status_code} with a non-JSON body",
                            code=ErrorCode.INTERNAL) from None
         if response.status_code >= 400:
-            error = data.get("error", {}) if isinstance(data, dict) else {}
-            try:
-                code = ErrorCode(error.get("code", "INTERNAL"))
-            except ValueError:
-                code = ErrorCode.INTERNAL
-            raise ApiError(str(error.get("message", response.text)), code=code)
+            self._raise_for(response.status_code, data, response.text)
         return data
+
+    @staticmethod
+    def _raise_for(status: int, data: Any, text: str) -> None:
+        error = data.get("error", {}) if isinstance(data, dict) else {}
+        try:
+            code = ErrorCode(error.get("code", "INTERNAL"))
+        except ValueError:
+            code = ErrorCode.INTERNAL
+        raise ApiError(str(error.get("message", text)), code=code)
 
     def healthz(self) -> dict[str, Any]:
         return dict(self._request("GET", "/healthz"))
@@ -101,3 +107,60 @@ class CalinodeClient:
         if peer_id:
             body["peer_id"] = peer_id
         return dict(self._request("POST", "/v1/jobs", body, timeout=timeout))
+
+    def embed(self, texts: list[str], *, model: str | None = None, input_type: str = "passage",
+              dimensions: int | None = None, timeout: float = 120.0) -> dict[str, Any]:
+        body: dict[str, Any] = {"texts": texts, "input_type": input_type, "timeout": timeout}
+        if model:
+            body["model"] = model
+        if dimensions is not None:
+            body["dimensions"] = dimensions
+        return dict(self._request("POST", "/v1/embed", body, timeout=timeout))
+
+    def generate(self, *, prompt: str | None = None, messages: list[dict[str, str]] | None = None,
+                 model: str | None = None, timeout: float = 300.0,
+                 **settings: Any) -> dict[str, Any]:
+        """One finished generation: ``{text, finish_reason, usage, served_by, ...}``."""
+        return dict(self._request("POST", "/v1/generate",
+                                  self._generate_body(prompt, messages, model, timeout, settings),
+                                  timeout=timeout))
+
+    def generate_stream(self, *, prompt: str | None = None,
+                        messages: list[dict[str, str]] | None = None, model: str | None = None,
+                        timeout: float = 300.0, **settings: Any) -> Iterator[dict[str, Any]]:
+        """Yields ``{"text": ...}`` pieces as they are generated, then ``{"done": {...}}``."""
+        body = self._generate_body(prompt, messages, model, timeout, settings)
+        body["stream"] = True
+        try:
+            with self._http.stream("POST", "/v1/generate", json=body,
+                                   timeout=timeout + 10.0) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._raise_for(response.status_code, response.json(), response.text)
+                for line in response.iter_lines():
+                    if not line.strip():
+                        continue
+                    item = json.loads(line)
+                    if "error" in item:
+                        self._raise_for(500, item, line)
+                    yield item
+        except httpx.HTTPError as exc:
+            raise ApiError(f"lost the calinode API at {self.api}: {type(exc).__name__}",
+                           code=ErrorCode.PEER_UNREACHABLE) from exc
+
+    @staticmethod
+    def _generate_body(prompt: str | None, messages: list[dict[str, str]] | None,
+                       model: str | None, timeout: float, settings: dict[str, Any]
+                       ) -> dict[str, Any]:
+        body: dict[str, Any] = {"timeout": timeout}
+        body.update({k: v for k, v in settings.items() if v is not None})
+        if prompt is not None:
+            body["prompt"] = prompt
+        if messages is not None:
+            body["messages"] = messages
+        if model:
+            body["model"] = model
+        return body
+
+    def models(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/v1/models")["data"])

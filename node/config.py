@@ -47,6 +47,10 @@ class NodeConfig:
     drop_after: float = 120.0
     max_jobs: int = 64
     max_jobs_per_peer: int = 16
+    embed_models: tuple[str, ...] = ("minilm-l6-int8",)
+    gen_models: tuple[str, ...] = ("smollm2-135m",)
+    no_models: bool = False
+    threads: int = 0  # compute threads per model; 0: every core
 
     def __post_init__(self) -> None:
         host, sep, port = self.api.rpartition(":")
@@ -62,6 +66,8 @@ class NodeConfig:
                 f"log level must be debug, info, warning or error: {self.log_level!r}")
         if not 0 < self.heartbeat_interval < self.dead_after < self.drop_after:
             raise ConfigError("need 0 < heartbeat_interval < dead_after < drop_after")
+        if self.threads < 0:
+            raise ConfigError("threads must be 0 (every core) or more")
         if self.max_jobs < 1 or self.max_jobs_per_peer < 1:
             raise ConfigError("max_jobs and max_jobs_per_peer must be at least 1")
 
@@ -76,9 +82,10 @@ class NodeConfig:
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
-_TUPLES = {"listen", "bootstrap", "allow", "mdns_interfaces"}
+_TUPLES = {"listen", "bootstrap", "allow", "mdns_interfaces", "embed_models", "gen_models"}
+_BOOLS = {"mdns", "no_models"}
 _FLOATS = {"heartbeat_interval", "dead_after", "drop_after"}
-_INTS = {"max_jobs", "max_jobs_per_peer"}
+_INTS = {"max_jobs", "max_jobs_per_peer", "threads"}
 _KEYS = {f.name for f in fields(NodeConfig)} - {"home"}
 
 
@@ -90,7 +97,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
                 return tuple(value)
             raise TypeError(value)
-        if key == "mdns":
+        if key in _BOOLS:
             if isinstance(value, bool):
                 return value
             if isinstance(value, str) and value.lower() in _TRUE | _FALSE:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -23,13 +24,17 @@ from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
 from calinode import node as _node_pkg
+from calinode.models.registry import ModelRegistry
 from calinode.node.addresses import expand_wildcards, interface_ipv4_addresses
 from calinode.node.builtin_jobs import register_builtin_jobs
 from calinode.node.config import NodeConfig
+from calinode.node.dispatch import Dispatcher
 from calinode.node.host import PeerGate, PeerPolicy, build_host, guarded
 from calinode.node.identity import load_or_create_identity, read_swarm_key
+from calinode.node.inference_jobs import register_inference_jobs
 from calinode.node.job_client import JobClient, JobResult
 from calinode.node.job_server import JobRegistry, JobServer
+from calinode.node.local_models import LocalModels
 from calinode.node.membership import Membership
 from calinode.node.node_file import remove_node_file, write_node_file
 from calinode.node.peer_table import PeerTable
@@ -59,16 +64,28 @@ class Node:
     server: JobServer
     client: JobClient
     policy: PeerPolicy
+    models: LocalModels = field(default_factory=LocalModels)
     membership: Membership | None = None
     addrs: tuple[str, ...] = ()
     api_url: str = ""
     started_at: float = 0.0
 
+    @property
+    def model_registry(self) -> ModelRegistry:
+        return ModelRegistry(self.config.home / "models")
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        return Dispatcher(self)
+
     def capabilities(self) -> dict[str, Any]:
-        return {"jobs": self.registry.kinds(), "embed": [], "generate": [], "shards": []}
+        return {"jobs": self.registry.kinds(), **self.models.advertised(), "shards": []}
+
+    def queue_depth(self) -> int:
+        return sum(s.queue_depth for s in self.models.generate.values())
 
     def load(self) -> Load:
-        return Load(in_flight=self.server.in_flight, queue_depth=0)
+        return Load(in_flight=self.server.in_flight, queue_depth=self.queue_depth())
 
     def own_record(self) -> CapabilityRecord:
         return self.signer.issue(addrs=self.addrs, capabilities=self.capabilities(),
@@ -84,7 +101,7 @@ class Node:
             "version": VERSION,
             "protocol_version": PROTOCOL_VERSION,
             "capabilities": self.capabilities(),
-            "load": {"in_flight": stats.in_flight, "queue_depth": 0},
+            "load": {"in_flight": stats.in_flight, "queue_depth": self.queue_depth()},
             "jobs": {"served": stats.served, "failed": stats.failed,
                      "rejected_overloaded": stats.rejected_overloaded,
                      "bad_frames": stats.bad_frames},
@@ -100,7 +117,7 @@ class Node:
         rows: list[dict[str, Any]] = [{
             "peer_id": self.peer_id, "addrs": list(self.addrs), "self": True,
             "capabilities": self.capabilities(),
-            "load": {"in_flight": self.server.in_flight, "queue_depth": 0},
+            "load": {"in_flight": self.server.in_flight, "queue_depth": self.queue_depth()},
             "alive": True, "last_seen": 0.0, "version": VERSION, "rtt_ms": 0.0,
         }]
         for entry in self.table.entries():
@@ -165,12 +182,14 @@ def build_node(config: NodeConfig) -> Node:
     signer = RecordSigner(key_pair, version=VERSION, protocol_version=PROTOCOL_VERSION)
     registry = JobRegistry()
     register_builtin_jobs(registry)
+    models = LocalModels()
+    register_inference_jobs(registry, models)
     server = JobServer(registry, peer_id=signer.peer_id, max_total=config.max_jobs,
                        max_per_peer=config.max_jobs_per_peer)
     table = PeerTable(signer.peer_id, dead_after=config.dead_after, drop_after=config.drop_after)
     return Node(config=config, host=host, peer_id=signer.peer_id, signer=signer, table=table,
                 registry=registry, server=server, client=JobClient(host, server),
-                policy=PeerPolicy.from_ids(config.allow))
+                policy=PeerPolicy.from_ids(config.allow), models=models)
 
 
 async def _serve_signals(cancel: trio.CancelScope) -> None:
@@ -179,6 +198,24 @@ async def _serve_signals(cancel: trio.CancelScope) -> None:
             log.info("received %s, shutting down", signal.Signals(signum).name)
             cancel.cancel()
             return
+
+
+def _progress(message: str) -> None:
+    print(f"calinode: {message}", file=sys.stderr, flush=True)
+
+
+async def load_models(node: Node, nursery: trio.Nursery) -> None:
+    """Prepare (once) and load the configured models; nothing when ``no_models``."""
+    from calinode.models.defaults import ensure_models
+
+    config = node.config
+    if config.no_models:
+        return
+    names = [*config.embed_models, *config.gen_models]
+    registry = node.model_registry
+    await trio.to_thread.run_sync(
+        lambda: ensure_models(registry, names, progress=_progress))
+    await node.models.load(registry, names, nursery=nursery, threads=config.threads or None)
 
 
 async def run_node(
@@ -205,6 +242,7 @@ async def run_node(
         async with node.host.run(listen_addrs=listen), trio.open_nursery() as nursery:
             if handle_signals:
                 nursery.start_soon(_serve_signals, root_scope)
+            await load_models(node, nursery)
             bound = [str(addr) for addr in node.host.get_addrs()]
             node.addrs = tuple(expand_wildcards(bound, interface_ipv4_addresses()))
             node.membership = Membership(

@@ -1,1 +1,1 @@
-from daemon_harness import swarm  # noqa: F401  (fixture)
+from daemon_harness import prepared_models, swarm  # noqa: F401  (fixtures)

@@ -53,6 +53,7 @@ class Daemon:
     port: int
     extra: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
+    models: Path | None = None  # a prepared model registry to share; None: --no-models
 
     @property
     def node_file(self) -> Path:
@@ -63,11 +64,14 @@ class Daemon:
             self.extra = list(extra)
         self.node_file.unlink(missing_ok=True)
         self.home.mkdir(parents=True, exist_ok=True)
+        if self.models is not None and not (self.home / "models").exists():
+            (self.home / "models").symlink_to(self.models, target_is_directory=True)
+        models = [] if self.models is not None else ["--no-models"]
         log = (self.home / "log").open("ab")
         self.proc = subprocess.Popen(
             [CALINODE, "start", "--home", str(self.home),
              "--listen", f"/ip4/127.0.0.1/tcp/{self.port}", "--api", "127.0.0.1:0",
-             *FAST, *self.extra],
+             *FAST, *models, *self.extra],
             stdout=log, stderr=subprocess.STDOUT, env=_clean_env())
         deadline = time.monotonic() + 60
         while not self.node_file.exists():
@@ -129,8 +133,8 @@ class Swarm:
         self.root = root
         self.daemons: list[Daemon] = []
 
-    def daemon(self, name: str) -> Daemon:
-        daemon = Daemon(name, self.root / name, free_port())
+    def daemon(self, name: str, *, models: Path | None = None) -> Daemon:
+        daemon = Daemon(name, self.root / name, free_port(), models=models)
         self.daemons.append(daemon)
         return daemon
 
@@ -160,3 +164,11 @@ def wait_for(predicate: Any, timeout: float, what: str) -> float:
             last_error = exc
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout} s waiting for {what} ({last_error})")
+
+
+@pytest.fixture(scope="session")
+def prepared_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default models, prepared once per test session with the real CLI."""
+    home = tmp_path_factory.mktemp("models-home")
+    run_cli("models", "--home", str(home), "prepare", timeout=900)
+    return home / "models"

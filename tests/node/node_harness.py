@@ -24,6 +24,7 @@ def node_config(home: Path, **overrides: Any) -> NodeConfig:
         "heartbeat_interval": 0.3,
         "dead_after": 2.0,
         "drop_after": 30.0,
+        "no_models": True,
     }
     settings.update(overrides)
     return NodeConfig(home=home, **settings)

@@ -1,0 +1,155 @@
+"""``calinode models ...``: the models installed in a node's home (no daemon needed).
+
+``list``, ``prepare NAME...`` (the embedded defaults), ``add PATH --name NAME`` (an ONNX
+folder with tokenizer.json, or a GGUF file), ``remove NAME``, ``verify [NAME...]`` and
+``export CHECKPOINT_DIR --name NAME [--int8]`` (needs the optional ``export`` extra: torch).
+A running node loads models at start: restart it to pick up changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from calinode.protocol.errors import ConfigError
+
+
+def add_models_parser(sub: Any) -> None:
+    models = sub.add_parser("models", help="list, prepare, add, remove, verify, export models")
+    models.add_argument("--home", help="node home (default $CALINODE_HOME)")
+    msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    listing = msub.add_parser("list", help="installed models")
+    listing.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    prepare = msub.add_parser("prepare", help="prepare embedded defaults (no network needed)")
+    prepare.add_argument("names", nargs="*", metavar="NAME",
+                         help="minilm-l6, minilm-l6-int8, smollm2-135m, gemma3-270m "
+                              "(default: the two defaults)")
+    prepare.add_argument("--force", action="store_true", help="prepare again even if intact")
+    add = msub.add_parser("add", help="install an ONNX model folder or a GGUF file")
+    add.add_argument("path", help="folder with model.onnx + tokenizer.json, or a .gguf file")
+    add.add_argument("--name", required=True)
+    add.add_argument("--dim", type=int, help="embedding size (read from a sentence-transformers "
+                     "1_Pooling/config.json when present)")
+    add.add_argument("--pooling", choices=["mean", "cls"], default=None)
+    add.add_argument("--no-normalize", action="store_true")
+    add.add_argument("--query-prefix", default="", help='e.g. "query: " for E5 models')
+    add.add_argument("--passage-prefix", default="", help='e.g. "passage: " for E5 models')
+    add.add_argument("--max-tokens", type=int, default=512)
+    add.add_argument("--context-length", type=int, default=4096, help="GGUF: context length")
+    add.add_argument("--chat-format", help="GGUF: llama-cpp-python chat format (default: the "
+                     "template inside the file)")
+    add.add_argument("--base", action="store_true", help="GGUF: a base model (completion only)")
+    remove = msub.add_parser("remove", help="uninstall a model")
+    remove.add_argument("name")
+    verify = msub.add_parser("verify", help="re-hash model files")
+    verify.add_argument("names", nargs="*", metavar="NAME")
+    verify.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    export = msub.add_parser("export", help="export a Hugging Face checkpoint to ONNX (torch)")
+    export.add_argument("checkpoint", help="a local sentence-transformers/transformers folder")
+    export.add_argument("--name", required=True)
+    export.add_argument("--int8", action="store_true", help="also make NAME-int8")
+
+
+def _registry(args: argparse.Namespace) -> Any:
+    from calinode.models.registry import ModelRegistry
+    from calinode.node.config import resolve_home
+
+    return ModelRegistry(resolve_home(args.home, os.environ) / "models")
+
+
+def _progress(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+def _add(args: argparse.Namespace, registry: Any) -> Any:
+    from calinode.models.manifest import ModelFile, ModelManifest
+
+    path = Path(args.path).expanduser()
+    placeholder = (ModelFile(path="x", sha256="0" * 64, size=0),)
+    if path.is_file() and path.suffix == ".gguf":
+        manifest = ModelManifest(
+            name=args.name, kind="generate", files=placeholder,
+            context_length=args.context_length, chat_format=args.chat_format,
+            chat=not args.base, source=str(path))
+        return registry.install(manifest, [(path, path.name)], progress=_progress)
+    if not (path / "model.onnx").is_file() or not (path / "tokenizer.json").is_file():
+        raise ConfigError(f"{path}: expected a .gguf file or a folder with model.onnx and "
+                          "tokenizer.json (for a torch checkpoint: calinode models export)")
+    dim, pooling = args.dim, args.pooling
+    pooling_file = path / "1_Pooling" / "config.json"
+    if pooling_file.is_file():
+        config = json.loads(pooling_file.read_text())
+        dim = dim or config.get("word_embedding_dimension")
+        pooling = pooling or ("cls" if config.get("pooling_mode_cls_token") else "mean")
+    if not dim:
+        raise ConfigError("give --dim (the embedding size) for this model")
+    manifest = ModelManifest(
+        name=args.name, kind="embed", files=placeholder, dim=dim, pooling=pooling or "mean",
+        normalize=not args.no_normalize, query_prefix=args.query_prefix,
+        passage_prefix=args.passage_prefix, max_tokens=args.max_tokens, source=str(path))
+    return registry.install(manifest, [(path / "model.onnx", "model.onnx"),
+                                       (path / "tokenizer.json", "tokenizer.json")],
+                            progress=_progress)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    action = args.models_command
+    if action == "list":
+        rows = [m.advertised() | {"size": sum(f.size for f in m.files)}
+                for m in registry.manifests()]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print(f"{'NAME':<20} {'KIND':<9} {'SIZE MB':>8}  SHA256")
+            for row in rows:
+                print(f"{row['name']:<20} {row['kind']:<9} {row['size'] / 1e6:>8.1f}  "
+                      f"{row['sha256'][:16]}")
+            if not rows:
+                print("(none: calinode models prepare, or calinode start, prepares defaults)")
+        return 0
+    if action == "prepare":
+        from calinode.models.defaults import (
+            DEFAULT_EMBED_MODEL,
+            DEFAULT_GEN_MODEL,
+            prepare_default,
+        )
+
+        for name in args.names or [DEFAULT_EMBED_MODEL, DEFAULT_GEN_MODEL]:
+            print(f"preparing {name}", file=sys.stderr)
+            try:
+                manifest = prepare_default(name, registry, progress=_progress, force=args.force)
+            except KeyError:
+                raise ConfigError(f"{name} is not an embedded default") from None
+            print(f"{manifest.name}\t{manifest.sha256}")
+        return 0
+    if action == "add":
+        manifest = _add(args, registry)
+        print(f"installed {manifest.name} ({manifest.kind}, sha256 {manifest.sha256[:16]})")
+        return 0
+    if action == "remove":
+        registry.remove(args.name)
+        print(f"removed {args.name}")
+        return 0
+    if action == "verify":
+        report = {name: registry.verify(name) for name in (args.names or registry.names())}
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            for name, problems in report.items():
+                print(f"{name}: {'ok' if not problems else '; '.join(problems)}")
+        return 0 if not any(report.values()) else 1
+    if action == "export":
+        try:
+            from calinode.models.export import export_checkpoint
+        except ImportError as exc:
+            raise ConfigError("export needs torch: pip install 'calinode[export]'") from exc
+        exported = export_checkpoint(Path(args.checkpoint).expanduser(), args.name, registry,
+                                     int8=args.int8, progress=_progress)
+        print(exported)
+        return 0
+    raise ConfigError(f"unknown models action {action}")

@@ -1,0 +1,154 @@
+"""Routed jobs: embed and generate on whichever node has the model.
+
+The receiving node ranks candidates (``routing.py``): itself when it has the model and is not
+busy, else the least-loaded live peer with a byte-identical copy, then lowest RTT. A large
+embed batch is split into contiguous parts over several candidates and reassembled in order.
+A part or a generation whose peer dies, times out or is overloaded is retried once on another
+candidate within the caller's deadline (a generation only if no text has been streamed yet).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import trio
+
+from calinode.node.routing import (
+    Candidate,
+    model_offers,
+    rank_candidates,
+    require_candidates,
+    split_batch,
+)
+from calinode.protocol.errors import ErrorCode, JobError
+from calinode.protocol.vectors import decode_vectors
+
+if TYPE_CHECKING:
+    from calinode.node.daemon import Node
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = {ErrorCode.PEER_UNREACHABLE, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.OVERLOADED,
+             ErrorCode.UNKNOWN_MODEL, ErrorCode.UNKNOWN_KIND, ErrorCode.INTERNAL}
+MIN_SPLIT = 32  # texts per part below which a batch is not worth splitting
+
+
+@dataclass
+class EmbedOutcome:
+    model: str
+    sha256: str
+    vectors: np.ndarray
+    token_counts: list[int]
+    truncated: list[int]
+    served_by: list[str]  # one peer id per part, in order
+
+
+class Dispatcher:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def candidates(self, kind: str, name: str) -> list[Candidate]:
+        node = self.node
+        local_services = node.models.embed if kind == "embed" else node.models.generate
+        local = local_services.get(name)
+        peers = [(e.peer_id, e.record.capabilities, e.record.load.in_flight
+                  + e.record.load.queue_depth, e.rtt_ms) for e in node.table.alive()]
+        offers = model_offers(name, kind, local.manifest.advertised() if local else None,
+                              peers, node.peer_id, node.server.in_flight)
+        known = [m["name"] for _, caps, _, _ in peers for m in caps.get(kind, ()) or ()
+                 if isinstance(m, dict) and "name" in m] + list(local_services)
+        require_candidates(offers, name, kind, known)
+        return rank_candidates(offers, local_spare=local is not None and not local.busy)
+
+    async def _attempts(
+        self, order: list[Candidate], kind: str, params: dict[str, Any], deadline: float,
+        on_chunk: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+        may_retry: Callable[[], bool] = lambda: True,
+    ) -> tuple[dict[str, Any], str]:
+        last: JobError | None = None
+        for attempt, candidate in enumerate(order[:2]):
+            remaining = deadline - trio.current_time()
+            if remaining <= 0:
+                break
+            has_fallback = attempt == 0 and len(order) > 1
+            budget = remaining / 2 if has_fallback else remaining
+            try:
+                result = await self.node.client.call(candidate.peer_id, kind, params,
+                                                     timeout=budget, on_chunk=on_chunk)
+                return result.result, result.served_by
+            except JobError as exc:
+                last = exc
+                if exc.code not in RETRYABLE or not may_retry():
+                    raise
+                log.warning("%s on %s failed (%s); trying another peer", kind,
+                            candidate.peer_id, exc.code.value)
+        raise last or JobError(f"{kind} ran out of time before any peer answered",
+                               code=ErrorCode.DEADLINE_EXCEEDED)
+
+    async def embed(self, model: str, texts: list[str], *, input_type: str = "passage",
+                    dimensions: int | None = None, timeout: float = 60.0) -> EmbedOutcome:
+        deadline = trio.current_time() + timeout
+        ranked = self.candidates("embed", model)
+        parts = split_batch(len(texts), len(ranked), min_part=MIN_SPLIT)
+        results: list[tuple[dict[str, Any], str] | None] = [None] * len(parts)
+
+        async def run_part(index: int, start: int, stop: int) -> None:
+            order = ranked[index:] + ranked[:index]  # part i starts on candidate i
+            params: dict[str, Any] = {"model": model, "texts": texts[start:stop],
+                                      "input_type": input_type}
+            if dimensions is not None:
+                params["dimensions"] = dimensions
+            results[index] = await self._attempts(order, "embed", params, deadline)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for index, (start, stop) in enumerate(parts):
+                    nursery.start_soon(run_part, index, start, stop)
+        except BaseExceptionGroup as group:
+            first = group.exceptions[0]
+            raise first if isinstance(first, JobError) else group from None
+        return self._assemble(model, parts, results)
+
+    @staticmethod
+    def _assemble(model: str, parts: list[tuple[int, int]],
+                  results: list[tuple[dict[str, Any], str] | None]) -> EmbedOutcome:
+        blocks: list[np.ndarray] = []
+        tokens: list[int] = []
+        truncated: list[int] = []
+        served: list[str] = []
+        shas: set[str] = set()
+        for (start, _), item in zip(parts, results, strict=True):
+            assert item is not None
+            result, served_by = item
+            blocks.append(decode_vectors(result["vectors"]))
+            tokens.extend(int(t) for t in result["token_counts"])
+            truncated.extend(start + int(i) for i in result["truncated"])
+            served.append(served_by)
+            shas.add(str(result["sha256"]))
+        if len(shas) != 1:  # routing only picks one sha256; a peer that swapped models lies
+            raise JobError("peers answered with different model files", code=ErrorCode.INTERNAL)
+        return EmbedOutcome(model, shas.pop(), np.concatenate(blocks), tokens, truncated, served)
+
+    async def generate(self, params: dict[str, Any], *, timeout: float,
+                       on_text: Callable[[str], Awaitable[None]] | None = None
+                       ) -> dict[str, Any]:
+        deadline = trio.current_time() + timeout
+        ranked = self.candidates("generate", str(params.get("model")))
+        streamed = False
+
+        async def on_chunk(data: dict[str, Any]) -> None:
+            nonlocal streamed
+            text = data.get("text")
+            if isinstance(text, str) and text:
+                streamed = True
+                if on_text is not None:
+                    await on_text(text)
+
+        wire = dict(params, stream=on_text is not None)
+        result, served_by = await self._attempts(ranked, "generate", wire, deadline,
+                                                 on_chunk=on_chunk, may_retry=lambda: not streamed)
+        return dict(result, served_by=served_by)

@@ -1,0 +1,254 @@
+"""Inference on the local HTTP API: native routes and OpenAI-compatible ones.
+
+Native: ``POST /v1/embed`` (``{model, texts, input_type, dimensions, timeout}`` ->
+``{model, sha256, dim, vectors, served_by, token_counts, truncated}``) and ``POST /v1/generate``
+(``{model, prompt | messages, max_tokens, temperature, top_p, seed, stop, stream}``; with
+``stream`` the answer is NDJSON: ``{"text"}`` lines, then ``{"done": {...}}``).
+
+OpenAI-compatible: ``POST /v1/embeddings``, ``POST /v1/chat/completions`` (``stream: true``
+gives server-sent events ending in ``data: [DONE]``) and ``GET /v1/models`` (every model
+reachable in the swarm). Responses add ``served_by``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from calinode.node.inference_jobs import INPUT_TYPES, bad, generate_request
+from calinode.protocol.errors import CalinodeError
+
+if TYPE_CHECKING:
+    from calinode.node.daemon import Node
+
+DEFAULT_TIMEOUT = 120.0
+Emit = Callable[[bytes], Awaitable[None]]
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise bad("request body must be JSON") from None
+    if not isinstance(body, dict):
+        raise bad("request body must be a JSON object")
+    return body
+
+
+def timeout_of(body: dict[str, Any]) -> float:
+    value = body.pop("timeout", DEFAULT_TIMEOUT)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 600:
+        raise bad("timeout must be a number of seconds in (0, 600]")
+    return float(value)
+
+
+def default_model(node: Node, kind: str) -> str:
+    local = node.models.embed if kind == "embed" else node.models.generate
+    if local:
+        return next(iter(local))
+    for entry in node.table.alive():
+        for model in entry.record.capabilities.get(kind, ()) or ():
+            if isinstance(model, dict) and isinstance(model.get("name"), str):
+                return str(model["name"])
+    configured = node.config.embed_models if kind == "embed" else node.config.gen_models
+    return configured[0] if configured else ""
+
+
+async def _embed(node: Node, body: dict[str, Any], texts: Any) -> Any:
+    if not isinstance(texts, list) or not texts:
+        raise bad("input must be a non-empty string or list of strings")
+    if not all(isinstance(t, str) for t in texts):
+        raise bad("only text input is supported (no token arrays)")
+    input_type = body.get("input_type", "passage")
+    if input_type not in INPUT_TYPES:
+        raise bad(f"input_type must be one of {', '.join(INPUT_TYPES)}")
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)):
+        raise bad("dimensions must be an integer")
+    from calinode.node.inference_jobs import texts_param
+
+    texts = texts_param({"texts": texts})
+    model = body.get("model") or default_model(node, "embed")
+    if not isinstance(model, str):
+        raise bad("model must be a string")
+    return await node.dispatcher.embed(model, texts, input_type=input_type,
+                                       dimensions=dimensions, timeout=timeout_of(body))
+
+
+async def native_embed(node: Node, request: Request) -> JSONResponse:
+    body = await read_json(request)
+    outcome = await _embed(node, body, body.get("texts"))
+    return JSONResponse({
+        "model": outcome.model, "sha256": outcome.sha256, "dim": int(outcome.vectors.shape[1]),
+        "vectors": outcome.vectors.tolist(), "served_by": outcome.served_by,
+        "token_counts": outcome.token_counts, "truncated": outcome.truncated})
+
+
+async def openai_embeddings(node: Node, request: Request) -> JSONResponse:
+    body = await read_json(request)
+    texts = body.get("input")
+    if isinstance(texts, str):
+        texts = [texts]
+    encoding = body.get("encoding_format", "float")
+    if encoding not in ("float", "base64"):
+        raise bad("encoding_format must be float or base64")
+    outcome = await _embed(node, body, texts)
+    data = []
+    for i, row in enumerate(outcome.vectors):
+        embedding: Any = (base64.b64encode(row.astype("<f4").tobytes()).decode()
+                          if encoding == "base64" else row.tolist())
+        data.append({"object": "embedding", "embedding": embedding, "index": i})
+    tokens = sum(outcome.token_counts)
+    return JSONResponse({"object": "list", "data": data, "model": outcome.model,
+                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                         "served_by": outcome.served_by, "truncated": outcome.truncated})
+
+
+def models_listing(node: Node) -> JSONResponse:
+    found: dict[str, dict[str, Any]] = {}
+    sources = [(node.peer_id, node.capabilities())]
+    sources += [(e.peer_id, e.record.capabilities) for e in node.table.alive()]
+    for peer_id, caps in sources:
+        for kind in ("embed", "generate"):
+            for model in caps.get(kind, ()) or ():
+                if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+                    continue
+                row = found.setdefault(model["name"], {
+                    "id": model["name"], "object": "model", "created": 0,
+                    "owned_by": "calinode", "kind": kind, "sha256": model.get("sha256"),
+                    "peers": []})
+                row["peers"].append(peer_id)
+    return JSONResponse({"object": "list", "data": sorted(found.values(), key=lambda m: m["id"])})
+
+
+def _openai_to_params(node: Node, body: dict[str, Any]) -> dict[str, Any]:
+    params: dict[str, Any] = {"model": body.get("model") or default_model(node, "generate"),
+                              "messages": body.get("messages")}
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is not None:
+        params["max_tokens"] = max_tokens
+    for key in ("temperature", "top_p", "seed", "stop"):
+        if body.get(key) is not None:
+            params[key] = body[key]
+    return params
+
+
+class StreamingEndpoint:
+    """A raw ASGI endpoint: the job runs in a nursery and each piece is written as it comes,
+    so no async generator has to yield inside a nursery."""
+
+    def __init__(self, node: Node, mode: str) -> None:
+        self.node = node
+        self.mode = mode  # "native" or "openai"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from calinode.node.api import error_response
+
+        request = Request(scope, receive)
+        try:
+            body = await read_json(request)
+            timeout = timeout_of(body)
+            if self.mode == "openai":
+                stream = body.get("stream", False) is True
+                params = _openai_to_params(self.node, body)
+            else:
+                stream = body.pop("stream", False) is True
+                params = dict(body)
+                params.setdefault("model", default_model(self.node, "generate"))
+            generate_request(dict(params, stream=stream))  # validate before anything is sent
+        except CalinodeError as exc:
+            await error_response(exc.code, exc.message)(scope, receive, send)
+            return
+        if not stream:
+            try:
+                result = await self.node.dispatcher.generate(params, timeout=timeout)
+            except CalinodeError as exc:
+                await error_response(exc.code, exc.message)(scope, receive, send)
+                return
+            payload = self._complete(params, result) if self.mode == "openai" else result
+            await JSONResponse(payload)(scope, receive, send)
+            return
+        await self._stream(params, timeout, send)
+
+    def _complete(self, params: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+        usage = result["usage"]
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
+            "created": int(time.time()), "model": params["model"],
+            "choices": [{"index": 0, "finish_reason": result["finish_reason"],
+                         "message": {"role": "assistant", "content": result["text"]}}],
+            "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
+            "served_by": result["served_by"]}
+
+    async def _stream(self, params: dict[str, Any], timeout: float, send: Send) -> None:
+        openai = self.mode == "openai"
+        content_type = b"text/event-stream" if openai else b"application/x-ndjson"
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", content_type), (b"cache-control", b"no-cache")]})
+        chat_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+
+        def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+            return {"id": chat_id, "object": "chat.completion.chunk", "created": created,
+                    "model": params["model"],
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+        async def emit(obj: Any) -> None:
+            line = json.dumps(obj)
+            data = f"data: {line}\n\n" if openai else f"{line}\n"
+            await send({"type": "http.response.body", "body": data.encode(), "more_body": True})
+
+        first = True
+
+        async def on_text(text: str) -> None:
+            nonlocal first
+            if openai:
+                delta = {"role": "assistant", "content": text} if first else {"content": text}
+                await emit(chunk(delta, None))
+            else:
+                await emit({"text": text})
+            first = False
+
+        try:
+            result = await self.node.dispatcher.generate(params, timeout=timeout, on_text=on_text)
+            if openai:
+                final = chunk({}, result["finish_reason"])
+                final["served_by"] = result["served_by"]
+                await emit(final)
+            else:
+                await emit({"done": result})
+        except CalinodeError as exc:
+            await emit({"error": {"code": exc.code.value, "message": exc.message}})
+        if openai:
+            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n",
+                        "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def inference_routes(node: Node) -> list[Route]:
+    async def embed(request: Request) -> JSONResponse:
+        return await native_embed(node, request)
+
+    async def embeddings(request: Request) -> JSONResponse:
+        return await openai_embeddings(node, request)
+
+    async def models(request: Request) -> JSONResponse:
+        return models_listing(node)
+
+    return [
+        Route("/v1/embed", embed, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/v1/generate", StreamingEndpoint(node, "native"), methods=["POST"]),
+        Route("/v1/chat/completions", StreamingEndpoint(node, "openai"), methods=["POST"]),
+        Route("/v1/models", models),
+    ]
+

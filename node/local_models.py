@@ -1,0 +1,232 @@
+"""The models this node runs itself, served off the trio event loop.
+
+- :class:`EmbedService` wraps one ``OnnxEmbedder``. Requests that arrive while the model is
+  busy wait in a queue; the worker takes the oldest and merges every waiting request with the
+  same ``input_type``/``dimensions`` into one model call (up to ``max_merge`` texts), then
+  hands each caller its own rows. ONNX Runtime runs in a worker thread.
+- :class:`GenerateService` wraps one ``GgufGenerator``: one generation at a time (a llama.cpp
+  context is single-threaded), tokens streamed back through :func:`run_streaming`.
+- :class:`LocalModels` loads them from the registry and says what to advertise.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import trio
+
+from calinode.node.thread_stream import run_streaming
+from calinode.protocol.errors import ErrorCode, JobError
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+    from calinode.models.embedder import EmbedResult, OnnxEmbedder
+    from calinode.models.generator import GenerationChunk, GenerationParams, GgufGenerator
+    from calinode.models.manifest import ModelManifest
+    from calinode.models.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending:
+    texts: list[str]
+    input_type: str
+    dimensions: int | None
+    done: trio.Event = field(default_factory=trio.Event)
+    result: EmbedResult | None = None
+    error: BaseException | None = None
+
+
+class EmbedService:
+    def __init__(self, embedder: OnnxEmbedder, *, max_merge: int = 256) -> None:
+        self.embedder = embedder
+        self.manifest: ModelManifest = embedder.manifest
+        self.max_merge = max_merge
+        self._queue: list[_Pending] = []
+        self._wake = trio.Event()
+        self._running = 0
+        self.calls = 0  # model calls made (merging makes this smaller than requests)
+        self.requests = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._running > 0 or bool(self._queue)
+
+    async def embed(self, texts: list[str], *, input_type: str = "passage",
+                    dimensions: int | None = None) -> EmbedResult:
+        pending = _Pending(list(texts), input_type, dimensions)
+        self._queue.append(pending)
+        self.requests += 1
+        self._wake.set()
+        try:
+            await pending.done.wait()
+        except BaseException:
+            if pending in self._queue:
+                self._queue.remove(pending)
+            raise
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
+
+    def _take_group(self) -> list[_Pending]:
+        first = self._queue.pop(0)
+        group, size = [first], len(first.texts)
+        for other in list(self._queue):
+            same = (other.input_type, other.dimensions) == (first.input_type, first.dimensions)
+            if same and size + len(other.texts) <= self.max_merge:
+                self._queue.remove(other)
+                group.append(other)
+                size += len(other.texts)
+        return group
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            if not self._queue:
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            group = self._take_group()
+            texts = [t for p in group for t in p.texts]
+            self._running += 1
+            self.calls += 1
+            try:
+                call = functools.partial(self.embedder.embed, texts,
+                                         input_type=group[0].input_type,  # type: ignore[arg-type]
+                                         dimensions=group[0].dimensions)
+                merged = await trio.to_thread.run_sync(call)
+            except Exception as exc:
+                for p in group:
+                    p.error = exc if len(group) == 1 else JobError(
+                        str(getattr(exc, "message", exc)),
+                        code=getattr(exc, "code", ErrorCode.INTERNAL))
+                    p.done.set()
+                continue
+            finally:
+                self._running -= 1
+            self._split(group, merged)
+
+    @staticmethod
+    def _split(group: list[_Pending], merged: EmbedResult) -> None:
+        from calinode.models.embedder import EmbedResult
+
+        start = 0
+        for p in group:
+            stop = start + len(p.texts)
+            p.result = EmbedResult(
+                vectors=np.ascontiguousarray(merged.vectors[start:stop]),
+                token_counts=merged.token_counts[start:stop],
+                truncated=[i - start for i in merged.truncated if start <= i < stop])
+            p.done.set()
+            start = stop
+
+
+class GenerateService:
+    def __init__(self, generator: GgufGenerator) -> None:
+        self.generator = generator
+        self.manifest: ModelManifest = generator.manifest
+        self._lock = trio.Lock()
+        self._waiting = 0
+
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    @property
+    def queue_depth(self) -> int:
+        return self._waiting
+
+    async def generate(
+        self,
+        *,
+        params: GenerationParams,
+        messages: list[dict[str, str]] | None,
+        prompt: str | None,
+        on_text: Callable[[str], Awaitable[None]],
+    ) -> GenerationChunk:
+        """Stream text pieces to ``on_text``; return the final chunk (finish reason, usage)."""
+        final: list[GenerationChunk] = []
+
+        async def on_chunk(chunk: GenerationChunk) -> None:
+            if chunk.text:
+                await on_text(chunk.text)
+            if chunk.finish_reason is not None:
+                final.append(chunk)
+
+        def make_iter(cancel: Any) -> Any:
+            if messages is not None:
+                return self.generator.stream_chat(messages, params, cancel)
+            assert prompt is not None
+            return self.generator.stream_completion(prompt, params, cancel)
+
+        self._waiting += 1
+        waiting = True
+        try:
+            async with self._lock:
+                self._waiting -= 1
+                waiting = False
+                await run_streaming(make_iter, on_chunk)
+        finally:
+            if waiting:
+                self._waiting -= 1
+        if not final:
+            raise JobError("generation ended without a finish reason", code=ErrorCode.INTERNAL)
+        return final[-1]
+
+
+class LocalModels:
+    """Loaded models by name, and what the capability record says about them."""
+
+    def __init__(self) -> None:
+        self.embed: dict[str, EmbedService] = {}
+        self.generate: dict[str, GenerateService] = {}
+
+    def advertised(self) -> dict[str, list[dict[str, Any]]]:
+        return {
+            "embed": [s.manifest.advertised() for s in self.embed.values()],
+            "generate": [s.manifest.advertised() for s in self.generate.values()],
+        }
+
+    def embedder(self, name: str) -> EmbedService:
+        try:
+            return self.embed[name]
+        except KeyError:
+            raise JobError(f"embedding model {name!r} is not loaded on this node",
+                           code=ErrorCode.UNKNOWN_MODEL) from None
+
+    def generator(self, name: str) -> GenerateService:
+        try:
+            return self.generate[name]
+        except KeyError:
+            raise JobError(f"generation model {name!r} is not loaded on this node",
+                           code=ErrorCode.UNKNOWN_MODEL) from None
+
+    async def load(self, registry: ModelRegistry, names: list[str], *,
+                   nursery: trio.Nursery, threads: int | None = None) -> None:
+        """Load each named model (blocking loads run in a worker thread)."""
+        from calinode.models.embedder import OnnxEmbedder
+        from calinode.models.generator import GgufGenerator
+
+        threads = threads or max(1, (os.cpu_count() or 2))
+        for name in names:
+            manifest = await trio.to_thread.run_sync(registry.get, name)
+            if manifest.kind == "embed":
+                embedder = await trio.to_thread.run_sync(functools.partial(
+                    OnnxEmbedder, manifest, registry.folder(name), threads=threads))
+                service = EmbedService(embedder)
+                await nursery.start(service.run)
+                self.embed[name] = service
+            else:
+                generator = await trio.to_thread.run_sync(functools.partial(
+                    GgufGenerator, manifest, registry.path_of(manifest), threads=threads))
+                self.generate[name] = GenerateService(generator)
+            log.info("loaded %s model %s (sha256 %s)", manifest.kind, name, manifest.sha256[:12])

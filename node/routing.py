@@ -1,0 +1,97 @@
+"""Where a job runs: pure decisions over the peer table, unit-tested without a network.
+
+- :func:`rank_candidates`: this node first when it has the model and spare capacity; then
+  capable live peers by load (jobs in flight + queue), then by round-trip time; this node
+  again (busy) after its peers, so a busy local model is still used when peers are busier.
+- :func:`split_batch`: cut an embed batch into contiguous parts over the ranked candidates,
+  so that reassembly is a concatenation in part order.
+- :func:`model_offers`: which peers offer a model, keeping only byte-identical copies (one
+  sha256) so a job never mixes vectors of two different files.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from calinode.protocol.errors import ErrorCode, JobError
+
+
+@dataclass(frozen=True)
+class Candidate:
+    peer_id: str
+    sha256: str
+    load: int
+    rtt_ms: float
+    is_self: bool = False
+
+
+def model_offers(
+    name: str,
+    kind: str,
+    local: Mapping[str, Any] | None,
+    peers: Iterable[tuple[str, Mapping[str, Any], int, float | None]],
+    self_id: str,
+    self_load: int,
+) -> list[Candidate]:
+    """Candidates for model ``name`` of ``kind`` ("embed" or "generate").
+
+    ``local`` is this node's advertised model entry (or None); ``peers`` yields
+    ``(peer_id, capabilities, load, rtt_ms)`` of live peers. When this node holds the model,
+    only peers with the same sha256 qualify; otherwise the sha256 offered by most peers wins.
+    """
+    offers: list[Candidate] = []
+    if local is not None:
+        offers.append(Candidate(self_id, str(local["sha256"]), self_load, 0.0, is_self=True))
+    for peer_id, capabilities, load, rtt_ms in peers:
+        for model in capabilities.get(kind, ()) or ():
+            if isinstance(model, Mapping) and model.get("name") == name and model.get("sha256"):
+                offers.append(Candidate(peer_id, str(model["sha256"]), load,
+                                        rtt_ms if rtt_ms is not None else 1e9))
+    if not offers:
+        return []
+    if local is not None:
+        wanted = str(local["sha256"])
+    else:
+        counts = Counter(c.sha256 for c in offers)
+        wanted = min(counts, key=lambda sha: (-counts[sha], sha))
+    return [c for c in offers if c.sha256 == wanted]
+
+
+def rank_candidates(candidates: Sequence[Candidate], *, local_spare: bool) -> list[Candidate]:
+    """Order in which to try candidates (see module docstring)."""
+    own = [c for c in candidates if c.is_self]
+    others = sorted((c for c in candidates if not c.is_self),
+                    key=lambda c: (c.load, c.rtt_ms, c.peer_id))
+    if own and local_spare:
+        return own + others
+    return others + own
+
+
+def split_batch(count: int, workers: int, *, min_part: int) -> list[tuple[int, int]]:
+    """Contiguous ``(start, stop)`` parts of ``range(count)`` for at most ``workers`` workers,
+    none smaller than ``min_part`` (except a batch smaller than that: one part)."""
+    if count <= 0:
+        return []
+    parts = max(1, min(workers, count // max(1, min_part)))
+    base, extra = divmod(count, parts)
+    bounds, start = [], 0
+    for i in range(parts):
+        stop = start + base + (1 if i < extra else 0)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
+def require_candidates(candidates: Sequence[Candidate], name: str, kind: str,
+                       known_models: Iterable[str]) -> None:
+    if candidates:
+        return
+    known = sorted(set(known_models))
+    if name not in known:
+        raise JobError(f"no peer in the swarm has {kind} model {name!r} "
+                       f"(available: {', '.join(known) or 'none'})", code=ErrorCode.UNKNOWN_MODEL)
+    raise JobError(f"no live peer can run {kind} model {name!r} right now",
+                   code=ErrorCode.NO_CAPABLE_PEER)

@@ -1,0 +1,73 @@
+"""run_streaming with fake blocking iterators (no model needed)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import trio
+
+from calinode.node.thread_stream import run_streaming
+from calinode.protocol.errors import ErrorCode, JobError
+
+
+def counting(n: int, seen_cancel: list[bool]) -> object:
+    def make(cancel: threading.Event) -> Iterator[int]:
+        try:
+            for i in range(n):
+                if cancel.is_set():
+                    return
+                time.sleep(0.01)  # blocking work, as llama.cpp would do
+                yield i
+        finally:
+            seen_cancel.append(True)  # the iterator was closed, whatever stopped it
+
+    return make
+
+
+async def test_items_arrive_in_order() -> None:
+    got: list[int] = []
+
+    async def on_item(item: int) -> None:
+        got.append(item)
+
+    await run_streaming(counting(20, []), on_item)  # type: ignore[arg-type]
+    assert got == list(range(20))
+
+
+async def test_trio_cancellation_stops_the_thread() -> None:
+    seen_cancel: list[bool] = []
+    got: list[int] = []
+
+    async def on_item(item: int) -> None:
+        got.append(item)
+
+    with trio.move_on_after(0.2):
+        await run_streaming(counting(10_000, seen_cancel), on_item)  # type: ignore[arg-type]
+    assert 0 < len(got) < 10_000 and seen_cancel == [True]
+
+
+async def test_consumer_failure_stops_the_thread() -> None:
+    seen_cancel: list[bool] = []
+
+    async def on_item(item: int) -> None:
+        if item == 3:
+            raise JobError("client went away", code=ErrorCode.PEER_UNREACHABLE)
+
+    with pytest.raises(JobError, match="went away"):
+        await run_streaming(counting(10_000, seen_cancel), on_item)  # type: ignore[arg-type]
+    assert seen_cancel == [True]
+
+
+async def test_thread_errors_are_reraised() -> None:
+    def make(cancel: threading.Event) -> Iterator[int]:
+        yield 1
+        raise JobError("bad prompt", code=ErrorCode.BAD_REQUEST)
+
+    async def on_item(item: int) -> None:
+        return None
+
+    with pytest.raises(JobError, match="bad prompt"):
+        await run_streaming(make, on_item)

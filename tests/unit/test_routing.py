@@ -1,0 +1,51 @@
+from calinode.node.routing import Candidate, model_offers, rank_candidates, split_batch
+
+
+def caps(name: str, sha: str) -> dict[str, object]:
+    return {"embed": [{"name": name, "sha256": sha, "dim": 384}], "generate": []}
+
+
+def test_self_first_when_capable_and_spare() -> None:
+    cands = model_offers("m", "embed", {"name": "m", "sha256": "A"},
+                         [("p1", caps("m", "A"), 0, 1.0), ("p2", caps("m", "A"), 2, 0.5)],
+                         "me", 0)
+    assert [c.peer_id for c in rank_candidates(cands, local_spare=True)] == ["me", "p1", "p2"]
+    assert [c.peer_id for c in rank_candidates(cands, local_spare=False)] == ["p1", "p2", "me"]
+
+
+def test_least_loaded_then_lowest_rtt() -> None:
+    cands = model_offers("m", "embed", None,
+                         [("slow", caps("m", "A"), 1, 9.0), ("fast", caps("m", "A"), 1, 2.0),
+                          ("idle", caps("m", "A"), 0, 50.0)], "me", 0)
+    assert [c.peer_id for c in rank_candidates(cands, local_spare=True)] == ["idle", "fast", "slow"]
+
+
+def test_only_byte_identical_models_qualify() -> None:
+    peers = [("p1", caps("m", "A"), 0, 1.0), ("p2", caps("m", "B"), 0, 1.0),
+             ("p3", caps("m", "B"), 0, 1.0), ("p4", caps("other", "A"), 0, 1.0)]
+    with_local = model_offers("m", "embed", {"name": "m", "sha256": "A"}, peers, "me", 0)
+    assert {c.peer_id for c in with_local} == {"me", "p1"}
+    without_local = model_offers("m", "embed", None, peers, "me", 0)
+    assert {c.peer_id for c in without_local} == {"p2", "p3"}  # the majority copy
+    assert model_offers("nope", "embed", None, peers, "me", 0) == []
+
+
+def test_generate_offers_are_separate_from_embed() -> None:
+    peers = [("p1", {"embed": [], "generate": [{"name": "g", "sha256": "G"}]}, 0, 1.0)]
+    assert model_offers("g", "embed", None, peers, "me", 0) == []
+    assert [c.peer_id for c in model_offers("g", "generate", None, peers, "me", 0)] == ["p1"]
+
+
+def test_split_batch_is_contiguous_and_balanced() -> None:
+    assert split_batch(10, 3, min_part=1) == [(0, 4), (4, 7), (7, 10)]
+    assert split_batch(5, 3, min_part=8) == [(0, 5)]
+    assert split_batch(64, 2, min_part=16) == [(0, 32), (32, 64)]
+    assert split_batch(0, 3, min_part=1) == []
+    for count in range(1, 200):
+        parts = split_batch(count, 4, min_part=8)
+        assert parts[0][0] == 0 and parts[-1][1] == count
+        assert all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False))
+
+
+def test_candidate_is_hashable_value() -> None:
+    assert Candidate("p", "A", 0, 1.0) == Candidate("p", "A", 0, 1.0)
