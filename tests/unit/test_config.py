@@ -65,7 +65,7 @@ def test_load_config_reads_toml_in_home(tmp_path: Path) -> None:
 
 def test_broken_toml_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "calinode.toml").write_text("api = [unclosed\n")
-    with pytest.raises(ConfigError, match="calinode.toml"):
+    with pytest.raises(ConfigError, match=r"calinode\.toml"):
         load_config({"home": str(tmp_path)}, env={})
 
 

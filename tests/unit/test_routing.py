@@ -1,3 +1,5 @@
+import itertools
+
 from calinode.node.routing import Candidate, model_offers, rank_candidates, split_batch
 
 
@@ -44,7 +46,7 @@ def test_split_batch_is_contiguous_and_balanced() -> None:
     for count in range(1, 200):
         parts = split_batch(count, 4, min_part=8)
         assert parts[0][0] == 0 and parts[-1][1] == count
-        assert all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False))
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(parts))
 
 
 def test_candidate_is_hashable_value() -> None:
