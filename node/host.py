@@ -54,15 +54,24 @@ class PeerPolicy:
 def build_host(key_pair: KeyPair, *, psk: str | None = None) -> IHost:
     """A TCP + Noise-only + yamux host; ``psk`` (64 hex digits) makes it a private swarm."""
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
-    return new_host(
+    host = new_host(
         key_pair=key_pair,
         sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
         muxer_preference="YAMUX",
         psk=psk,
-        # membership decides whom to dial; py-libp2p's auto-connector would otherwise redial
-        # every address in the peer store to reach 50 connections
         connection_config=ConnectionConfig(min_connections=0, low_watermark=0),
     )
+    # Membership decides whom to dial. py-libp2p's auto-connector aims at half its high
+    # watermark (150 connections) and dials every address in the peer store to get there,
+    # including peers we consider dead; it has no switch, so it is turned off here.
+    connector = getattr(host.get_network(), "auto_connector", None)
+    if connector is not None:
+        connector.maybe_connect = _no_auto_connect
+    return host
+
+
+async def _no_auto_connect() -> None:
+    return None
 
 
 def remote_peer_id(stream: INetStream) -> str:

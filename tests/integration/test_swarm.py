@@ -134,3 +134,12 @@ def test_cli_errors_are_one_clear_line(swarm: Swarm, tmp_path: Path) -> None:
     assert proc.returncode == 1 and "BAD_REQUEST" in proc.stderr
     proc = run_cli("start", "--home", str(tmp_path / "x"), "--listen", "nonsense", check=False)
     assert proc.returncode == 1 and "multiaddr" in proc.stderr
+
+
+def test_mdns_finds_peers_without_bootstrap(swarm: Swarm) -> None:
+    mdns = ("--mdns", "--mdns-interface", "127.0.0.1")
+    n1 = swarm.daemon("n1").start(*mdns)
+    n2 = swarm.daemon("n2").start(*mdns)
+    took = wait_for(lambda: all_alive([n1, n2], {n1.peer_id, n2.peer_id}), 30,
+                    "mDNS discovery on loopback")
+    print(f"\nmDNS discovery took {took:.2f} s")
