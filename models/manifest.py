@@ -99,6 +99,17 @@ class ModelManifest:
     def primary(self) -> ModelFile:
         return self.files[0]
 
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether a text's vector is independent of the other texts in its batch.
+
+        Not for dynamically quantized graphs: their activation scales are computed over the
+        whole padded batch, so the same text moves (cosine down to ~0.96) with its batch mates.
+        Such models are run one text per call, so vectors are reproducible.
+        """
+        quantization = self.extra.get("quantization")
+        return not (isinstance(quantization, dict) and quantization.get("mode") == "dynamic")
+
     def file(self, name: str) -> ModelFile:
         for item in self.files:
             if item.path == name or item.path.endswith("/" + name):

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from calinode.node.api_json import FastJSONResponse
 from calinode.node.inference_jobs import INPUT_TYPES, bad, generate_request
 from calinode.protocol.errors import CalinodeError
 
@@ -87,9 +88,9 @@ async def _embed(node: Node, body: dict[str, Any], texts: Any) -> Any:
 async def native_embed(node: Node, request: Request) -> JSONResponse:
     body = await read_json(request)
     outcome = await _embed(node, body, body.get("texts"))
-    return JSONResponse({
+    return FastJSONResponse({
         "model": outcome.model, "sha256": outcome.sha256, "dim": int(outcome.vectors.shape[1]),
-        "vectors": outcome.vectors.tolist(), "served_by": outcome.served_by,
+        "vectors": outcome.vectors, "served_by": outcome.served_by,
         "token_counts": outcome.token_counts, "truncated": outcome.truncated})
 
 
@@ -105,10 +106,10 @@ async def openai_embeddings(node: Node, request: Request) -> JSONResponse:
     data = []
     for i, row in enumerate(outcome.vectors):
         embedding: Any = (base64.b64encode(row.astype("<f4").tobytes()).decode()
-                          if encoding == "base64" else row.tolist())
+                          if encoding == "base64" else row)
         data.append({"object": "embedding", "embedding": embedding, "index": i})
     tokens = sum(outcome.token_counts)
-    return JSONResponse({"object": "list", "data": data, "model": outcome.model,
+    return FastJSONResponse({"object": "list", "data": data, "model": outcome.model,
                          "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
                          "served_by": outcome.served_by, "truncated": outcome.truncated})
 

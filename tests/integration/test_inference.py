@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import threading
@@ -103,7 +104,8 @@ def test_openai_client_against_a_node_without_models(pair: tuple[Daemon, Daemon]
     emb = oc.embeddings.create(model="minilm-l6-int8", input=["hello", "world"])
     assert len(emb.data) == 2 and len(emb.data[0].embedding) == 384
     b64 = oc.embeddings.create(model="minilm-l6-int8", input="hello", encoding_format="base64")
-    assert np.allclose(b64.data[0].embedding, emb.data[0].embedding, atol=1e-6)
+    packed = np.frombuffer(base64.b64decode(b64.data[0].embedding), dtype="<f4")
+    assert np.allclose(packed, emb.data[0].embedding, atol=1e-6)
     chat = oc.chat.completions.create(
         model="smollm2-135m", messages=[{"role": "user", "content": "Say hi."}], max_tokens=12,
         seed=3)

