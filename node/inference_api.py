@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -143,6 +144,14 @@ def _openai_to_params(node: Node, body: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return
+
+
 class StreamingEndpoint:
     """A raw ASGI endpoint: the job runs in a nursery and each piece is written as it comes,
     so no async generator has to yield inside a nursery."""
@@ -178,7 +187,11 @@ class StreamingEndpoint:
             payload = self._complete(params, result) if self.mode == "openai" else result
             await JSONResponse(payload)(scope, receive, send)
             return
-        await self._stream(params, timeout, send)
+        async with trio.open_nursery() as nursery:
+            # a client that goes away cancels the generation (and so the llama.cpp thread)
+            nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+            await self._stream(params, timeout, send)
+            nursery.cancel_scope.cancel()
 
     def _complete(self, params: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         usage = result["usage"]

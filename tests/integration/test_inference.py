@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -155,3 +156,18 @@ def test_killing_the_serving_peer_mid_batch_finishes_elsewhere_or_fails_clearly(
     else:
         assert outcome["error"].code.value in ("PEER_UNREACHABLE", "DEADLINE_EXCEEDED")
     run_cli("status", "--home", str(c.home))
+
+
+def test_client_going_away_cancels_the_remote_generation(pair: tuple[Daemon, Daemon]) -> None:
+    a, c = pair
+    before = a.cli("status")["jobs"]
+    body = {"model": "smollm2-135m", "prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "max_tokens": 3000,
+            "stream": True, "temperature": 0.0}
+    with httpx.stream("POST", f"http://{c.info['api']}/v1/generate", json=body,
+                      timeout=60) as response:
+        lines = response.iter_lines()
+        assert "text" in json.loads(next(lines))
+    # the connection is closed after the first piece: A must stop generating, not finish
+    wait_for(lambda: a.cli("status")["load"]["in_flight"] == 0, 30, "A idle again")
+    after = a.cli("status")["jobs"]
+    assert after["failed"] == before["failed"] + 1 and after["served"] == before["served"]
