@@ -156,11 +156,11 @@ class GenerateService:
         """Stream text pieces to ``on_text``; return the final chunk (finish reason, usage)."""
         final: list[GenerationChunk] = []
 
-        async def on_chunk(chunk: GenerationChunk) -> None:
-            if chunk.text:
-                await on_text(chunk.text)
-            if chunk.finish_reason is not None:
-                final.append(chunk)
+        async def on_chunks(chunks: list[GenerationChunk]) -> None:
+            text = "".join(chunk.text for chunk in chunks)  # several when the CPU is busy
+            if text:
+                await on_text(text)
+            final.extend(chunk for chunk in chunks if chunk.finish_reason is not None)
 
         def make_iter(cancel: Any) -> Any:
             if messages is not None:
@@ -174,7 +174,7 @@ class GenerateService:
             async with self._lock:
                 self._waiting -= 1
                 waiting = False
-                await run_streaming(make_iter, on_chunk)
+                await run_streaming(make_iter, on_chunks)
         finally:
             if waiting:
                 self._waiting -= 1

@@ -30,8 +30,8 @@ def counting(n: int, seen_cancel: list[bool]) -> object:
 async def test_items_arrive_in_order() -> None:
     got: list[int] = []
 
-    async def on_item(item: int) -> None:
-        got.append(item)
+    async def on_item(items: list[int]) -> None:
+        got.extend(items)
 
     await run_streaming(counting(20, []), on_item)  # type: ignore[arg-type]
     assert got == list(range(20))
@@ -41,8 +41,8 @@ async def test_trio_cancellation_stops_the_thread() -> None:
     seen_cancel: list[bool] = []
     got: list[int] = []
 
-    async def on_item(item: int) -> None:
-        got.append(item)
+    async def on_item(items: list[int]) -> None:
+        got.extend(items)
 
     with trio.move_on_after(0.2):
         await run_streaming(counting(10_000, seen_cancel), on_item)  # type: ignore[arg-type]
@@ -52,8 +52,8 @@ async def test_trio_cancellation_stops_the_thread() -> None:
 async def test_consumer_failure_stops_the_thread() -> None:
     seen_cancel: list[bool] = []
 
-    async def on_item(item: int) -> None:
-        if item == 3:
+    async def on_item(items: list[int]) -> None:
+        if 3 in items:
             raise JobError("client went away", code=ErrorCode.PEER_UNREACHABLE)
 
     with pytest.raises(JobError, match="went away"):
@@ -66,8 +66,23 @@ async def test_thread_errors_are_reraised() -> None:
         yield 1
         raise JobError("bad prompt", code=ErrorCode.BAD_REQUEST)
 
-    async def on_item(item: int) -> None:
+    async def on_item(items: list[int]) -> None:
         return None
 
     with pytest.raises(JobError, match="bad prompt"):
         await run_streaming(make, on_item)
+
+
+async def test_a_slow_consumer_gets_items_in_batches_without_loss() -> None:
+    batches: list[list[int]] = []
+
+    def make(cancel: threading.Event) -> Iterator[int]:
+        yield from range(500)  # a fast producer
+
+    async def on_batch(items: list[int]) -> None:
+        batches.append(items)
+        await trio.sleep(0.01)  # a slow consumer (a network write per call)
+
+    await run_streaming(make, on_batch, max_buffer=64)
+    assert [i for batch in batches for i in batch] == list(range(500))
+    assert len(batches) < 100 and max(len(b) for b in batches) <= 64

@@ -1,0 +1,557 @@
+"""The local store of one shard replica: a SQLite document store and the FAISS index over it.
+
+A store is a folder::
+
+    docs.sqlite (+ -wal, -shm)   the document store: WAL mode, synchronous=FULL
+    LOCK                         flock()ed while a ShardStore has the folder open
+
+**SQLite is the source of truth; FAISS is derived.** Tables: ``chunks`` (text, JSON metadata,
+content hash, version, the float32 little-endian vector and its faiss id, per
+``(doc_id, chunk)``), ``docs`` (one row per document: content hash, version, chunk count,
+``deleted``; a deleted document keeps a tombstone row so that replicas converge on deletes) and
+``meta`` (``dim``, ``metric``, ``index_kind``, ``schema``). Only SQLite is on disk:
+:meth:`ShardStore.open` rebuilds the FAISS index from the stored vectors (about 0.5 s for 100k
+384-d vectors, flat), so a crash at any instant (kill -9, power loss) leaves nothing to
+reconcile. A write (:meth:`~ShardStore.upsert`, :meth:`~ShardStore.delete`,
+:meth:`~ShardStore.apply`) puts all its documents in ONE transaction, returns only after the
+commit (fsync of the WAL), and updates FAISS after the commit; invalid input raises
+``JobError(BAD_REQUEST)`` before anything is written.
+
+**Versions** (rules in :mod:`calinode.models.shard_digest`): the same ``doc_id`` with the same
+``content_hash`` changes no chunk (``unchanged``); other content replaces every chunk of the
+document when its ``(version, content_hash)`` is greater than the stored one, and is ignored
+(``stale``) when older; a delete at version v beats a live document of version <= v. Replicas
+that exchange :meth:`~ShardStore.changes` through :meth:`~ShardStore.apply` converge, and equal
+document states give equal :meth:`~ShardStore.digest`.
+
+**Index kinds.** ``"flat"``: ``IndexIDMap2(IndexFlatIP(dim))``, exact inner product (vectors
+are L2-normalized, so IP = cosine); removals are FAISS ``remove_ids``. ``"hnsw"``:
+``IndexIDMap2(IndexHNSWFlat(dim, M, METRIC_INNER_PRODUCT))``, approximate and opt-in. HNSW
+cannot remove vectors, so a removed vector's position is marked dead and searches exclude dead
+positions with an ``IDSelectorBitmap``; when more than a quarter of the positions are dead, the
+index is rebuilt from SQLite (a full graph build: seconds per 10k vectors). A replaced chunk
+keeps its faiss id, which is why dead marks are per position, not per id.
+
+**Search** runs every query of a batch in one FAISS call on the index itself (no copy). Hits
+are sorted by descending score, ties (bitwise-equal float32 scores) by ascending faiss id,
+which :func:`hit_sort_key` also gives to a merge of several shards. When the k-th and the last
+fetched score are equal, the query is searched again with a larger k until the tie is complete,
+so a flat store returns exactly the top-k in that order.
+
+**Threads.** Blocking code: call it from a worker thread (``trio.to_thread.run_sync``). Each
+public method holds the store's lock, so calls from several threads are safe but run one at a
+time; a ``CapacityLimiter(1)`` per store keeps threads from queueing on it. FAISS parallelizes
+a search or a build with OpenMP: ``faiss.omp_set_num_threads`` is left to the caller.
+
+**Errors.** ``JobError(BAD_REQUEST)`` for invalid input and for a faiss id collision (two
+chunks hashing to one id: the write is refused); ``ConfigError`` when the folder is already
+open or holds a store of another dim or metric; ``JobError(SHARD_UNAVAILABLE)`` on a closed
+store; ``JobError(INTERNAL)`` when FAISS and SQLite are found to disagree (see
+:meth:`~ShardStore.check`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Literal, NoReturn, get_args
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+
+from calinode.models.shard_digest import (
+    MAX_VERSION,
+    DocState,
+    Outcome,
+    chunk_faiss_id,
+    resolve,
+    shard_digest,
+)
+from calinode.protocol.errors import ConfigError, ErrorCode, JobError
+
+__all__ = [
+    "ChunkWrite", "DocRecord", "DocWrite", "Hit", "IndexKind", "ShardStore",
+    "ShardStoreStatistics", "StoredChunk", "UpsertResult", "chunk_faiss_id", "hit_sort_key",
+]
+
+IndexKind = Literal["flat", "hnsw"]
+Metric = Literal["ip"]
+DB_FILE: Final = "docs.sqlite"
+LOCK_FILE: Final = "LOCK"
+SCHEMA: Final = "1"
+MAX_DOC_ID_BYTES: Final = 1024
+MAX_CONTENT_HASH_CHARS: Final = 256
+_SQL_BATCH: Final = 400  # host parameters per IN (...) list
+_REBUILD_BATCH: Final = 16384  # rows per FAISS add during a rebuild
+
+_SCHEMA_SQL: Final = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS docs(
+    doc_id TEXT PRIMARY KEY, content_hash TEXT NOT NULL, version INTEGER NOT NULL,
+    chunks INTEGER NOT NULL, deleted INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS docs_by_version ON docs(version, doc_id);
+CREATE TABLE IF NOT EXISTS chunks(
+    doc_id TEXT NOT NULL, chunk INTEGER NOT NULL, text TEXT NOT NULL, metadata TEXT NOT NULL,
+    content_hash TEXT NOT NULL, version INTEGER NOT NULL, vector BLOB NOT NULL,
+    faiss_id INTEGER NOT NULL UNIQUE, PRIMARY KEY(doc_id, chunk));
+"""
+_UPSERT_DOC: Final = (
+    "INSERT INTO docs(doc_id, content_hash, version, chunks, deleted, updated_ms)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(doc_id) DO UPDATE SET"
+    " content_hash = excluded.content_hash, version = excluded.version,"
+    " chunks = excluded.chunks, deleted = excluded.deleted, updated_ms = excluded.updated_ms"
+)
+_INSERT_CHUNK: Final = (
+    "INSERT INTO chunks(doc_id, chunk, text, metadata, content_hash, version, vector, faiss_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class ChunkWrite:
+    """One chunk of a document: its text, its (dim,) float32 vector, JSON-able metadata."""
+
+    text: str
+    vector: npt.NDArray[np.float32]
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class DocWrite:
+    """A whole document to store; its chunks are numbered 0..n-1 in order.
+
+    ``content_hash`` must change whenever the text, metadata or vectors change (the store
+    compares hashes, never contents).
+    """
+
+    doc_id: str
+    content_hash: str
+    version: int
+    chunks: Sequence[ChunkWrite]
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class DocRecord:
+    """A document as exported by :meth:`ShardStore.changes`: live, or a tombstone (``deleted``,
+    ``content_hash == ""``, no chunks). Vectors are read-only views of the stored bytes."""
+
+    doc_id: str
+    content_hash: str
+    version: int
+    deleted: bool
+    chunks: Sequence[ChunkWrite]
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A chunk found by :meth:`ShardStore.search`; ``score`` is the inner product."""
+
+    doc_id: str
+    chunk: int
+    score: float
+
+
+def hit_sort_key(hit: Hit) -> tuple[float, int]:
+    """Sort key of the search order: descending score, then ascending faiss id."""
+    return (-hit.score, chunk_faiss_id(hit.doc_id, hit.chunk))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChunk:
+    """What :meth:`ShardStore.fetch` returns for one ``(doc_id, chunk)``."""
+
+    text: str
+    metadata: dict[str, Any]
+    content_hash: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertResult:
+    """Documents per outcome of one write, and the chunks it added and removed.
+
+    ``unchanged`` also counts a version advanced without new content, and a tombstone written
+    or advanced for a document that was not live.
+    """
+
+    inserted: int = 0
+    replaced: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    stale: int = 0
+    chunks_added: int = 0
+    chunks_removed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ShardStoreStatistics:
+    docs: int  # live documents
+    chunks: int  # live chunks
+    tombstones: int
+    index_kind: IndexKind
+    index_vectors: int  # FAISS ntotal, dead HNSW positions included
+    index_dead: int  # HNSW positions removed but not yet compacted away
+    rebuild_seconds: float  # the last rebuild of FAISS from SQLite
+
+
+@dataclass(frozen=True, slots=True)
+class _Incoming:
+    """A validated write of one document (vectors already stacked as (n, dim) '<f4')."""
+
+    doc_id: str
+    state: DocState
+    texts: list[str]
+    metadata: list[str]
+    vectors: npt.NDArray[np.float32]
+
+
+def _bad(message: str) -> NoReturn:
+    raise JobError(message, code=ErrorCode.BAD_REQUEST)
+
+
+def _check_doc_id(doc_id: object) -> str:
+    if not isinstance(doc_id, str) or not doc_id:
+        _bad(f"doc_id must be a non-empty string, not {doc_id!r}")
+    try:
+        size = len(doc_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        _bad(f"doc_id {doc_id!r} is not valid UTF-8 text")
+    if size > MAX_DOC_ID_BYTES:
+        _bad(f"doc_id is {size} bytes long; at most {MAX_DOC_ID_BYTES} are allowed")
+    return doc_id
+
+
+def _check_version(version: object, doc_id: str) -> int:
+    if not isinstance(version, int) or isinstance(version, bool):
+        _bad(f"{doc_id!r}: version must be an int, not {version!r}")
+    if not 0 <= version <= MAX_VERSION:
+        _bad(f"{doc_id!r}: version {version} is outside 0..2**63-1")
+    return version
+
+
+def _check_chunks(
+    doc_id: str, chunks: Sequence[ChunkWrite], dim: int
+) -> tuple[list[str], list[str], npt.NDArray[np.float32]]:
+    texts: list[str] = []
+    metadata: list[str] = []
+    vectors: list[npt.NDArray[Any]] = []
+    for n, chunk in enumerate(chunks):
+        where = f"{doc_id!r} chunk {n}"
+        if not isinstance(chunk, ChunkWrite):
+            _bad(f"{where}: expected a ChunkWrite, not {type(chunk).__name__}")
+        if not isinstance(chunk.text, str):
+            _bad(f"{where}: text must be a string")
+        try:
+            chunk.text.encode("utf-8")
+            if not isinstance(chunk.metadata, Mapping):
+                raise TypeError("metadata must be a mapping")
+            meta = json.dumps(
+                dict(chunk.metadata), sort_keys=True, separators=(",", ":"),
+                ensure_ascii=False, allow_nan=False,
+            )
+            meta.encode("utf-8")
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+            _bad(f"{where}: {exc}")
+        v = chunk.vector
+        if not isinstance(v, np.ndarray) or v.dtype.kind != "f" or v.dtype.itemsize != 4:
+            got = v.dtype if isinstance(v, np.ndarray) else type(v).__name__
+            _bad(f"{where}: the vector must be a float32 numpy array, not {got}")
+        if v.shape != (dim,):
+            _bad(f"{where}: expected a vector of shape ({dim},), got {v.shape}")
+        texts.append(chunk.text)
+        metadata.append(meta)
+        vectors.append(v)
+    stacked = (np.stack(vectors).astype("<f4", copy=False) if vectors
+               else np.empty((0, dim), dtype="<f4"))
+    if not np.isfinite(stacked).all():
+        _bad(f"{doc_id!r}: a vector holds NaN or infinite values")
+    return texts, metadata, stacked
+
+
+def _check_content_hash(content_hash: object, doc_id: str) -> str:
+    if not isinstance(content_hash, str) or not content_hash:
+        _bad(f"{doc_id!r}: content_hash must be a non-empty string")
+    if len(content_hash) > MAX_CONTENT_HASH_CHARS:
+        _bad(f"{doc_id!r}: content_hash longer than {MAX_CONTENT_HASH_CHARS} characters")
+    return content_hash
+
+
+def _incoming_doc(doc: DocWrite | DocRecord, dim: int) -> _Incoming:
+    doc_id = _check_doc_id(doc.doc_id)
+    version = _check_version(doc.version, doc_id)
+    if isinstance(doc, DocRecord) and doc.deleted:
+        if doc.chunks:
+            _bad(f"{doc_id!r}: a tombstone record carries no chunks")
+        empty = np.empty((0, dim), dtype="<f4")
+        return _Incoming(doc_id, DocState(version, True, ""), [], [], empty)
+    content_hash = _check_content_hash(doc.content_hash, doc_id)
+    texts, metadata, vectors = _check_chunks(doc_id, doc.chunks, dim)
+    return _Incoming(doc_id, DocState(version, False, content_hash), texts, metadata, vectors)
+
+
+def _unique(items: list[_Incoming]) -> list[_Incoming]:
+    seen: set[str] = set()
+    for item in items:
+        if item.doc_id in seen:
+            _bad(f"{item.doc_id!r} appears twice in one write")
+        seen.add(item.doc_id)
+    return items
+
+
+def _batches(seq: Sequence[Any], size: int = _SQL_BATCH) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(seq), size):
+        yield seq[start : start + size]
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class _VectorIndex:
+    """The in-memory FAISS index of a store, keyed by faiss id (see the module docstring)."""
+
+    def __init__(self, dim: int, kind: IndexKind, hnsw_m: int, ef_construction: int) -> None:
+        self.kind = kind
+        self._hnsw: faiss.IndexHNSWFlat | None = None
+        inner: faiss.Index
+        if kind == "hnsw":
+            self._hnsw = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            self._hnsw.hnsw.efConstruction = ef_construction
+            inner = self._hnsw
+        else:
+            inner = faiss.IndexFlatIP(dim)
+        self._inner = inner  # keep the wrapped index alive
+        self._index = faiss.IndexIDMap2(inner)
+        self._dead: set[int] = set()  # HNSW positions whose vector was removed
+        self._alive_bitmap: npt.NDArray[np.uint8] | None = None
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    @property
+    def dead(self) -> int:
+        return len(self._dead)
+
+    @property
+    def live(self) -> int:
+        return self.ntotal - len(self._dead)
+
+    def needs_compaction(self) -> bool:
+        return len(self._dead) * 4 > self.ntotal
+
+    def _labels(self) -> npt.NDArray[np.int64]:
+        """The faiss id of every position: a view of IndexIDMap2's id_map, valid until an add."""
+        n = self._index.id_map.size()
+        if n == 0:
+            return np.empty(0, dtype=np.int64)
+        return faiss.rev_swig_ptr(self._index.id_map.data(), n)
+
+    def add(self, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> None:
+        if len(ids):
+            self._index.add_with_ids(vectors, ids)
+            self._alive_bitmap = None
+
+    def remove(self, ids: npt.NDArray[np.int64]) -> None:
+        if not len(ids):
+            return
+        if self._hnsw is None:
+            self._index.remove_ids(faiss.IDSelectorBatch(ids))
+            return
+        positions = np.flatnonzero(np.isin(self._labels(), ids))
+        self._dead.update(int(p) for p in positions)
+        self._alive_bitmap = None
+
+    def live_ids(self) -> npt.NDArray[np.int64]:
+        labels = self._labels()
+        if not self._dead:
+            return labels.copy()
+        alive = np.ones(len(labels), dtype=bool)
+        alive[list(self._dead)] = False
+        return labels[alive]
+
+    def search(
+        self, queries: npt.NDArray[np.float32], k: int, ef_search: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Scores and faiss ids (-1: no hit) of the k best live vectors of every query."""
+        if self._hnsw is None:
+            return self._index.search(queries, k)
+        self._hnsw.hnsw.efSearch = max(ef_search, k)
+        if not self._dead:
+            return self._index.search(queries, k)
+        if self._alive_bitmap is None:
+            alive = np.ones(self.ntotal, dtype=bool)
+            alive[list(self._dead)] = False
+            self._alive_bitmap = np.packbits(alive, bitorder="little")
+        bitmap = self._alive_bitmap
+        selector = faiss.IDSelectorBitmap(bitmap.size, faiss.swig_ptr(bitmap))
+        params = faiss.SearchParameters()
+        params.sel = selector
+        scores, positions = self._hnsw.search(queries, k, params=params)
+        labels = self._labels()
+        ids = np.where(positions >= 0, labels[np.maximum(positions, 0)], -1)
+        return scores, ids
+
+
+class ShardStore:
+    """One shard replica on disk; see the module docstring.
+
+    The constructor does no I/O: use :meth:`open` (or ``with ShardStore(...) as store``).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        dim: int,
+        metric: Metric = "ip",
+        index_kind: IndexKind = "flat",
+        hnsw_m: int = 32,
+        hnsw_ef_construction: int = 80,
+        hnsw_ef_search: int = 64,
+    ) -> None:
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+            raise ConfigError(f"dim must be a positive int, not {dim!r}")
+        if metric not in get_args(Metric):
+            raise ConfigError(f"metric must be one of {get_args(Metric)}, not {metric!r}")
+        if index_kind not in get_args(IndexKind):
+            raise ConfigError(f"index_kind must be one of {get_args(IndexKind)}, not {index_kind!r}")
+        if min(hnsw_m, hnsw_ef_construction, hnsw_ef_search) < 1:
+            raise ConfigError("hnsw_m, hnsw_ef_construction and hnsw_ef_search must be >= 1")
+        self.path = Path(path)
+        self.dim = dim
+        self.metric: Metric = metric
+        self.index_kind: IndexKind = index_kind
+        self._hnsw = (hnsw_m, hnsw_ef_construction, hnsw_ef_search)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._index: _VectorIndex | None = None
+        self._lock_fd: int | None = None
+        self._digest: str | None = None
+        self._rebuild_seconds = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        dim: int,
+        metric: Metric = "ip",
+        index_kind: IndexKind = "flat",
+        hnsw_m: int = 32,
+        hnsw_ef_construction: int = 80,
+        hnsw_ef_search: int = 64,
+    ) -> ShardStore:
+        """Open (creating if needed) the store in the folder ``path`` and rebuild its index."""
+        store = cls(
+            path, dim=dim, metric=metric, index_kind=index_kind, hnsw_m=hnsw_m,
+            hnsw_ef_construction=hnsw_ef_construction, hnsw_ef_search=hnsw_ef_search,
+        )
+        store._open()
+        return store
+
+    def _open(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                return
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise ConfigError(f"shard store {self.path} is already open") from None
+            conn: sqlite3.Connection | None = None
+            try:
+                created = not (self.path / DB_FILE).exists()
+                conn = sqlite3.connect(
+                    self.path / DB_FILE, isolation_level=None, check_same_thread=False
+                )
+                if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] != "wal":
+                    raise ConfigError(f"{self.path / DB_FILE}: cannot use WAL mode")
+                conn.execute("PRAGMA synchronous=FULL")
+                self._init_schema(conn)
+                if created:
+                    _fsync_dir(self.path)
+                self._index = self._build_index(conn)
+            except BaseException:
+                if conn is not None:
+                    conn.close()
+                os.close(fd)
+                raise
+            self._conn, self._lock_fd = conn, fd
+
+    def _init_schema(self, conn: sqlite3.Connection) -> None:
+        wanted = {"schema": SCHEMA, "dim": str(self.dim), "metric": self.metric,
+                  "index_kind": self.index_kind}
+        with _transaction(conn):
+            conn.executescript(_SCHEMA_SQL) if False else None
+            for statement in _SCHEMA_SQL.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            for key in ("schema", "dim", "metric"):
+                if key in stored and stored[key] != wanted[key]:
+                    raise ConfigError(
+                        f"shard store {self.path} has {key}={stored[key]}, not {wanted[key]}"
+                    )
+            # FAISS is derived state: a store may be reopened with another index kind
+            conn.executemany(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", wanted.items()
+            )
+
+    def close(self) -> None:
+        """Close the store (idempotent). SQLite already holds every acknowledged write."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = None
+            self._index = None
+
+    def __enter__(self) -> ShardStore:
+        self._open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _require(self) -> tuple[sqlite3.Connection, _VectorIndex]:
+        if self._conn is None or self._index is None:
+            raise JobError(f"shard store {self.path} is closed", code=ErrorCode.SHARD_UNAVAILABLE)
+        return self._conn, self._index
+
+    def _build_index(self, conn: sqlite3.Connection) -> _VectorIndex:
+        started = time.perf_counter()
+        m, ef_construction, _ = self._hnsw
+        index = _VectorIndex(self.dim, self.index_kind, m, ef_construction)
+        cursor = conn.execute("SELECT faiss_id, vector FROM chunks")
+        while rows := cursor.fetchmany(_REBUILD_BATCH):
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            data = b"".join(r[1] for r in rows)
+            if len(data) != len(rows) * self.dim * 4:
+                raise JobError(
+                    f"shard store {self.path}: a stored vector is not {self.dim * 4} bytes",
+                    code=ErrorCode.INTERNAL,
+                )
+            index.add(ids, np.frombuffer(data, dtype="<f4").reshape(len(rows), self.dim))
+        self._rebuild_seconds = time.perf_counter() - started
+        return index
