@@ -31,6 +31,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.BAD_REQUEST: 400,
     ErrorCode.UNKNOWN_KIND: 400,
     ErrorCode.UNKNOWN_MODEL: 404,
+    ErrorCode.UNKNOWN_COLLECTION: 404,
     ErrorCode.UNKNOWN_PEER: 404,
     ErrorCode.UNAUTHORIZED: 403,
     ErrorCode.OVERLOADED: 503,
