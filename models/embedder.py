@@ -78,6 +78,9 @@ class OnnxEmbedder:
                       if self._workers > 1 else None)
         tokenizer_path = model_dir / manifest.file(TOKENIZER_FILE).path
         self._tokenizer, self._pad_id = load_tokenizer(tokenizer_path, manifest.max_tokens)
+        self._splitter = Tokenizer.from_file(str(tokenizer_path))  # whole texts, for chunking
+        self._splitter.no_padding()
+        self._splitter.no_truncation()
         self._session = open_session(model_dir / manifest.primary.path,
                                      threads if self._pool is None else 1)
         self._inputs = _graph_inputs(self._session, manifest.name)
@@ -111,6 +114,20 @@ class OnnxEmbedder:
             token_counts=token_counts,
             truncated=[i for i, encoding in enumerate(encodings) if encoding.overflowing],
         )
+
+    def token_offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """Character offsets of every token of each whole text (no special tokens, no
+        truncation): what ``node.chunking.chunk_text`` cuts documents with."""
+        _check_texts(texts)
+        encodings = self._splitter.encode_batch(list(texts), add_special_tokens=False)
+        return [[(int(a), int(b)) for a, b in encoding.offsets] for encoding in encodings]
+
+    @property
+    def chunk_budget(self) -> int:
+        """Tokens a chunk may hold so that, with the prefix and special tokens, it fits."""
+        prefix = len(self._splitter.encode(self.manifest.passage_prefix,
+                                           add_special_tokens=False).ids)
+        return self.manifest.max_tokens - prefix - 4  # [CLS], [SEP], re-tokenization slack
 
     def _prefix(self, input_type: str) -> str:
         if input_type == "query":

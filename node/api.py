@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from calinode.node.inference_api import inference_routes
+from calinode.node.rag_api import rag_routes
 from calinode.protocol.errors import CalinodeError, ErrorCode
 
 if TYPE_CHECKING:
@@ -117,6 +118,7 @@ def build_app(node: Node) -> Starlette:
             Route("/v1/ping", ping, methods=["POST"]),
             Route("/v1/jobs", jobs, methods=["POST"]),
             *inference_routes(node),
+            *rag_routes(node),
         ],
         exception_handlers={CalinodeError: on_calinode_error},
     )

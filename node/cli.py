@@ -18,6 +18,7 @@ from typing import Any
 
 from calinode.node import __version__
 from calinode.node.cli_models import add_models_parser, cmd_models
+from calinode.node.cli_rag import add_rag_parsers, cmd_rag
 from calinode.protocol.errors import CalinodeError
 
 EXAMPLES = """\
@@ -74,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--no-models", action="store_const", const=True, default=None,
                        help="load no model: route every job to peers")
     start.add_argument("--threads", type=int, help="compute threads per model (default: all)")
+    start.add_argument("--index", action="store_const", const=True, default=None,
+                       help="host shard replicas of collections")
 
     embed = sub.add_parser("embed", help="embed texts (on this node or a peer that can)")
     embed.add_argument("texts", nargs="+", metavar="TEXT")
@@ -100,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_args(generate)
 
     add_models_parser(sub)
+    add_rag_parsers(sub, _add_client_args)
 
     keygen = sub.add_parser("keygen", help="write a new private swarm key")
     keygen.add_argument("--out", required=True, metavar="FILE", help="where to write (mode 0600)")
@@ -260,9 +264,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rag_command(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        return cmd_rag(args, client)
+
+
 COMMANDS = {"start": cmd_start, "keygen": cmd_keygen, "id": cmd_id, "status": cmd_status,
             "peers": cmd_peers, "ping": cmd_ping, "embed": cmd_embed, "generate": cmd_generate,
-            "models": cmd_models}
+            "models": cmd_models, "collections": cmd_rag_command, "ingest": cmd_rag_command,
+            "search": cmd_rag_command, "ask": cmd_rag_command, "shards": cmd_rag_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -164,3 +164,43 @@ class CalinodeClient:
 
     def models(self) -> list[dict[str, Any]]:
         return list(self._request("GET", "/v1/models")["data"])
+
+    def collections(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/v1/collections"))
+
+    def create_collection(self, name: str, **settings: Any) -> dict[str, Any]:
+        body = {"name": name, **{k: v for k, v in settings.items() if v is not None}}
+        return dict(self._request("POST", "/v1/collections", body))
+
+    def collection(self, name: str) -> dict[str, Any]:
+        return dict(self._request("GET", f"/v1/collections/{name}"))
+
+    def drop_collection(self, name: str) -> dict[str, Any]:
+        return dict(self._request("DELETE", f"/v1/collections/{name}"))
+
+    def ingest(self, collection: str, docs: list[dict[str, Any]], *,
+               timeout: float = 600.0) -> dict[str, Any]:
+        return dict(self._request("POST", "/v1/ingest", {"collection": collection, "docs": docs},
+                                  timeout=timeout))
+
+    def search(self, collection: str, query: str | None = None, *,
+               queries: list[dict[str, str]] | None = None, k: int = 10,
+               timeout: float = 60.0) -> list[dict[str, Any]]:
+        body: dict[str, Any] = {"collection": collection, "k": k, "timeout": timeout}
+        if query is not None:
+            body["query"] = query
+        else:
+            body["queries"] = queries
+        return list(self._request("POST", "/v1/search", body, timeout=timeout))
+
+    def ask(self, collection: str, question: str, *, k: int = 5, model: str | None = None,
+            max_tokens: int = 256, timeout: float = 300.0) -> dict[str, Any]:
+        body: dict[str, Any] = {"collection": collection, "question": question, "k": k,
+                                "max_tokens": max_tokens, "timeout": timeout}
+        if model:
+            body["model"] = model
+        return dict(self._request("POST", "/v1/ask", body, timeout=timeout))
+
+    def shards(self, collection: str | None = None) -> list[dict[str, Any]]:
+        path = "/v1/shards" + (f"?collection={collection}" if collection else "")
+        return list(self._request("GET", path))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,7 @@ class CollectionBook:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._defs: dict[str, CollectionDef] = {}
+        self._lock = threading.Lock()  # merges come from worker threads
         if folder.is_dir():
             for path in sorted(folder.glob("*.json")):
                 self._defs[path.stem] = CollectionDef.from_wire(json.loads(path.read_text()))
@@ -123,12 +125,13 @@ class CollectionBook:
 
     def merge(self, definition: CollectionDef) -> bool:
         """Keep ``definition`` if it is newer than ours; True when something changed."""
-        current = self._defs.get(definition.name)
-        if current is not None and not definition.newer_than(current):
-            return False
-        self._defs[definition.name] = definition
-        self._write(definition)
-        return True
+        with self._lock:
+            current = self._defs.get(definition.name)
+            if current is not None and not definition.newer_than(current):
+                return False
+            self._write(definition)
+            self._defs[definition.name] = definition
+            return True
 
     def _write(self, definition: CollectionDef) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

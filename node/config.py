@@ -51,6 +51,7 @@ class NodeConfig:
     gen_models: tuple[str, ...] = ("smollm2-135m",)
     no_models: bool = False
     threads: int = 0  # compute threads per model; 0: every core
+    index: bool = False  # host shard replicas of collections
 
     def __post_init__(self) -> None:
         host, sep, port = self.api.rpartition(":")
@@ -83,7 +84,7 @@ class NodeConfig:
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _TUPLES = {"listen", "bootstrap", "allow", "mdns_interfaces", "embed_models", "gen_models"}
-_BOOLS = {"mdns", "no_models"}
+_BOOLS = {"mdns", "no_models", "index"}
 _FLOATS = {"heartbeat_interval", "dead_after", "drop_after"}
 _INTS = {"max_jobs", "max_jobs_per_peer", "threads"}
 _KEYS = {f.name for f in fields(NodeConfig)} - {"home"}

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -27,6 +28,7 @@ from calinode import node as _node_pkg
 from calinode.models.registry import ModelRegistry
 from calinode.node.addresses import expand_wildcards, interface_ipv4_addresses
 from calinode.node.builtin_jobs import register_builtin_jobs
+from calinode.node.collections_book import CollectionBook
 from calinode.node.config import NodeConfig
 from calinode.node.dispatch import Dispatcher
 from calinode.node.host import PeerGate, PeerPolicy, build_host, guarded
@@ -34,10 +36,12 @@ from calinode.node.identity import load_or_create_identity, read_swarm_key
 from calinode.node.inference_jobs import register_inference_jobs
 from calinode.node.job_client import JobClient, JobResult
 from calinode.node.job_server import JobRegistry, JobServer
+from calinode.node.local_index import LocalIndex, register_index_jobs
 from calinode.node.local_models import LocalModels
 from calinode.node.membership import Membership
 from calinode.node.node_file import remove_node_file, write_node_file
 from calinode.node.peer_table import PeerTable
+from calinode.node.rag import Coordinator
 from calinode.node.records import RecordSigner
 from calinode.protocol.errors import ConfigError, ErrorCode, JobError
 from calinode.protocol.ids import JOB_PROTOCOL, META_PROTOCOL, PROTOCOL_VERSION
@@ -65,6 +69,8 @@ class Node:
     client: JobClient
     policy: PeerPolicy
     models: LocalModels = field(default_factory=LocalModels)
+    book: CollectionBook = field(default_factory=lambda: CollectionBook(Path("/nonexistent")))
+    index: LocalIndex | None = None
     membership: Membership | None = None
     addrs: tuple[str, ...] = ()
     api_url: str = ""
@@ -78,8 +84,17 @@ class Node:
     def dispatcher(self) -> Dispatcher:
         return Dispatcher(self)
 
+    @property
+    def coordinator(self) -> Coordinator:
+        return Coordinator(self)
+
     def capabilities(self) -> dict[str, Any]:
-        return {"jobs": self.registry.kinds(), **self.models.advertised(), "shards": []}
+        held = self.index.held() if self.index is not None else {}
+        return {"jobs": self.registry.kinds(), **self.models.advertised(),
+                "index": self.index is not None,
+                "collections": [d.to_wire() for d in self.book.all()],
+                "shards": {c: {str(s): d for s, d in shards.items()}
+                           for c, shards in held.items()}}
 
     def queue_depth(self) -> int:
         return sum(s.queue_depth for s in self.models.generate.values())
@@ -184,12 +199,17 @@ def build_node(config: NodeConfig) -> Node:
     register_builtin_jobs(registry)
     models = LocalModels()
     register_inference_jobs(registry, models)
+    book = CollectionBook(config.home / "collections")
+    index = LocalIndex(config.home / "shards", book) if config.index else None
+    if index is not None:
+        register_index_jobs(registry, index)
     server = JobServer(registry, peer_id=signer.peer_id, max_total=config.max_jobs,
                        max_per_peer=config.max_jobs_per_peer)
     table = PeerTable(signer.peer_id, dead_after=config.dead_after, drop_after=config.drop_after)
     return Node(config=config, host=host, peer_id=signer.peer_id, signer=signer, table=table,
                 registry=registry, server=server, client=JobClient(host, server),
-                policy=PeerPolicy.from_ids(config.allow), models=models)
+                policy=PeerPolicy.from_ids(config.allow), models=models, book=book,
+                index=index)
 
 
 async def _serve_signals(cancel: trio.CancelScope) -> None:
@@ -243,6 +263,9 @@ async def run_node(
             if handle_signals:
                 nursery.start_soon(_serve_signals, root_scope)
             await load_models(node, nursery)
+            if node.index is not None:
+                await node.index.open_existing()
+            await nursery.start(node.coordinator.run_sync)
             bound = [str(addr) for addr in node.host.get_addrs()]
             node.addrs = tuple(expand_wildcards(bound, interface_ipv4_addresses()))
             node.membership = Membership(

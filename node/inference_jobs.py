@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import trio
+
+from calinode.node.chunking import chunk_text
 from calinode.node.job_server import JobContext, JobRegistry
 from calinode.node.local_models import LocalModels
 from calinode.protocol.errors import ErrorCode, JobError
@@ -146,5 +149,31 @@ def register_inference_jobs(registry: JobRegistry, models: LocalModels) -> None:
                 "usage": {"prompt_tokens": final.prompt_tokens,
                           "completion_tokens": final.completion_tokens}}
 
+    async def embed_chunks(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+        """Cut documents into token windows with the model's own tokenizer, embed every
+        chunk as a passage; the chunks keep their character offsets into the document."""
+        check_fields(params, {"model", "docs", "chunk_tokens", "chunk_overlap"},
+                     {"model", "docs", "chunk_tokens", "chunk_overlap"})
+        model = str_param(params, "model")
+        docs = texts_param({"texts": params["docs"]})
+        tokens, overlap = int_param(params, "chunk_tokens", None), int_param(
+            params, "chunk_overlap", None)
+        assert tokens is not None and overlap is not None
+        service = models.embedder(model)
+        embedder = service.embedder
+        budget = min(tokens, embedder.chunk_budget)
+        if not 0 <= overlap < budget // 2:
+            raise bad(f"chunk_overlap must be 0..{budget // 2 - 1} for {budget}-token chunks")
+        offsets = await trio.to_thread.run_sync(embedder.token_offsets, docs)
+        per_doc = [chunk_text(doc, offsets=spans, max_tokens=budget, overlap=overlap)
+                   for doc, spans in zip(docs, offsets, strict=True)]
+        texts = [chunk.text for chunks in per_doc for chunk in chunks]
+        result = await service.embed(texts, input_type="passage")
+        return {"model": model, "sha256": service.manifest.sha256,
+                "dim": int(result.vectors.shape[1]), "vectors": encode_vectors(result.vectors),
+                "chunks": [[{"text": c.text, "start": c.start, "end": c.end} for c in chunks]
+                           for chunks in per_doc]}
+
     registry.register("embed", embed)
+    registry.register("embed_chunks", embed_chunks)
     registry.register("generate", generate)

@@ -1,0 +1,184 @@
+"""``calinode collections|ingest|search|ask|shards``: the RAG commands (via the local API).
+
+``ingest`` reads a folder of .txt/.md files, a JSONL file of ``{"_id", "title", "text",
+...metadata}`` (the BEIR corpus format) or ``-`` (JSONL on stdin), sends it in batches and
+draws a progress bar on stderr; ``search --queries FILE.jsonl`` prints one JSON line per query.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from calinode.protocol.errors import ConfigError
+
+SEND_BATCH = 64
+
+
+def add_rag_parsers(sub: Any, client_args: Any) -> None:
+    collections = sub.add_parser("collections", help="create, list, inspect, drop collections")
+    csub = collections.add_subparsers(dest="collections_command", required=True,
+                                      metavar="ACTION")
+    create = csub.add_parser("create", help="create a collection")
+    create.add_argument("name")
+    create.add_argument("--model", help="embedding model to pin (default: the node's)")
+    create.add_argument("--shards", type=int, default=16)
+    create.add_argument("--replicas", type=int, default=2)
+    create.add_argument("--write-quorum", type=int, default=0,
+                        help="replicas that must be durable before a write is acknowledged "
+                             "(default: a majority)")
+    create.add_argument("--hnsw", action="store_true", help="approximate HNSW shards")
+    client_args(create)
+    for action, text in (("list", "collections known to the node"),
+                         ("info", "one collection's definition"),
+                         ("drop", "drop a collection everywhere")):
+        parser = csub.add_parser(action, help=text)
+        if action != "list":
+            parser.add_argument("name")
+        client_args(parser)
+
+    ingest = sub.add_parser("ingest", help="add documents to a collection")
+    ingest.add_argument("path", help="a folder of .txt/.md, a .jsonl file, or - for stdin")
+    ingest.add_argument("--collection", required=True)
+    client_args(ingest)
+
+    search = sub.add_parser("search", help="search a collection")
+    search.add_argument("query", nargs="?")
+    search.add_argument("--collection", required=True)
+    search.add_argument("-k", type=int, default=10)
+    search.add_argument("--queries", help="JSONL file of {_id, text}: one JSON line out each")
+    client_args(search)
+
+    ask = sub.add_parser("ask", help="answer a question from a collection (RAG)")
+    ask.add_argument("question")
+    ask.add_argument("--collection", required=True)
+    ask.add_argument("-k", type=int, default=5)
+    ask.add_argument("--model", help="generation model")
+    ask.add_argument("--max-tokens", type=int, default=256)
+    client_args(ask)
+
+    shards = sub.add_parser("shards", help="the shard map: owners, replicas, counts, health")
+    shards.add_argument("--collection")
+    client_args(shards)
+
+
+def read_documents(path: str) -> Iterator[dict[str, Any]]:
+    if path == "-":
+        yield from _jsonl(sys.stdin, "stdin")
+        return
+    source = Path(path).expanduser()
+    if source.is_dir():
+        for file in sorted(source.rglob("*")):
+            if file.suffix.lower() in (".txt", ".md") and file.is_file():
+                yield {"_id": str(file.relative_to(source)), "title": file.stem,
+                       "text": file.read_text(encoding="utf-8", errors="replace")}
+        return
+    if not source.is_file():
+        raise ConfigError(f"{source}: no such file or folder")
+    with source.open(encoding="utf-8") as fh:
+        yield from _jsonl(fh, str(source))
+
+
+def _jsonl(lines: Any, name: str) -> Iterator[dict[str, Any]]:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError as exc:
+            raise ConfigError(f"{name}:{number}: not JSON ({exc})") from None
+        if not isinstance(doc, dict):
+            raise ConfigError(f"{name}:{number}: each line must be a JSON object")
+        yield doc
+
+
+def _bar(done: int, total: int, chunks: int, started: float) -> str:
+    width = 30
+    filled = int(width * done / max(1, total))
+    return (f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} docs, {chunks} chunks, "
+            f"{time.monotonic() - started:.1f} s")
+
+
+def cmd_ingest(args: argparse.Namespace, client: Any) -> dict[str, Any]:
+    docs = list(read_documents(args.path))
+    if not docs:
+        raise ConfigError(f"{args.path}: no documents found")
+    started = time.monotonic()
+    summary: dict[str, Any] = {"collection": args.collection, "documents": len(docs),
+                               "chunks": 0, "acknowledged": 0, "failed": []}
+    for start in range(0, len(docs), SEND_BATCH):
+        part = client.ingest(args.collection, docs[start:start + SEND_BATCH])
+        summary["chunks"] += part["chunks"]
+        summary["acknowledged"] += part["acknowledged"]
+        summary["failed"].extend(part["failed"])
+        if not args.json:
+            print(_bar(min(start + SEND_BATCH, len(docs)), len(docs), summary["chunks"],
+                       started), end="", file=sys.stderr, flush=True)
+    if not args.json:
+        print(file=sys.stderr)
+    summary["seconds"] = round(time.monotonic() - started, 2)
+    return summary
+
+
+def cmd_rag(args: argparse.Namespace, client: Any) -> int:
+    command = args.command
+    if command == "collections":
+        action = args.collections_command
+        if action == "create":
+            data: Any = client.create_collection(
+                args.name, model=args.model, shards=args.shards, replicas=args.replicas,
+                write_quorum=args.write_quorum, index_kind="hnsw" if args.hnsw else "flat")
+            text = (f"created {data['name']}: {data['model']} ({data['dim']}-d), "
+                    f"{data['shards']} shards x {data['replicas']} replicas")
+        elif action == "list":
+            data = client.collections()
+            text = "\n".join(f"{c['name']}\t{c['model']}\t{c['shards']} shards x "
+                             f"{c['replicas']}" for c in data) or "(no collections)"
+        elif action == "info":
+            data = client.collection(args.name)
+            text = json.dumps(data, indent=2)
+        else:
+            data = client.drop_collection(args.name)
+            text = f"dropped {args.name}"
+    elif command == "ingest":
+        data = cmd_ingest(args, client)
+        failed = "".join(f"\n  {f['_id']}: {f['error']} {f.get('message', '')}"
+                         for f in data["failed"][:20])
+        text = (f"{data['acknowledged']}/{data['documents']} documents, {data['chunks']} "
+                f"chunks in {data['seconds']} s; {len(data['failed'])} failed{failed}")
+    elif command == "search":
+        if args.queries:
+            with Path(args.queries).open(encoding="utf-8") as fh:
+                queries = list(_jsonl(fh, args.queries))
+            for start in range(0, len(queries), 64):
+                for row in client.search(args.collection, queries=queries[start:start + 64],
+                                         k=args.k):
+                    print(json.dumps(row))
+            return 0
+        if not args.query:
+            raise ConfigError("give a QUERY or --queries FILE")
+        data = client.search(args.collection, args.query, k=args.k)[0]
+        lines = [f"{h['score']:.4f}  {h['doc_id']}#{h['chunk']}  {h['text'][:80]!r}"
+                 for h in data["hits"]]
+        if data["partial"]:
+            lines.append(f"PARTIAL: no live replica for shards {data['missing_shards']}")
+        text = "\n".join(lines) or "(no hits)"
+    elif command == "ask":
+        data = client.ask(args.collection, args.question, k=args.k, model=args.model,
+                          max_tokens=args.max_tokens)
+        sources = "\n".join(f"  [{s['n']}] {s['doc_id']} {s.get('title') or ''}"
+                            for s in data["sources"])
+        text = f"{data['answer']}\n\nsources:\n{sources}"
+    else:
+        data = client.shards(args.collection)
+        text = "\n".join(
+            f"{r['collection']}/{r['shard']:<3} {r['live_replicas']}/{r['wanted']} replicas  "
+            + ", ".join(f"{x['peer'][-8:]}:{x['docs']}{'' if x['healthy'] else '!'}"
+                        for x in r["replicas"]) for r in data)
+    print(json.dumps(data, indent=2) if args.json else text)
+    return 0

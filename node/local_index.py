@@ -1,0 +1,267 @@
+"""The shard replicas this node hosts (``--index``), and the shard job kinds they answer.
+
+Stores live in ``$CALINODE_HOME/shards/<collection>/<shard>/`` (``models/shard_store.py``:
+SQLite is the truth, FAISS is rebuilt from it at open, so a write acknowledged here survives
+kill -9). Every store call is blocking and runs in a worker thread, one call per store at a
+time (a trio lock per store).
+
+Job kinds (``shard.*``): ``write`` (whole documents with chunk vectors; durable before the
+reply), ``delete``, ``search`` (several shards of one collection in one request; hits come
+with their text and metadata), ``changes`` (paged export for replica sync) and ``info``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import trio
+
+from calinode.models.shard_store import ChunkWrite, DocRecord, DocWrite, ShardStore
+from calinode.node.collections_book import CollectionBook, CollectionDef
+from calinode.node.inference_jobs import bad, check_fields
+from calinode.node.job_server import JobContext, JobRegistry
+from calinode.protocol.errors import ErrorCode, JobError
+from calinode.protocol.vectors import decode_vectors, encode_vectors
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_K = 1000
+
+
+class LocalIndex:
+    def __init__(self, root: Path, book: CollectionBook) -> None:
+        self.root = root
+        self.book = book
+        self._stores: dict[tuple[str, int], ShardStore] = {}
+        self._locks: dict[tuple[str, int], trio.Lock] = {}
+        self._digests: dict[tuple[str, int], str] = {}
+        self._ready: set[tuple[str, int]] = set()
+        self._open_lock = trio.Lock()
+
+    def folder(self, collection: str, shard: int) -> Path:
+        return self.root / collection / str(shard)
+
+    def held(self, *, ready_only: bool = True) -> dict[str, dict[int, str]]:
+        """Shard replicas with their digests; by default only *ready* ones (what capability
+        records carry, and so what searches and syncs use).
+
+        A replica is ready once it holds the shard's documents: it was seeded by the first
+        writes of a shard no one held, or it completed a pull from a ready replica. An owner's
+        fresh, empty replica is not ready, so it is never searched as if it were complete.
+        """
+        held: dict[str, dict[int, str]] = {}
+        for key, digest in sorted(self._digests.items()):
+            if key in self._ready or not ready_only:
+                held.setdefault(key[0], {})[key[1]] = digest
+        return held
+
+    def is_ready(self, collection: str, shard: int) -> bool:
+        return (collection, shard) in self._ready
+
+    async def mark_ready(self, collection: str, shard: int) -> None:
+        key = (collection, shard)
+        if key in self._ready:
+            return
+        marker = self.folder(collection, shard) / "READY"
+        await trio.to_thread.run_sync(_write_marker, marker)
+        self._ready.add(key)
+
+    async def open_existing(self) -> None:
+        """Open every replica found on disk (at start-up)."""
+        if not self.root.is_dir():
+            return
+        for collection_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            try:
+                definition = self.book.get(collection_dir.name, include_dropped=True)
+            except JobError:
+                log.warning("shards of unknown collection %s left alone", collection_dir.name)
+                continue
+            for shard_dir in sorted(p for p in collection_dir.iterdir() if p.name.isdigit()):
+                await self.store(definition, int(shard_dir.name))
+
+    async def store(self, definition: CollectionDef, shard: int) -> ShardStore:
+        if not 0 <= shard < definition.shards:
+            raise bad(f"shard {shard} out of range for {definition.name} "
+                      f"({definition.shards} shards)")
+        key = (definition.name, shard)
+        async with self._open_lock:
+            if key not in self._stores:
+                opener = functools.partial(
+                    ShardStore.open, self.folder(definition.name, shard), dim=definition.dim,
+                    index_kind=definition.index_kind)  # type: ignore[arg-type]
+                self._stores[key] = await trio.to_thread.run_sync(opener)
+                self._locks[key] = trio.Lock()
+                self._digests[key] = await trio.to_thread.run_sync(self._stores[key].digest)
+                if (self.folder(*key) / "READY").exists():
+                    self._ready.add(key)
+        return self._stores[key]
+
+    def has(self, collection: str, shard: int) -> bool:
+        return (collection, shard) in self._stores
+
+    async def call(self, definition: CollectionDef, shard: int,
+                   fn: Callable[[ShardStore], T], *, writes: bool = False) -> T:
+        store = await self.store(definition, shard)
+        key = (definition.name, shard)
+        async with self._locks[key]:
+            result = await trio.to_thread.run_sync(fn, store)
+            if writes:
+                self._digests[key] = await trio.to_thread.run_sync(store.digest)
+        return result
+
+    async def aclose(self) -> None:
+        for key, store in list(self._stores.items()):
+            async with self._locks[key]:
+                await trio.to_thread.run_sync(store.close)
+        self._stores.clear()
+
+
+def _write_marker(path: Path) -> None:
+    with path.open("w") as fh:
+        fh.write("ready\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+# -- wire forms ----------------------------------------------------------------------------
+
+def docs_to_wire(docs: list[DocWrite] | list[DocRecord]) -> list[dict[str, Any]]:
+    out = []
+    for doc in docs:
+        item: dict[str, Any] = {"doc_id": doc.doc_id, "content_hash": doc.content_hash,
+                                "version": doc.version,
+                                "deleted": bool(getattr(doc, "deleted", False)),
+                                "chunks": [{"text": c.text, "metadata": dict(c.metadata)}
+                                           for c in doc.chunks]}
+        if doc.chunks:
+            item["vectors"] = encode_vectors(np.stack([c.vector for c in doc.chunks]))
+        out.append(item)
+    return out
+
+
+def docs_from_wire(items: Any, dim: int) -> list[DocRecord]:
+    if not isinstance(items, list) or not items:
+        raise bad("docs must be a non-empty list")
+    records = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise bad(f"docs[{i}] must be a map")
+        chunks = item.get("chunks", [])
+        if not isinstance(chunks, list) or not all(isinstance(c, dict) for c in chunks):
+            raise bad(f"docs[{i}].chunks must be a list of maps")
+        vectors = decode_vectors(item["vectors"], dim=dim) if chunks else np.zeros((0, dim))
+        if len(vectors) != len(chunks):
+            raise bad(f"docs[{i}]: {len(chunks)} chunks but {len(vectors)} vectors")
+        try:
+            records.append(DocRecord(
+                doc_id=item["doc_id"], content_hash=item["content_hash"],
+                version=item["version"], deleted=bool(item.get("deleted", False)),
+                chunks=[ChunkWrite(text=c["text"], vector=np.asarray(v, dtype=np.float32),
+                                   metadata=c.get("metadata") or {})
+                        for c, v in zip(chunks, vectors, strict=True)]))
+        except KeyError as exc:
+            raise bad(f"docs[{i}] lacks {exc}") from None
+    return records
+
+
+def _definition(node_book: CollectionBook, params: dict[str, Any]) -> CollectionDef:
+    wire = params.get("definition")
+    if wire is not None:
+        node_book.merge(CollectionDef.from_wire(wire))
+    name = params.get("collection")
+    if not isinstance(name, str):
+        raise bad("collection must be a string")
+    return node_book.get(name)
+
+
+def _shard(params: dict[str, Any], definition: CollectionDef) -> int:
+    shard = params.get("shard")
+    if not isinstance(shard, int) or isinstance(shard, bool) or not 0 <= shard < definition.shards:
+        raise bad(f"shard must be 0..{definition.shards - 1}")
+    return shard
+
+
+def register_index_jobs(registry: JobRegistry, index: LocalIndex) -> None:
+    book = index.book
+
+    async def write(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+        check_fields(params, {"collection", "definition", "shard", "docs", "seed"},
+                     {"collection", "shard", "docs"})
+        definition = await trio.to_thread.run_sync(_definition, book, params)
+        shard = _shard(params, definition)
+        records = docs_from_wire(params["docs"], definition.dim)
+        result = await index.call(definition, shard, lambda s: s.apply(records), writes=True)
+        if params.get("seed") is True:  # the writer saw no ready replica: this one starts it
+            await index.mark_ready(definition.name, shard)
+        return {"inserted": result.inserted, "replaced": result.replaced,
+                "deleted": result.deleted, "unchanged": result.unchanged, "stale": result.stale}
+
+    async def search(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+        check_fields(params, {"collection", "shards", "vectors", "k"},
+                     {"collection", "shards", "vectors", "k"})
+        definition = book.get(str(params["collection"]))
+        shards = params["shards"]
+        if not isinstance(shards, list) or not all(isinstance(s, int) for s in shards):
+            raise bad("shards must be a list of shard numbers")
+        k = params["k"]
+        if not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise bad(f"k must be 1..{MAX_K}")
+        queries = np.ascontiguousarray(decode_vectors(params["vectors"], dim=definition.dim))
+        results: dict[str, Any] = {}
+        for shard in shards:
+            if not index.is_ready(definition.name, shard):
+                raise JobError(f"shard {shard} of {definition.name} is not on this node",
+                               code=ErrorCode.SHARD_UNAVAILABLE)
+
+            def run(store: ShardStore) -> list[list[dict[str, Any]]]:
+                hits = store.search(queries, k)
+                texts = store.fetch([(h.doc_id, h.chunk) for row in hits for h in row])
+                return [[{"doc_id": h.doc_id, "chunk": h.chunk, "score": h.score,
+                          "text": texts[(h.doc_id, h.chunk)].text,
+                          "metadata": texts[(h.doc_id, h.chunk)].metadata} for h in row]
+                        for row in hits]
+
+            results[str(shard)] = await index.call(definition, shard, run)
+        return {"results": results}
+
+    async def changes(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+        check_fields(params, {"collection", "shard", "since_version", "after_doc_id", "limit"},
+                     {"collection", "shard"})
+        definition = book.get(str(params["collection"]), include_dropped=True)
+        shard = _shard(params, definition)
+        if not index.has(definition.name, shard):
+            raise JobError(f"shard {shard} of {definition.name} is not on this node",
+                           code=ErrorCode.SHARD_UNAVAILABLE)
+        since = int(params.get("since_version", 0))
+        after = str(params.get("after_doc_id", ""))
+        limit = min(int(params.get("limit", 200)), 500)
+        records = await index.call(definition, shard,
+                                   lambda s: s.changes(since, limit, after_doc_id=after))
+        digest = index.held(ready_only=False)[definition.name][shard]
+        return {"docs": docs_to_wire(records), "digest": digest}
+
+    async def info(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+        check_fields(params, {"collection"}, {"collection"})
+        definition = book.get(str(params["collection"]))
+        rows = []
+        for shard in range(definition.shards):
+            if not index.has(definition.name, shard):
+                continue
+            counts = await index.call(definition, shard, lambda s: (s.count(), s.check()))
+            (docs, chunks), problems = counts
+            rows.append({"shard": shard, "docs": docs, "chunks": chunks,
+                         "problems": problems,
+                         "ready": index.is_ready(definition.name, shard),
+                         "digest": index.held(ready_only=False)[definition.name][shard]})
+        return {"shards": rows}
+
+    registry.register("shard.write", write)
+    registry.register("shard.search", search)
+    registry.register("shard.changes", changes)
+    registry.register("shard.info", info)

@@ -1,0 +1,427 @@
+"""Collections across the swarm: create, ingest, search, ask, and replica sync.
+
+- **Ingest**: documents are cut and embedded on an embedding peer (``embed_chunks``, with the
+  collection's pinned model: a reply from another model file is refused), each document goes
+  to shard ``shard_of(doc_id, S)``, and to that shard's R owners by rendezvous hashing over the
+  live index peers. A document is acknowledged only once ``quorum`` owners said it is durable.
+- **Search**: the query is embedded with the collection's model (query prefix); every shard is
+  asked on one live holder (placement owners first), with a hedged second request to another
+  holder when the first is slow or fails; per-query results are merged exactly. A shard with no
+  live holder makes the answer ``partial`` and is named in ``missing_shards``.
+- **Sync** (every ``SYNC_INTERVAL``): definitions are merged from peers' records; a node opens
+  the shards it owns, and for every shard it holds pulls whole documents from any live holder
+  whose shard digest differs from its own (both sides do, so replicas converge, deletes
+  included). A replica a node holds but no longer owns is kept, and kept in sync.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import trio
+
+from calinode.models.shard_store import ChunkWrite, DocRecord, ShardStore
+from calinode.node.chunking import content_hash, make_document_text
+from calinode.node.collections_book import CollectionDef
+from calinode.node.inference_jobs import bad
+from calinode.node.local_index import docs_from_wire, docs_to_wire
+from calinode.node.placement import PlacementMap, shard_of
+from calinode.node.result_merge import ShardHit, merge_topk, missing_shards
+from calinode.protocol.errors import CalinodeError, ErrorCode, JobError
+from calinode.protocol.vectors import decode_vectors, encode_vectors
+
+if TYPE_CHECKING:
+    from calinode.node.daemon import Node
+
+log = logging.getLogger(__name__)
+
+INGEST_BATCH = 16
+HEDGE_AFTER = 0.25  # seconds before a second holder is asked for a slow shard
+SYNC_INTERVAL = 2.0
+WRITE_TIMEOUT = 30.0
+Progress = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class ShardPlan:
+    shard: int
+    holders: list[str]  # live peers holding the shard, preferred first
+
+
+def _apply(store: ShardStore, *, records: list[DocRecord]) -> object:
+    return store.apply(records)
+
+
+class Coordinator:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    # -- views of the swarm ----------------------------------------------------------------
+
+    def _alive_records(self) -> list[tuple[str, dict[str, Any]]]:
+        node = self.node
+        return [(e.peer_id, e.record.capabilities) for e in node.table.alive()]
+
+    def index_peers(self) -> list[str]:
+        peers = [pid for pid, caps in self._alive_records() if caps.get("index")]
+        if self.node.config.index:
+            peers.append(self.node.peer_id)
+        return sorted(peers)
+
+    def placement(self, definition: CollectionDef) -> PlacementMap:
+        return PlacementMap.build(definition.name, definition.shards, self.index_peers(),
+                                  definition.replicas)
+
+    def holders(self, definition: CollectionDef) -> dict[int, dict[str, str]]:
+        """shard -> {peer: digest} for live holders (this node included)."""
+        found: dict[int, dict[str, str]] = {}
+        sources = [*self._alive_records(), (self.node.peer_id, self.node.capabilities())]
+        for peer, caps in sources:
+            held = (caps.get("shards") or {}).get(definition.name) or {}
+            if isinstance(held, dict):
+                for shard, digest in held.items():
+                    if str(shard).isdigit():
+                        found.setdefault(int(shard), {})[peer] = str(digest)
+        return found
+
+    def plan(self, definition: CollectionDef) -> list[ShardPlan]:
+        placement, holders = self.placement(definition), self.holders(definition)
+        plans = []
+        for shard in range(definition.shards):
+            have = holders.get(shard, {})
+            owners = [p for p in placement.owners(shard) if p in have]
+            rest = sorted(p for p in have if p not in owners)
+            plans.append(ShardPlan(shard, owners + rest))
+        return plans
+
+    # -- collections -----------------------------------------------------------------------
+
+    def _model_info(self, model: str) -> dict[str, Any]:
+        local = self.node.models.embed.get(model)
+        if local is not None:
+            return local.manifest.advertised()
+        for _, caps in self._alive_records():
+            for entry in caps.get("embed", ()) or ():
+                if isinstance(entry, dict) and entry.get("name") == model:
+                    return entry
+        raise JobError(f"no live peer has embedding model {model!r}",
+                       code=ErrorCode.UNKNOWN_MODEL)
+
+    async def create(self, name: str, *, model: str, shards: int, replicas: int,
+                     write_quorum: int = 0, index_kind: str = "flat") -> CollectionDef:
+        book = self.node.book
+        info = self._model_info(model)
+        version = 1
+        try:
+            existing = book.get(name, include_dropped=True)
+        except JobError:
+            existing = None
+        if existing is not None:
+            if not existing.dropped:
+                raise JobError(f"collection {name} exists", code=ErrorCode.BAD_REQUEST)
+            version = existing.version + 1
+        definition = CollectionDef(
+            name=name, model=model, model_sha256=info["sha256"], dim=int(info["dim"]),
+            pooling=info["pooling"], normalize=bool(info.get("normalize", True)),
+            query_prefix=info.get("query_prefix", ""),
+            passage_prefix=info.get("passage_prefix", ""), shards=shards, replicas=replicas,
+            write_quorum=write_quorum, index_kind=index_kind, version=version)
+        await trio.to_thread.run_sync(book.merge, definition)
+        return definition
+
+    async def drop(self, name: str) -> CollectionDef:
+        book = self.node.book
+        dropped = book.get(name).dropped_copy()
+        await trio.to_thread.run_sync(book.merge, dropped)
+        return dropped
+
+    # -- ingest ----------------------------------------------------------------------------
+
+    async def ingest(self, name: str, docs: list[dict[str, Any]], *,
+                     progress: Progress | None = None) -> dict[str, Any]:
+        definition = self.node.book.get(name)
+        started = trio.current_time()
+        summary: dict[str, Any] = {"collection": name, "documents": len(docs), "chunks": 0,
+                                   "acknowledged": 0, "failed": []}
+        for start in range(0, len(docs), INGEST_BATCH):
+            batch = docs[start:start + INGEST_BATCH]
+            try:
+                acked, failed, chunks = await self._ingest_batch(definition, batch)
+            except CalinodeError as exc:
+                acked, failed, chunks = 0, [{"_id": d.get("_id"), "error": exc.code.value,
+                                             "message": exc.message} for d in batch], 0
+            summary["acknowledged"] += acked
+            summary["chunks"] += chunks
+            summary["failed"].extend(failed)
+            if progress is not None:
+                await progress({"done": min(start + INGEST_BATCH, len(docs)),
+                                "total": len(docs), "acknowledged": summary["acknowledged"]})
+        summary["seconds"] = round(trio.current_time() - started, 3)
+        return summary
+
+    async def _ingest_batch(self, definition: CollectionDef, batch: list[dict[str, Any]]
+                            ) -> tuple[int, list[dict[str, Any]], int]:
+        records, rejected = self._validate_docs(batch)
+        batch = [doc for doc, record in zip(batch, records, strict=True) if record is not None]
+        valid = [record for record in records if record is not None]
+        if not batch:
+            return 0, rejected, 0
+        texts = [make_document_text(doc.get("title"), doc["text"]) for doc in batch]
+        params = {"model": definition.model, "docs": texts,
+                  "chunk_tokens": definition.chunk_tokens,
+                  "chunk_overlap": definition.chunk_overlap}
+        dispatcher = self.node.dispatcher
+        order = dispatcher.candidates("embed", definition.model)
+        deadline = trio.current_time() + 120
+        result, _ = await dispatcher._attempts(order, "embed_chunks", params, deadline)
+        if result["sha256"] != definition.model_sha256:
+            raise JobError("the embedding peer runs another file of the collection's model",
+                           code=ErrorCode.UNKNOWN_MODEL)
+        vectors = decode_vectors(result["vectors"], dim=definition.dim)
+        version = int(time.time() * 1000)
+        writes: dict[int, list[DocRecord]] = {}
+        row = 0
+        for doc, (doc_id, chash), chunks in zip(batch, valid, result["chunks"], strict=True):
+            metadata = {k: v for k, v in doc.items() if k not in ("_id", "text")}
+            chunk_writes = []
+            for position, chunk in enumerate(chunks):
+                chunk_writes.append(ChunkWrite(
+                    text=chunk["text"], vector=np.array(vectors[row], dtype=np.float32),
+                    metadata={**metadata, "position": position, "start": chunk["start"],
+                              "end": chunk["end"]}))
+                row += 1
+            writes.setdefault(shard_of(doc_id, definition.shards), []).append(
+                DocRecord(doc_id=doc_id, content_hash=chash, version=version, deleted=False,
+                          chunks=chunk_writes))
+        acked, failed = 0, rejected
+        placement = self.placement(definition)
+        async with trio.open_nursery() as nursery:
+            outcomes: dict[int, tuple[int, str]] = {}
+            for shard, docs in writes.items():
+                nursery.start_soon(self._write_shard, definition, placement, shard, docs,
+                                   outcomes)
+        for shard, docs in writes.items():
+            ok, reason = outcomes[shard]
+            if ok >= definition.quorum:
+                acked += len(docs)
+            else:
+                failed.extend({"_id": d.doc_id, "error": "SHARD_UNAVAILABLE",
+                               "message": f"shard {shard}: {reason}"} for d in docs)
+        return acked, failed, row
+
+    async def _write_shard(self, definition: CollectionDef, placement: PlacementMap, shard: int,
+                           docs: list[DocRecord], outcomes: dict[int, tuple[int, str]]) -> None:
+        owners = placement.owners(shard)
+        if len(owners) < definition.quorum:
+            outcomes[shard] = (0, f"{len(owners)} live index peers, quorum {definition.quorum}")
+            return
+        seed = not self.holders(definition).get(shard)  # no ready replica anywhere yet
+        params = {"collection": definition.name, "definition": definition.to_wire(),
+                  "shard": shard, "docs": docs_to_wire(docs), "seed": seed}
+        ok, errors = 0, []
+
+        async def one(peer: str) -> None:
+            nonlocal ok
+            try:
+                await self.node.client.call(peer, "shard.write", params, timeout=WRITE_TIMEOUT)
+                ok += 1
+            except JobError as exc:
+                errors.append(f"{peer[:16]}: {exc.code.value}")
+
+        async with trio.open_nursery() as nursery:
+            for peer in owners:
+                nursery.start_soon(one, peer)
+        outcomes[shard] = (ok, "; ".join(errors) or "ok")
+
+    @staticmethod
+    def _validate_docs(batch: list[dict[str, Any]]
+                       ) -> tuple[list[tuple[str, str] | None], list[dict[str, Any]]]:
+        """(doc_id, content hash) per document, None for a rejected one; and the rejections."""
+        out: list[tuple[str, str] | None] = []
+        rejected: list[dict[str, Any]] = []
+        for i, doc in enumerate(batch):
+            doc_id = doc.get("_id") if isinstance(doc, dict) else None
+            text = doc.get("text") if isinstance(doc, dict) else None
+            problem = None
+            if not isinstance(doc_id, str) or not doc_id:
+                problem = f"document {i} of the batch needs a non-empty string _id"
+            elif not isinstance(text, str) or not text.strip():
+                problem = "the document has no text"
+            else:
+                try:
+                    out.append((doc_id, content_hash(doc)))
+                    continue
+                except ValueError as exc:
+                    problem = f"metadata cannot be stored: {exc}"
+            out.append(None)
+            rejected.append({"_id": doc_id, "error": "BAD_REQUEST", "message": problem})
+        return out, rejected
+
+    # -- search ----------------------------------------------------------------------------
+
+    async def search(self, name: str, queries: list[str], *, k: int = 10,
+                     timeout: float = 30.0) -> list[dict[str, Any]]:
+        definition = self.node.book.get(name)
+        if not 1 <= k <= 1000:
+            raise bad("k must be 1..1000")
+        outcome = await self.node.dispatcher.embed(definition.model, queries,
+                                                   input_type="query", timeout=timeout)
+        if outcome.sha256 != definition.model_sha256:
+            raise JobError("queries would be embedded by another file of the collection's model",
+                           code=ErrorCode.UNKNOWN_MODEL)
+        return await self.search_vectors(definition, outcome.vectors, k=k, timeout=timeout)
+
+    async def search_vectors(self, definition: CollectionDef, vectors: np.ndarray, *, k: int,
+                             timeout: float) -> list[dict[str, Any]]:
+        per_shard: dict[int, tuple[str, list[list[dict[str, Any]]]]] = {}
+        deadline = trio.current_time() + timeout
+        async with trio.open_nursery() as nursery:
+            for plan in self.plan(definition):
+                if plan.holders:
+                    nursery.start_soon(self._search_shard, definition, plan, vectors, k,
+                                       deadline, per_shard)
+        missing = missing_shards(set(per_shard), definition.shards)
+        results = []
+        for q in range(len(vectors)):
+            lists = [[ShardHit(h["doc_id"], h["chunk"], h["score"], shard, peer)
+                      for h in rows[q]] for shard, (peer, rows) in per_shard.items()]
+            texts = {(h["doc_id"], h["chunk"]): h for _, rows in per_shard.values()
+                     for h in rows[q]}
+            hits = [{"doc_id": h.doc_id, "chunk": h.chunk, "score": h.score,
+                     "text": texts[(h.doc_id, h.chunk)]["text"],
+                     "metadata": texts[(h.doc_id, h.chunk)]["metadata"],
+                     "shard": h.shard, "peer": h.peer} for h in merge_topk(lists, k)]
+            results.append({"hits": hits, "partial": bool(missing), "missing_shards": missing})
+        return results
+
+    async def _search_shard(self, definition: CollectionDef, plan: ShardPlan,
+                            vectors: np.ndarray, k: int, deadline: float,
+                            out: dict[int, tuple[str, list[list[dict[str, Any]]]]]) -> None:
+        params = {"collection": definition.name, "shards": [plan.shard],
+                  "vectors": encode_vectors(vectors), "k": k}
+        finished = trio.Event()
+
+        async def attempt(peer: str, settled: trio.Event) -> None:
+            try:
+                result = await self.node.client.call(
+                    peer, "shard.search", params,
+                    timeout=max(0.01, deadline - trio.current_time()))
+            except JobError as exc:
+                log.info("shard %s on %s failed: %s", plan.shard, peer, exc.code.value)
+                settled.set()
+                return
+            if not finished.is_set():
+                out[plan.shard] = (peer, result.result["results"][str(plan.shard)])
+                finished.set()
+            settled.set()
+
+        async with trio.open_nursery() as nursery:
+            for peer in plan.holders[:3]:
+                settled = trio.Event()
+                nursery.start_soon(attempt, peer, settled)
+                with trio.move_on_after(HEDGE_AFTER):  # slow: ask the next holder too
+                    await settled.wait()
+                if finished.is_set():
+                    break
+            with trio.move_on_at(deadline):
+                await finished.wait()
+            nursery.cancel_scope.cancel()
+
+    # -- ask -------------------------------------------------------------------------------
+
+    async def ask(self, name: str, question: str, *, k: int = 5, model: str | None = None,
+                  max_tokens: int = 256, on_text: Callable[[str], Awaitable[None]] | None = None,
+                  timeout: float = 300.0) -> dict[str, Any]:
+        from calinode.node.inference_api import default_model
+
+        (found,) = await self.search(name, [question], k=k)
+        sources, blocks, budget = [], [], 6000  # characters of context (~1500 tokens)
+        for n, hit in enumerate(found["hits"], start=1):
+            text = hit["text"][:max(200, budget // max(1, len(found["hits"])))]
+            blocks.append(f"[{n}] {text}")
+            sources.append({"n": n, "doc_id": hit["doc_id"], "score": hit["score"],
+                            "title": hit["metadata"].get("title")})
+        context = "\n\n".join(blocks)
+        messages = [
+            {"role": "system", "content": "Answer the question using only the numbered "
+             "context passages. Cite passages like [1]. If they do not contain the answer, "
+             "say so."},
+            {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question}"}]
+        params = {"model": model or default_model(self.node, "generate"), "messages": messages,
+                  "max_tokens": max_tokens, "temperature": 0.2}
+        result = await self.node.dispatcher.generate(params, timeout=timeout, on_text=on_text)
+        return {"answer": result["text"], "sources": sources, "partial": found["partial"],
+                "missing_shards": found["missing_shards"], "served_by": result["served_by"],
+                "finish_reason": result["finish_reason"]}
+
+    # -- sync ------------------------------------------------------------------------------
+
+    async def sync_once(self) -> None:
+        node = self.node
+        for _, caps in self._alive_records():
+            for wire in caps.get("collections", ()) or ():
+                try:
+                    definition = CollectionDef.from_wire(wire)
+                except JobError:
+                    continue
+                await trio.to_thread.run_sync(node.book.merge, definition)
+        if not node.config.index or node.index is None:
+            return
+        for definition in node.book.all():
+            if definition.dropped:
+                continue
+            placement = self.placement(definition)
+            holders = self.holders(definition)
+            held = node.index.held(ready_only=False).get(definition.name, {})
+            # owners open their shards; every holder, owner or not, converges with the others
+            for shard in sorted(set(placement.shards_of(node.peer_id)) | set(held)):
+                await node.index.store(definition, shard)
+                mine = node.index.held(ready_only=False)[definition.name][shard]
+                ready = node.index.is_ready(definition.name, shard)
+                for peer, digest in holders.get(shard, {}).items():
+                    stale = peer != node.peer_id and (digest != mine or not ready)
+                    if stale and await self._pull(definition, shard, peer):
+                        await node.index.mark_ready(definition.name, shard)
+                        ready = True
+
+    async def _pull(self, definition: CollectionDef, shard: int, peer: str) -> bool:
+        """Copy every document of ``peer``'s replica; True when the whole copy succeeded."""
+        index = self.node.index
+        assert index is not None
+        since, after, pulled = 0, "", 0
+        while True:
+            try:
+                result = await self.node.client.call(peer, "shard.changes", {
+                    "collection": definition.name, "shard": shard, "since_version": since,
+                    "after_doc_id": after, "limit": 200}, timeout=30)
+            except JobError as exc:
+                log.info("pull of %s/%s from %s failed: %s", definition.name, shard, peer,
+                         exc.code.value)
+                return False
+            docs = result.result["docs"]
+            if not docs:
+                break
+            records = docs_from_wire(docs, definition.dim)
+            await index.call(definition, shard, functools.partial(_apply, records=records),
+                             writes=True)
+            pulled += len(records)
+            since, after = records[-1].version, records[-1].doc_id
+        if pulled:
+            log.info("synced %s/%s: %d documents from %s", definition.name, shard, pulled,
+                     peer[:16])
+        return True
+
+    async def run_sync(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            try:
+                await self.sync_once()
+            except CalinodeError as exc:
+                log.warning("shard sync: %s", exc)
+            await trio.sleep(SYNC_INTERVAL)

@@ -1,0 +1,141 @@
+"""Collections, ingest, search, ask and shards on the local HTTP API.
+
+``GET/POST /v1/collections``, ``DELETE /v1/collections/{name}``, ``POST /v1/ingest``
+(``{collection, docs}``), ``POST /v1/search`` (``{collection, query}`` or ``{collection,
+queries: [{_id, text}]}``, ``k``), ``POST /v1/ask`` (``{collection, question, k, model}``),
+``GET /v1/shards?collection=NAME``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import trio
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from calinode.node.api_json import FastJSONResponse
+from calinode.node.inference_api import read_json, timeout_of
+from calinode.node.inference_jobs import bad
+from calinode.protocol.errors import JobError
+
+if TYPE_CHECKING:
+    from calinode.node.daemon import Node
+
+
+def _int(body: dict[str, Any], name: str, default: int) -> int:
+    value = body.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise bad(f"{name} must be an integer")
+    return value
+
+
+def _str(body: dict[str, Any], name: str, default: str | None = None) -> str:
+    value = body.get(name, default)
+    if not isinstance(value, str) or not value:
+        raise bad(f"{name} must be a non-empty string")
+    return value
+
+
+async def shard_rows(node: Node, name: str) -> list[dict[str, Any]]:
+    coordinator = node.coordinator
+    definition = node.book.get(name)
+    placement = coordinator.placement(definition)
+    holders = coordinator.holders(definition)
+    infos: dict[str, dict[int, dict[str, Any]]] = {}
+
+    async def ask(peer: str) -> None:
+        try:
+            result = await node.client.call(peer, "shard.info", {"collection": name}, timeout=10)
+        except JobError:
+            return
+        infos[peer] = {row["shard"]: row for row in result.result["shards"]}
+
+    peers = {p for shard_holders in holders.values() for p in shard_holders}
+    async with trio.open_nursery() as nursery:
+        for peer in peers:
+            nursery.start_soon(ask, peer)
+    rows = []
+    for shard in range(definition.shards):
+        replicas = []
+        for peer in sorted(holders.get(shard, {})):
+            info = infos.get(peer, {}).get(shard)
+            replicas.append({"peer": peer, "docs": None if info is None else info["docs"],
+                             "chunks": None if info is None else info["chunks"],
+                             "healthy": info is not None and not info["problems"],
+                             "digest": holders[shard][peer][:16]})
+        rows.append({"collection": name, "shard": shard, "owners": list(placement.owners(shard)),
+                     "replicas": replicas, "live_replicas": len(replicas),
+                     "wanted": definition.replicas})
+    return rows
+
+
+def rag_routes(node: Node) -> list[Route]:
+    async def collections(request: Request) -> JSONResponse:
+        if request.method == "GET":
+            return JSONResponse([d.to_wire() for d in node.book.all() if not d.dropped])
+        body = await read_json(request)
+        definition = await node.coordinator.create(
+            _str(body, "name"), model=_str(body, "model", node.config.embed_models[0]),
+            shards=_int(body, "shards", 16), replicas=_int(body, "replicas", 2),
+            write_quorum=_int(body, "write_quorum", 0),
+            index_kind=_str(body, "index_kind", "flat"))
+        return JSONResponse(definition.to_wire())
+
+    async def collection(request: Request) -> JSONResponse:
+        name = request.path_params["name"]
+        if request.method == "DELETE":
+            return JSONResponse((await node.coordinator.drop(name)).to_wire())
+        definition = node.book.get(name)
+        return JSONResponse({**definition.to_wire(), "quorum": definition.quorum})
+
+    async def ingest(request: Request) -> JSONResponse:
+        body = await read_json(request)
+        docs = body.get("docs")
+        if not isinstance(docs, list) or not docs:
+            raise bad("docs must be a non-empty list of {_id, title, text, ...}")
+        summary = await node.coordinator.ingest(_str(body, "collection"), docs)
+        return JSONResponse(summary)
+
+    async def search(request: Request) -> JSONResponse:
+        body = await read_json(request)
+        timeout = timeout_of(body)
+        queries: Any
+        if "query" in body:
+            queries = [{"_id": "q", "text": _str(body, "query")}]
+        else:
+            queries = body.get("queries")
+            if not isinstance(queries, list) or not queries or not all(
+                    isinstance(q, dict) and isinstance(q.get("text"), str) for q in queries):
+                raise bad("give query, or queries as a list of {_id, text}")
+        results = await node.coordinator.search(
+            _str(body, "collection"), [q["text"] for q in queries], k=_int(body, "k", 10),
+            timeout=timeout)
+        return FastJSONResponse([{"query_id": str(q.get("_id", i)), **r}
+                                 for i, (q, r) in enumerate(zip(queries, results, strict=True))])
+
+    async def ask(request: Request) -> JSONResponse:
+        body = await read_json(request)
+        result = await node.coordinator.ask(
+            _str(body, "collection"), _str(body, "question"), k=_int(body, "k", 5),
+            model=body.get("model"), max_tokens=_int(body, "max_tokens", 256),
+            timeout=timeout_of(body))
+        return JSONResponse(result)
+
+    async def shards(request: Request) -> JSONResponse:
+        names = ([request.query_params["collection"]] if "collection" in request.query_params
+                 else node.book.names())
+        rows = []
+        for name in names:
+            rows.extend(await shard_rows(node, name))
+        return JSONResponse(rows)
+
+    return [
+        Route("/v1/collections", collections, methods=["GET", "POST"]),
+        Route("/v1/collections/{name}", collection, methods=["GET", "DELETE"]),
+        Route("/v1/ingest", ingest, methods=["POST"]),
+        Route("/v1/search", search, methods=["POST"]),
+        Route("/v1/ask", ask, methods=["POST"]),
+        Route("/v1/shards", shards),
+    ]

@@ -1,0 +1,131 @@
+"""The sharded, replicated index with real daemons, real models, FAISS and SQLite, on the
+Cranfield collection (1400 abstracts, 225 queries)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pytest
+
+from calinode.models.embedder import OnnxEmbedder
+from calinode.models.registry import ModelRegistry
+from calinode.node.chunking import chunk_text, make_document_text
+from daemon_harness import Daemon, Swarm, run_cli, wait_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import cranfield
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+MODEL = "minilm-l6-int8"
+
+if not (cranfield.DATA / "cran.all.1400").exists():
+    pytest.skip(f"Cranfield data not found at {cranfield.DATA}", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def cran_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cran")
+    (out / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in cranfield.corpus()))
+    (out / "queries.jsonl").write_text("".join(json.dumps(q) + "\n"
+                                               for q in cranfield.queries()))
+    return out
+
+
+def reference_topk(models: Path, k: int = 10) -> tuple[np.ndarray, list[tuple[str, int]],
+                                                         np.ndarray]:
+    """One in-process FAISS flat index over the same chunks, built with the same model."""
+    registry = ModelRegistry(models)
+    embedder = OnnxEmbedder(registry.get(MODEL), registry.folder(MODEL), threads=2)
+    docs = [d for d in cranfield.corpus() if d["text"].strip()]
+    texts = [make_document_text(d["title"], d["text"]) for d in docs]
+    budget = min(200, embedder.chunk_budget)
+    keys, chunks = [], []
+    for doc, text, offsets in zip(docs, texts, embedder.token_offsets(texts), strict=True):
+        for chunk in chunk_text(text, offsets=offsets, max_tokens=budget, overlap=32):
+            keys.append((doc["_id"], chunk.index))
+            chunks.append(chunk.text)
+    vectors = embedder.embed(chunks, input_type="passage").vectors
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    queries = embedder.embed([q["text"] for q in cranfield.queries()], input_type="query").vectors
+    scores, ids = index.search(queries, k)
+    return scores, keys, ids
+
+
+def index_daemon(swarm: Swarm, name: str, models: Path, *extra: str) -> Daemon:
+    return swarm.daemon(name, models=models).start("--index", "--threads", "1", *extra)
+
+
+def converged(daemon: Daemon, replicas: int) -> bool:
+    rows = daemon.cli("shards", "--collection", "cran")
+    for row in rows:
+        live = [r for r in row["replicas"] if r["docs"] is not None]
+        if len(live) < replicas or len({r["digest"] for r in live}) != 1:
+            return False
+    return True
+
+
+def search_all(daemon: Daemon, queries: Path) -> list[dict[str, Any]]:
+    out = run_cli("search", "--collection", "cran", "--queries", str(queries), "-k", "10",
+                  "--home", str(daemon.home), "--json", timeout=300).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_sharded_search_equals_one_faiss_index_and_survives_dead_nodes(
+    swarm: Swarm, prepared_models: Path, cran_files: Path
+) -> None:
+    n1 = index_daemon(swarm, "n1", prepared_models)
+    n2 = index_daemon(swarm, "n2", prepared_models, "--bootstrap", n1.addr)
+    n3 = index_daemon(swarm, "n3", prepared_models, "--bootstrap", n1.addr)
+    ids = {n.peer_id for n in (n1, n2, n3)}
+    wait_for(lambda: set(n3.peers()) == ids and all(r["alive"] for r in n3.peers().values()),
+             30, "three index peers")
+    run_cli("collections", "create", "cran", "--shards", "16", "--replicas", "2",
+            "--home", str(n1.home))
+    wait_for(lambda: any(c["name"] == "cran" for c in n3.cli("collections", "list")), 30,
+             "the definition to spread")
+    summary = n3.cli("ingest", str(cran_files / "corpus.jsonl"), "--collection", "cran")
+    assert summary["acknowledged"] == 1398 and {f["_id"] for f in summary["failed"]} == {
+        "471", "995"}  # the two Cranfield records without any text
+    wait_for(lambda: converged(n1, 2), 60, "every shard on two identical replicas")
+
+    scores, keys, ids_ref = reference_topk(prepared_models)
+    results = search_all(n2, cran_files / "queries.jsonl")
+    assert len(results) == 225
+
+    def check(rows: list[dict[str, Any]]) -> None:
+        for q, row in enumerate(rows):
+            assert not row["partial"], row["missing_shards"]
+            got = [(h["doc_id"], h["chunk"]) for h in row["hits"]]
+            assert got == [keys[i] for i in ids_ref[q]], f"query {q + 1}"
+            assert np.allclose([h["score"] for h in row["hits"]], scores[q], atol=1e-5)
+
+    check(results)
+    ranked = {r["query_id"]: cranfield.doc_ranking(r["hits"]) for r in results}
+    ndcg = cranfield.ndcg_at_10(ranked, cranfield.qrels())
+    print(f"\nCranfield nDCG@10 through the swarm: {ndcg:.4f}")
+    assert ndcg > 0.3
+
+    held_by_n1 = {row["shard"] for row in n1.cli("shards", "--collection", "cran")
+                  if any(r["peer"] == n1.peer_id for r in row["replicas"])}
+    n2.kill()  # two of three gone at once: partial answers naming the lost shards, no error
+    n3.kill()
+    wait_for(lambda: not any(r["alive"] for p, r in n1.peers().items() if p != n1.peer_id),
+             30, "n2 and n3 dead")
+    partial = search_all(n1, cran_files / "queries.jsonl")
+    assert len(partial) == 225 and all(r["partial"] for r in partial)
+    assert partial[0]["missing_shards"] == sorted(set(range(16)) - held_by_n1)
+
+    n2.start("--index", "--threads", "1", "--bootstrap", n1.addr)
+    n3.start("--index", "--threads", "1", "--bootstrap", n1.addr)
+    wait_for(lambda: converged(n1, 2), 90, "R replicas again after the restarts")
+    check(search_all(n3, cran_files / "queries.jsonl"))
+
+    n3.kill()  # R=2: every shard still has a live replica; answers complete and unchanged
+    wait_for(lambda: not n1.peers()[n3.peer_id]["alive"], 30, "n3 dead")
+    check(search_all(n2, cran_files / "queries.jsonl"))
