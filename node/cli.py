@@ -272,7 +272,8 @@ def cmd_rag_command(args: argparse.Namespace) -> int:
 COMMANDS = {"start": cmd_start, "keygen": cmd_keygen, "id": cmd_id, "status": cmd_status,
             "peers": cmd_peers, "ping": cmd_ping, "embed": cmd_embed, "generate": cmd_generate,
             "models": cmd_models, "collections": cmd_rag_command, "ingest": cmd_rag_command,
-            "search": cmd_rag_command, "ask": cmd_rag_command, "shards": cmd_rag_command}
+            "search": cmd_rag_command, "delete": cmd_rag_command, "ask": cmd_rag_command,
+            "shards": cmd_rag_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -47,6 +47,11 @@ def add_rag_parsers(sub: Any, client_args: Any) -> None:
     ingest.add_argument("--collection", required=True)
     client_args(ingest)
 
+    delete = sub.add_parser("delete", help="remove documents from a collection")
+    delete.add_argument("doc_ids", nargs="+", metavar="DOC_ID")
+    delete.add_argument("--collection", required=True)
+    client_args(delete)
+
     search = sub.add_parser("search", help="search a collection")
     search.add_argument("query", nargs="?")
     search.add_argument("--collection", required=True)
@@ -151,6 +156,10 @@ def cmd_rag(args: argparse.Namespace, client: Any) -> int:
                          for f in data["failed"][:20])
         text = (f"{data['acknowledged']}/{data['documents']} documents, {data['chunks']} "
                 f"chunks in {data['seconds']} s; {len(data['failed'])} failed{failed}")
+    elif command == "delete":
+        data = client.delete(args.collection, args.doc_ids)
+        text = (f"deleted {len(data['deleted'])}; failed {len(data['failed'])}"
+                + "".join(f"\n  {f['_id']}: {f['message']}" for f in data["failed"]))
     elif command == "search":
         if args.queries:
             with Path(args.queries).open(encoding="utf-8") as fh:

@@ -204,3 +204,7 @@ class CalinodeClient:
     def shards(self, collection: str | None = None) -> list[dict[str, Any]]:
         path = "/v1/shards" + (f"?collection={collection}" if collection else "")
         return list(self._request("GET", path))
+
+    def delete(self, collection: str, doc_ids: list[str]) -> dict[str, Any]:
+        return dict(self._request("POST", "/v1/delete",
+                                  {"collection": collection, "doc_ids": doc_ids}))

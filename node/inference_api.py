@@ -167,9 +167,12 @@ class StreamingEndpoint:
         try:
             body = await read_json(request)
             timeout = timeout_of(body)
+            sources: list[dict[str, Any]] | None = None
             if self.mode == "openai":
                 stream = body.get("stream", False) is True
                 params = _openai_to_params(self.node, body)
+                if body.get("collection") is not None:  # retrieval-augmented chat
+                    params["messages"], sources = await self._augment(body)
             else:
                 stream = body.pop("stream", False) is True
                 params = dict(body)
@@ -185,13 +188,31 @@ class StreamingEndpoint:
                 await error_response(exc.code, exc.message)(scope, receive, send)
                 return
             payload = self._complete(params, result) if self.mode == "openai" else result
+            if sources is not None:
+                payload["sources"] = sources
             await JSONResponse(payload)(scope, receive, send)
             return
         async with trio.open_nursery() as nursery:
             # a client that goes away cancels the generation (and so the llama.cpp thread)
             nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-            await self._stream(params, timeout, send)
+            await self._stream(params, timeout, send, sources)
             nursery.cancel_scope.cancel()
+
+    async def _augment(self, body: dict[str, Any]
+                       ) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+        messages = body.get("messages")
+        users = [m for m in messages or [] if isinstance(m, dict) and m.get("role") == "user"]
+        if not users or not isinstance(users[-1].get("content"), str):
+            raise bad("a retrieval-augmented chat needs a user message (the question)")
+        k = body.get("k", 5)
+        if not isinstance(k, int) or isinstance(k, bool):
+            raise bad("k must be an integer")
+        collection = body["collection"]
+        if not isinstance(collection, str):
+            raise bad("collection must be a string")
+        augmented, sources, _ = await self.node.coordinator.rag_messages(
+            collection, users[-1]["content"], k=k)
+        return augmented, sources
 
     def _complete(self, params: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         usage = result["usage"]
@@ -203,7 +224,8 @@ class StreamingEndpoint:
             "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
             "served_by": result["served_by"]}
 
-    async def _stream(self, params: dict[str, Any], timeout: float, send: Send) -> None:
+    async def _stream(self, params: dict[str, Any], timeout: float, send: Send,
+                      sources: list[dict[str, Any]] | None) -> None:
         openai = self.mode == "openai"
         content_type = b"text/event-stream" if openai else b"application/x-ndjson"
         await send({"type": "http.response.start", "status": 200,
@@ -237,6 +259,8 @@ class StreamingEndpoint:
             if openai:
                 final = chunk({}, result["finish_reason"])
                 final["served_by"] = result["served_by"]
+                if sources is not None:
+                    final["sources"] = sources
                 await emit(final)
             else:
                 await emit({"done": result})

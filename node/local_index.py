@@ -195,9 +195,14 @@ def register_index_jobs(registry: JobRegistry, index: LocalIndex) -> None:
                      {"collection", "shard", "docs"})
         definition = await trio.to_thread.run_sync(_definition, book, params)
         shard = _shard(params, definition)
+        seed = params.get("seed") is True
+        if seed and params["docs"] == []:  # a new collection: every shard starts out empty
+            await index.store(definition, shard)
+            await index.mark_ready(definition.name, shard)
+            return {"inserted": 0, "replaced": 0, "deleted": 0, "unchanged": 0, "stale": 0}
         records = docs_from_wire(params["docs"], definition.dim)
         result = await index.call(definition, shard, lambda s: s.apply(records), writes=True)
-        if params.get("seed") is True:  # the writer saw no ready replica: this one starts it
+        if seed:  # the writer saw no ready replica: this one starts it
             await index.mark_ready(definition.name, shard)
         return {"inserted": result.inserted, "replaced": result.replaced,
                 "deleted": result.deleted, "unchanged": result.unchanged, "stale": result.stale}

@@ -132,7 +132,19 @@ class Coordinator:
             query_prefix=info.get("query_prefix", ""),
             passage_prefix=info.get("passage_prefix", ""), shards=shards, replicas=replicas,
             write_quorum=write_quorum, index_kind=index_kind, version=version)
+        placement = self.placement(definition)
+        if not placement.peers:
+            raise JobError("no index peer is alive to host the collection; start nodes with "
+                           "--index", code=ErrorCode.NO_CAPABLE_PEER)
         await trio.to_thread.run_sync(book.merge, definition)
+        outcomes: dict[int, tuple[int, str]] = {}
+        async with trio.open_nursery() as nursery:  # every shard starts empty and ready
+            for shard in range(definition.shards):
+                nursery.start_soon(self._write_shard, definition, placement, shard, [],
+                                   outcomes, True)
+        unseeded = [s for s, (ok, _) in outcomes.items() if ok == 0]
+        if unseeded:
+            log.warning("collection %s: shards %s could not be seeded yet", name, unseeded)
         return definition
 
     async def drop(self, name: str) -> CollectionDef:
@@ -216,12 +228,13 @@ class Coordinator:
         return acked, failed, row
 
     async def _write_shard(self, definition: CollectionDef, placement: PlacementMap, shard: int,
-                           docs: list[DocRecord], outcomes: dict[int, tuple[int, str]]) -> None:
+                           docs: list[DocRecord], outcomes: dict[int, tuple[int, str]],
+                           seed_empty: bool = False) -> None:
         owners = placement.owners(shard)
-        if len(owners) < definition.quorum:
+        if len(owners) < definition.quorum and not seed_empty:
             outcomes[shard] = (0, f"{len(owners)} live index peers, quorum {definition.quorum}")
             return
-        seed = not self.holders(definition).get(shard)  # no ready replica anywhere yet
+        seed = seed_empty or not self.holders(definition).get(shard)  # no ready replica yet
         params = {"collection": definition.name, "definition": definition.to_wire(),
                   "shard": shard, "docs": docs_to_wire(docs), "seed": seed}
         ok, errors = 0, []
@@ -238,6 +251,30 @@ class Coordinator:
             for peer in owners:
                 nursery.start_soon(one, peer)
         outcomes[shard] = (ok, "; ".join(errors) or "ok")
+
+    async def delete(self, name: str, doc_ids: list[str]) -> dict[str, Any]:
+        """Tombstone documents on every owner of their shards (quorum acknowledged)."""
+        definition = self.node.book.get(name)
+        if not doc_ids or not all(isinstance(d, str) and d for d in doc_ids):
+            raise bad("doc_ids must be a non-empty list of strings")
+        version = int(time.time() * 1000)
+        writes: dict[int, list[DocRecord]] = {}
+        for doc_id in dict.fromkeys(doc_ids):
+            writes.setdefault(shard_of(doc_id, definition.shards), []).append(
+                DocRecord(doc_id=doc_id, content_hash="", version=version, deleted=True,
+                          chunks=[]))
+        outcomes: dict[int, tuple[int, str]] = {}
+        placement = self.placement(definition)
+        async with trio.open_nursery() as nursery:
+            for shard, docs in writes.items():
+                nursery.start_soon(self._write_shard, definition, placement, shard, docs,
+                                   outcomes)
+        deleted = [d.doc_id for s, docs in writes.items() for d in docs
+                   if outcomes[s][0] >= definition.quorum]
+        failed = [{"_id": d.doc_id, "error": "SHARD_UNAVAILABLE", "message": outcomes[s][1]}
+                  for s, docs in writes.items() for d in docs
+                  if outcomes[s][0] < definition.quorum]
+        return {"collection": name, "deleted": deleted, "failed": failed}
 
     @staticmethod
     def _validate_docs(batch: list[dict[str, Any]]
@@ -335,11 +372,9 @@ class Coordinator:
 
     # -- ask -------------------------------------------------------------------------------
 
-    async def ask(self, name: str, question: str, *, k: int = 5, model: str | None = None,
-                  max_tokens: int = 256, on_text: Callable[[str], Awaitable[None]] | None = None,
-                  timeout: float = 300.0) -> dict[str, Any]:
-        from calinode.node.inference_api import default_model
-
+    async def rag_messages(self, name: str, question: str, *, k: int
+                           ) -> tuple[list[dict[str, str]], list[dict[str, Any]], dict[str, Any]]:
+        """Chat messages with numbered context passages, the sources, and the search result."""
         (found,) = await self.search(name, [question], k=k)
         sources, blocks, budget = [], [], 6000  # characters of context (~1500 tokens)
         for n, hit in enumerate(found["hits"], start=1):
@@ -353,6 +388,14 @@ class Coordinator:
              "context passages. Cite passages like [1]. If they do not contain the answer, "
              "say so."},
             {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question}"}]
+        return messages, sources, found
+
+    async def ask(self, name: str, question: str, *, k: int = 5, model: str | None = None,
+                  max_tokens: int = 256, on_text: Callable[[str], Awaitable[None]] | None = None,
+                  timeout: float = 300.0) -> dict[str, Any]:
+        from calinode.node.inference_api import default_model
+
+        messages, sources, found = await self.rag_messages(name, question, k=k)
         params = {"model": model or default_model(self.node, "generate"), "messages": messages,
                   "max_tokens": max_tokens, "temperature": 0.2}
         result = await self.node.dispatcher.generate(params, timeout=timeout, on_text=on_text)

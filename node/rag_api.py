@@ -98,6 +98,13 @@ def rag_routes(node: Node) -> list[Route]:
         summary = await node.coordinator.ingest(_str(body, "collection"), docs)
         return JSONResponse(summary)
 
+    async def delete(request: Request) -> JSONResponse:
+        body = await read_json(request)
+        ids = body.get("doc_ids")
+        if not isinstance(ids, list):
+            raise bad("doc_ids must be a list of document ids")
+        return JSONResponse(await node.coordinator.delete(_str(body, "collection"), ids))
+
     async def search(request: Request) -> JSONResponse:
         body = await read_json(request)
         timeout = timeout_of(body)
@@ -136,6 +143,7 @@ def rag_routes(node: Node) -> list[Route]:
         Route("/v1/collections/{name}", collection, methods=["GET", "DELETE"]),
         Route("/v1/ingest", ingest, methods=["POST"]),
         Route("/v1/search", search, methods=["POST"]),
+        Route("/v1/delete", delete, methods=["POST"]),
         Route("/v1/ask", ask, methods=["POST"]),
         Route("/v1/shards", shards),
     ]
