@@ -727,14 +727,18 @@ class ShardStore:
         out: dict[tuple[str, int], StoredChunk] = {}
         with self._lock:
             conn, _ = self._require()
-            for batch in _batches(pairs, _SQL_BATCH // 2):
-                values = ",".join(["(?, ?)"] * len(batch))
+            wanted = set(pairs)
+            for batch in _batches(pairs, _SQL_BATCH):
+                # by faiss_id: its UNIQUE index makes this a lookup per key, where a row-value
+                # IN over (doc_id, chunk) scanned the table (0.7 ms per 1k-chunk shard)
                 rows = conn.execute(
                     "SELECT doc_id, chunk, text, metadata, content_hash, version FROM chunks"
-                    f" WHERE (doc_id, chunk) IN (VALUES {values})",
-                    [x for pair in batch for x in pair],
+                    f" WHERE faiss_id IN ({_marks(len(batch))})",
+                    [chunk_faiss_id(doc_id, chunk) for doc_id, chunk in batch],
                 )
                 for doc_id, chunk, text, metadata, content_hash, version in rows:
+                    if (doc_id, chunk) not in wanted:
+                        continue
                     out[(doc_id, chunk)] = StoredChunk(
                         text, json.loads(metadata), content_hash, version
                     )

@@ -318,11 +318,8 @@ class Coordinator:
                              timeout: float) -> list[dict[str, Any]]:
         per_shard: dict[int, tuple[str, list[list[dict[str, Any]]]]] = {}
         deadline = trio.current_time() + timeout
-        async with trio.open_nursery() as nursery:
-            for plan in self.plan(definition):
-                if plan.holders:
-                    nursery.start_soon(self._search_shard, definition, plan, vectors, k,
-                                       deadline, per_shard)
+        await self._search_shards(definition, self.plan(definition), vectors, k, deadline,
+                                  per_shard)
         missing = missing_shards(set(per_shard), definition.shards)
         results = []
         for q in range(len(vectors)):
@@ -337,38 +334,61 @@ class Coordinator:
             results.append({"hits": hits, "partial": bool(missing), "missing_shards": missing})
         return results
 
-    async def _search_shard(self, definition: CollectionDef, plan: ShardPlan,
-                            vectors: np.ndarray, k: int, deadline: float,
-                            out: dict[int, tuple[str, list[list[dict[str, Any]]]]]) -> None:
-        params = {"collection": definition.name, "shards": [plan.shard],
-                  "vectors": encode_vectors(vectors), "k": k}
-        finished = trio.Event()
+    async def _search_shards(self, definition: CollectionDef, plans: list[ShardPlan],
+                             vectors: np.ndarray, k: int, deadline: float,
+                             out: dict[int, tuple[str, list[list[dict[str, Any]]]]]) -> None:
+        """Ask each holder for all the shards it is first choice for, in one request; shards
+        whose answer fails or is slower than ``HEDGE_AFTER`` are asked again on their next
+        holder (up to three holders each); the first answer for a shard wins."""
+        holders = {p.shard: p.holders[:3] for p in plans if p.holders}
+        tried: set[tuple[str, int]] = set()
+        encoded = encode_vectors(vectors)
+        outstanding = 0
+        changed = trio.Event()  # an attempt settled
 
-        async def attempt(peer: str, settled: trio.Event) -> None:
+        async def attempt(peer: str, shards: list[int]) -> None:
+            nonlocal outstanding, changed
+            params = {"collection": definition.name, "shards": shards, "vectors": encoded,
+                      "k": k}
             try:
                 result = await self.node.client.call(
                     peer, "shard.search", params,
                     timeout=max(0.01, deadline - trio.current_time()))
+                for shard in shards:
+                    out.setdefault(shard, (peer, result.result["results"][str(shard)]))
             except JobError as exc:
-                log.info("shard %s on %s failed: %s", plan.shard, peer, exc.code.value)
-                settled.set()
-                return
-            if not finished.is_set():
-                out[plan.shard] = (peer, result.result["results"][str(plan.shard)])
-                finished.set()
-            settled.set()
+                log.info("shards %s on %s failed: %s", shards, peer[:16], exc.code.value)
+            finally:
+                outstanding -= 1
+                changed.set()
 
-        async with trio.open_nursery() as nursery:
-            for peer in plan.holders[:3]:
-                settled = trio.Event()
-                nursery.start_soon(attempt, peer, settled)
-                with trio.move_on_after(HEDGE_AFTER):  # slow: ask the next holder too
-                    await settled.wait()
-                if finished.is_set():
-                    break
-            with trio.move_on_at(deadline):
-                await finished.wait()
-            nursery.cancel_scope.cancel()
+        def next_groups() -> dict[str, list[int]]:
+            groups: dict[str, list[int]] = {}
+            for shard, peers in holders.items():
+                nxt = next((p for p in peers if (p, shard) not in tried), None)
+                if shard not in out and nxt is not None:
+                    groups.setdefault(nxt, []).append(shard)
+                    tried.add((nxt, shard))
+            return groups
+
+        with trio.move_on_at(deadline):
+            async with trio.open_nursery() as nursery:
+                hedge_at = trio.current_time()
+                while len(out) < len(holders):
+                    if trio.current_time() >= hedge_at:  # first round, or a slow round
+                        groups = next_groups()
+                        for peer, shards in groups.items():
+                            outstanding += 1
+                            nursery.start_soon(attempt, peer, shards)
+                        hedge_at = trio.current_time() + HEDGE_AFTER
+                        if not groups and outstanding == 0:
+                            break  # every holder of the missing shards failed
+                    changed = trio.Event()
+                    with trio.move_on_at(hedge_at):
+                        await changed.wait()
+                    if outstanding == 0:
+                        hedge_at = trio.current_time()  # all settled: retry elsewhere now
+                nursery.cancel_scope.cancel()
 
     # -- ask -------------------------------------------------------------------------------
 

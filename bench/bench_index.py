@@ -1,0 +1,207 @@
+"""The sharded index vs one in-process FAISS index, in one run on this machine.
+
+    python bench/bench_index.py [--vectors 100000] [--queries 200] [--models-home HOME]
+
+1. Ingest (real embeddings): Cranfield's 1400 documents through ``calinode ingest``, into a
+   swarm of 1 index node and of 3 index nodes (16 shards, R=2): documents/s.
+2. Search (100k synthetic 384-d unit vectors, k=10, one query per request): p50/p95 of a single
+   in-process FAISS ``IndexFlatIP`` vs calinode with 1 index node vs 3 index nodes (16 shards,
+   R=2), measured from a coordinating node inside the swarm, and recall@10 against FAISS.
+   The vectors are written through the real ``shard.write`` jobs; the queries go through the
+   real search path (plan, hedged shard requests, exact merge).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cranfield
+
+from calinode.models.shard_store import ChunkWrite, DocRecord
+from calinode.node.config import NodeConfig
+from calinode.node.daemon import Node, run_node
+from calinode.node.placement import shard_of
+
+CALINODE = str(Path(sys.executable).with_name("calinode"))
+DIM = 384
+
+
+def start(home: Path, *extra: str) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    proc = subprocess.Popen([CALINODE, "start", "--home", str(home), "--listen",
+                             "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0", "--index", *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (home / "node.json").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"daemon in {home} failed")
+        time.sleep(0.1)
+    return proc, json.loads((home / "node.json").read_text())
+
+
+def cli(home: Path, *args: str) -> Any:
+    out = subprocess.run([CALINODE, *args, "--home", str(home), "--json"], check=True,
+                         capture_output=True, text=True, timeout=1800).stdout
+    return json.loads(out)
+
+
+def swarm(work: Path, models: Path, count: int, *extra: str) -> tuple[list[Any], Path]:
+    procs, homes, bootstrap = [], [], []
+    for i in range(count):
+        home = work / f"n{i}"
+        home.mkdir(parents=True)
+        (home / "models").symlink_to(models, target_is_directory=True)
+        proc, info = start(home, "--threads", "1", *extra, *bootstrap)
+        bootstrap = bootstrap or ["--bootstrap", info["addrs"][0]]
+        procs.append(proc)
+        homes.append(home)
+    deadline = time.monotonic() + 60
+    while len([p for p in cli(homes[0], "peers") if p["alive"]]) < count:
+        if time.monotonic() > deadline:
+            raise SystemExit("swarm did not form")
+        time.sleep(0.2)
+    return procs, homes[0]
+
+
+def stop(procs: list[Any]) -> None:
+    for proc in procs:
+        proc.terminate()
+        proc.wait(30)
+
+
+def bench_ingest(work: Path, models: Path, corpus: Path) -> dict[int, float]:
+    rates = {}
+    for count in (1, 3):
+        procs, home = swarm(work / f"ingest{count}", models, count)
+        try:
+            cli(home, "collections", "create", "cran", "--shards", "16", "--replicas",
+                str(min(2, count)))
+            summary = cli(home, "ingest", str(corpus), "--collection", "cran")
+            rates[count] = summary["acknowledged"] / summary["seconds"]
+        finally:
+            stop(procs)
+    return rates
+
+
+async def bench_search(work: Path, models: Path, n: int, queries: int, count: int,
+                       data: np.ndarray, qs: np.ndarray) -> tuple[list[float], np.ndarray]:
+    procs, home = swarm(work / f"search{count}", models, count)
+    try:
+        cli(home, "collections", "create", "synthetic", "--shards", "16", "--replicas",
+            str(min(2, count)), "--model", "minilm-l6-int8")
+    except subprocess.CalledProcessError:
+        stop(procs)
+        raise
+    info = json.loads((home / "node.json").read_text())
+    config = NodeConfig(home=work / f"coord{count}", listen=("/ip4/127.0.0.1/tcp/0",),
+                        api="127.0.0.1:0", bootstrap=(info["addrs"][0],), no_models=True)
+    try:
+        async with trio.open_nursery() as nursery:
+            node: Node = await nursery.start(lambda task_status: run_node(
+                config, handle_signals=False, announce=False, task_status=task_status))
+            while "synthetic" not in node.book.names() or len(node.coordinator.index_peers()) < count:
+                await trio.sleep(0.2)
+            coordinator = node.coordinator
+            definition = node.book.get("synthetic")
+            placement = coordinator.placement(definition)
+            by_shard: dict[int, list[DocRecord]] = {}
+            for i in range(n):
+                doc_id = str(i)
+                by_shard.setdefault(shard_of(doc_id, 16), []).append(DocRecord(
+                    doc_id=doc_id, content_hash=f"{i:064x}", version=1, deleted=False,
+                    chunks=[ChunkWrite(text=f"doc {i}", vector=data[i])]))
+            for shard, docs in by_shard.items():
+                for start_at in range(0, len(docs), 2000):
+                    outcomes: dict[int, tuple[int, str]] = {}
+                    await coordinator._write_shard(definition, placement, shard,
+                                                   docs[start_at:start_at + 2000], outcomes)
+                    assert outcomes[shard][0] >= definition.quorum, outcomes
+            await trio.sleep(3)  # let digests reach the coordinator
+            latencies, found = [], np.zeros((queries, 10), dtype=np.int64)
+            for q in range(queries):
+                t0 = time.perf_counter()
+                (row,) = await coordinator.search_vectors(definition, qs[q:q + 1], k=10,
+                                                          timeout=30)
+                latencies.append((time.perf_counter() - t0) * 1000)
+                assert not row["partial"], row["missing_shards"]
+                found[q] = [int(h["doc_id"]) for h in row["hits"]]
+            nursery.cancel_scope.cancel()
+    finally:
+        stop(procs)
+    return latencies, found
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vectors", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--models-home", help="a home whose models/ is already prepared")
+    parser.add_argument("--skip-ingest", action="store_true")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="calinode-bench-index-"))
+    models_home = Path(args.models_home) if args.models_home else work / "models-home"
+    if not args.models_home:
+        subprocess.run([CALINODE, "models", "--home", str(models_home), "prepare"], check=True)
+    models = models_home / "models"
+
+    if not args.skip_ingest:
+        corpus = work / "corpus.jsonl"
+        corpus.write_text("".join(json.dumps(d) + "\n" for d in cranfield.corpus()))
+        rates = bench_ingest(work, models, corpus)
+        print("ingest, Cranfield 1400 documents (real embeddings, minilm-l6-int8)\n")
+        print("| swarm | documents/s |\n|---|---:|")
+        for count, rate in rates.items():
+            print(f"| {count} index node{'s' if count > 1 else ''} | {rate:.1f} |")
+        print()
+
+    rng = np.random.default_rng(7)
+    data = rng.standard_normal((args.vectors, DIM)).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    qs = rng.standard_normal((args.queries, DIM)).astype(np.float32)
+    qs /= np.linalg.norm(qs, axis=1, keepdims=True)
+    flat = faiss.IndexFlatIP(DIM)
+    flat.add(data)
+    flat_ms, truth = [], np.zeros((args.queries, 10), dtype=np.int64)
+    for q in range(args.queries):
+        t0 = time.perf_counter()
+        _, ids = flat.search(qs[q:q + 1], 10)
+        flat_ms.append((time.perf_counter() - t0) * 1000)
+        truth[q] = ids[0]
+    rows = [("single in-process FAISS flat", flat_ms, 1.0)]
+    for count in (1, 3):
+        latencies, found = trio.run(bench_search, work, models, args.vectors, args.queries,
+                                    count, data, qs)
+        recall = float(np.mean([len(set(found[q]) & set(truth[q])) / 10
+                                for q in range(args.queries)]))
+        rows.append((f"calinode, {count} index node{'s' if count > 1 else ''} "
+                     f"(16 shards, R={min(2, count)})", latencies, recall))
+    print(f"search, {args.vectors} synthetic 384-d vectors, k=10, {args.queries} single "
+          "queries\n")
+    print("| path | p50 ms | p95 ms | recall@10 |\n|---|---:|---:|---:|")
+    for name, values, recall in rows:
+        print(f"| {name} | {statistics.median(values):.2f} | {pct(values, 0.95):.2f} | "
+              f"{recall:.3f} |")
+    target = 2 * statistics.median(flat_ms) + 10
+    print(f"\ntarget: 3-node p50 <= 2 x FAISS p50 + 10 ms = {target:.1f} ms; "
+          f"measured {statistics.median(rows[-1][1]):.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
