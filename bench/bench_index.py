@@ -111,7 +111,8 @@ async def bench_search(work: Path, models: Path, n: int, queries: int, count: in
         async with trio.open_nursery() as nursery:
             node: Node = await nursery.start(lambda task_status: run_node(
                 config, handle_signals=False, announce=False, task_status=task_status))
-            while "synthetic" not in node.book.names() or len(node.coordinator.index_peers()) < count:
+            while ("synthetic" not in node.book.names()  # noqa: ASYNC110 - gossip
+                   or len(node.coordinator.index_peers()) < count):
                 await trio.sleep(0.2)
             coordinator = node.coordinator
             definition = node.book.get("synthetic")
