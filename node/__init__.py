@@ -13,9 +13,18 @@ Map of the package:
 - ``Membership`` (membership.py): bootstrap, peer exchange, heartbeats, dead-peer detection.
 - ``JobServer``, ``JobRegistry`` (job_server.py), ``JobClient`` (job_client.py): jobs on
   ``/calinode/job/1.0.0``; ``ping`` and ``echo`` (builtin_jobs.py).
-- ``serve_api`` (api.py): the local HTTP API; ``CalinodeClient`` (client.py) talks to it.
+- ``LocalModels`` (local_models.py): this node's embedders (merged batches) and generators,
+  off the event loop; ``run_streaming`` (thread_stream.py) carries tokens out of a thread.
+- ``embed``/``generate``/``embed_chunks`` job kinds (inference_jobs.py); ``Dispatcher``
+  (dispatch.py) routes them by the pure rules of routing.py.
+- ``CollectionBook`` (collections_book.py), ``PlacementMap`` (placement.py), ``chunk_text``
+  (chunking.py), ``merge_topk`` (result_merge.py): the pure logic of the sharded index.
+- ``LocalIndex`` and the ``shard.*`` job kinds (local_index.py): the replicas this node hosts.
+- ``Coordinator`` (rag.py): create, ingest, search, ask, replica sync across the swarm.
+- ``serve_api`` (api.py) with inference_api.py, rag_api.py: the local HTTP API (OpenAI routes
+  included); ``CalinodeClient`` (client.py) talks to it.
 - ``run_mdns`` (mdns.py): optional LAN discovery.
-- ``main`` (cli.py): the ``calinode`` command.
+- ``main`` (cli.py, cli_models.py, cli_rag.py): the ``calinode`` command.
 """
 
 from importlib.metadata import PackageNotFoundError, version
