@@ -178,11 +178,24 @@ def cmd_rag(args: argparse.Namespace, client: Any) -> int:
             lines.append(f"PARTIAL: no live replica for shards {data['missing_shards']}")
         text = "\n".join(lines) or "(no hits)"
     elif command == "ask":
-        data = client.ask(args.collection, args.question, k=args.k, model=args.model,
-                          max_tokens=args.max_tokens)
+        if args.json:
+            data = client.ask(args.collection, args.question, k=args.k, model=args.model,
+                              max_tokens=args.max_tokens)
+        else:  # stream the answer as it is generated, then the sources
+            for item in client.ask_stream(args.collection, args.question, k=args.k,
+                                          model=args.model, max_tokens=args.max_tokens):
+                if "text" in item:
+                    print(item["text"], end="", flush=True)
+                elif "done" in item:
+                    data = item["done"]
+            print()
         sources = "\n".join(f"  [{s['n']}] {s['doc_id']} {s.get('title') or ''}"
                             for s in data["sources"])
-        text = f"{data['answer']}\n\nsources:\n{sources}"
+        partial = (f"\n(partial: no live replica of shards {data['missing_shards']})"
+                   if data["partial"] else "")
+        text = f"\nsources:\n{sources}{partial}"
+        if args.json:
+            text = ""
     else:
         data = client.shards(args.collection)
         text = "\n".join(

@@ -131,8 +131,12 @@ class CalinodeClient:
         """Yields ``{"text": ...}`` pieces as they are generated, then ``{"done": {...}}``."""
         body = self._generate_body(prompt, messages, model, timeout, settings)
         body["stream"] = True
+        yield from self._ndjson("/v1/generate", body, timeout)
+
+    def _ndjson(self, path: str, body: dict[str, Any], timeout: float
+                ) -> Iterator[dict[str, Any]]:
         try:
-            with self._http.stream("POST", "/v1/generate", json=body,
+            with self._http.stream("POST", path, json=body,
                                    timeout=timeout + 10.0) as response:
                 if response.status_code >= 400:
                     response.read()
@@ -208,3 +212,13 @@ class CalinodeClient:
     def delete(self, collection: str, doc_ids: list[str]) -> dict[str, Any]:
         return dict(self._request("POST", "/v1/delete",
                                   {"collection": collection, "doc_ids": doc_ids}))
+
+    def ask_stream(self, collection: str, question: str, *, k: int = 5,
+                   model: str | None = None, max_tokens: int = 256,
+                   timeout: float = 300.0) -> Iterator[dict[str, Any]]:
+        """Yields ``{"text": ...}`` pieces of the answer, then ``{"done": {answer, sources}}``."""
+        body: dict[str, Any] = {"collection": collection, "question": question, "k": k,
+                                "max_tokens": max_tokens, "timeout": timeout, "stream": True}
+        if model:
+            body["model"] = model
+        yield from self._ndjson("/v1/ask", body, timeout)

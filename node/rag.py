@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INGEST_BATCH = 16
+MAX_BATCHES_IN_FLIGHT = 4
 HEDGE_AFTER = 0.25  # seconds before a second holder is asked for a slow shard
 SYNC_INTERVAL = 2.0
 WRITE_TIMEOUT = 30.0
@@ -161,19 +163,31 @@ class Coordinator:
         started = trio.current_time()
         summary: dict[str, Any] = {"collection": name, "documents": len(docs), "chunks": 0,
                                    "acknowledged": 0, "failed": []}
-        for start in range(0, len(docs), INGEST_BATCH):
-            batch = docs[start:start + INGEST_BATCH]
-            try:
-                acked, failed, chunks = await self._ingest_batch(definition, batch)
-            except CalinodeError as exc:
-                acked, failed, chunks = 0, [{"_id": d.get("_id"), "error": exc.code.value,
-                                             "message": exc.message} for d in batch], 0
+        # several batches in flight, so that while this node's embedder is busy the next
+        # batch goes to another embedding peer (the dispatcher ranks a busy node last)
+        embedders = len(self.node.dispatcher.candidates("embed", definition.model))
+        limiter = trio.CapacityLimiter(max(1, min(MAX_BATCHES_IN_FLIGHT, embedders)))
+        done = 0
+
+        async def run(batch: list[dict[str, Any]]) -> None:
+            nonlocal done
+            async with limiter:
+                try:
+                    acked, failed, chunks = await self._ingest_batch(definition, batch)
+                except CalinodeError as exc:
+                    acked, failed, chunks = 0, [{"_id": d.get("_id"), "error": exc.code.value,
+                                                 "message": exc.message} for d in batch], 0
             summary["acknowledged"] += acked
             summary["chunks"] += chunks
             summary["failed"].extend(failed)
+            done += len(batch)
             if progress is not None:
-                await progress({"done": min(start + INGEST_BATCH, len(docs)),
-                                "total": len(docs), "acknowledged": summary["acknowledged"]})
+                await progress({"done": done, "total": len(docs),
+                                "acknowledged": summary["acknowledged"]})
+
+        async with trio.open_nursery() as nursery:
+            for start in range(0, len(docs), INGEST_BATCH):
+                nursery.start_soon(run, docs[start:start + INGEST_BATCH])
         summary["seconds"] = round(trio.current_time() - started, 3)
         return summary
 
@@ -241,11 +255,19 @@ class Coordinator:
 
         async def one(peer: str) -> None:
             nonlocal ok
-            try:
-                await self.node.client.call(peer, "shard.write", params, timeout=WRITE_TIMEOUT)
-                ok += 1
-            except JobError as exc:
-                errors.append(f"{peer[:16]}: {exc.code.value}")
+            deadline = trio.current_time() + WRITE_TIMEOUT
+            for attempt in range(8):
+                try:
+                    await self.node.client.call(peer, "shard.write", params,
+                                                timeout=max(0.1, deadline - trio.current_time()))
+                    ok += 1
+                    return
+                except JobError as exc:
+                    if exc.code != ErrorCode.OVERLOADED or attempt == 7:
+                        errors.append(f"{peer[:16]}: {exc.code.value}")
+                        return
+                # the replica is busy with other writes: back off (jittered) and try again
+                await trio.sleep(min(2.0, 0.02 * 2 ** attempt) * (0.5 + random.random()))
 
         async with trio.open_nursery() as nursery:
             for peer in owners:

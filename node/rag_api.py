@@ -8,17 +8,19 @@ queries: [{_id, text}]}``, ``k``), ``POST /v1/ask`` (``{collection, question, k,
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from calinode.node.api_json import FastJSONResponse
 from calinode.node.inference_api import read_json, timeout_of
 from calinode.node.inference_jobs import bad
-from calinode.protocol.errors import JobError
+from calinode.protocol.errors import CalinodeError, JobError
 
 if TYPE_CHECKING:
     from calinode.node.daemon import Node
@@ -69,6 +71,17 @@ async def shard_rows(node: Node, name: str) -> list[dict[str, Any]]:
                      "replicas": replicas, "live_replicas": len(replicas),
                      "wanted": definition.replicas})
     return rows
+
+
+class RawEndpoint:
+    """Starlette treats a plain function as request -> response; an object is a raw ASGI
+    endpoint, which a streamed answer needs."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
 
 
 def rag_routes(node: Node) -> list[Route]:
@@ -122,13 +135,38 @@ def rag_routes(node: Node) -> list[Route]:
         return FastJSONResponse([{"query_id": str(q.get("_id", i)), **r}
                                  for i, (q, r) in enumerate(zip(queries, results, strict=True))])
 
-    async def ask(request: Request) -> JSONResponse:
-        body = await read_json(request)
-        result = await node.coordinator.ask(
-            _str(body, "collection"), _str(body, "question"), k=_int(body, "k", 5),
-            model=body.get("model"), max_tokens=_int(body, "max_tokens", 256),
-            timeout=timeout_of(body))
-        return JSONResponse(result)
+    async def ask(scope: Scope, receive: Receive, send: Send) -> None:
+        """JSON, or with ``stream: true`` NDJSON: ``{"text"}`` lines, then ``{"done"}``."""
+        from calinode.node.api import error_response
+
+        try:
+            body = await read_json(Request(scope, receive))
+            args = (_str(body, "collection"), _str(body, "question"))
+            settings: dict[str, Any] = {"k": _int(body, "k", 5), "model": body.get("model"),
+                        "max_tokens": _int(body, "max_tokens", 256),
+                        "timeout": timeout_of(body)}
+            if body.get("stream") is not True:
+                result = await node.coordinator.ask(*args, **settings)
+                await JSONResponse(result)(scope, receive, send)
+                return
+        except CalinodeError as exc:
+            await error_response(exc.code, exc.message)(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/x-ndjson")]})
+
+        async def emit(obj: Any) -> None:
+            await send({"type": "http.response.body", "body": (json.dumps(obj) + "\n").encode(),
+                        "more_body": True})
+
+        async def on_text(text: str) -> None:
+            await emit({"text": text})
+
+        try:
+            await emit({"done": await node.coordinator.ask(*args, on_text=on_text, **settings)})
+        except CalinodeError as exc:
+            await emit({"error": {"code": exc.code.value, "message": exc.message}})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def shards(request: Request) -> JSONResponse:
         names = ([request.query_params["collection"]] if "collection" in request.query_params
@@ -144,6 +182,6 @@ def rag_routes(node: Node) -> list[Route]:
         Route("/v1/ingest", ingest, methods=["POST"]),
         Route("/v1/search", search, methods=["POST"]),
         Route("/v1/delete", delete, methods=["POST"]),
-        Route("/v1/ask", ask, methods=["POST"]),
+        Route("/v1/ask", RawEndpoint(ask), methods=["POST"]),
         Route("/v1/shards", shards),
     ]

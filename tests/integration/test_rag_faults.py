@@ -150,7 +150,8 @@ def test_updates_deletes_and_answers(swarm: Swarm, prepared_models: Path) -> Non
     docs = DOCS[:40]
     with CalinodeClient.from_home(n1.home) as client:
         assert client.ingest("cran", docs)["acknowledged"] == 40
-        assert client.ingest("cran", docs)["acknowledged"] == 40  # idempotent
+        again = client.ingest("cran", docs)  # idempotent
+        assert again["acknowledged"] == 40, again["failed"]
         target = docs[0]
         hits = client.search("cran", target["text"], k=3)[0]["hits"]
         assert hits[0]["doc_id"] == target["_id"]
@@ -176,6 +177,9 @@ def test_updates_deletes_and_answers(swarm: Swarm, prepared_models: Path) -> Non
         extra_body={"collection": "cran", "k": 3})
     assert chat.choices[0].message.content
     assert len(chat.model_extra["sources"]) == 3
+    streamed = run_cli("ask", "What is known about slipstreams?", "--collection", "cran",
+                       "-k", "2", "--max-tokens", "24", "--home", str(n2.home)).stdout
+    assert "sources:" in streamed and "[1]" in streamed and "[2]" in streamed
     status = json.loads(run_cli("shards", "--collection", "cran", "--json",
                                 "--home", str(n2.home)).stdout)
     assert len(status) == 16
