@@ -49,7 +49,8 @@ async def raw_echo_handler(stream: INetStream) -> None:
 
 
 async def serve(home: Path) -> None:
-    config = NodeConfig(home=home, listen=("/ip4/127.0.0.1/tcp/0",), api="127.0.0.1:0")
+    config = NodeConfig(home=home, listen=("/ip4/127.0.0.1/tcp/0",), api="127.0.0.1:0",
+                        no_models=True)
     async with trio.open_nursery() as nursery:
         node: Node = await nursery.start(lambda task_status: run_node(
             config, announce=False, task_status=task_status))
@@ -76,7 +77,7 @@ Row = tuple[str, float, float, float, float]
 async def measure(addr: str, pings: int, echoes: int) -> list[Row]:
     with tempfile.TemporaryDirectory() as home:
         config = NodeConfig(home=Path(home), listen=("/ip4/127.0.0.1/tcp/0",), api="127.0.0.1:0",
-                            bootstrap=(addr,))
+                            bootstrap=(addr,), no_models=True)
         async with trio.open_nursery() as nursery:
             node: Node = await nursery.start(lambda task_status: run_node(
                 config, handle_signals=False, announce=False, task_status=task_status))

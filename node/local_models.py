@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# tokens produced within this window travel together: one network write per window instead
+# of per token (a 2-core machine pays for every write in tokens/s), invisible to a reader
+STREAM_INTERVAL = 0.02
+
 
 @dataclass
 class _Pending:
@@ -174,7 +178,7 @@ class GenerateService:
             async with self._lock:
                 self._waiting -= 1
                 waiting = False
-                await run_streaming(make_iter, on_chunks)
+                await run_streaming(make_iter, on_chunks, min_interval=STREAM_INTERVAL)
         finally:
             if waiting:
                 self._waiting -= 1
