@@ -29,6 +29,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cranfield
+from bench_models import start_daemon
 
 from calinode.models.shard_store import ChunkWrite, DocRecord
 from calinode.node.config import NodeConfig
@@ -37,18 +38,6 @@ from calinode.node.placement import shard_of
 
 CALINODE = str(Path(sys.executable).with_name("calinode"))
 DIM = 384
-
-
-def start(home: Path, *extra: str) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
-    proc = subprocess.Popen([CALINODE, "start", "--home", str(home), "--listen",
-                             "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0", "--index", *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not (home / "node.json").exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"daemon in {home} failed")
-        time.sleep(0.1)
-    return proc, json.loads((home / "node.json").read_text())
 
 
 def cli(home: Path, *args: str) -> Any:
@@ -63,7 +52,7 @@ def swarm(work: Path, models: Path, count: int, *extra: str) -> tuple[list[Any],
         home = work / f"n{i}"
         home.mkdir(parents=True)
         (home / "models").symlink_to(models, target_is_directory=True)
-        proc, info = start(home, "--threads", "1", *extra, *bootstrap)
+        proc, info = start_daemon(home, "--index", "--threads", "1", *extra, *bootstrap)
         bootstrap = bootstrap or ["--bootstrap", info["addrs"][0]]
         procs.append(proc)
         homes.append(home)

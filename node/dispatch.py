@@ -64,11 +64,13 @@ class Dispatcher:
         require_candidates(offers, name, kind, known)
         return rank_candidates(offers, local_spare=local is not None and not local.busy)
 
-    async def _attempts(
+    async def run_with_retry(
         self, order: list[Candidate], kind: str, params: dict[str, Any], deadline: float,
         on_chunk: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
         may_retry: Callable[[], bool] = lambda: True,
     ) -> tuple[dict[str, Any], str]:
+        """Run job ``kind`` on the first of ``order``, then once on the next if the first
+        died, timed out or was overloaded; returns ``(result, served_by)``."""
         last: JobError | None = None
         for attempt, candidate in enumerate(order[:2]):
             remaining = deadline - trio.current_time()
@@ -102,7 +104,7 @@ class Dispatcher:
                                       "input_type": input_type}
             if dimensions is not None:
                 params["dimensions"] = dimensions
-            results[index] = await self._attempts(order, "embed", params, deadline)
+            results[index] = await self.run_with_retry(order, "embed", params, deadline)
 
         try:
             async with trio.open_nursery() as nursery:
@@ -149,6 +151,6 @@ class Dispatcher:
                     await on_text(text)
 
         wire = dict(params, stream=on_text is not None)
-        result, served_by = await self._attempts(ranked, "generate", wire, deadline,
+        result, served_by = await self.run_with_retry(ranked, "generate", wire, deadline,
                                                  on_chunk=on_chunk, may_retry=lambda: not streamed)
         return dict(result, served_by=served_by)

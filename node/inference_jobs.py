@@ -10,7 +10,7 @@ from typing import Any
 
 import trio
 
-from calinode.node.chunking import chunk_text
+from calinode.node.chunking import Chunk, chunk_text
 from calinode.node.job_server import JobContext, JobRegistry
 from calinode.node.local_models import LocalModels
 from calinode.protocol.errors import ErrorCode, JobError
@@ -164,9 +164,11 @@ def register_inference_jobs(registry: JobRegistry, models: LocalModels) -> None:
         budget = min(tokens, embedder.chunk_budget)
         if not 0 <= overlap < budget // 2:
             raise bad(f"chunk_overlap must be 0..{budget // 2 - 1} for {budget}-token chunks")
-        offsets = await trio.to_thread.run_sync(embedder.token_offsets, docs)
-        per_doc = [chunk_text(doc, offsets=spans, max_tokens=budget, overlap=overlap)
-                   for doc, spans in zip(docs, offsets, strict=True)]
+        def cut() -> list[list[Chunk]]:  # tokenizing and cutting: one worker-thread hop
+            return [chunk_text(doc, offsets=spans, max_tokens=budget, overlap=overlap)
+                    for doc, spans in zip(docs, embedder.token_offsets(docs), strict=True)]
+
+        per_doc = await trio.to_thread.run_sync(cut)
         texts = [chunk.text for chunks in per_doc for chunk in chunks]
         result = await service.embed(texts, input_type="passage")
         return {"model": model, "sha256": service.manifest.sha256,

@@ -205,7 +205,7 @@ class Coordinator:
         dispatcher = self.node.dispatcher
         order = dispatcher.candidates("embed", definition.model)
         deadline = trio.current_time() + 120
-        result, _ = await dispatcher._attempts(order, "embed_chunks", params, deadline)
+        result, _ = await dispatcher.run_with_retry(order, "embed_chunks", params, deadline)
         if result["sha256"] != definition.model_sha256:
             raise JobError("the embedding peer runs another file of the collection's model",
                            code=ErrorCode.UNKNOWN_MODEL)

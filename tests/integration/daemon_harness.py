@@ -166,6 +166,15 @@ def wait_for(predicate: Any, timeout: float, what: str) -> float:
     raise AssertionError(f"timed out after {timeout} s waiting for {what} ({last_error})")
 
 
+def shards_converged(daemon: Daemon, collection: str, replicas: int) -> bool:
+    """Every shard of ``collection`` answers on ``replicas`` replicas with one digest."""
+    for row in daemon.cli("shards", "--collection", collection):
+        live = [r for r in row["replicas"] if r["docs"] is not None]
+        if len(live) < replicas or len({r["digest"] for r in live}) != 1:
+            return False
+    return True
+
+
 @pytest.fixture(scope="session")
 def prepared_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default models, prepared once per test session with the real CLI."""

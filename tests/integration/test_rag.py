@@ -15,7 +15,7 @@ import pytest
 from calinode.models.embedder import OnnxEmbedder
 from calinode.models.registry import ModelRegistry
 from calinode.node.chunking import chunk_text, make_document_text
-from daemon_harness import Daemon, Swarm, run_cli, wait_for
+from daemon_harness import Daemon, Swarm, run_cli, shards_converged, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import cranfield
@@ -61,13 +61,8 @@ def index_daemon(swarm: Swarm, name: str, models: Path, *extra: str) -> Daemon:
     return swarm.daemon(name, models=models).start("--index", "--threads", "1", *extra)
 
 
-def converged(daemon: Daemon, replicas: int) -> bool:
-    rows = daemon.cli("shards", "--collection", "cran")
-    for row in rows:
-        live = [r for r in row["replicas"] if r["docs"] is not None]
-        if len(live) < replicas or len({r["digest"] for r in live}) != 1:
-            return False
-    return True
+def converged(daemon: Daemon, replicas: int = 2) -> bool:
+    return shards_converged(daemon, "cran", replicas)
 
 
 def search_all(daemon: Daemon, queries: Path) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ import pytest
 
 from calinode.models.shard_store import ShardStore
 from calinode.node.client import CalinodeClient
-from daemon_harness import Daemon, Swarm, run_cli, wait_for
+from daemon_harness import Daemon, Swarm, run_cli, shards_converged, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import cranfield
@@ -41,11 +41,7 @@ def start_index_swarm(swarm: Swarm, models: Path, count: int = 3) -> list[Daemon
 
 
 def converged(daemon: Daemon, replicas: int = 2) -> bool:
-    for row in daemon.cli("shards", "--collection", "cran"):
-        live = [r for r in row["replicas"] if r["docs"] is not None]
-        if len(live) < replicas or len({r["digest"] for r in live}) != 1:
-            return False
-    return True
+    return shards_converged(daemon, "cran", replicas)
 
 
 def search(daemon: Daemon, text: str, k: int = 10) -> dict[str, Any]:
