@@ -6,11 +6,14 @@ The iterator gets a ``threading.Event``; it is set as soon as the trio side stop
 check it between items. Errors raised inside the thread are re-raised in trio as they are.
 
 Items are handed over in batches: the thread appends to a buffer and wakes the trio side only
-when the buffer was empty, and the consumer takes everything buffered at once. An idle
-consumer gets each item as soon as it exists; a busy one (or a busy CPU) gets several at a
-time, so the per-item cost of crossing threads, and of what the consumer does per call
-(a network write per token), shrinks exactly when it matters. At most ``max_buffer`` items
-wait; past that the producer blocks (back pressure).
+when the consumer is waiting for an empty buffer, and the consumer takes everything buffered at
+once. An idle consumer gets each item as soon as it exists; a busy one (or a busy CPU) gets
+several at a time, so the per-item cost of crossing threads, and of what the consumer does per
+call (a network write per token), shrinks exactly when it matters. With ``min_interval`` the
+consumer pauses that long after each batch and the thread does not wake it meanwhile: a fast
+producer's items travel in groups, with one wake-up of the event loop per group at most, and
+the producer's end cuts the pause short. At most ``max_buffer`` items wait; past that the
+producer blocks (back pressure).
 """
 
 from __future__ import annotations
@@ -34,11 +37,18 @@ class _Handoff(Generic[T]):
         self.max_buffer = max_buffer
         self.finished = False
         self.closed = False  # the consumer is gone
+        self.waiting = False  # the consumer found the buffer empty and waits for `ready`
         self.ready = trio.Event()
+        self.done = trio.Event()  # set by the producer's last wake
 
-    def _wake(self) -> None:
+    def _wake(self, *, last: bool = False) -> None:
+        def set_events() -> None:
+            self.ready.set()
+            if last:
+                self.done.set()
+
         try:
-            trio.from_thread.run_sync(self.ready.set, trio_token=self.token)
+            trio.from_thread.run_sync(set_events, trio_token=self.token)
         except trio.RunFinishedError:
             self.closed = True
 
@@ -49,24 +59,28 @@ class _Handoff(Generic[T]):
                 self.room.wait(0.1)
             if self.closed:
                 return False
-            was_empty = not self.items
             self.items.append(item)
-        if was_empty:
+            wake, self.waiting = self.waiting, False
+        if wake:
             self._wake()
         return not self.closed
 
     def finish(self) -> None:
         with self.lock:
             self.finished = True
-        self._wake()
+            self.waiting = False
+        self._wake(last=True)
 
     def take(self) -> tuple[list[T], bool]:
-        """From trio: everything buffered, and whether the producer is done."""
+        """From trio: everything buffered, and whether the producer is done. An empty take
+        of an unfinished producer marks the consumer waiting: the next item wakes it."""
         with self.lock:
             items = list(self.items)
             self.items.clear()
-            self.ready = trio.Event()
             done = self.finished
+            if not items and not done:
+                self.waiting = True
+                self.ready = trio.Event()
             self.room.notify_all()
         return items, done
 
@@ -111,17 +125,19 @@ async def run_streaming(
     async def consume() -> None:
         try:
             while True:
-                await handoff.ready.wait()
                 items, done = handoff.take()
                 if items:
                     await on_batch(items)
-                    if min_interval and not done:
-                        await trio.sleep(min_interval)
                 if done:
-                    items, _ = handoff.take()  # anything put between the two takes
+                    items, _ = handoff.take()  # anything put during the last call
                     if items:
                         await on_batch(items)
                     return
+                if not items:
+                    await handoff.ready.wait()
+                elif min_interval:
+                    with trio.move_on_after(min_interval):  # the last items go at once
+                        await handoff.done.wait()
         finally:
             cancel.set()
             handoff.close()

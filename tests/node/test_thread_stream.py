@@ -86,3 +86,25 @@ async def test_a_slow_consumer_gets_items_in_batches_without_loss() -> None:
     await run_streaming(make, on_batch, max_buffer=64)
     assert [i for batch in batches for i in batch] == list(range(500))
     assert len(batches) < 100 and max(len(b) for b in batches) <= 64
+
+
+async def test_grouped_items_go_together_and_the_last_group_is_not_held_back() -> None:
+    batches: list[list[int]] = []
+    release = threading.Event()
+
+    def make(cancel: threading.Event) -> Iterator[int]:
+        yield 0  # alone: the first item goes out as soon as it exists
+        release.wait(10)
+        yield from range(1, 6)  # produced within one interval: one group
+        time.sleep(0.05)
+        yield 6  # then the producer finishes
+
+    async def on_batch(items: list[int]) -> None:
+        batches.append(items)
+        release.set()
+
+    # an interval far longer than the deadline: if the end of the stream waited it out, the
+    # deadline would fire; the finished producer ends the interval at once
+    with trio.fail_after(20):
+        await run_streaming(make, on_batch, min_interval=60.0)
+    assert batches == [[0], [1, 2, 3, 4, 5, 6]]
