@@ -5,6 +5,8 @@ py-libp2p 0.8.1 needs help (see ``shared/notes/py-libp2p-0.8.1.md``):
 - it offers and accepts plaintext and secio by default: :func:`build_host` passes a Noise-only
   security option;
 - it stalls 250 ms after every dial: importing this module zeroes ``_HAPPY_EYEBALLS_DELAY``;
+- its yamux answers every read with a window update: importing this module installs
+  credit in 16 KiB steps (:mod:`calinode.node.yamux_credit`);
 - one raising stream handler kills the whole host: :func:`guarded` catches everything, logs
   it and resets the stream;
 - its connection gate filters IPs only: :class:`PeerGate` closes connections from peers that
@@ -30,7 +32,10 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from multiaddr import Multiaddr
 
+from calinode.node import yamux_credit
+
 _swarm._HAPPY_EYEBALLS_DELAY = 0.0  # defect 2: a fixed 250 ms stall after every dial
+yamux_credit.install()  # one window update per read, a write and a wake-up per token streamed
 
 log = logging.getLogger(__name__)
 
