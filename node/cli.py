@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--no-models", action="store_const", const=True, default=None,
                        help="load no model: route every job to peers")
     start.add_argument("--threads", type=int, help="compute threads per model (default: all)")
+    start.add_argument("--stream-interval", type=float, metavar="SECONDS",
+                       help="send streamed tokens at most this often, grouped (default 0.1; "
+                            "0: every token on its own, costs tokens/s on a busy machine)")
     start.add_argument("--index", action="store_const", const=True, default=None,
                        help="host shard replicas of collections")
 

@@ -51,6 +51,7 @@ class NodeConfig:
     gen_models: tuple[str, ...] = ("smollm2-135m",)
     no_models: bool = False
     threads: int = 0  # compute threads per model; 0: every core
+    stream_interval: float = 0.1  # streamed tokens are sent at most this often; 0: each token
     index: bool = False  # host shard replicas of collections
 
     def __post_init__(self) -> None:
@@ -69,6 +70,8 @@ class NodeConfig:
             raise ConfigError("need 0 < heartbeat_interval < dead_after < drop_after")
         if self.threads < 0:
             raise ConfigError("threads must be 0 (every core) or more")
+        if not 0 <= self.stream_interval <= 1:
+            raise ConfigError("stream_interval must be 0 to 1 seconds")
         if self.max_jobs < 1 or self.max_jobs_per_peer < 1:
             raise ConfigError("max_jobs and max_jobs_per_peer must be at least 1")
 
@@ -85,7 +88,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _TUPLES = {"listen", "bootstrap", "allow", "mdns_interfaces", "embed_models", "gen_models"}
 _BOOLS = {"mdns", "no_models", "index"}
-_FLOATS = {"heartbeat_interval", "dead_after", "drop_after"}
+_FLOATS = {"heartbeat_interval", "dead_after", "drop_after", "stream_interval"}
 _INTS = {"max_jobs", "max_jobs_per_peer", "threads"}
 _KEYS = {f.name for f in fields(NodeConfig)} - {"home"}
 

@@ -235,7 +235,8 @@ async def load_models(node: Node, nursery: trio.Nursery) -> None:
     registry = node.model_registry
     await trio.to_thread.run_sync(
         lambda: ensure_models(registry, names, progress=_progress))
-    await node.models.load(registry, names, nursery=nursery, threads=config.threads or None)
+    await node.models.load(registry, names, nursery=nursery, threads=config.threads or None,
+                           stream_interval=config.stream_interval)
 
 
 async def run_node(

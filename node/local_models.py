@@ -34,9 +34,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# tokens produced within this window travel together: one network write per window instead
-# of per token (a 2-core machine pays for every write in tokens/s), invisible to a reader
-STREAM_INTERVAL = 0.02
+# Tokens produced within this window travel together: at most 10 messages a second per stream
+# instead of one per token. Every message costs each hop (this node, a relaying node, the
+# client) a wake-up and a socket write, which a machine whose cores run the model pays for in
+# tokens/s. Measured through a relaying peer on 2 cores (bench/bench_models.py): 0.88x direct
+# with 20 ms windows, 0.93-1.01x with 50 ms, 0.97-0.98x with 100 ms. The first token goes at
+# once, and a model slower than 10 tokens/s still streams token by token. ``--stream-interval``.
+STREAM_INTERVAL = 0.1
 
 
 @dataclass
@@ -135,8 +139,13 @@ class EmbedService:
 
 
 class GenerateService:
-    def __init__(self, generator: GgufGenerator) -> None:
+    """One generation model: streams run one at a time, their text handed out in groups of at
+    most ``stream_interval`` seconds (0: each piece as soon as the consumer is free)."""
+
+    def __init__(self, generator: GgufGenerator, *,
+                 stream_interval: float = STREAM_INTERVAL) -> None:
         self.generator = generator
+        self.stream_interval = stream_interval
         self.manifest: ModelManifest = generator.manifest
         self._lock = trio.Lock()
         self._waiting = 0
@@ -178,7 +187,7 @@ class GenerateService:
             async with self._lock:
                 self._waiting -= 1
                 waiting = False
-                await run_streaming(make_iter, on_chunks, min_interval=STREAM_INTERVAL)
+                await run_streaming(make_iter, on_chunks, min_interval=self.stream_interval)
         finally:
             if waiting:
                 self._waiting -= 1
@@ -215,7 +224,8 @@ class LocalModels:
                            code=ErrorCode.UNKNOWN_MODEL) from None
 
     async def load(self, registry: ModelRegistry, names: list[str], *,
-                   nursery: trio.Nursery, threads: int | None = None) -> None:
+                   nursery: trio.Nursery, threads: int | None = None,
+                   stream_interval: float = STREAM_INTERVAL) -> None:
         """Load each named model (blocking loads run in a worker thread)."""
         from calinode.models.embedder import OnnxEmbedder
         from calinode.models.generator import GgufGenerator
@@ -232,5 +242,5 @@ class LocalModels:
             else:
                 generator = await trio.to_thread.run_sync(functools.partial(
                     GgufGenerator, manifest, registry.path_of(manifest), threads=threads))
-                self.generate[name] = GenerateService(generator)
+                self.generate[name] = GenerateService(generator, stream_interval=stream_interval)
             log.info("loaded %s model %s (sha256 %s)", manifest.kind, name, manifest.sha256[:12])

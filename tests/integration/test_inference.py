@@ -75,10 +75,20 @@ def test_bad_embed_input_gets_codes_and_node_keeps_serving(pair: tuple[Daemon, D
         assert len(api.embed(["still serving"])["vectors"]) == 1
 
 
+@pytest.fixture
+def per_token_pair(swarm: Swarm, prepared_models: Path) -> tuple[Daemon, Daemon]:
+    """As ``pair``, but A sends every token on its own (``--stream-interval 0``)."""
+    a = swarm.daemon("a", models=prepared_models).start("--threads", "1",
+                                                        "--stream-interval", "0")
+    c = swarm.daemon("c").start("--bootstrap", a.addr)
+    wait_for(lambda: has_model(c, a.peer_id, "smollm2-135m"), 30, "A's models seen by C")
+    return a, c
+
+
 def test_generation_streams_token_by_token_from_a_remote_peer(
-    pair: tuple[Daemon, Daemon]
+    per_token_pair: tuple[Daemon, Daemon]
 ) -> None:
-    a, c = pair
+    a, c = per_token_pair
     proc = subprocess.Popen(
         [CALINODE, "generate", "Name three colours.", "--stream", "--json", "--max-tokens", "24",
          "--seed", "1", "--home", str(c.home)],
@@ -90,8 +100,12 @@ def test_generation_streams_token_by_token_from_a_remote_peer(
     assert proc.wait(120) == 0
     pieces = [item["text"] for _, item in arrivals if "text" in item]
     done = arrivals[-1][1]["done"]
-    assert len(pieces) >= 3 and "".join(pieces) == done["text"]
-    assert done["served_by"] == a.peer_id and done["usage"]["completion_tokens"] <= 24
+    assert "".join(pieces) == done["text"]
+    tokens = done["usage"]["completion_tokens"]
+    assert done["served_by"] == a.peer_id and 3 <= tokens <= 24
+    # one message per token, but for the odd pair that met a busy event loop together (a
+    # default node groups 100 ms of tokens: 24 tokens would come in 2 to 4 pieces)
+    assert len(pieces) >= max(3, tokens * 2 // 3)
     # pieces arrived over time, not in one burst at the end
     assert arrivals[len(pieces) - 1][0] > arrivals[0][0]
 
@@ -111,9 +125,9 @@ def test_openai_client_against_a_node_without_models(pair: tuple[Daemon, Daemon]
         model="smollm2-135m", messages=[{"role": "user", "content": "Say hi."}], max_tokens=12,
         seed=3)
     assert chat.choices[0].message.content and chat.choices[0].finish_reason in ("stop", "length")
-    chunks = list(oc.chat.completions.create(
-        model="smollm2-135m", messages=[{"role": "user", "content": "Count to five."}],
-        max_tokens=16, seed=3, stream=True))
+    chunks = list(oc.chat.completions.create(  # 48 tokens: several 100 ms groups
+        model="smollm2-135m", max_tokens=48, seed=3, stream=True,
+        messages=[{"role": "user", "content": "Write a short paragraph about the ocean."}]))
     texts = [ch.choices[0].delta.content for ch in chunks if ch.choices[0].delta.content]
     assert len(texts) >= 3 and chunks[-1].choices[0].finish_reason in ("stop", "length")
     listed = {m.id for m in oc.models.list().data}

@@ -28,6 +28,14 @@ def test_precedence_flags_over_env_over_toml() -> None:
     assert env_only.api == "127.0.0.1:2000"
 
 
+def test_stream_interval_from_each_source() -> None:
+    assert resolve_config(flags={}, env={}, toml={}, home=HOME).stream_interval == 0.1
+    assert resolve_config(flags={}, env={}, toml={"stream_interval": 0.05},
+                          home=HOME).stream_interval == 0.05
+    env = {"CALINODE_STREAM_INTERVAL": "0"}  # every token on its own
+    assert resolve_config(flags={}, env=env, toml={}, home=HOME).stream_interval == 0.0
+
+
 def test_env_lists_are_comma_separated() -> None:
     env = {"CALINODE_BOOTSTRAP": "/ip4/1.1.1.1/tcp/1/p2p/A, /ip4/2.2.2.2/tcp/2/p2p/B",
            "CALINODE_ALLOW": "A,B"}
@@ -46,6 +54,8 @@ def test_env_lists_are_comma_separated() -> None:
         ("flags", {"listen": ["not-a-multiaddr"]}),
         ("flags", {"log_level": "loud"}),
         ("toml", {"heartbeat_interval": 10, "dead_after": 5}),
+        ("env", {"CALINODE_STREAM_INTERVAL": "5"}),
+        ("flags", {"stream_interval": -0.1}),
     ],
 )
 def test_bad_settings_raise_config_error(source: str, settings: dict[str, object]) -> None:
