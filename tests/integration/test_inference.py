@@ -109,6 +109,16 @@ def test_generation_streams_token_by_token_from_a_remote_peer(
     # pieces arrived over time, not in one burst at the end
     assert arrivals[len(pieces) - 1][0] > arrivals[0][0]
 
+    # the same over server-sent events, with the openai client
+    import openai
+
+    oc = openai.OpenAI(base_url=f"http://{c.info['api']}/v1", api_key="unused")
+    chunks = list(oc.chat.completions.create(  # a prompt that fills all 24 tokens
+        model="smollm2-135m", max_tokens=24, seed=3, stream=True,
+        messages=[{"role": "user", "content": "Write a short paragraph about the ocean."}]))
+    texts = [ch.choices[0].delta.content for ch in chunks if ch.choices[0].delta.content]
+    assert chunks[-1].choices[0].finish_reason == "length" and len(texts) >= 16
+
 
 def test_openai_client_against_a_node_without_models(pair: tuple[Daemon, Daemon]) -> None:
     import openai
