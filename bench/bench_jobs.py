@@ -42,9 +42,10 @@ async def read_exact(stream: INetStream, n: int) -> bytes:
 
 
 async def raw_echo_handler(stream: INetStream) -> None:
-    (size,) = struct.unpack(">I", await read_exact(stream, 4))
-    data = await read_exact(stream, size)
-    await stream.write(struct.pack(">I", size) + data)
+    with trio.move_on_after(30):  # a stuck client costs a stream, not the benchmark
+        (size,) = struct.unpack(">I", await read_exact(stream, 4))
+        data = await read_exact(stream, size)
+        await stream.write(struct.pack(">I", size) + data)
     await stream.close()
 
 

@@ -190,16 +190,18 @@ def _banner(node: Node) -> str:
     return "\n".join(lines)
 
 
-def build_node(config: NodeConfig) -> Node:
-    key_pair = load_or_create_identity(config.home)
-    psk = read_swarm_key(config.swarm_key) if config.swarm_key else None
+async def build_node(config: NodeConfig) -> Node:
+    """The node's parts; its files (identity, swarm key, collections) are read off the loop."""
+    key_pair = await trio.to_thread.run_sync(load_or_create_identity, config.home)
+    swarm_key = config.swarm_key
+    psk = await trio.to_thread.run_sync(read_swarm_key, swarm_key) if swarm_key else None
+    book = await trio.to_thread.run_sync(CollectionBook, config.home / "collections")
     host = build_host(key_pair, psk=psk)
     signer = RecordSigner(key_pair, version=VERSION, protocol_version=PROTOCOL_VERSION)
     registry = JobRegistry()
     register_builtin_jobs(registry)
     models = LocalModels()
     register_inference_jobs(registry, models)
-    book = CollectionBook(config.home / "collections")
     index = LocalIndex(config.home / "shards", book) if config.index else None
     if index is not None:
         register_index_jobs(registry, index)
@@ -249,7 +251,7 @@ async def run_node(
     """Run a node until cancelled (or until SIGINT/SIGTERM when ``handle_signals``)."""
     from calinode.node.api import serve_api  # the HTTP stack is only needed by a running node
 
-    node = build_node(config)
+    node = await build_node(config)
     node.started_at = time.monotonic()
     network = node.host.get_network()
     network.register_notifee(PeerGate(node.policy))
@@ -281,7 +283,7 @@ async def run_node(
                 await nursery.start(run_mdns, node)
             binds = await nursery.start(serve_api, node)
             node.api_url = binds[0]
-            write_node_file(config.home, {
+            await trio.to_thread.run_sync(write_node_file, config.home, {
                 "peer_id": node.peer_id, "addrs": list(node.addrs),
                 "api": node.api_url.removeprefix("http://"), "pid": os.getpid(),
                 "version": VERSION,
@@ -292,4 +294,5 @@ async def run_node(
             try:
                 await trio.sleep_forever()
             finally:
-                remove_node_file(config.home)
+                with trio.CancelScope(shield=True):  # we are being cancelled: finish this
+                    await trio.to_thread.run_sync(remove_node_file, config.home)
