@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "0: every token on its own, costs tokens/s on a busy machine)")
     start.add_argument("--index", action="store_const", const=True, default=None,
                        help="host shard replicas of collections")
+    start.add_argument("--replica-gc-after", type=float, metavar="SECONDS",
+                       help="delete a replica this node no longer owns once every owner has "
+                            "held the same copy this long (default 600; 0: keep forever)")
 
     embed = sub.add_parser("embed", help="embed texts (on this node or a peer that can)")
     embed.add_argument("texts", nargs="+", metavar="TEXT")

@@ -53,6 +53,9 @@ class NodeConfig:
     threads: int = 0  # compute threads per model; 0: every core
     stream_interval: float = 0.1  # streamed tokens are sent at most this often; 0: each token
     index: bool = False  # host shard replicas of collections
+    # a replica this node no longer owns is deleted once every owner has held the same copy
+    # for this long (seconds); 0 keeps such replicas forever
+    replica_gc_after: float = 600.0
 
     def __post_init__(self) -> None:
         host, sep, port = self.api.rpartition(":")
@@ -72,6 +75,8 @@ class NodeConfig:
             raise ConfigError("threads must be 0 (every core) or more")
         if not 0 <= self.stream_interval <= 1:
             raise ConfigError("stream_interval must be 0 to 1 seconds")
+        if self.replica_gc_after < 0:
+            raise ConfigError("replica_gc_after must be 0 (never) or more seconds")
         if self.max_jobs < 1 or self.max_jobs_per_peer < 1:
             raise ConfigError("max_jobs and max_jobs_per_peer must be at least 1")
 
@@ -88,7 +93,8 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _TUPLES = {"listen", "bootstrap", "allow", "mdns_interfaces", "embed_models", "gen_models"}
 _BOOLS = {"mdns", "no_models", "index"}
-_FLOATS = {"heartbeat_interval", "dead_after", "drop_after", "stream_interval"}
+_FLOATS = {"heartbeat_interval", "dead_after", "drop_after", "stream_interval",
+           "replica_gc_after"}
 _INTS = {"max_jobs", "max_jobs_per_peer", "threads"}
 _KEYS = {f.name for f in fields(NodeConfig)} - {"home"}
 

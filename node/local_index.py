@@ -16,6 +16,7 @@ import contextlib
 import functools
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -66,6 +67,13 @@ class LocalIndex:
                 held.setdefault(key[0], {})[key[1]] = digest
         return held
 
+    def digest_of(self, collection: str, shard: int) -> str:
+        digest = self._digests.get((collection, shard))
+        if digest is None:
+            raise JobError(f"shard {shard} of {collection} is not on this node",
+                           code=ErrorCode.SHARD_UNAVAILABLE)
+        return digest
+
     def is_ready(self, collection: str, shard: int) -> bool:
         return (collection, shard) in self._ready
 
@@ -101,7 +109,7 @@ class LocalIndex:
                     ShardStore.open, self.folder(definition.name, shard), dim=definition.dim,
                     index_kind=definition.index_kind)  # type: ignore[arg-type]
                 self._stores[key] = await trio.to_thread.run_sync(opener)
-                self._locks[key] = trio.Lock()
+                self._locks.setdefault(key, trio.Lock())
                 self._digests[key] = await trio.to_thread.run_sync(self._stores[key].digest)
                 if (self.folder(*key) / "READY").exists():
                     self._ready.add(key)
@@ -112,23 +120,60 @@ class LocalIndex:
 
     async def call(self, definition: CollectionDef, shard: int,
                    fn: Callable[[ShardStore], T], *, writes: bool = False) -> T:
-        store = await self.store(definition, shard)
+        """``fn(store)`` in a worker thread under the shard's lock. A write opens (or starts)
+        the replica; a read needs one this node holds (else ``SHARD_UNAVAILABLE``)."""
         key = (definition.name, shard)
-        async with self._locks[key]:
-            result = await trio.to_thread.run_sync(fn, store)
-            if writes:
-                self._digests[key] = await trio.to_thread.run_sync(store.digest)
-        return result
+        while True:
+            store = await self.store(definition, shard) if writes else self._held_store(key)
+            async with self._locks[key]:
+                if writes and self._stores.get(key) is not store:
+                    continue  # dropped while we waited: a write starts the replica again
+                self._check_current(key, store)
+                result = await trio.to_thread.run_sync(fn, store)
+                if writes:
+                    self._digests[key] = await trio.to_thread.run_sync(store.digest)
+                return result
 
     async def call_many(self, definition: CollectionDef, shards: list[int],
                         fn: Callable[[ShardStore], T]) -> list[T]:
         """``fn`` on several shards' stores in one worker-thread hop (read-only calls)."""
-        stores = [await self.store(definition, shard) for shard in shards]
+        stores = [self._held_store((definition.name, shard)) for shard in shards]
         locks = [self._locks[(definition.name, shard)] for shard in sorted(set(shards))]
         async with contextlib.AsyncExitStack() as stack:
             for lock in locks:  # always in shard order: no lock-order deadlock
                 await stack.enter_async_context(lock)
+            for shard, store in zip(shards, stores, strict=True):
+                self._check_current((definition.name, shard), store)
             return await trio.to_thread.run_sync(lambda: [fn(store) for store in stores])
+
+    def _held_store(self, key: tuple[str, int]) -> ShardStore:
+        store = self._stores.get(key)
+        if store is None:
+            raise JobError(f"shard {key[1]} of {key[0]} is not on this node",
+                           code=ErrorCode.SHARD_UNAVAILABLE)
+        return store
+
+    def _check_current(self, key: tuple[str, int], store: ShardStore) -> None:
+        """Under the shard's lock: the replica was not dropped while we waited for it."""
+        if self._stores.get(key) is not store:
+            raise JobError(f"shard {key[1]} of {key[0]} was just dropped from this node",
+                           code=ErrorCode.SHARD_UNAVAILABLE)
+
+    async def drop(self, collection: str, shard: int) -> bool:
+        """Close and delete this node's replica of a shard (one it no longer owns, once its
+        owners hold the same documents). Calls waiting for it get ``SHARD_UNAVAILABLE``."""
+        key = (collection, shard)
+        async with self._open_lock:
+            store = self._stores.get(key)
+            if store is None:
+                return False
+            async with self._locks[key]:
+                del self._stores[key]
+                self._digests.pop(key, None)
+                self._ready.discard(key)
+                await trio.to_thread.run_sync(store.close)
+                await trio.to_thread.run_sync(shutil.rmtree, self.folder(collection, shard))
+        return True
 
     async def aclose(self) -> None:
         for key, store in list(self._stores.items()):
@@ -263,8 +308,7 @@ def register_index_jobs(registry: JobRegistry, index: LocalIndex) -> None:
         limit = min(int(params.get("limit", 200)), 500)
         records = await index.call(definition, shard,
                                    lambda s: s.changes(since, limit, after_doc_id=after))
-        digest = index.held(ready_only=False)[definition.name][shard]
-        return {"docs": docs_to_wire(records), "digest": digest}
+        return {"docs": docs_to_wire(records), "digest": index.digest_of(definition.name, shard)}
 
     async def info(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         check_fields(params, {"collection"}, {"collection"})
@@ -273,12 +317,17 @@ def register_index_jobs(registry: JobRegistry, index: LocalIndex) -> None:
         for shard in range(definition.shards):
             if not index.has(definition.name, shard):
                 continue
-            counts = await index.call(definition, shard, lambda s: (s.count(), s.check()))
+            try:
+                counts = await index.call(definition, shard, lambda s: (s.count(), s.check()))
+            except JobError as exc:
+                if exc.code is not ErrorCode.SHARD_UNAVAILABLE:
+                    raise
+                continue  # dropped while we asked
             (docs, chunks), problems = counts
             rows.append({"shard": shard, "docs": docs, "chunks": chunks,
                          "problems": problems,
                          "ready": index.is_ready(definition.name, shard),
-                         "digest": index.held(ready_only=False)[definition.name][shard]})
+                         "digest": index.digest_of(definition.name, shard)})
         return {"shards": rows}
 
     registry.register("shard.write", write)

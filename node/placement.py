@@ -18,6 +18,8 @@ change of hash, digest size or byte order relocates every document of every coll
   :func:`moves` lists exactly those shards.
 - **Write quorum.** :func:`write_quorum` is a majority of ``r`` (``r // 2 + 1``) unless a
   collection configures another value in ``1..r``.
+- **Dropping a replica.** :func:`may_drop_replica`: a peer deletes a replica it no longer
+  owns only while all ``r`` owners hold the same documents (equal digests).
 
 :class:`PlacementMap` is the whole map of one collection for one set of index peers; the
 daemon rebuilds it when membership changes and asks :func:`moves` what to pull or drop.
@@ -173,3 +175,14 @@ def moves(old: PlacementMap, new: PlacementMap) -> list[Move]:
         lost = tuple(peer for peer in before if peer not in after)
         result.append(Move(shard, gained, lost))
     return result
+
+
+def may_drop_replica(me: str, owners: Sequence[str], holders: dict[str, str],
+                     mine: str | None, r: int) -> bool:
+    """Whether ``me`` may delete its replica of a shard whose ``owners`` it is not among.
+
+    Only when the shard has its full ``r`` owners and every one of them holds a ready copy
+    whose digest (``holders``: peer -> digest) equals ``mine``: the documents are then on
+    ``r`` other peers, including any this replica took while it was an owner."""
+    return (me not in owners and mine is not None and len(owners) >= r
+            and all(holders.get(peer) == mine for peer in owners))

@@ -11,7 +11,9 @@
 - **Sync** (every ``SYNC_INTERVAL``): definitions are merged from peers' records; a node opens
   the shards it owns, and for every shard it holds pulls whole documents from any live holder
   whose shard digest differs from its own (both sides do, so replicas converge, deletes
-  included). A replica a node holds but no longer owns is kept, and kept in sync.
+  included). A replica a node holds but no longer owns is kept in sync until all R owners have
+  held the same documents (equal digests) for ``replica_gc_after`` seconds without a break;
+  then it is deleted (``may_drop_replica``, ``LocalIndex.drop``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from calinode.node.chunking import content_hash, make_document_text
 from calinode.node.collections_book import CollectionDef
 from calinode.node.inference_jobs import bad
 from calinode.node.local_index import docs_from_wire, docs_to_wire
-from calinode.node.placement import PlacementMap, shard_of
+from calinode.node.placement import PlacementMap, may_drop_replica, shard_of
 from calinode.node.result_merge import ShardHit, merge_topk, missing_shards
 from calinode.protocol.errors import CalinodeError, ErrorCode, JobError
 from calinode.protocol.vectors import decode_vectors, encode_vectors
@@ -63,6 +65,9 @@ def _apply(store: ShardStore, *, records: list[DocRecord]) -> object:
 class Coordinator:
     def __init__(self, node: Node) -> None:
         self.node = node
+        # (collection, shard) -> since when this node's non-owned replica has been covered by
+        # all of the shard's owners (see may_drop_replica)
+        self._covered_since: dict[tuple[str, int], float] = {}
 
     # -- views of the swarm ----------------------------------------------------------------
 
@@ -474,6 +479,29 @@ class Coordinator:
                     if stale and await self._pull(definition, shard, peer):
                         await node.index.mark_ready(definition.name, shard)
                         ready = True
+            await self._collect(definition, placement, holders)
+
+    async def _collect(self, definition: CollectionDef, placement: PlacementMap,
+                       holders: dict[int, dict[str, str]]) -> None:
+        """Delete the replicas this node no longer owns once their owners have held the same
+        documents for ``replica_gc_after`` seconds without a break."""
+        node, after = self.node, self.node.config.replica_gc_after
+        assert node.index is not None
+        held = node.index.held(ready_only=False).get(definition.name, {})
+        owned = set(placement.shards_of(node.peer_id))
+        now = trio.current_time()
+        for shard, mine in held.items():
+            key = (definition.name, shard)
+            if not after or shard in owned or not may_drop_replica(
+                    node.peer_id, placement.owners(shard), holders.get(shard, {}), mine,
+                    definition.replicas):
+                self._covered_since.pop(key, None)
+                continue
+            since = self._covered_since.setdefault(key, now)
+            if now - since >= after and await node.index.drop(definition.name, shard):
+                self._covered_since.pop(key, None)
+                log.info("dropped replica %s/%s: its %d owners hold the same documents",
+                         definition.name, shard, definition.replicas)
 
     async def _pull(self, definition: CollectionDef, shard: int, peer: str) -> bool:
         """Copy every document of ``peer``'s replica; True when the whole copy succeeded."""

@@ -41,6 +41,7 @@ CALINODE_ENV_VARS = (
     "CALINODE_MDNS",
     "CALINODE_LOG_LEVEL",
     "CALINODE_STREAM_INTERVAL",
+    "CALINODE_REPLICA_GC_AFTER",
 )
 READY_TIMEOUT = 60  # seconds the script waits for each node.json
 PEERS_TIMEOUT = 30.0  # seconds for node 1 to list the other nodes as peers

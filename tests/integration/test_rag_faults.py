@@ -27,10 +27,11 @@ if not (cranfield.DATA / "cran.all.1400").exists():
 DOCS = [d for d in cranfield.corpus() if d["text"].strip()]
 
 
-def start_index_swarm(swarm: Swarm, models: Path, count: int = 3) -> list[Daemon]:
-    first = swarm.daemon("n1", models=models).start("--index", "--threads", "1")
+def start_index_swarm(swarm: Swarm, models: Path, count: int = 3, *extra: str) -> list[Daemon]:
+    first = swarm.daemon("n1", models=models).start("--index", "--threads", "1", *extra)
     nodes = [first] + [swarm.daemon(f"n{i}", models=models).start(
-        "--index", "--threads", "1", "--bootstrap", first.addr) for i in range(2, count + 1)]
+        "--index", "--threads", "1", "--bootstrap", first.addr, *extra)
+        for i in range(2, count + 1)]
     ids = {n.peer_id for n in nodes}
     wait_for(lambda: all(set(n.peers()) == ids for n in nodes), 30, "the swarm")
     run_cli("collections", "create", "cran", "--shards", "16", "--replicas", "2",
@@ -106,7 +107,8 @@ def test_kill_during_ingest_loses_no_acknowledged_document(
 def test_a_joining_node_takes_its_share_while_searches_stay_complete(
     swarm: Swarm, prepared_models: Path
 ) -> None:
-    nodes = start_index_swarm(swarm, prepared_models)
+    gc = ("--replica-gc-after", "1")  # the old owners delete what they gave up, soon
+    nodes = start_index_swarm(swarm, prepared_models, 3, *gc)
     n1 = nodes[0]
     with CalinodeClient.from_home(n1.home) as client:
         summary = client.ingest("cran", DOCS[:300])
@@ -116,7 +118,7 @@ def test_a_joining_node_takes_its_share_while_searches_stay_complete(
               "boundary layer transition on a flat plate"]
     before = [[(h["doc_id"], h["chunk"]) for h in search(n1, p)["hits"]] for p in probes]
     n4 = swarm.daemon("n4", models=prepared_models).start(
-        "--index", "--threads", "1", "--bootstrap", n1.addr)
+        "--index", "--threads", "1", "--bootstrap", n1.addr, *gc)
     wait_for(lambda: any(c["name"] == "cran" for c in n4.cli("collections", "list")), 30,
              "the newcomer to learn the collection")
 
@@ -138,6 +140,28 @@ def test_a_joining_node_takes_its_share_while_searches_stay_complete(
                 if n4.peer_id in r["owners"])
     print(f"\nn4 took over {owned} of 32 shard replicas")
     assert owned > 0
+
+    # the replicas the old owners gave up go, and only those: each shard ends on its owners
+    def only_owners_hold() -> bool:
+        return all({x["peer"] for x in r["replicas"]} == set(r["owners"])
+                   for r in n1.cli("shards", "--collection", "cran"))
+
+    deadline = time.monotonic() + 60
+    while not only_owners_hold():
+        assert time.monotonic() < deadline, "the given-up replicas were never deleted"
+        for probe, expected in zip(probes, before, strict=True):
+            result = search(n1, probe)  # searched while replicas are being deleted
+            assert not result["partial"]
+            assert [(h["doc_id"], h["chunk"]) for h in result["hits"]] == expected
+        time.sleep(0.5)
+    rows = {r["shard"]: set(r["owners"]) for r in n1.cli("shards", "--collection", "cran")}
+    everyone = [*nodes, n4]
+    names = {node.peer_id: node.name for node in everyone}
+    for node in everyone:
+        node.stop()
+    found = replica_docs(everyone)  # on disk: exactly the owned replicas, all documents
+    assert set(found) == {(names[p], shard) for shard, owners in rows.items() for p in owners}
+    assert set().union(*found.values()) == {d["_id"] for d in DOCS[:300]}
 
 
 def test_updates_deletes_and_answers(swarm: Swarm, prepared_models: Path) -> None:

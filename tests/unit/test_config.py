@@ -56,6 +56,7 @@ def test_env_lists_are_comma_separated() -> None:
         ("toml", {"heartbeat_interval": 10, "dead_after": 5}),
         ("env", {"CALINODE_STREAM_INTERVAL": "5"}),
         ("flags", {"stream_interval": -0.1}),
+        ("toml", {"replica_gc_after": -1}),
     ],
 )
 def test_bad_settings_raise_config_error(source: str, settings: dict[str, object]) -> None:

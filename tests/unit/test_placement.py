@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from calinode.node.placement import (
     Move,
     PlacementMap,
+    may_drop_replica,
     moves,
     replica_weight,
     replicas_for,
@@ -260,3 +261,14 @@ def test_write_quorum_configured() -> None:
             write_quorum(r, configured)
     with pytest.raises(ValueError):
         write_quorum(0)
+
+
+def test_a_replica_may_go_only_when_all_owners_hold_the_same_documents() -> None:
+    owners = ["p1", "p2"]
+    same = {"p1": "d", "p2": "d", "me": "d"}
+    assert may_drop_replica("me", owners, same, "d", r=2)
+    assert not may_drop_replica("p1", owners, same, "d", r=2)  # an owner keeps its replica
+    assert not may_drop_replica("me", owners, {"p1": "d", "p2": "old"}, "d", r=2)
+    assert not may_drop_replica("me", owners, {"p1": "d"}, "d", r=2)  # p2 holds nothing ready
+    assert not may_drop_replica("me", ["p1"], {"p1": "d"}, "d", r=2)  # too few live owners
+    assert not may_drop_replica("me", owners, same, None, r=2)
