@@ -70,8 +70,7 @@ class LocalIndex:
     def digest_of(self, collection: str, shard: int) -> str:
         digest = self._digests.get((collection, shard))
         if digest is None:
-            raise JobError(f"shard {shard} of {collection} is not on this node",
-                           code=ErrorCode.SHARD_UNAVAILABLE)
+            raise shard_unavailable(collection, shard)
         return digest
 
     def is_ready(self, collection: str, shard: int) -> bool:
@@ -87,16 +86,15 @@ class LocalIndex:
 
     async def open_existing(self) -> None:
         """Open every replica found on disk (at start-up)."""
-        if not self.root.is_dir():
-            return
-        for collection_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
+        found = await trio.to_thread.run_sync(_replica_folders, self.root)
+        for collection, shards in found.items():
             try:
-                definition = self.book.get(collection_dir.name, include_dropped=True)
+                definition = self.book.get(collection, include_dropped=True)
             except JobError:
-                log.warning("shards of unknown collection %s left alone", collection_dir.name)
+                log.warning("shards of unknown collection %s left alone", collection)
                 continue
-            for shard_dir in sorted(p for p in collection_dir.iterdir() if p.name.isdigit()):
-                await self.store(definition, int(shard_dir.name))
+            for shard in shards:
+                await self.store(definition, shard)
 
     async def store(self, definition: CollectionDef, shard: int) -> ShardStore:
         if not 0 <= shard < definition.shards:
@@ -106,12 +104,13 @@ class LocalIndex:
         async with self._open_lock:
             if key not in self._stores:
                 opener = functools.partial(
-                    ShardStore.open, self.folder(definition.name, shard), dim=definition.dim,
-                    index_kind=definition.index_kind)  # type: ignore[arg-type]
-                self._stores[key] = await trio.to_thread.run_sync(opener)
+                    _open_replica, self.folder(definition.name, shard), dim=definition.dim,
+                    index_kind=definition.index_kind)
+                store, digest, ready = await trio.to_thread.run_sync(opener)
+                self._stores[key] = store
                 self._locks.setdefault(key, trio.Lock())
-                self._digests[key] = await trio.to_thread.run_sync(self._stores[key].digest)
-                if (self.folder(*key) / "READY").exists():
+                self._digests[key] = digest
+                if ready:
                     self._ready.add(key)
         return self._stores[key]
 
@@ -149,15 +148,13 @@ class LocalIndex:
     def _held_store(self, key: tuple[str, int]) -> ShardStore:
         store = self._stores.get(key)
         if store is None:
-            raise JobError(f"shard {key[1]} of {key[0]} is not on this node",
-                           code=ErrorCode.SHARD_UNAVAILABLE)
+            raise shard_unavailable(*key)
         return store
 
     def _check_current(self, key: tuple[str, int], store: ShardStore) -> None:
         """Under the shard's lock: the replica was not dropped while we waited for it."""
         if self._stores.get(key) is not store:
-            raise JobError(f"shard {key[1]} of {key[0]} was just dropped from this node",
-                           code=ErrorCode.SHARD_UNAVAILABLE)
+            raise shard_unavailable(*key, "was just dropped from this node")
 
     async def drop(self, collection: str, shard: int) -> bool:
         """Close and delete this node's replica of a shard (one it no longer owns, once its
@@ -180,6 +177,25 @@ class LocalIndex:
             async with self._locks[key]:
                 await trio.to_thread.run_sync(store.close)
         self._stores.clear()
+
+
+def shard_unavailable(collection: str, shard: int,
+                      why: str = "is not on this node") -> JobError:
+    return JobError(f"shard {shard} of {collection} {why}", code=ErrorCode.SHARD_UNAVAILABLE)
+
+
+def _open_replica(folder: Path, *, dim: int, index_kind: str) -> tuple[ShardStore, str, bool]:
+    """Blocking: a replica's store, its digest, and whether it is marked ready."""
+    store = ShardStore.open(folder, dim=dim, index_kind=index_kind)  # type: ignore[arg-type]
+    return store, store.digest(), (folder / "READY").exists()
+
+
+def _replica_folders(root: Path) -> dict[str, list[int]]:
+    """Blocking: collection -> shard numbers of the replica folders under ``root``."""
+    if not root.is_dir():
+        return {}
+    return {c.name: sorted(int(p.name) for p in c.iterdir() if p.name.isdigit())
+            for c in sorted(root.iterdir()) if c.is_dir()}
 
 
 def _write_marker(path: Path) -> None:
@@ -280,8 +296,7 @@ def register_index_jobs(registry: JobRegistry, index: LocalIndex) -> None:
         queries = np.ascontiguousarray(decode_vectors(params["vectors"], dim=definition.dim))
         for shard in shards:
             if not index.is_ready(definition.name, shard):
-                raise JobError(f"shard {shard} of {definition.name} is not on this node",
-                               code=ErrorCode.SHARD_UNAVAILABLE)
+                raise shard_unavailable(definition.name, shard)
 
         def run(store: ShardStore) -> list[list[dict[str, Any]]]:
             hits = store.search(queries, k)
@@ -301,8 +316,7 @@ def register_index_jobs(registry: JobRegistry, index: LocalIndex) -> None:
         definition = book.get(str(params["collection"]), include_dropped=True)
         shard = _shard(params, definition)
         if not index.has(definition.name, shard):
-            raise JobError(f"shard {shard} of {definition.name} is not on this node",
-                           code=ErrorCode.SHARD_UNAVAILABLE)
+            raise shard_unavailable(definition.name, shard)
         since = int(params.get("since_version", 0))
         after = str(params.get("after_doc_id", ""))
         limit = min(int(params.get("limit", 200)), 500)

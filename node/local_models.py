@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import trio
 
+from calinode.node.config import STREAM_INTERVAL
 from calinode.node.thread_stream import run_streaming
 from calinode.protocol.errors import ErrorCode, JobError
 
@@ -33,14 +34,6 @@ if TYPE_CHECKING:
     from calinode.models.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
-
-# Tokens produced within this window travel together: at most 10 messages a second per stream
-# instead of one per token. Every message costs each hop (this node, a relaying node, the
-# client) a wake-up and a socket write, which a machine whose cores run the model pays for in
-# tokens/s. Measured through a relaying peer on 2 cores (bench/bench_models.py): 0.88x direct
-# with 20 ms windows, 0.93-1.01x with 50 ms, 0.97-0.98x with 100 ms. The first token goes at
-# once, and a model slower than 10 tokens/s still streams token by token. ``--stream-interval``.
-STREAM_INTERVAL = 0.1
 
 
 @dataclass

@@ -488,11 +488,10 @@ class Coordinator:
         node, after = self.node, self.node.config.replica_gc_after
         assert node.index is not None
         held = node.index.held(ready_only=False).get(definition.name, {})
-        owned = set(placement.shards_of(node.peer_id))
         now = trio.current_time()
         for shard, mine in held.items():
             key = (definition.name, shard)
-            if not after or shard in owned or not may_drop_replica(
+            if not after or not may_drop_replica(  # an owner never may
                     node.peer_id, placement.owners(shard), holders.get(shard, {}), mine,
                     definition.replicas):
                 self._covered_since.pop(key, None)
