@@ -29,7 +29,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cranfield
-from bench_models import start_daemon
+from bench_models import prepared_models_home, start_daemon
 
 from calinode.models.shard_store import ChunkWrite, DocRecord
 from calinode.node.config import NodeConfig
@@ -146,9 +146,7 @@ def main() -> None:
     parser.add_argument("--skip-ingest", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="calinode-bench-index-"))
-    models_home = Path(args.models_home) if args.models_home else work / "models-home"
-    if not args.models_home:
-        subprocess.run([CALINODE, "models", "--home", str(models_home), "prepare"], check=True)
+    models_home = prepared_models_home(args.models_home, work)
     models = models_home / "models"
 
     if not args.skip_ingest:

@@ -55,6 +55,16 @@ def median_rate(fn: Callable[[], Any], items: int, rounds: int) -> float:
     return items / statistics.median(times)
 
 
+def prepared_models_home(given: str | None, work: Path) -> Path:
+    """``--models-home`` when given, else a home in ``work`` where the defaults are prepared
+    now (with the real CLI)."""
+    if given:
+        return Path(given)
+    home = work / "models-home"
+    subprocess.run([CALINODE, "models", "--home", str(home), "prepare"], check=True)
+    return home
+
+
 def start_daemon(home: Path, *extra: str) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     proc = subprocess.Popen([CALINODE, "start", "--home", str(home), "--listen",
                              "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0", *extra],
@@ -200,9 +210,7 @@ def main() -> None:
     parser.add_argument("--models-home", help="a home whose models/ is already prepared")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="calinode-bench-"))
-    models_home = Path(args.models_home) if args.models_home else work / "models-home"
-    if not args.models_home:
-        subprocess.run([CALINODE, "models", "--home", str(models_home), "prepare"], check=True)
+    models_home = prepared_models_home(args.models_home, work)
     (work / "a").mkdir()
     (work / "a" / "models").symlink_to(models_home / "models", target_is_directory=True)
     procs = []

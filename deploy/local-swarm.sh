@@ -438,7 +438,10 @@ stop_daemons() {
     return "$status"
 }
 
-cmd_stop() {
+# The options of stop and status: --dir DIR (sets DIR) and --help. $1: the command's name.
+parse_dir_option() {
+    local name=$1
+    shift
     while (($#)); do
         case $1 in
             --dir)
@@ -448,9 +451,13 @@ cmd_stop() {
                 ;;
             --dir=*) DIR=${1#*=}; shift ;;
             -h | --help) usage; exit 0 ;;
-            *) die "unknown stop option '$1' (see $PROG --help)" ;;
+            *) die "unknown $name option '$1' (see $PROG --help)" ;;
         esac
     done
+}
+
+cmd_stop() {
+    parse_dir_option stop "$@"
     if [[ ! -d $DIR ]]; then
         info "nothing to stop: $DIR does not exist"
         return 0
@@ -470,18 +477,7 @@ cmd_stop() {
 # status
 
 cmd_status() {
-    while (($#)); do
-        case $1 in
-            --dir)
-                (($# >= 2)) || die "--dir needs a directory"
-                DIR=$2
-                shift 2
-                ;;
-            --dir=*) DIR=${1#*=}; shift ;;
-            -h | --help) usage; exit 0 ;;
-            *) die "unknown status option '$1' (see $PROG --help)" ;;
-        esac
-    done
+    parse_dir_option status "$@"
     [[ -d $DIR ]] || { info "no swarm in $DIR"; return 3; }
     DIR=$(cd "$DIR" && pwd -P)
     local i pid state fields any=0 all=1 netns=0 n="" indices
