@@ -1,101 +1,36 @@
-"""Collection definitions: what a collection pins, and how definitions converge.
+"""The collection definitions this node knows, on disk and in memory, and how they converge.
 
-A collection pins its embedding model (name, sha256, dim, pooling, normalization, prefixes)
-and its layout (metric, shard count S, replication factor R, write quorum, index kind), so
-vectors of another model are never mixed in and queries are embedded the same way.
+:class:`~calinode.protocol.collections.CollectionDef` (protocol/collections.py) is the typed,
+bounded view of one definition; this module keeps them. Definitions spread through the swarm
+inside capability records: every node advertises the definitions it knows, and a node keeps,
+per name, the one with the highest ``version`` (ties: the lexically larger canonical JSON, so
+every node picks the same). Dropping a collection is a definition with ``dropped=True`` and a
+higher version.
 
-Definitions spread through the swarm inside capability records: every node advertises the
-definitions it knows, and a node keeps, per name, the one with the highest ``version`` (ties:
-the lexically larger canonical JSON, so every node picks the same). Dropping a collection is a
-definition with ``dropped=True`` and a higher version. :class:`CollectionBook` persists them in
-``$CALINODE_HOME/collections/<name>.json`` (small files: plain blocking writes, called from a
-worker thread by the daemon).
+:class:`CollectionBook` persists them in ``$CALINODE_HOME/collections/<name>.json`` (small
+files: plain blocking writes, called from a worker thread by the daemon). A file that does not
+parse into a valid definition at start-up is *set aside*: renamed to
+``<name>.json.rejected`` with the reason in ``<name>.json.rejected.why``, logged, and never
+fatal, so nothing a peer once sent can stop the node at its next start. The book holds at most
+:data:`~calinode.protocol.capabilities.MAX_COLLECTIONS` names (dropped ones included): a new
+name past that is refused, so peers cannot grow it without bound.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import re
 import threading
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
-from calinode.protocol.errors import ErrorCode, JobError
+from calinode.protocol.capabilities import MAX_COLLECTIONS
+from calinode.protocol.collections import CollectionDef
+from calinode.protocol.errors import CalinodeError, ErrorCode, JobError
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+__all__ = ["CollectionBook", "CollectionDef", "set_aside"]
 
-
-def _bad(message: str) -> JobError:
-    return JobError(message, code=ErrorCode.BAD_REQUEST)
-
-
-@dataclass(frozen=True, kw_only=True)
-class CollectionDef:
-    name: str
-    model: str
-    model_sha256: str
-    dim: int
-    pooling: str
-    normalize: bool
-    query_prefix: str = ""
-    passage_prefix: str = ""
-    metric: str = "ip"
-    shards: int = 16
-    replicas: int = 2
-    write_quorum: int = 0  # 0: a majority of the replicas
-    index_kind: str = "flat"
-    chunk_tokens: int = 200
-    chunk_overlap: int = 32
-    version: int = 1
-    dropped: bool = False
-
-    def __post_init__(self) -> None:
-        if not NAME.match(self.name):
-            raise _bad(f"collection name {self.name!r}: lowercase letters, digits, _ and -")
-        if not re.fullmatch(r"[0-9a-f]{64}", self.model_sha256):
-            raise _bad("model_sha256 must be 64 hex digits")
-        if self.dim <= 0 or self.pooling not in ("mean", "cls"):
-            raise _bad("dim must be positive and pooling mean or cls")
-        if self.metric != "ip":
-            raise _bad("metric must be ip (inner product on normalized vectors)")
-        if not 1 <= self.shards <= 4096 or not 1 <= self.replicas <= 16:
-            raise _bad("shards must be 1..4096 and replicas 1..16")
-        if not 0 <= self.write_quorum <= self.replicas:
-            raise _bad("write quorum must be 0 (majority) .. replicas")
-        if self.index_kind not in ("flat", "hnsw"):
-            raise _bad("index kind must be flat or hnsw")
-        if not self.chunk_tokens >= 8 or not 0 <= self.chunk_overlap < self.chunk_tokens // 2:
-            raise _bad("chunk_tokens >= 8 and 0 <= chunk_overlap < chunk_tokens / 2")
-        if self.version < 1:
-            raise _bad("version must be positive")
-
-    @property
-    def quorum(self) -> int:
-        return self.write_quorum or self.replicas // 2 + 1
-
-    def to_wire(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_wire(cls, data: Any) -> CollectionDef:
-        if not isinstance(data, dict):
-            raise _bad("a collection definition must be a map")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise _bad(f"bad collection definition: {exc}") from None
-
-    def canonical(self) -> str:
-        return json.dumps(self.to_wire(), sort_keys=True, separators=(",", ":"))
-
-    def newer_than(self, other: CollectionDef) -> bool:
-        return (self.version, self.canonical()) > (other.version, other.canonical())
-
-    def dropped_copy(self) -> CollectionDef:
-        return replace(self, dropped=True, version=self.version + 1)
-
+log = logging.getLogger(__name__)
 
 class CollectionBook:
     """The definitions this node knows, on disk and in memory."""
@@ -104,9 +39,25 @@ class CollectionBook:
         self.folder = folder
         self._defs: dict[str, CollectionDef] = {}
         self._lock = threading.Lock()  # merges come from worker threads
+        self.set_aside: list[str] = []  # files found invalid at start-up
         if folder.is_dir():
             for path in sorted(folder.glob("*.json")):
-                self._defs[path.stem] = CollectionDef.from_wire(json.loads(path.read_text()))
+                self._load(path)
+
+    def _load(self, path: Path) -> None:
+        try:
+            definition = CollectionDef.from_wire(json.loads(path.read_text(encoding="utf-8")))
+            if definition.name != path.stem:
+                raise JobError(f"the file names {definition.name!r}", code=ErrorCode.BAD_REQUEST)
+            if len(self._defs) >= MAX_COLLECTIONS:
+                raise JobError(f"over the cap of {MAX_COLLECTIONS} collections",
+                               code=ErrorCode.BAD_REQUEST)
+        except (OSError, ValueError, CalinodeError) as exc:
+            reason = exc.message if isinstance(exc, CalinodeError) else repr(exc)
+            set_aside(path, reason)
+            self.set_aside.append(path.name)
+            return
+        self._defs[definition.name] = definition
 
     def get(self, name: str, *, include_dropped: bool = False) -> CollectionDef:
         found = self._defs.get(name)
@@ -129,6 +80,9 @@ class CollectionBook:
             current = self._defs.get(definition.name)
             if current is not None and not definition.newer_than(current):
                 return False
+            if current is None and len(self._defs) >= MAX_COLLECTIONS:
+                raise JobError(f"this node already knows {MAX_COLLECTIONS} collections; "
+                               f"{definition.name!r} was not added", code=ErrorCode.OVERLOADED)
             self._write(definition)
             self._defs[definition.name] = definition
             return True
@@ -142,3 +96,14 @@ class CollectionBook:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+
+
+def set_aside(path: Path, reason: str) -> None:
+    """Rename an invalid file to ``<name>.rejected`` with its reason beside it (blocking)."""
+    target = path.with_name(path.name + ".rejected")
+    log.error("set aside %s (%s): %s; the node starts without it", path, target.name, reason)
+    try:
+        os.replace(path, target)
+        target.with_name(target.name + ".why").write_text(reason[:2000] + "\n", encoding="utf-8")
+    except OSError as exc:
+        log.error("could not set aside %s: %s", path, exc)

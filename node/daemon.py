@@ -9,6 +9,7 @@ node removes ``node.json`` on the way out.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -43,6 +44,9 @@ from calinode.node.node_file import remove_node_file, write_node_file
 from calinode.node.peer_table import PeerTable
 from calinode.node.rag import Coordinator
 from calinode.node.records import RecordSigner
+from calinode.node.rejections import Rejections
+from calinode.node.supervision import supervised
+from calinode.protocol.capabilities import Capabilities, ModelOffer
 from calinode.protocol.errors import ConfigError, ErrorCode, JobError
 from calinode.protocol.ids import JOB_PROTOCOL, META_PROTOCOL, PROTOCOL_VERSION
 from calinode.protocol.messages import CapabilityRecord, Load
@@ -72,6 +76,7 @@ class Node:
     book: CollectionBook = field(default_factory=lambda: CollectionBook(Path("/nonexistent")))
     index: LocalIndex | None = None
     membership: Membership | None = None
+    rejections: Rejections = field(default_factory=Rejections)
     addrs: tuple[str, ...] = ()
     api_url: str = ""
     started_at: float = 0.0
@@ -84,17 +89,20 @@ class Node:
     def dispatcher(self) -> Dispatcher:
         return Dispatcher(self)
 
-    @property
+    @functools.cached_property
     def coordinator(self) -> Coordinator:
+        """The one coordinator of this node (it keeps sync state between rounds)."""
         return Coordinator(self)
 
-    def capabilities(self) -> dict[str, Any]:
+    def capabilities(self) -> Capabilities:
+        """What this node advertises, as the same typed view peers parse its record into."""
         held = self.index.held() if self.index is not None else {}
-        return {"jobs": self.registry.kinds(), **self.models.advertised(),
-                "index": self.index is not None,
-                "collections": [d.to_wire() for d in self.book.all()],
-                "shards": {c: {str(s): d for s, d in shards.items()}
-                           for c, shards in held.items()}}
+        advertised = self.models.advertised()
+        return Capabilities(
+            jobs=tuple(self.registry.kinds()),
+            embed=tuple(ModelOffer.from_wire(m, "embed") for m in advertised["embed"]),
+            generate=tuple(ModelOffer.from_wire(m, "generate") for m in advertised["generate"]),
+            index=self.index is not None, collections=tuple(self.book.all()), shards=held)
 
     def queue_depth(self) -> int:
         return sum(s.queue_depth for s in self.models.generate.values())
@@ -103,7 +111,7 @@ class Node:
         return Load(in_flight=self.server.in_flight, queue_depth=self.queue_depth())
 
     def own_record(self) -> CapabilityRecord:
-        return self.signer.issue(addrs=self.addrs, capabilities=self.capabilities(),
+        return self.signer.issue(addrs=self.addrs, capabilities=self.capabilities().to_wire(),
                                  load=self.load())
 
     # -- what the API serves ---------------------------------------------------------------
@@ -115,12 +123,15 @@ class Node:
             "addrs": list(self.addrs),
             "version": VERSION,
             "protocol_version": PROTOCOL_VERSION,
-            "capabilities": self.capabilities(),
+            "capabilities": self.capabilities().to_wire(),
             "load": {"in_flight": stats.in_flight, "queue_depth": self.queue_depth()},
             "jobs": {"served": stats.served, "failed": stats.failed,
                      "rejected_overloaded": stats.rejected_overloaded,
                      "bad_frames": stats.bad_frames},
             "peers": {"known": len(self.table), "alive": len(self.table.alive())},
+            "rejected_input": self.rejections.snapshot(),
+            "sync_failures": {f"{c}/{s}": why for (c, s), why
+                              in sorted(self.coordinator.sync_failures.items())},
             "api": self.api_url,
             "private_swarm": self.config.swarm_key is not None,
             "allowlist": sorted(self.policy.allow),
@@ -131,7 +142,7 @@ class Node:
         now = trio.current_time()
         rows: list[dict[str, Any]] = [{
             "peer_id": self.peer_id, "addrs": list(self.addrs), "self": True,
-            "capabilities": self.capabilities(),
+            "capabilities": self.capabilities().to_wire(),
             "load": {"in_flight": self.server.in_flight, "queue_depth": self.queue_depth()},
             "alive": True, "last_seen": 0.0, "version": VERSION, "rtt_ms": 0.0,
         }]
@@ -139,7 +150,7 @@ class Node:
             record = entry.record
             rows.append({
                 "peer_id": record.peer_id, "addrs": list(record.addrs), "self": False,
-                "capabilities": record.capabilities,
+                "capabilities": entry.caps.to_wire(),
                 "load": {"in_flight": record.load.in_flight,
                          "queue_depth": record.load.queue_depth},
                 "alive": entry.alive,
@@ -268,7 +279,7 @@ async def run_node(
             await load_models(node, nursery)
             if node.index is not None:
                 await node.index.open_existing()
-            await nursery.start(node.coordinator.run_sync)
+            await nursery.start(supervised, "replica sync", node.coordinator.run_sync)
             bound = [str(addr) for addr in node.host.get_addrs()]
             node.addrs = tuple(expand_wildcards(bound, interface_ipv4_addresses()))
             node.membership = Membership(
@@ -276,7 +287,7 @@ async def run_node(
                 bootstrap=config.bootstrap, heartbeat_interval=config.heartbeat_interval)
             node.host.set_stream_handler(TProtocol(META_PROTOCOL),
                                          guarded(node.membership.rpc_meta, node.policy, "meta"))
-            await nursery.start(node.membership.run)
+            await nursery.start(supervised, "membership", node.membership.run)
             if config.mdns:
                 from calinode.node.mdns import run_mdns
 

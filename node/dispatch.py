@@ -55,12 +55,12 @@ class Dispatcher:
         node = self.node
         local_services = node.models.embed if kind == "embed" else node.models.generate
         local = local_services.get(name)
-        peers = [(e.peer_id, e.record.capabilities, e.record.load.in_flight
+        peers = [(e.peer_id, e.caps, e.record.load.in_flight
                   + e.record.load.queue_depth, e.rtt_ms) for e in node.table.alive()]
-        offers = model_offers(name, kind, local.manifest.advertised() if local else None,
+        offers = model_offers(name, kind, local.manifest.sha256 if local else None,
                               peers, node.peer_id, node.server.in_flight)
-        known = [m["name"] for _, caps, _, _ in peers for m in caps.get(kind, ()) or ()
-                 if isinstance(m, dict) and "name" in m] + list(local_services)
+        known = [m.name for _, caps, _, _ in peers for m in caps.models(kind)]
+        known += list(local_services)
         require_candidates(offers, name, kind, known)
         return rank_candidates(offers, local_spare=local is not None and not local.busy)
 

@@ -58,9 +58,8 @@ def default_model(node: Node, kind: str) -> str:
     if local:
         return next(iter(local))
     for entry in node.table.alive():
-        for model in entry.record.capabilities.get(kind, ()) or ():
-            if isinstance(model, dict) and isinstance(model.get("name"), str):
-                return str(model["name"])
+        for model in entry.caps.models(kind):
+            return model.name
     configured = node.config.embed_models if kind == "embed" else node.config.gen_models
     return configured[0] if configured else ""
 
@@ -118,15 +117,13 @@ async def openai_embeddings(node: Node, request: Request) -> JSONResponse:
 def models_listing(node: Node) -> JSONResponse:
     found: dict[str, dict[str, Any]] = {}
     sources = [(node.peer_id, node.capabilities())]
-    sources += [(e.peer_id, e.record.capabilities) for e in node.table.alive()]
+    sources += [(e.peer_id, e.caps) for e in node.table.alive()]
     for peer_id, caps in sources:
         for kind in ("embed", "generate"):
-            for model in caps.get(kind, ()) or ():
-                if not isinstance(model, dict) or not isinstance(model.get("name"), str):
-                    continue
-                row = found.setdefault(model["name"], {
-                    "id": model["name"], "object": "model", "created": 0,
-                    "owned_by": "calinode", "kind": kind, "sha256": model.get("sha256"),
+            for model in caps.models(kind):
+                row = found.setdefault(model.name, {
+                    "id": model.name, "object": "model", "created": 0,
+                    "owned_by": "calinode", "kind": kind, "sha256": model.sha256,
                     "peers": []})
                 row["peers"].append(peer_id)
     return JSONResponse({"object": "list", "data": sorted(found.values(), key=lambda m: m["id"])})

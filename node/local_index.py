@@ -17,6 +17,7 @@ import functools
 import logging
 import os
 import shutil
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,10 +27,11 @@ import numpy as np
 import trio
 
 from calinode.models.shard_store import ChunkWrite, DocRecord, DocWrite, ShardStore
-from calinode.node.collections_book import CollectionBook, CollectionDef
+from calinode.node.collections_book import CollectionBook
 from calinode.node.inference_jobs import bad, check_fields
 from calinode.node.job_server import JobContext, JobRegistry
-from calinode.protocol.errors import ErrorCode, JobError
+from calinode.protocol.collections import CollectionDef
+from calinode.protocol.errors import CalinodeError, ErrorCode, JobError
 from calinode.protocol.vectors import decode_vectors, encode_vectors
 
 log = logging.getLogger(__name__)
@@ -85,7 +87,9 @@ class LocalIndex:
         self._ready.add(key)
 
     async def open_existing(self) -> None:
-        """Open every replica found on disk (at start-up)."""
+        """Open every replica found on disk (at start-up). A replica that cannot be opened
+        (a corrupt file, a shard number the definition does not have, a full disk) is left
+        where it is and logged, never fatal: the sync loop tries again and reports it."""
         found = await trio.to_thread.run_sync(_replica_folders, self.root)
         for collection, shards in found.items():
             try:
@@ -94,7 +98,11 @@ class LocalIndex:
                 log.warning("shards of unknown collection %s left alone", collection)
                 continue
             for shard in shards:
-                await self.store(definition, shard)
+                try:
+                    await self.store(definition, shard)
+                except (CalinodeError, OSError, sqlite3.Error, RuntimeError) as exc:
+                    log.error("replica %s/%s could not be opened, left alone: %s",
+                              collection, shard, exc)
 
     async def store(self, definition: CollectionDef, shard: int) -> ShardStore:
         if not 0 <= shard < definition.shards:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from calinode.protocol.errors import RecordError
+from calinode.protocol.capabilities import Capabilities
+from calinode.protocol.errors import RecordError, RemoteProtocolError
 from calinode.protocol.messages import CapabilityRecord
 
 MAX_RELAY_AGE_MS = 5 * 60 * 1000
@@ -24,6 +25,8 @@ MAX_RELAY_AGE_MS = 5 * 60 * 1000
 @dataclass
 class PeerEntry:
     record: CapabilityRecord
+    #: the typed view of ``record.capabilities``: what every other module reads
+    caps: Capabilities
     last_seen: float | None = None  # monotonic time of the last direct contact
     first_known: float = 0.0
     alive: bool = False
@@ -79,16 +82,18 @@ class PeerTable:
         if not direct and abs(now_ms - record.issued_at_ms) > MAX_RELAY_AGE_MS:
             raise RecordError(f"relayed record of {record.peer_id} is stale (issued too long ago)")
         entry = self._entries.get(record.peer_id)
-        if entry is None:
-            self._entries[record.peer_id] = PeerEntry(record=record, first_known=now)
-            if direct:
-                self.mark_seen(record.peer_id, now)
-            return True
-        if record.seq <= entry.record.seq:
+        if entry is not None and record.seq <= entry.record.seq:
             if direct:
                 self.mark_seen(record.peer_id, now)
             return False
+        caps = parse_capabilities(record)
+        if entry is None:
+            self._entries[record.peer_id] = PeerEntry(record=record, caps=caps, first_known=now)
+            if direct:
+                self.mark_seen(record.peer_id, now)
+            return True
         entry.record = record
+        entry.caps = caps
         if direct:
             self.mark_seen(record.peer_id, now)
         return True
@@ -115,3 +120,11 @@ class PeerTable:
                 del self._entries[peer_id]
                 result.dropped.append(peer_id)
         return result
+
+
+def parse_capabilities(record: CapabilityRecord) -> Capabilities:
+    """The typed view of a record's capabilities; ``RecordError`` (BAD_RECORD) if it has none."""
+    try:
+        return Capabilities.from_wire(record.capabilities)
+    except RemoteProtocolError as exc:
+        raise RecordError(f"record of {record.peer_id}: {exc.message}") from None

@@ -31,11 +31,13 @@ import trio
 
 from calinode.models.shard_store import ChunkWrite, DocRecord, ShardStore
 from calinode.node.chunking import content_hash, make_document_text
-from calinode.node.collections_book import CollectionDef
 from calinode.node.inference_jobs import bad
 from calinode.node.local_index import docs_from_wire, docs_to_wire
 from calinode.node.placement import PlacementMap, may_drop_replica, shard_of
+from calinode.node.rejections import RateLimitedLog
 from calinode.node.result_merge import ShardHit, merge_topk, missing_shards
+from calinode.protocol.capabilities import Capabilities, ModelOffer
+from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import CalinodeError, ErrorCode, JobError
 from calinode.protocol.vectors import decode_vectors, encode_vectors
 
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     from calinode.node.daemon import Node
 
 log = logging.getLogger(__name__)
+quiet = RateLimitedLog(log)
 
 INGEST_BATCH = 16
 MAX_BATCHES_IN_FLIGHT = 4
@@ -68,15 +71,16 @@ class Coordinator:
         # (collection, shard) -> since when this node's non-owned replica has been covered by
         # all of the shard's owners (see may_drop_replica)
         self._covered_since: dict[tuple[str, int], float] = {}
+        #: (collection, shard) -> why its last sync round failed (cleared by a good round)
+        self.sync_failures: dict[tuple[str, int], str] = {}
 
     # -- views of the swarm ----------------------------------------------------------------
 
-    def _alive_records(self) -> list[tuple[str, dict[str, Any]]]:
-        node = self.node
-        return [(e.peer_id, e.record.capabilities) for e in node.table.alive()]
+    def _alive_caps(self) -> list[tuple[str, Capabilities]]:
+        return [(e.peer_id, e.caps) for e in self.node.table.alive()]
 
     def index_peers(self) -> list[str]:
-        peers = [pid for pid, caps in self._alive_records() if caps.get("index")]
+        peers = [pid for pid, caps in self._alive_caps() if caps.index]
         if self.node.config.index:
             peers.append(self.node.peer_id)
         return sorted(peers)
@@ -88,13 +92,14 @@ class Coordinator:
     def holders(self, definition: CollectionDef) -> dict[int, dict[str, str]]:
         """shard -> {peer: digest} for live holders (this node included)."""
         found: dict[int, dict[str, str]] = {}
-        sources = [*self._alive_records(), (self.node.peer_id, self.node.capabilities())]
-        for peer, caps in sources:
-            held = (caps.get("shards") or {}).get(definition.name) or {}
-            if isinstance(held, dict):
-                for shard, digest in held.items():
-                    if str(shard).isdigit():
-                        found.setdefault(int(shard), {})[peer] = str(digest)
+        index = self.node.index
+        sources = [(peer, caps.shards) for peer, caps in self._alive_caps()]
+        if index is not None:
+            sources.append((self.node.peer_id, index.held()))
+        for peer, shards in sources:
+            for shard, digest in (shards.get(definition.name) or {}).items():
+                if shard < definition.shards:  # a peer's record may know an older layout
+                    found.setdefault(shard, {})[peer] = digest
         return found
 
     def plan(self, definition: CollectionDef) -> list[ShardPlan]:
@@ -109,14 +114,14 @@ class Coordinator:
 
     # -- collections -----------------------------------------------------------------------
 
-    def _model_info(self, model: str) -> dict[str, Any]:
+    def _model_info(self, model: str) -> ModelOffer:
         local = self.node.models.embed.get(model)
         if local is not None:
-            return local.manifest.advertised()
-        for _, caps in self._alive_records():
-            for entry in caps.get("embed", ()) or ():
-                if isinstance(entry, dict) and entry.get("name") == model:
-                    return entry
+            return ModelOffer.from_wire(local.manifest.advertised(), "embed")
+        for _, caps in self._alive_caps():
+            offer = caps.offer("embed", model)
+            if offer is not None:
+                return offer
         raise JobError(f"no live peer has embedding model {model!r}",
                        code=ErrorCode.UNKNOWN_MODEL)
 
@@ -133,11 +138,11 @@ class Coordinator:
             if not existing.dropped:
                 raise JobError(f"collection {name} exists", code=ErrorCode.BAD_REQUEST)
             version = existing.version + 1
+        assert info.dim is not None and info.pooling is not None  # an embed offer has both
         definition = CollectionDef(
-            name=name, model=model, model_sha256=info["sha256"], dim=int(info["dim"]),
-            pooling=info["pooling"], normalize=bool(info.get("normalize", True)),
-            query_prefix=info.get("query_prefix", ""),
-            passage_prefix=info.get("passage_prefix", ""), shards=shards, replicas=replicas,
+            name=name, model=model, model_sha256=info.sha256, dim=info.dim,
+            pooling=info.pooling, normalize=info.normalize, query_prefix=info.query_prefix,
+            passage_prefix=info.passage_prefix, shards=shards, replicas=replicas,
             write_quorum=write_quorum, index_kind=index_kind, version=version)
         placement = self.placement(definition)
         if not placement.peers:
@@ -453,14 +458,18 @@ class Coordinator:
     # -- sync ------------------------------------------------------------------------------
 
     async def sync_once(self) -> None:
+        """One round: merge peers' definitions, then converge every shard this node owns or
+        holds. Each definition and each shard is one item: a failing item (a full disk, a
+        broken store, a peer's bad reply) is logged, reported in ``sync_failures`` and skipped;
+        the round goes on with the next."""
         node = self.node
-        for _, caps in self._alive_records():
-            for wire in caps.get("collections", ()) or ():
+        for peer, caps in self._alive_caps():
+            for definition in caps.collections:  # validated when the record was accepted
                 try:
-                    definition = CollectionDef.from_wire(wire)
-                except JobError:
-                    continue
-                await trio.to_thread.run_sync(node.book.merge, definition)
+                    await trio.to_thread.run_sync(node.book.merge, definition)
+                except Exception as exc:
+                    quiet.warning(f"merge:{definition.name}", "definition %s from %s not "
+                                  "merged: %s", definition.name, peer[:16], exc)
         if not node.config.index or node.index is None:
             return
         for definition in node.book.all():
@@ -471,15 +480,38 @@ class Coordinator:
             held = node.index.held(ready_only=False).get(definition.name, {})
             # owners open their shards; every holder, owner or not, converges with the others
             for shard in sorted(set(placement.shards_of(node.peer_id)) | set(held)):
-                await node.index.store(definition, shard)
-                mine = node.index.held(ready_only=False)[definition.name][shard]
-                ready = node.index.is_ready(definition.name, shard)
-                for peer, digest in holders.get(shard, {}).items():
-                    stale = peer != node.peer_id and (digest != mine or not ready)
-                    if stale and await self._pull(definition, shard, peer):
-                        await node.index.mark_ready(definition.name, shard)
-                        ready = True
-            await self._collect(definition, placement, holders)
+                key = (definition.name, shard)
+                try:
+                    await self._sync_shard(definition, shard, holders.get(shard, {}))
+                    self.sync_failures.pop(key, None)
+                except Exception as exc:
+                    self._sync_failed(key, exc)
+            try:
+                await self._collect(definition, placement, holders)
+            except Exception as exc:
+                self._sync_failed((definition.name, -1), exc)
+
+    async def _sync_shard(self, definition: CollectionDef, shard: int,
+                          holders: dict[str, str]) -> None:
+        index = self.node.index
+        assert index is not None
+        await index.store(definition, shard)
+        mine = index.held(ready_only=False)[definition.name][shard]
+        ready = index.is_ready(definition.name, shard)
+        for peer, digest in holders.items():
+            stale = peer != self.node.peer_id and (digest != mine or not ready)
+            if stale and await self._pull(definition, shard, peer):
+                await index.mark_ready(definition.name, shard)
+                ready = True
+
+    def _sync_failed(self, key: tuple[str, int], exc: Exception) -> None:
+        what = f"{type(exc).__name__}: {exc}"[:300]
+        self.sync_failures[key] = what
+        where = f"{key[0]}/{key[1]}" if key[1] >= 0 else f"{key[0]} (replica collection)"
+        if isinstance(exc, CalinodeError | OSError):
+            quiet.warning(f"sync:{key}", "shard sync of %s failed: %s", where, what)
+        else:  # a bug: keep its traceback, but never more than one a key and interval
+            quiet.exception(f"sync:{key}", "shard sync of %s failed: %s", where, what)
 
     async def _collect(self, definition: CollectionDef, placement: PlacementMap,
                        holders: dict[int, dict[str, str]]) -> None:
@@ -530,10 +562,9 @@ class Coordinator:
         return True
 
     async def run_sync(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Sync rounds forever (items fail alone, see :meth:`sync_once`; the daemon restarts
+        this loop with back-off should its own bookkeeping ever fail)."""
         task_status.started()
         while True:
-            try:
-                await self.sync_once()
-            except CalinodeError as exc:
-                log.warning("shard sync: %s", exc)
+            await self.sync_once()
             await trio.sleep(SYNC_INTERVAL)

@@ -12,10 +12,10 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from calinode.protocol.capabilities import Capabilities
 from calinode.protocol.errors import ErrorCode, JobError
 
 
@@ -31,29 +31,29 @@ class Candidate:
 def model_offers(
     name: str,
     kind: str,
-    local: Mapping[str, Any] | None,
-    peers: Iterable[tuple[str, Mapping[str, Any], int, float | None]],
+    local_sha256: str | None,
+    peers: Iterable[tuple[str, Capabilities, int, float | None]],
     self_id: str,
     self_load: int,
 ) -> list[Candidate]:
     """Candidates for model ``name`` of ``kind`` ("embed" or "generate").
 
-    ``local`` is this node's advertised model entry (or None); ``peers`` yields
-    ``(peer_id, capabilities, load, rtt_ms)`` of live peers. When this node holds the model,
+    ``local_sha256`` is the sha256 of this node's own copy (None: it has none); ``peers``
+    yields ``(peer_id, capabilities, load, rtt_ms)`` of live peers. When this node holds the model,
     only peers with the same sha256 qualify; otherwise the sha256 offered by most peers wins.
     """
     offers: list[Candidate] = []
-    if local is not None:
-        offers.append(Candidate(self_id, str(local["sha256"]), self_load, 0.0, is_self=True))
+    if local_sha256 is not None:
+        offers.append(Candidate(self_id, local_sha256, self_load, 0.0, is_self=True))
     for peer_id, capabilities, load, rtt_ms in peers:
-        for model in capabilities.get(kind, ()) or ():
-            if isinstance(model, Mapping) and model.get("name") == name and model.get("sha256"):
-                offers.append(Candidate(peer_id, str(model["sha256"]), load,
-                                        rtt_ms if rtt_ms is not None else 1e9))
+        offer = capabilities.offer(kind, name)
+        if offer is not None:
+            offers.append(Candidate(peer_id, offer.sha256, load,
+                                    rtt_ms if rtt_ms is not None else 1e9))
     if not offers:
         return []
-    if local is not None:
-        wanted = str(local["sha256"])
+    if local_sha256 is not None:
+        wanted = local_sha256
     else:
         counts = Counter(c.sha256 for c in offers)
         wanted = min(counts, key=lambda sha: (-counts[sha], sha))

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from calinode.node.collections_book import CollectionBook, CollectionDef
-from calinode.protocol.errors import ErrorCode, JobError
+from calinode.protocol.errors import ErrorCode, JobError, ProtocolError
 
 
 def definition(**overrides: object) -> CollectionDef:
@@ -48,7 +48,7 @@ def test_drop_is_a_newer_definition(tmp_path: Path) -> None:
                                  {"replicas": 17}, {"write_quorum": 3}, {"metric": "l2"},
                                  {"chunk_overlap": 150}])
 def test_bad_definitions(bad: dict[str, object]) -> None:
-    with pytest.raises(JobError):
+    with pytest.raises(ProtocolError):
         definition(**bad)
 
 

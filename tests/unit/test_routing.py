@@ -1,15 +1,19 @@
 import itertools
 
 from calinode.node.routing import Candidate, model_offers, rank_candidates, split_batch
+from calinode.protocol.capabilities import Capabilities, ModelOffer
+
+A, B, G = "a" * 64, "b" * 64, "c" * 64
 
 
-def caps(name: str, sha: str) -> dict[str, object]:
-    return {"embed": [{"name": name, "sha256": sha, "dim": 384}], "generate": []}
+def caps(name: str, sha: str) -> Capabilities:
+    return Capabilities(embed=(ModelOffer(name=name, kind="embed", sha256=sha, dim=384,
+                                          pooling="mean"),))
 
 
 def test_self_first_when_capable_and_spare() -> None:
-    cands = model_offers("m", "embed", {"name": "m", "sha256": "A"},
-                         [("p1", caps("m", "A"), 0, 1.0), ("p2", caps("m", "A"), 2, 0.5)],
+    cands = model_offers("m", "embed", A,
+                         [("p1", caps("m", A), 0, 1.0), ("p2", caps("m", A), 2, 0.5)],
                          "me", 0)
     assert [c.peer_id for c in rank_candidates(cands, local_spare=True)] == ["me", "p1", "p2"]
     assert [c.peer_id for c in rank_candidates(cands, local_spare=False)] == ["p1", "p2", "me"]
@@ -17,15 +21,15 @@ def test_self_first_when_capable_and_spare() -> None:
 
 def test_least_loaded_then_lowest_rtt() -> None:
     cands = model_offers("m", "embed", None,
-                         [("slow", caps("m", "A"), 1, 9.0), ("fast", caps("m", "A"), 1, 2.0),
-                          ("idle", caps("m", "A"), 0, 50.0)], "me", 0)
+                         [("slow", caps("m", A), 1, 9.0), ("fast", caps("m", A), 1, 2.0),
+                          ("idle", caps("m", A), 0, 50.0)], "me", 0)
     assert [c.peer_id for c in rank_candidates(cands, local_spare=True)] == ["idle", "fast", "slow"]
 
 
 def test_only_byte_identical_models_qualify() -> None:
-    peers = [("p1", caps("m", "A"), 0, 1.0), ("p2", caps("m", "B"), 0, 1.0),
-             ("p3", caps("m", "B"), 0, 1.0), ("p4", caps("other", "A"), 0, 1.0)]
-    with_local = model_offers("m", "embed", {"name": "m", "sha256": "A"}, peers, "me", 0)
+    peers = [("p1", caps("m", A), 0, 1.0), ("p2", caps("m", B), 0, 1.0),
+             ("p3", caps("m", B), 0, 1.0), ("p4", caps("other", A), 0, 1.0)]
+    with_local = model_offers("m", "embed", A, peers, "me", 0)
     assert {c.peer_id for c in with_local} == {"me", "p1"}
     without_local = model_offers("m", "embed", None, peers, "me", 0)
     assert {c.peer_id for c in without_local} == {"p2", "p3"}  # the majority copy
@@ -33,7 +37,8 @@ def test_only_byte_identical_models_qualify() -> None:
 
 
 def test_generate_offers_are_separate_from_embed() -> None:
-    peers = [("p1", {"embed": [], "generate": [{"name": "g", "sha256": "G"}]}, 0, 1.0)]
+    offer = ModelOffer(name="g", kind="generate", sha256=G, context_length=2048)
+    peers = [("p1", Capabilities(generate=(offer,)), 0, 1.0)]
     assert model_offers("g", "embed", None, peers, "me", 0) == []
     assert [c.peer_id for c in model_offers("g", "generate", None, peers, "me", 0)] == ["p1"]
 

@@ -1,0 +1,120 @@
+"""Collection definitions: what a collection pins, as a typed, bounded view of peer input.
+
+A collection pins its embedding model (name, sha256, dim, pooling, normalization, prefixes) and
+its layout (metric, shard count S, replication factor R, write quorum, index kind, chunking),
+so vectors of another model are never mixed in and queries are embedded the same way.
+
+Definitions travel inside capability records and ``shard.write`` requests, so every field is
+checked strictly when a :class:`CollectionDef` is built: ints are ints (never bools or floats:
+``shards = 2.5`` is refused), strings have length limits, enums are closed. A definition that
+fails raises :class:`~calinode.protocol.errors.LocalProtocolError` (``BAD_REQUEST``) when
+built locally and, through :meth:`CollectionDef.from_wire`, a
+:class:`~calinode.protocol.errors.RemoteProtocolError` when it came from a peer.
+
+Definitions converge by ``version``: the higher one wins; ties go to the lexically larger
+canonical JSON, so every node picks the same. Dropping a collection is a definition with
+``dropped=True`` and a higher version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Final
+
+from .validation import MAX_INT64, check_instance, check_int, check_str, from_peer, invalid
+
+__all__ = ["COLLECTION_NAME", "MAX_SHARDS", "CollectionDef"]
+
+#: A collection's name: lowercase letters, digits, ``_`` and ``-``, at most 64 characters.
+COLLECTION_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_MODEL_NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+_SHA256: Final = re.compile(r"[0-9a-f]{64}")
+MAX_SHARDS: Final = 4096
+MAX_REPLICAS: Final = 16
+MAX_DIM: Final = 16384
+MAX_PREFIX: Final = 64
+MAX_CHUNK_TOKENS: Final = 8192
+
+
+def _check_bool(name: str, value: object) -> None:
+    check_instance(name, value, bool)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CollectionDef:
+    """One collection's definition (see module docstring)."""
+
+    name: str
+    model: str
+    model_sha256: str
+    dim: int
+    pooling: str
+    normalize: bool
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    metric: str = "ip"
+    shards: int = 16
+    replicas: int = 2
+    write_quorum: int = 0  # 0: a majority of the replicas
+    index_kind: str = "flat"
+    chunk_tokens: int = 200
+    chunk_overlap: int = 32
+    version: int = 1
+    dropped: bool = False
+
+    def __post_init__(self) -> None:
+        check_str("collection name", self.name, max_len=64, pattern=COLLECTION_NAME)
+        check_str("model", self.model, max_len=128, pattern=_MODEL_NAME)
+        check_str("model_sha256", self.model_sha256, min_len=64, max_len=64, pattern=_SHA256)
+        check_int("dim", self.dim, lo=1, hi=MAX_DIM)
+        if self.pooling not in ("mean", "cls"):
+            invalid(f"pooling must be mean or cls, not {self.pooling!r}")
+        _check_bool("normalize", self.normalize)
+        check_str("query_prefix", self.query_prefix, min_len=0, max_len=MAX_PREFIX)
+        check_str("passage_prefix", self.passage_prefix, min_len=0, max_len=MAX_PREFIX)
+        if self.metric != "ip":
+            invalid("metric must be ip (inner product on normalized vectors)")
+        check_int("shards", self.shards, lo=1, hi=MAX_SHARDS)
+        check_int("replicas", self.replicas, lo=1, hi=MAX_REPLICAS)
+        check_int("write_quorum", self.write_quorum, lo=0, hi=self.replicas)
+        if self.index_kind not in ("flat", "hnsw"):
+            invalid(f"index kind must be flat or hnsw, not {self.index_kind!r}")
+        check_int("chunk_tokens", self.chunk_tokens, lo=8, hi=MAX_CHUNK_TOKENS)
+        check_int("chunk_overlap", self.chunk_overlap, lo=0, hi=self.chunk_tokens // 2 - 1)
+        check_int("version", self.version, lo=1, hi=MAX_INT64 - 1)
+        _check_bool("dropped", self.dropped)
+
+    @property
+    def quorum(self) -> int:
+        return self.write_quorum or self.replicas // 2 + 1
+
+    def to_wire(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_wire(cls, data: object) -> CollectionDef:
+        """The definition a peer sent; raises ``RemoteProtocolError`` (``BAD_REQUEST``)."""
+        with from_peer():
+            if not isinstance(data, dict):
+                invalid(f"a collection definition must be a map, not {type(data).__name__}")
+            names = {f.name for f in dataclasses.fields(cls)}
+            unknown = sorted(repr(k)[:40] for k in data if k not in names)[:8]
+            if unknown:
+                invalid(f"collection definition has unknown fields {unknown}")
+            missing = sorted(f.name for f in dataclasses.fields(cls)
+                             if f.default is dataclasses.MISSING and f.name not in data)
+            if missing:
+                invalid(f"collection definition lacks {missing}")
+            return cls(**data)
+
+    def canonical(self) -> str:
+        return json.dumps(self.to_wire(), sort_keys=True, separators=(",", ":"))
+
+    def newer_than(self, other: CollectionDef) -> bool:
+        return (self.version, self.canonical()) > (other.version, other.canonical())
+
+    def dropped_copy(self) -> CollectionDef:
+        return dataclasses.replace(self, dropped=True, version=self.version + 1)
