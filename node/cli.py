@@ -197,6 +197,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{data['jobs']['served']} served, {data['jobs']['failed']} failed",
         f"uptime    {data['uptime_s']} s",
     ])
+    refused = data.get("rejected_input") or {}
+    if refused:
+        text += "\nrefused   " + ", ".join(f"{n} {reason}" for reason, n in refused.items())
+        text += " (peer input this node dropped; see its log)"
+    for shard, why in (data.get("sync_failures") or {}).items():
+        text += f"\nfailing   shard {shard}: {why}"
     _emit(data, args.json, text)
     return 0
 
