@@ -75,13 +75,25 @@ def start_daemon(home: Path, *extra: str) -> tuple[subprocess.Popen[bytes], dict
         if proc.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"daemon in {home} failed; see {home.parent}/{home.name}.log")
         time.sleep(0.1)
-    return proc, json.loads((home / "node.json").read_text())
+    info = json.loads((home / "node.json").read_text())
+    _TOKENS[info["api"]] = (home / "api.token").read_text().strip()
+    return proc, info
+
+
+_TOKENS: dict[str, str] = {}  # API address -> its node's bearer token
+
+
+def api_client(api: str, timeout: float) -> httpx.Client:
+    """A kept-alive client of a node's API, with the node's token."""
+    return httpx.Client(base_url=f"http://{api}", timeout=timeout,
+                        headers={"Authorization": f"Bearer {_TOKENS[api]}"})
 
 
 def wait_for_models(api: str, peer_id: str) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        peers = httpx.get(f"http://{api}/v1/peers").json()
+        with api_client(api, 30) as client:
+            peers = client.get("/v1/peers").json()
         if any(p["peer_id"] == peer_id and p["alive"] and p["capabilities"]["generate"]
                for p in peers):
             return
@@ -134,7 +146,7 @@ def sentence_transformers_embedder(threads: int) -> Callable[[list[str]], Any] |
 
 
 def api_embedder(api: str) -> Callable[[list[str]], Any]:
-    client = httpx.Client(base_url=f"http://{api}", timeout=120)
+    client = api_client(api, 120)
 
     def embed(texts: list[str]) -> Any:
         response = client.post("/v1/embed", json={"texts": texts, "model": "minilm-l6-int8"})
@@ -262,8 +274,8 @@ def report(args: argparse.Namespace, models: Path, api_a: str, api_c: str) -> No
 
     registry = ModelRegistry(models)
     gguf = registry.path_of(registry.get("smollm2-135m"))
-    client_a = httpx.Client(base_url=f"http://{api_a}", timeout=300)
-    client_c = httpx.Client(base_url=f"http://{api_c}", timeout=300)
+    client_a = api_client(api_a, 300)
+    client_c = api_client(api_c, 300)
     paths: dict[str, Callable[[], tuple[float, float, int]]] = {
         "direct llama-cpp-python": direct_generation(gguf, threads, prompt, tokens),
         "calinode local API": lambda: stream_generation(client_a, prompt, tokens),

@@ -7,16 +7,20 @@ Errors are ``{"error": {"code", "message"}}`` with an HTTP status derived from t
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any
 
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from calinode.node.api_errors import error_response
+from calinode.node.api_guard import ApiGuard, read_json
 from calinode.node.inference_api import inference_routes
 from calinode.node.rag_api import rag_routes
 from calinode.protocol.errors import CalinodeError, ErrorCode
@@ -28,37 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HTTP_STATUS: dict[ErrorCode, int] = {
-    ErrorCode.BAD_REQUEST: 400,
-    ErrorCode.UNKNOWN_KIND: 400,
-    ErrorCode.UNKNOWN_MODEL: 404,
-    ErrorCode.UNKNOWN_COLLECTION: 404,
-    ErrorCode.UNKNOWN_PEER: 404,
-    ErrorCode.UNAUTHORIZED: 403,
-    ErrorCode.OVERLOADED: 503,
-    ErrorCode.NO_CAPABLE_PEER: 503,
-    ErrorCode.SHARD_UNAVAILABLE: 503,
-    ErrorCode.PEER_UNREACHABLE: 502,
-    ErrorCode.DEADLINE_EXCEEDED: 504,
-}
 MAX_TIMEOUT = 300.0
-
-
-def error_response(code: ErrorCode, message: str) -> JSONResponse:
-    status = HTTP_STATUS.get(code, 500)
-    kind = "invalid_request_error" if status < 500 else "server_error"  # OpenAI clients read it
-    return JSONResponse({"error": {"code": code.value, "message": message, "type": kind}},
-                        status_code=status)
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise CalinodeError("request body must be JSON", code=ErrorCode.BAD_REQUEST) from None
-    if not isinstance(body, dict):
-        raise CalinodeError("request body must be a JSON object", code=ErrorCode.BAD_REQUEST)
-    return body
 
 
 def _field(body: dict[str, Any], name: str, kind: type, default: Any = ...) -> Any:
@@ -91,7 +65,7 @@ def build_app(node: Node) -> Starlette:
         return JSONResponse(node.peers())
 
     async def ping(request: Request) -> JSONResponse:
-        body = await _json_body(request)
+        body = await read_json(request)
         count = _field(body, "count", int, 1)
         if not 1 <= count <= 1000:
             raise CalinodeError("count must be 1..1000", code=ErrorCode.BAD_REQUEST)
@@ -99,7 +73,7 @@ def build_app(node: Node) -> Starlette:
                                             timeout=_timeout(body, 5.0)))
 
     async def jobs(request: Request) -> JSONResponse:
-        body = await _json_body(request)
+        body = await read_json(request)
         result = await node.run_job(
             _field(body, "peer_id", str, node.peer_id), _field(body, "kind", str),
             _field(body, "params", dict, {}), timeout=_timeout(body, 30.0))
@@ -109,6 +83,15 @@ def build_app(node: Node) -> Starlette:
     async def on_calinode_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, CalinodeError)
         return error_response(exc.code, exc.message)
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:
+            return error_response(ErrorCode.METHOD_NOT_ALLOWED,
+                                  f"{request.method} is not allowed on {request.url.path}")
+        if exc.status_code == 404:
+            return error_response(ErrorCode.NOT_FOUND, f"no route {request.url.path}")
+        return error_response(ErrorCode.BAD_REQUEST, str(exc.detail))
 
     return Starlette(
         routes=[
@@ -120,7 +103,7 @@ def build_app(node: Node) -> Starlette:
             *inference_routes(node),
             *rag_routes(node),
         ],
-        exception_handlers={CalinodeError: on_calinode_error},
+        exception_handlers={CalinodeError: on_calinode_error, HTTPException: on_http_error},
     )
 
 
@@ -130,4 +113,16 @@ async def serve_api(node: Node, *, task_status: TaskStatus[list[str]]) -> None:
     config.accesslog = None
     config.errorlog = logging.getLogger("calinode.api")
     config.graceful_timeout = 1.0
-    await serve(build_app(node), config, task_status=task_status)  # type: ignore[arg-type]
+    if not _loopback(node.config.api_host):
+        log.warning("the local API listens on %s, beyond this machine: anyone who can reach "
+                    "it and holds the token in %s can use this node", node.config.api,
+                    node.config.home / "api.token")
+    app = ApiGuard(build_app(node), token=node.api_token)
+    await serve(app, config, task_status=task_status)  # type: ignore[arg-type]
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -34,6 +34,8 @@ def _add_client_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api", help="node API HOST:PORT (default: from the home's node.json, "
                         "$CALINODE_API, or 127.0.0.1:7412)")
     parser.add_argument("--home", help="node home holding node.json (default $CALINODE_HOME)")
+    parser.add_argument("--token", help="API token (default: $CALINODE_TOKEN, or the home's "
+                        "api.token); needed for a node whose home is on another machine")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
@@ -119,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     ident.add_argument("--home", help="node home (default $CALINODE_HOME)")
     ident.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
+    token = sub.add_parser("token", help="print the local API's bearer token (for scripts and "
+                           "OpenAI clients: api_key=<token>)")
+    token.add_argument("--home", help="node home (default $CALINODE_HOME)")
+    token.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
     status = sub.add_parser("status", help="show the running node")
     _add_client_args(status)
     peers = sub.add_parser("peers", help="list the peer table of the running node")
@@ -177,10 +184,20 @@ def cmd_id(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    from calinode.node.config import resolve_home
+    from calinode.node.identity import load_or_create_api_token
+
+    home = resolve_home(args.home, os.environ)
+    token = load_or_create_api_token(home)
+    _emit({"token": token, "home": str(home)}, args.json, token)
+    return 0
+
+
 def _client(args: argparse.Namespace) -> Any:
     from calinode.node.client import CalinodeClient
 
-    return CalinodeClient.from_home(args.home, api=args.api)
+    return CalinodeClient.from_home(args.home, api=args.api, token=getattr(args, "token", None))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -281,7 +298,8 @@ def cmd_rag_command(args: argparse.Namespace) -> int:
         return cmd_rag(args, client)
 
 
-COMMANDS = {"start": cmd_start, "keygen": cmd_keygen, "id": cmd_id, "status": cmd_status,
+COMMANDS = {"start": cmd_start, "keygen": cmd_keygen, "id": cmd_id, "token": cmd_token,
+            "status": cmd_status,
             "peers": cmd_peers, "ping": cmd_ping, "embed": cmd_embed, "generate": cmd_generate,
             "models": cmd_models, "collections": cmd_rag_command, "ingest": cmd_rag_command,
             "search": cmd_rag_command, "delete": cmd_rag_command, "ask": cmd_rag_command,

@@ -3,13 +3,15 @@
 Scripts and the CLI use it the same way::
 
     from calinode.node.client import CalinodeClient
-    client = CalinodeClient.from_home()          # or CalinodeClient("127.0.0.1:7412")
+    client = CalinodeClient.from_home()   # or CalinodeClient("127.0.0.1:7412", token="...")
     print(client.status()["peer_id"])
     for peer in client.peers():
         print(peer["peer_id"], peer["alive"])
     client.ping("12D3KooW...", count=3)
 
-Every failure raises :class:`calinode.protocol.errors.ApiError` with a stable ``code``.
+Every failure raises :class:`calinode.protocol.errors.ApiError` with a stable ``code``. The
+API wants the bearer token from the node's home (``api.token``): ``from_home`` reads it, or
+give it as ``token=`` / ``$CALINODE_TOKEN`` for a node whose home is elsewhere.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import httpx
 
 from calinode.node.config import DEFAULT_API, resolve_home
+from calinode.node.identity import read_api_token
 from calinode.node.node_file import read_node_file
 from calinode.protocol.errors import ApiError, ErrorCode
 
@@ -39,14 +42,28 @@ def locate_api(api: str | None = None, home: str | None = None) -> str:
     return DEFAULT_API
 
 
+def locate_token(token: str | None = None, home: str | None = None) -> str | None:
+    """``token`` if given, else ``CALINODE_TOKEN``, else the home's ``api.token``."""
+    if token:
+        return token
+    if os.environ.get("CALINODE_TOKEN"):
+        return os.environ["CALINODE_TOKEN"]
+    return read_api_token(resolve_home(home, os.environ))
+
+
 class CalinodeClient:
-    def __init__(self, api: str = DEFAULT_API, *, timeout: float = 60.0) -> None:
+    def __init__(self, api: str = DEFAULT_API, *, token: str | None = None,
+                 timeout: float = 60.0) -> None:
         self.api = api.removeprefix("http://")
-        self._http = httpx.Client(base_url=f"http://{self.api}", timeout=timeout)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=f"http://{self.api}", timeout=timeout,
+                                  headers=headers)
 
     @classmethod
-    def from_home(cls, home: str | Path | None = None, *, api: str | None = None) -> CalinodeClient:
-        return cls(locate_api(api, str(home) if home else None))
+    def from_home(cls, home: str | Path | None = None, *, api: str | None = None,
+                  token: str | None = None) -> CalinodeClient:
+        where = str(home) if home else None
+        return cls(locate_api(api, where), token=locate_token(token, where))
 
     def close(self) -> None:
         self._http.close()

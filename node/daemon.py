@@ -33,7 +33,11 @@ from calinode.node.collections_book import CollectionBook
 from calinode.node.config import NodeConfig
 from calinode.node.dispatch import Dispatcher
 from calinode.node.host import PeerGate, PeerPolicy, build_host, guarded
-from calinode.node.identity import load_or_create_identity, read_swarm_key
+from calinode.node.identity import (
+    load_or_create_api_token,
+    load_or_create_identity,
+    read_swarm_key,
+)
 from calinode.node.inference_jobs import register_inference_jobs
 from calinode.node.job_client import JobClient, JobResult
 from calinode.node.job_server import JobRegistry, JobServer
@@ -79,6 +83,7 @@ class Node:
     rejections: Rejections = field(default_factory=Rejections)
     addrs: tuple[str, ...] = ()
     api_url: str = ""
+    api_token: str = ""
     started_at: float = 0.0
 
     @property
@@ -292,6 +297,7 @@ async def run_node(
                 from calinode.node.mdns import run_mdns
 
                 await nursery.start(run_mdns, node)
+            node.api_token = await trio.to_thread.run_sync(load_or_create_api_token, config.home)
             binds = await nursery.start(serve_api, node)
             node.api_url = binds[0]
             await trio.to_thread.run_sync(write_node_file, config.home, {

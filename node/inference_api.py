@@ -25,6 +25,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from calinode.node.api_errors import error_response
+from calinode.node.api_guard import read_json
 from calinode.node.api_json import FastJSONResponse
 from calinode.node.inference_jobs import INPUT_TYPES, bad, generate_request
 from calinode.protocol.errors import CalinodeError
@@ -34,16 +36,6 @@ if TYPE_CHECKING:
 
 DEFAULT_TIMEOUT = 120.0
 Emit = Callable[[bytes], Awaitable[None]]
-
-
-async def read_json(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise bad("request body must be JSON") from None
-    if not isinstance(body, dict):
-        raise bad("request body must be a JSON object")
-    return body
 
 
 def timeout_of(body: dict[str, Any]) -> float:
@@ -158,8 +150,6 @@ class StreamingEndpoint:
         self.mode = mode  # "native" or "openai"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from calinode.node.api import error_response
-
         request = Request(scope, receive)
         try:
             body = await read_json(request)

@@ -17,8 +17,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from calinode.node.api_errors import error_response
+from calinode.node.api_guard import read_json
 from calinode.node.api_json import FastJSONResponse
-from calinode.node.inference_api import read_json, timeout_of
+from calinode.node.inference_api import timeout_of
 from calinode.node.inference_jobs import bad
 from calinode.protocol.errors import CalinodeError, JobError
 
@@ -137,8 +139,6 @@ def rag_routes(node: Node) -> list[Route]:
 
     async def ask(scope: Scope, receive: Receive, send: Send) -> None:
         """JSON, or with ``stream: true`` NDJSON: ``{"text"}`` lines, then ``{"done"}``."""
-        from calinode.node.api import error_response
-
         try:
             body = await read_json(Request(scope, receive))
             args = (_str(body, "collection"), _str(body, "question"))

@@ -91,6 +91,15 @@ class Daemon:
         return dict(json.loads(self.node_file.read_text()))
 
     @property
+    def token(self) -> str:
+        """The node's local API token (``api.token`` in its home)."""
+        return (self.home / "api.token").read_text().strip()
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    @property
     def peer_id(self) -> str:
         return str(self.info["peer_id"])
 

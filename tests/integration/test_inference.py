@@ -112,7 +112,7 @@ def test_generation_streams_token_by_token_from_a_remote_peer(
     # the same over server-sent events, with the openai client
     import openai
 
-    oc = openai.OpenAI(base_url=f"http://{c.info['api']}/v1", api_key="unused")
+    oc = openai.OpenAI(base_url=f"http://{c.info['api']}/v1", api_key=c.token)
     chunks = list(oc.chat.completions.create(  # a prompt that fills all 24 tokens
         model="smollm2-135m", max_tokens=24, seed=3, stream=True,
         messages=[{"role": "user", "content": "Write a short paragraph about the ocean."}]))
@@ -125,7 +125,7 @@ def test_openai_client_against_a_node_without_models(pair: tuple[Daemon, Daemon]
 
     _a, c = pair
     api = c.info["api"]
-    oc = openai.OpenAI(base_url=f"http://{api}/v1", api_key="unused")
+    oc = openai.OpenAI(base_url=f"http://{api}/v1", api_key=c.token)
     emb = oc.embeddings.create(model="minilm-l6-int8", input=["hello", "world"])
     assert len(emb.data) == 2 and len(emb.data[0].embedding) == 384
     b64 = oc.embeddings.create(model="minilm-l6-int8", input="hello", encoding_format="base64")
@@ -188,7 +188,7 @@ def test_client_going_away_cancels_the_remote_generation(pair: tuple[Daemon, Dae
     body = {"model": "smollm2-135m", "prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "max_tokens": 3000,
             "stream": True, "temperature": 0.0}
     with httpx.stream("POST", f"http://{c.info['api']}/v1/generate", json=body,
-                      timeout=60) as response:
+                      headers=c.auth, timeout=60) as response:
         lines = response.iter_lines()
         assert "text" in json.loads(next(lines))
     # the connection is closed after the first piece: A must stop generating, not finish

@@ -190,7 +190,7 @@ def test_updates_deletes_and_answers(swarm: Swarm, prepared_models: Path) -> Non
         assert not answer["partial"]
     import openai
 
-    oc = openai.OpenAI(base_url=f"http://{n2.info['api']}/v1", api_key="unused")
+    oc = openai.OpenAI(base_url=f"http://{n2.info['api']}/v1", api_key=n2.token)
     chat = oc.chat.completions.create(
         model="smollm2-135m", max_tokens=30,
         messages=[{"role": "user", "content": "What limits the lift of a thin airfoil?"}],

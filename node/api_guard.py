@@ -1,0 +1,137 @@
+"""What stands between the local HTTP API and everything else on the machine or the web.
+
+The API runs jobs, reads and deletes documents: any web page the user visits could try a
+cross-site POST to ``http://127.0.0.1:7412`` (CSRF), and a hostile DNS name that resolves to
+127.0.0.1 could read its answers (DNS rebinding). So every request passes :class:`ApiGuard`
+(a raw ASGI middleware, headers only, before any route runs):
+
+- ``Host`` must name this API's port on an IP literal or ``localhost``: a rebinding attack
+  needs a DNS name, which is refused (403 ``UNAUTHORIZED``);
+- an ``Origin`` header, which browsers send on cross-site requests, must name the same kind
+  of address (403 ``UNAUTHORIZED``); the CLI and scripts send none;
+- every route but ``/healthz`` needs ``Authorization: Bearer <token>``, the token in the node's
+  home (``api.token``, mode 0600; the CLI and :class:`~calinode.node.client.CalinodeClient`
+  read it from there): 401 ``UNAUTHENTICATED`` without it.
+
+Bodies are checked where they are read (:func:`read_json`): ``application/json`` only (415
+``UNSUPPORTED_MEDIA_TYPE``; a ``text/plain`` cross-site form post is thereby refused too),
+at most :data:`MAX_BODY` bytes, counted while reading (413 ``PAYLOAD_TOO_LARGE``), and JSON
+nested deeper than orjson's 1024 levels is a 400, never a 500.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from calinode.protocol.errors import CalinodeError, ErrorCode
+
+__all__ = ["MAX_BODY", "OPEN_PATHS", "ApiGuard", "host_allowed", "read_json"]
+
+#: Largest request body (bytes): far above the CLI's ingest batches (a few MB).
+MAX_BODY = 64 * 1024 * 1024
+#: Routes that answer without the token (liveness probes).
+OPEN_PATHS = frozenset({"/healthz"})
+JSON_TYPES = ("application/json", "application/x-ndjson")
+
+
+def host_allowed(host: str, port: int) -> bool:
+    """``host`` (a ``Host`` header value) names ``port`` on an IP literal or ``localhost``."""
+    name, sep, given = host.rpartition(":")
+    if not sep or given != str(port):
+        return False
+    name = name.removeprefix("[").removesuffix("]")
+    if name == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def origin_allowed(origin: str, port: int) -> bool:
+    scheme, sep, rest = origin.partition("://")
+    return bool(sep) and scheme in ("http", "https") and host_allowed(rest.rstrip("/"), port)
+
+
+def _refusal(status: int, code: ErrorCode, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code.value, "message": message,
+                                   "type": "invalid_request_error"}}, status_code=status)
+
+
+class ApiGuard:
+    """ASGI middleware: Host, Origin and bearer token checks (see module docstring)."""
+
+    def __init__(self, app: ASGIApp, *, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self.check(scope)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def check(self, scope: Scope) -> JSONResponse | None:
+        """The refusal for this request, or None when it may pass."""
+        port = int((scope.get("server") or ("", 0))[1] or 0)  # the socket that accepted it
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        host = headers.get(b"host", b"").decode("latin-1")
+        if not host_allowed(host, port):
+            return _refusal(403, ErrorCode.UNAUTHORIZED,
+                            f"Host {host[:80]!r} is not this node's API address; use "
+                            f"http://127.0.0.1:{port}")
+        origin = headers.get(b"origin")
+        if origin is not None and not origin_allowed(origin.decode("latin-1"), port):
+            return _refusal(403, ErrorCode.UNAUTHORIZED,
+                            "cross-origin requests are refused (Origin "
+                            f"{origin.decode('latin-1')[:80]!r})")
+        if scope.get("path") in OPEN_PATHS:
+            return None
+        auth = headers.get(b"authorization", b"")
+        scheme, _, given = auth.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
+            return _refusal(401, ErrorCode.UNAUTHENTICATED,
+                            "missing or wrong API token: send 'Authorization: Bearer <token>' "
+                            "with the token from the node's home (calinode token --home HOME)")
+        return None
+
+
+async def read_json(request: Request, *, max_bytes: int = MAX_BODY) -> dict[str, Any]:
+    """The request's JSON object body, checked as the module docstring says."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in JSON_TYPES:
+        raise CalinodeError(f"request body must be application/json, not {kind or 'untyped'}",
+                            code=ErrorCode.UNSUPPORTED_MEDIA_TYPE)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(max_bytes)
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > max_bytes:
+            raise _too_large(max_bytes)
+    try:
+        data = orjson.loads(bytes(body))
+    except orjson.JSONDecodeError as exc:
+        raise CalinodeError(f"request body is not valid JSON: {exc}"[:300],
+                            code=ErrorCode.BAD_REQUEST) from None
+    if not isinstance(data, dict):
+        raise CalinodeError("request body must be a JSON object", code=ErrorCode.BAD_REQUEST)
+    return data
+
+
+def _too_large(max_bytes: int) -> CalinodeError:
+    return CalinodeError(f"request body over {max_bytes // (1024 * 1024)} MiB; send it in parts",
+                         code=ErrorCode.PAYLOAD_TOO_LARGE)
