@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from calinode.protocol.errors import ConfigError
@@ -31,6 +31,16 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def model_path_is_inside(path: object) -> bool:
+    """``path`` names a file inside a model's folder: relative, no ``..``, no empty part, no
+    backslash or NUL (a manifest is read from disk and may have been tampered with)."""
+    if not isinstance(path, str) or not path or "\\" in path or "\x00" in path:
+        return False
+    pure = PurePosixPath(path)
+    return not pure.is_absolute() and all(part not in ("", ".", "..") for part in
+                                          path.split("/"))
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelFile:
     """One file of a model, relative to the model's folder."""
@@ -40,7 +50,7 @@ class ModelFile:
     size: int
 
     def __post_init__(self) -> None:
-        if "/" in self.path.strip("./") and ".." in self.path.split("/"):
+        if not model_path_is_inside(self.path):
             raise ConfigError(f"model file path may not leave the model folder: {self.path!r}")
         if not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
             raise ConfigError(f"bad sha256 for {self.path!r}")

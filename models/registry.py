@@ -53,7 +53,13 @@ class ModelRegistry:
                            "see: calinode models list", code=ErrorCode.UNKNOWN_MODEL) from None
 
     def path_of(self, manifest: ModelManifest, file: ModelFile | None = None) -> Path:
-        return self.folder(manifest.name) / (file or manifest.primary).path
+        """The file's path, resolved, and refused if it leads out of the model's folder
+        (through a symlink, say)."""
+        folder = self.folder(manifest.name)
+        path = (folder / (file or manifest.primary).path).resolve()
+        if not path.is_relative_to(folder.resolve()):
+            raise ConfigError(f"model {manifest.name}: {path} is outside its folder {folder}")
+        return path
 
     def install(
         self,

@@ -24,6 +24,7 @@ import os
 import threading
 from pathlib import Path
 
+from calinode.node.identity import fsync_dir
 from calinode.protocol.capabilities import MAX_COLLECTIONS
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import CalinodeError, ErrorCode, JobError
@@ -96,6 +97,7 @@ class CollectionBook:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        fsync_dir(self.folder)  # the rename itself must survive a crash
 
 
 def set_aside(path: Path, reason: str) -> None:

@@ -32,6 +32,13 @@ from calinode.node.builtin_jobs import register_builtin_jobs
 from calinode.node.collections_book import CollectionBook
 from calinode.node.config import NodeConfig
 from calinode.node.dispatch import Dispatcher
+from calinode.node.home import (
+    check_api_free,
+    check_free,
+    lock_home,
+    make_private_home,
+    unlock_home,
+)
 from calinode.node.host import PeerGate, PeerPolicy, build_host, guarded
 from calinode.node.identity import (
     load_or_create_api_token,
@@ -264,7 +271,23 @@ async def run_node(
     announce: bool = True,
     task_status: TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a node until cancelled (or until SIGINT/SIGTERM when ``handle_signals``)."""
+    """Run a node until cancelled (or until SIGINT/SIGTERM when ``handle_signals``).
+
+    The home is made private and locked first (one daemon per home), and the listen addresses
+    are checked to be free: each is a one-line ``ConfigError`` before anything else starts."""
+    await trio.to_thread.run_sync(make_private_home, config.home)
+    lock = await trio.to_thread.run_sync(lock_home, config.home)
+    try:
+        await trio.to_thread.run_sync(check_free, config.listen)
+        await trio.to_thread.run_sync(check_api_free, config.api)
+        await _run_locked(config, handle_signals=handle_signals, announce=announce,
+                          task_status=task_status)
+    finally:
+        unlock_home(lock)
+
+
+async def _run_locked(config: NodeConfig, *, handle_signals: bool, announce: bool,
+                      task_status: TaskStatus[Node]) -> None:
     from calinode.node.api import serve_api  # the HTTP stack is only needed by a running node
 
     node = await build_node(config)

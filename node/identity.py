@@ -45,11 +45,12 @@ def load_or_create_identity(home: Path) -> KeyPair:
             return load_identity(path)
         except (OSError, ValueError) as exc:
             raise IdentityError(f"cannot load node identity {path}: {exc}") from exc
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
     key_pair = create_new_key_pair()
     tmp = path.with_suffix(".tmp")
     save_identity(key_pair, tmp)
-    os.replace(tmp, path)
+    write_private_file(path, tmp.read_bytes())  # 0600, fsynced, folder fsynced after rename
+    tmp.unlink()
     return key_pair
 
 

@@ -1,7 +1,8 @@
 """``node.json`` in the home: how the CLI, scripts and tests find a running node.
 
 Written atomically by the daemon once it is ready (``peer_id``, ``addrs``, ``api``, ``pid``,
-``version``) and removed when it stops. Kept free of libp2p imports so the CLI starts fast.
+``version``) and removed when it stops, only by the process that wrote it. Kept free of libp2p
+imports so the CLI starts fast.
 """
 
 from __future__ import annotations
@@ -30,4 +31,7 @@ def read_node_file(home: Path) -> dict[str, Any] | None:
 
 
 def remove_node_file(home: Path) -> None:
-    (home / NODE_FILE).unlink(missing_ok=True)
+    """Remove ``node.json`` if this process wrote it (never another daemon's)."""
+    info = read_node_file(home)
+    if info is not None and info.get("pid") == os.getpid():
+        (home / NODE_FILE).unlink(missing_ok=True)
