@@ -47,7 +47,8 @@ Environment:
   CALINODE_BIN                 calinode executable (default: calinode from PATH)
   CALINODE_SWARM_TIMEOUT       seconds to wait for each node's node.json (default 30)
   CALINODE_SWARM_STOP_TIMEOUT  seconds between SIGTERM and SIGKILL (default 10)
-  Other CALINODE_* variables (CALINODE_SWARM_KEY, CALINODE_LOG_LEVEL, ...) reach the daemons;
+  CALINODE_SWARM_KEY           the swarm's key file (default: DIR/swarm.key, created once)
+  Other CALINODE_* variables (CALINODE_LOG_LEVEL, ...) reach the daemons;
   CALINODE_HOME, CALINODE_LISTEN, CALINODE_API and CALINODE_BOOTSTRAP are set by this script.
 EOF
 }
@@ -320,6 +321,13 @@ cmd_start() {
 
     mkdir -p "$DIR" || die "cannot create $DIR"
     DIR=$(cd "$DIR" && pwd -P)
+    # every node of the swarm shares one private key (a node listening beyond loopback is
+    # private by default, and could not be joined with --bootstrap alone)
+    if [[ -z ${CALINODE_SWARM_KEY:-} ]]; then
+        [[ -s $DIR/swarm.key ]] || "$BIN" keygen --out "$DIR/swarm.key" >/dev/null \
+            || die "cannot write the swarm key $DIR/swarm.key"
+        export CALINODE_SWARM_KEY=$DIR/swarm.key
+    fi
     for i in $(node_indices); do
         local pid=""
         [[ -s $DIR/node$i/pid ]] && read -r pid <"$DIR/node$i/pid"

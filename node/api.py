@@ -64,6 +64,12 @@ def build_app(node: Node) -> Starlette:
     async def peers(request: Request) -> JSONResponse:
         return JSONResponse(node.peers())
 
+    async def invite(request: Request) -> JSONResponse:
+        if node.swarm_key is None:
+            return JSONResponse({"invite": None, "swarm": node.swarm_mode,
+                                 "bootstrap": node.routable_addrs()[:1]})
+        return JSONResponse({"invite": node.invite(), "swarm": node.swarm_mode})
+
     async def ping(request: Request) -> JSONResponse:
         body = await read_json(request)
         count = _field(body, "count", int, 1)
@@ -98,6 +104,7 @@ def build_app(node: Node) -> Starlette:
             Route("/healthz", healthz),
             Route("/v1/status", status),
             Route("/v1/peers", peers),
+            Route("/v1/invite", invite),
             Route("/v1/ping", ping, methods=["POST"]),
             Route("/v1/jobs", jobs, methods=["POST"]),
             *inference_routes(node),

@@ -58,7 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--bootstrap", action="append", metavar="MULTIADDR",
                        help="a peer to join, /ip4/HOST/tcp/PORT/p2p/PEER_ID; repeatable")
     start.add_argument("--api", metavar="HOST:PORT", help="local HTTP API (default 127.0.0.1:7412)")
-    start.add_argument("--swarm-key", metavar="FILE", help="private swarm key (calinode keygen)")
+    start.add_argument("--join", metavar="INVITE",
+                       help="join a private swarm with the invite another node printed "
+                            "(calinode invite): its addresses and swarm key in one paste")
+    start.add_argument("--swarm-key", metavar="FILE",
+                       help="private swarm key file (calinode keygen); default: the home's "
+                            "swarm.key, created on first start when listening beyond loopback")
+    start.add_argument("--open", dest="open_swarm", action="store_const", const=True,
+                       default=None, help="run an OPEN swarm: anyone who reaches the port may "
+                       "join (default: private whenever listening beyond loopback)")
     start.add_argument("--allow", action="append", metavar="PEER_ID",
                        help="serve only these peers (repeatable; default: everyone with the key)")
     start.add_argument("--mdns", action="store_const", const=True, default=None,
@@ -125,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "OpenAI clients: api_key=<token>)")
     token.add_argument("--home", help="node home (default $CALINODE_HOME)")
     token.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    invite = sub.add_parser("invite", help="print the one-paste invite that joins another "
+                            "machine to this node's private swarm (calinode start --join ...)")
+    _add_client_args(invite)
 
     status = sub.add_parser("status", help="show the running node")
     _add_client_args(status)
@@ -200,6 +212,18 @@ def _client(args: argparse.Namespace) -> Any:
     return CalinodeClient.from_home(args.home, api=args.api, token=getattr(args, "token", None))
 
 
+def cmd_invite(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        data = client.invite()
+    if data["invite"] is None:
+        text = ("this node runs an open swarm; join it with: calinode start --bootstrap "
+                + (data.get("bootstrap") or ["<address>"])[0])
+    else:
+        text = f"calinode start --join {data['invite']}"
+    _emit(data, args.json, text)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
         data = client.status()
@@ -210,6 +234,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         *(f"address   {addr}" for addr in data["addrs"]),
         f"api       {data['api']}",
         f"peers     {data['peers']['alive']} alive of {data['peers']['known']} known",
+        f"swarm     {data.get('swarm', '?')}",
         f"jobs      {', '.join(caps['jobs'])}; {data['load']['in_flight']} in flight, "
         f"{data['jobs']['served']} served, {data['jobs']['failed']} failed",
         f"uptime    {data['uptime_s']} s",
@@ -299,7 +324,7 @@ def cmd_rag_command(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"start": cmd_start, "keygen": cmd_keygen, "id": cmd_id, "token": cmd_token,
-            "status": cmd_status,
+            "status": cmd_status, "invite": cmd_invite,
             "peers": cmd_peers, "ping": cmd_ping, "embed": cmd_embed, "generate": cmd_generate,
             "models": cmd_models, "collections": cmd_rag_command, "ingest": cmd_rag_command,
             "search": cmd_rag_command, "delete": cmd_rag_command, "ask": cmd_rag_command,

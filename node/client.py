@@ -110,6 +110,10 @@ class CalinodeClient:
     def status(self) -> dict[str, Any]:
         return dict(self._request("GET", "/v1/status"))
 
+    def invite(self) -> dict[str, Any]:
+        """``{"invite": "cal1...", "swarm": mode}`` (``invite`` is None in an open swarm)."""
+        return dict(self._request("GET", "/v1/invite"))
+
     def peers(self) -> list[dict[str, Any]]:
         return list(self._request("GET", "/v1/peers"))
 

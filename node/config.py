@@ -47,6 +47,8 @@ class NodeConfig:
     bootstrap: tuple[str, ...] = ()
     api: str = DEFAULT_API
     swarm_key: Path | None = None
+    join: str | None = None  # an invite (calinode invite): bootstrap addresses + swarm key
+    open_swarm: bool = False  # no swarm key even when listening beyond loopback
     allow: tuple[str, ...] = ()
     mdns: bool = False
     mdns_interfaces: tuple[str, ...] = ()
@@ -88,6 +90,11 @@ class NodeConfig:
             raise ConfigError("replica_gc_after must be 0 (never) or more seconds")
         if self.max_jobs < 1 or self.max_jobs_per_peer < 1:
             raise ConfigError("max_jobs and max_jobs_per_peer must be at least 1")
+        if self.open_swarm and (self.join or self.swarm_key):
+            raise ConfigError("--open runs without a swarm key: drop --join/--swarm-key, or "
+                              "drop --open")
+        if self.join and self.swarm_key:
+            raise ConfigError("--join carries its own swarm key: drop --swarm-key")
 
     @property
     def api_host(self) -> str:
@@ -101,7 +108,7 @@ class NodeConfig:
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _TUPLES = {"listen", "bootstrap", "allow", "mdns_interfaces", "embed_models", "gen_models"}
-_BOOLS = {"mdns", "no_models", "index"}
+_BOOLS = {"mdns", "no_models", "index", "open_swarm"}
 _FLOATS = {"heartbeat_interval", "dead_after", "drop_after", "stream_interval",
            "replica_gc_after"}
 _INTS = {"max_jobs", "max_jobs_per_peer", "threads"}
@@ -124,6 +131,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             raise TypeError(value)
         if key == "swarm_key":
             return Path(value).expanduser() if value else None
+        if key == "join":
+            return str(value) if value else None
         if key in _FLOATS:
             return float(value)
         if key in _INTS:

@@ -37,15 +37,13 @@ from calinode.node.home import (
     check_free,
     lock_home,
     make_private_home,
+    resolve_swarm_key,
     unlock_home,
 )
 from calinode.node.host import PeerGate, PeerPolicy, build_host, guarded
-from calinode.node.identity import (
-    load_or_create_api_token,
-    load_or_create_identity,
-    read_swarm_key,
-)
+from calinode.node.identity import load_or_create_api_token, load_or_create_identity
 from calinode.node.inference_jobs import register_inference_jobs
+from calinode.node.invite import decode_invite, encode_invite
 from calinode.node.job_client import JobClient, JobResult
 from calinode.node.job_server import JobRegistry, JobServer
 from calinode.node.local_index import LocalIndex, register_index_jobs
@@ -91,6 +89,9 @@ class Node:
     addrs: tuple[str, ...] = ()
     api_url: str = ""
     api_token: str = ""
+    swarm_key: str | None = None  # None: an open swarm
+    swarm_mode: str = "open"
+    bootstrap: tuple[str, ...] = ()
     started_at: float = 0.0
 
     @property
@@ -145,7 +146,8 @@ class Node:
             "sync_failures": {f"{c}/{s}": why for (c, s), why
                               in sorted(self.coordinator.sync_failures.items())},
             "api": self.api_url,
-            "private_swarm": self.config.swarm_key is not None,
+            "private_swarm": self.swarm_key is not None,
+            "swarm": self.swarm_mode,
             "allowlist": sorted(self.policy.allow),
             "uptime_s": round(time.monotonic() - self.started_at, 1),
         }
@@ -171,6 +173,16 @@ class Node:
                 "rtt_ms": None if entry.rtt_ms is None else round(entry.rtt_ms, 2),
             })
         return rows
+
+    def routable_addrs(self) -> list[str]:
+        """Our addresses, the ones other machines can reach first."""
+        return [a for a in self.addrs if "/ip4/127." not in a] + [
+            a for a in self.addrs if "/ip4/127." in a]
+
+    def invite(self) -> str:
+        """The one paste that lets another machine join this private swarm."""
+        assert self.swarm_key is not None
+        return encode_invite(self.routable_addrs(), self.swarm_key)
 
     def _check_peer(self, peer_id: str) -> None:
         if peer_id == self.peer_id:
@@ -200,24 +212,31 @@ class Node:
 
 
 def _banner(node: Node) -> str:
-    routable = [a for a in node.addrs if "/ip4/127." not in a] or list(node.addrs)
     lines = [
         f"calinode {VERSION} ready: peer id {node.peer_id}",
         *(f"  listening on {addr}" for addr in node.addrs),
         f"  local API    {node.api_url}",
-        "join this swarm from another machine with:",
-        f"  calinode start --bootstrap {routable[0]}",
+        f"  swarm        {node.swarm_mode}",
     ]
-    if node.config.swarm_key is not None:
-        lines.append("  (copy the swarm key file too, and pass --swarm-key)")
+    if node.swarm_key is not None:
+        lines += ["join this swarm from another machine with (a secret: it holds the swarm "
+                  "key):", f"  calinode start --join {node.invite()}"]
+    else:
+        lines += ["join this swarm from another machine with:",
+                  f"  calinode start --bootstrap {node.routable_addrs()[0]}"]
     return "\n".join(lines)
 
 
 async def build_node(config: NodeConfig) -> Node:
     """The node's parts; its files (identity, swarm key, collections) are read off the loop."""
     key_pair = await trio.to_thread.run_sync(load_or_create_identity, config.home)
-    swarm_key = config.swarm_key
-    psk = await trio.to_thread.run_sync(read_swarm_key, swarm_key) if swarm_key else None
+    invite = decode_invite(config.join) if config.join else None
+    psk, swarm_mode = await trio.to_thread.run_sync(functools.partial(
+        resolve_swarm_key, config.home, listen=config.listen, key_file=config.swarm_key,
+        join_key=invite.key if invite else None, open_swarm=config.open_swarm))
+    if config.open_swarm:
+        log.warning("running an OPEN swarm (--open): anyone who reaches %s may join, run jobs "
+                    "and see what this node advertises", ", ".join(config.listen))
     book = await trio.to_thread.run_sync(CollectionBook, config.home / "collections")
     host = build_host(key_pair, psk=psk)
     signer = RecordSigner(key_pair, version=VERSION, protocol_version=PROTOCOL_VERSION)
@@ -234,7 +253,8 @@ async def build_node(config: NodeConfig) -> Node:
     return Node(config=config, host=host, peer_id=signer.peer_id, signer=signer, table=table,
                 registry=registry, server=server, client=JobClient(host, server),
                 policy=PeerPolicy.from_ids(config.allow), models=models, book=book,
-                index=index)
+                index=index, swarm_key=psk, swarm_mode=swarm_mode,
+                bootstrap=(*config.bootstrap, *(invite.addrs if invite else ())))
 
 
 async def _serve_signals(cancel: trio.CancelScope) -> None:
@@ -312,7 +332,7 @@ async def _run_locked(config: NodeConfig, *, handle_signals: bool, announce: boo
             node.addrs = tuple(expand_wildcards(bound, interface_ipv4_addresses()))
             node.membership = Membership(
                 node.host, node.table, node.policy, node.own_record,
-                bootstrap=config.bootstrap, heartbeat_interval=config.heartbeat_interval)
+                bootstrap=node.bootstrap, heartbeat_interval=config.heartbeat_interval)
             node.host.set_stream_handler(TProtocol(META_PROTOCOL),
                                          guarded(node.membership.rpc_meta, node.policy, "meta"))
             await nursery.start(supervised, "membership", node.membership.run)

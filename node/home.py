@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import ipaddress
 import os
 import socket
 from pathlib import Path
 
 from multiaddr import Multiaddr
 
+from calinode.node.identity import read_swarm_key, write_swarm_key
 from calinode.protocol.errors import ConfigError
 
-__all__ = ["LOCK_FILE", "check_api_free", "check_free", "lock_home", "make_private_home",
-           "unlock_home"]
+__all__ = ["LOCK_FILE", "SWARM_KEY_FILE", "check_api_free", "check_free", "is_loopback_only",
+           "lock_home", "make_private_home", "resolve_swarm_key", "unlock_home"]
 
 LOCK_FILE = "daemon.lock"
 
@@ -91,3 +93,48 @@ def _probe(host: str, port: int, what: str, hint: str) -> None:
             probe.bind((host, port))
         except OSError as exc:
             raise ConfigError(f"{what}: {exc.strerror} ({hint})") from None
+
+
+SWARM_KEY_FILE = "swarm.key"
+
+
+def is_loopback_only(listen: tuple[str, ...]) -> bool:
+    """Every listen address is on 127.0.0.0/8 or ::1 (nothing beyond this machine)."""
+    for text in listen:
+        host = text.split("/")[2] if text.count("/") >= 2 else ""
+        try:
+            if not ipaddress.ip_address(host).is_loopback:
+                return False
+        except ValueError:
+            return False
+    return True
+
+
+def resolve_swarm_key(home: Path, *, listen: tuple[str, ...], key_file: Path | None,
+                      join_key: str | None, open_swarm: bool) -> tuple[str | None, str]:
+    """The swarm key this node uses (None: an open swarm) and why, in words (blocking).
+
+    ``--open`` wins; then the key of a ``--join`` invite (saved into the home, so restarts
+    need no invite); then ``--swarm-key``; then the home's ``swarm.key``; a node that listens
+    beyond loopback with none of these creates one in the home. A loopback-only node without
+    a key runs open: nothing outside this machine can reach it.
+    """
+    home_key = home / SWARM_KEY_FILE
+    if open_swarm:
+        return None, "open (--open)"
+    if join_key is not None:
+        if home_key.exists():
+            if read_swarm_key(home_key) != join_key:
+                raise ConfigError(f"this home already belongs to another swarm ({home_key}); "
+                                  "use a fresh --home to join this one")
+        else:
+            write_swarm_key(home_key, join_key)
+        return join_key, f"private (key from the invite, saved to {home_key})"
+    if key_file is not None:
+        return read_swarm_key(key_file), f"private (key {key_file})"
+    if home_key.exists():
+        return read_swarm_key(home_key), f"private (key {home_key})"
+    if is_loopback_only(listen):
+        return None, "open (listening on loopback only)"
+    write_swarm_key(home_key)
+    return read_swarm_key(home_key), f"private (new key {home_key})"
