@@ -22,14 +22,20 @@ import json
 import logging
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
+
+from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.serialization import deserialize_public_key
+from libp2p.peer.id import ID
 
 from calinode.node.identity import fsync_dir
 from calinode.protocol.capabilities import MAX_COLLECTIONS
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import CalinodeError, ErrorCode, JobError
 
-__all__ = ["CollectionBook", "CollectionDef", "set_aside"]
+__all__ = ["CollectionBook", "CollectionDef", "set_aside", "sign_definition",
+           "verify_definition"]
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +82,22 @@ class CollectionBook:
         return [self._defs[n] for n in sorted(self._defs)]
 
     def merge(self, definition: CollectionDef) -> bool:
-        """Keep ``definition`` if it is newer than ours; True when something changed."""
+        """Keep ``definition`` if it is newer than ours; True when something changed.
+
+        A newer version of a collection we know must keep its owner and be signed by the
+        known owner or one of the known admins (``UNAUTHORIZED`` otherwise), so a member that
+        is not the owner can neither drop nor redefine it. Signatures themselves are checked by
+        :func:`verify_definition` before peer input gets here."""
         with self._lock:
             current = self._defs.get(definition.name)
             if current is not None and not definition.newer_than(current):
                 return False
+            if current is not None and current.owner and (
+                    definition.owner != current.owner
+                    or not current.may_change(definition.signer)):
+                raise JobError(f"collection {definition.name} belongs to {current.owner}: only "
+                               "its owner or an admin may change or drop it",
+                               code=ErrorCode.UNAUTHORIZED)
             if current is None and len(self._defs) >= MAX_COLLECTIONS:
                 raise JobError(f"this node already knows {MAX_COLLECTIONS} collections; "
                                f"{definition.name!r} was not added", code=ErrorCode.OVERLOADED)
@@ -109,3 +126,35 @@ def set_aside(path: Path, reason: str) -> None:
         target.with_name(target.name + ".why").write_text(reason[:2000] + "\n", encoding="utf-8")
     except OSError as exc:
         log.error("could not set aside %s: %s", path, exc)
+
+
+def sign_definition(definition: CollectionDef, key_pair: KeyPair) -> CollectionDef:
+    """``definition`` signed by ``key_pair``'s peer (which becomes its ``signer``)."""
+    signer = ID.from_pubkey(key_pair.public_key).to_base58()
+    unsigned = replace(definition, signer=signer,
+                       signer_key=key_pair.public_key.serialize().hex(), signature="")
+    signature = key_pair.private_key.sign(unsigned.signing_payload())
+    return replace(unsigned, signature=signature.hex())
+
+
+def verify_definition(definition: CollectionDef) -> None:
+    """Raise ``UNAUTHORIZED`` unless the definition is signed by its owner or an admin."""
+    def refuse(why: str) -> JobError:
+        return JobError(f"collection definition {definition.name}: {why}",
+                        code=ErrorCode.UNAUTHORIZED)
+
+    if not definition.owner or not definition.signature:
+        raise refuse("unsigned (it names no owner)")
+    if not definition.may_change(definition.signer):
+        raise refuse(f"signed by {definition.signer}, neither its owner nor an admin")
+    try:
+        key = deserialize_public_key(bytes.fromhex(definition.signer_key))
+        if ID.from_pubkey(key).to_base58() != definition.signer:
+            raise refuse("the signer's key does not match its peer id")
+        valid = key.verify(definition.signing_payload(), bytes.fromhex(definition.signature))
+    except JobError:
+        raise
+    except Exception:
+        valid = False
+    if not valid:
+        raise refuse("forged signature")

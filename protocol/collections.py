@@ -14,6 +14,16 @@ built locally and, through :meth:`CollectionDef.from_wire`, a
 Definitions converge by ``version``: the higher one wins; ties go to the lexically larger
 canonical JSON, so every node picks the same. Dropping a collection is a definition with
 ``dropped=True`` and a higher version.
+
+Who may change a collection: a definition records its ``owner`` (the peer that created it),
+the ``admins`` the owner named, and is signed by its ``signer`` (the owner or an admin) over
+:meth:`CollectionDef.signing_payload`; ``signer_key`` is the signer's serialized public key.
+Checking the signature needs libp2p's crypto, so it happens in ``node/`` (this package stays
+free of it); the rule every node applies (``node/collections_book.py``) is: a new definition
+needs a valid signature by its owner or one of its admins, and a change of a known collection
+needs the *known* owner or one of the *known* admins. ``writers`` and ``readers`` list the
+peers that may write and read the collection's documents in an ``--open`` swarm (in a private
+swarm every holder of the swarm key is a member).
 """
 
 from __future__ import annotations
@@ -37,6 +47,10 @@ MAX_REPLICAS: Final = 16
 MAX_DIM: Final = 16384
 MAX_PREFIX: Final = 64
 MAX_CHUNK_TOKENS: Final = 8192
+MAX_ADMINS: Final = 16
+MAX_MEMBERS: Final = 256
+_PEER_ID: Final = re.compile(r"[1-9A-HJ-NP-Za-km-z]{1,128}")
+_HEX: Final = re.compile(r"[0-9a-f]*")
 
 
 def _check_bool(name: str, value: object) -> None:
@@ -64,6 +78,15 @@ class CollectionDef:
     chunk_overlap: int = 32
     version: int = 1
     dropped: bool = False
+    #: the creating peer; "" only for definitions built locally in tests (peers refuse them)
+    owner: str = ""
+    admins: tuple[str, ...] = ()
+    writers: tuple[str, ...] = ()
+    readers: tuple[str, ...] = ()
+    #: who signed this version, their public key (hex) and the signature (hex)
+    signer: str = ""
+    signer_key: str = ""
+    signature: str = ""
 
     def __post_init__(self) -> None:
         check_str("collection name", self.name, max_len=64, pattern=COLLECTION_NAME)
@@ -86,13 +109,46 @@ class CollectionDef:
         check_int("chunk_overlap", self.chunk_overlap, lo=0, hi=self.chunk_tokens // 2 - 1)
         check_int("version", self.version, lo=1, hi=MAX_INT64 - 1)
         _check_bool("dropped", self.dropped)
+        for name, value in (("owner", self.owner), ("signer", self.signer)):
+            check_str(name, value, min_len=0, max_len=128)
+            if value and _PEER_ID.fullmatch(value) is None:
+                invalid(f"{name} must be a peer id")
+        for name, peers, limit in (("admins", self.admins, MAX_ADMINS),
+                                   ("writers", self.writers, MAX_MEMBERS),
+                                   ("readers", self.readers, MAX_MEMBERS)):
+            check_instance(name, peers, tuple)
+            if len(peers) > limit:
+                invalid(f"{name} may list at most {limit} peers")
+            for peer in peers:
+                check_str(f"{name} item", peer, max_len=128, pattern=_PEER_ID)
+        check_str("signer_key", self.signer_key, min_len=0, max_len=256, pattern=_HEX)
+        check_str("signature", self.signature, min_len=0, max_len=512, pattern=_HEX)
 
     @property
     def quorum(self) -> int:
         return self.write_quorum or self.replicas // 2 + 1
 
     def to_wire(self) -> dict[str, Any]:
-        return asdict(self)
+        wire = asdict(self)
+        for name in ("admins", "writers", "readers"):
+            wire[name] = list(wire[name])
+        return wire
+
+    def signing_payload(self) -> bytes:
+        """What the signer signs: the canonical JSON of every field but ``signature``."""
+        wire = self.to_wire()
+        del wire["signature"]
+        return json.dumps(wire, sort_keys=True, separators=(",", ":")).encode()
+
+    def may_change(self, peer: str) -> bool:
+        """``peer`` may sign a new version of this collection (owner or admin)."""
+        return bool(peer) and (peer == self.owner or peer in self.admins)
+
+    def may_write(self, peer: str) -> bool:
+        return self.may_change(peer) or peer in self.writers
+
+    def may_read(self, peer: str) -> bool:
+        return self.may_write(peer) or peer in self.readers
 
     @classmethod
     def from_wire(cls, data: object) -> CollectionDef:
@@ -108,7 +164,12 @@ class CollectionDef:
                              if f.default is dataclasses.MISSING and f.name not in data)
             if missing:
                 invalid(f"collection definition lacks {missing}")
-            return cls(**data)
+            fields = dict(data)
+            for name in ("admins", "writers", "readers"):
+                if name in fields:
+                    check_instance(name, fields[name], list)
+                    fields[name] = tuple(fields[name])
+            return cls(**fields)
 
     def canonical(self) -> str:
         return json.dumps(self.to_wire(), sort_keys=True, separators=(",", ":"))

@@ -153,6 +153,6 @@ def test_definition_needs_its_required_fields_and_no_others() -> None:
     with pytest.raises(RemoteProtocolError, match="lacks"):
         CollectionDef.from_wire({k: v for k, v in GOOD_DEF.items() if k != "dim"})
     with pytest.raises(RemoteProtocolError, match="unknown"):
-        CollectionDef.from_wire({**GOOD_DEF, "owner": "me"})
+        CollectionDef.from_wire({**GOOD_DEF, "colour": "red"})
     with pytest.raises(RemoteProtocolError, match="unknown"):
         CollectionDef.from_wire({**GOOD_DEF, 1: "x"})
