@@ -32,7 +32,7 @@ from calinode.node.builtin_jobs import register_builtin_jobs
 from calinode.node.collections_book import CollectionBook
 from calinode.node.config import NodeConfig
 from calinode.node.dispatch import Dispatcher
-from calinode.node.host import PeerGate, PeerPolicy, build_host, guarded
+from calinode.node.host import GuardStats, PeerGate, PeerPolicy, build_host, guarded
 from calinode.node.identity import load_or_create_identity, read_swarm_key
 from calinode.node.inference_jobs import register_inference_jobs
 from calinode.node.job_client import JobClient, JobResult
@@ -77,6 +77,8 @@ class Node:
     index: LocalIndex | None = None
     membership: Membership | None = None
     rejections: Rejections = field(default_factory=Rejections)
+    #: streams each guarded handler (ours and py-libp2p's) ran, refused, failed
+    guard_stats: GuardStats = field(default_factory=GuardStats)
     addrs: tuple[str, ...] = ()
     api_url: str = ""
     started_at: float = 0.0
@@ -128,7 +130,8 @@ class Node:
             "jobs": {"served": stats.served, "failed": stats.failed,
                      "rejected_overloaded": stats.rejected_overloaded,
                      "bad_frames": stats.bad_frames},
-            "peers": {"known": len(self.table), "alive": len(self.table.alive())},
+            "peers": {"known": len(self.table), "alive": len(self.table.alive()),
+                      "candidates": len(self.membership.candidates) if self.membership else 0},
             "rejected_input": self.rejections.snapshot(),
             "sync_failures": {f"{c}/{s}": why for (c, s), why
                               in sorted(self.coordinator.sync_failures.items())},
@@ -207,7 +210,9 @@ async def build_node(config: NodeConfig) -> Node:
     swarm_key = config.swarm_key
     psk = await trio.to_thread.run_sync(read_swarm_key, swarm_key) if swarm_key else None
     book = await trio.to_thread.run_sync(CollectionBook, config.home / "collections")
-    host = build_host(key_pair, psk=psk)
+    policy = PeerPolicy.from_ids(config.allow)
+    rejections, guard_stats = Rejections(), GuardStats()
+    host = build_host(key_pair, psk=psk, policy=policy, stats=guard_stats, rejections=rejections)
     signer = RecordSigner(key_pair, version=VERSION, protocol_version=PROTOCOL_VERSION)
     registry = JobRegistry()
     register_builtin_jobs(registry)
@@ -221,8 +226,8 @@ async def build_node(config: NodeConfig) -> Node:
     table = PeerTable(signer.peer_id, dead_after=config.dead_after, drop_after=config.drop_after)
     return Node(config=config, host=host, peer_id=signer.peer_id, signer=signer, table=table,
                 registry=registry, server=server, client=JobClient(host, server),
-                policy=PeerPolicy.from_ids(config.allow), models=models, book=book,
-                index=index)
+                policy=policy, models=models, book=book, index=index, rejections=rejections,
+                guard_stats=guard_stats)
 
 
 async def _serve_signals(cancel: trio.CancelScope) -> None:
@@ -265,9 +270,10 @@ async def run_node(
     node = await build_node(config)
     node.started_at = time.monotonic()
     network = node.host.get_network()
-    network.register_notifee(PeerGate(node.policy))
-    node.host.set_stream_handler(TProtocol(JOB_PROTOCOL),
-                                 guarded(node.server.rpc_job, node.policy, "job"))
+    network.register_notifee(PeerGate(node.policy, node.rejections))
+    node.host.set_stream_handler(TProtocol(JOB_PROTOCOL), guarded(
+        node.server.rpc_job, node.policy, "job", stats=node.guard_stats,
+        rejections=node.rejections))
     try:
         listen = [Multiaddr(addr) for addr in config.listen]
     except Exception as exc:
@@ -284,9 +290,11 @@ async def run_node(
             node.addrs = tuple(expand_wildcards(bound, interface_ipv4_addresses()))
             node.membership = Membership(
                 node.host, node.table, node.policy, node.own_record,
-                bootstrap=config.bootstrap, heartbeat_interval=config.heartbeat_interval)
-            node.host.set_stream_handler(TProtocol(META_PROTOCOL),
-                                         guarded(node.membership.rpc_meta, node.policy, "meta"))
+                bootstrap=config.bootstrap, heartbeat_interval=config.heartbeat_interval,
+                rejections=node.rejections)
+            node.host.set_stream_handler(TProtocol(META_PROTOCOL), guarded(
+                node.membership.rpc_meta, node.policy, "meta", stats=node.guard_stats,
+                rejections=node.rejections))
             await nursery.start(supervised, "membership", node.membership.run)
             if config.mdns:
                 from calinode.node.mdns import run_mdns

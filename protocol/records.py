@@ -34,7 +34,7 @@ with :data:`META_LIMITS`, sized for that budget (far below the 16 MiB job frame)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
@@ -236,18 +236,20 @@ class PeerExchange:
 
     @classmethod
     def within_budget(cls, record: CapabilityRecord, known: Iterable[CapabilityRecord], *,
-                      budget: int = MAX_EXCHANGE_BYTES) -> PeerExchange:
+                      budget: int = MAX_EXCHANGE_BYTES,
+                      size_of: Callable[[CapabilityRecord], int] = record_size) -> PeerExchange:
         """``record`` first, then as many of ``known`` (in order) as fit in ``budget`` bytes.
 
         The sender's own record always goes in (it is its heartbeat); a known record that does
-        not fit is skipped and a smaller one after it may still fit.
+        not fit is skipped and a smaller one after it may still fit. ``size_of`` lets a caller
+        that already knows the sizes skip re-encoding every record.
         """
         used = record_size(record)
         chosen: list[CapabilityRecord] = []
         for other in known:
             if len(chosen) >= MAX_KNOWN_RECORDS:
                 break
-            size = record_size(other)
+            size = size_of(other)
             if used + size <= budget:
                 chosen.append(other)
                 used += size
