@@ -65,6 +65,9 @@ class PeerPolicy:
         return cls(frozenset(ids))
 
 
+MAX_ENTERED_PEERS = 1024
+
+
 @dataclass
 class GuardStats:
     """What the guards saw, per handler name: streams handled, refused, failed."""
@@ -72,6 +75,13 @@ class GuardStats:
     entered: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
+    #: peers whose streams reached a handler (the first ``MAX_ENTERED_PEERS`` of them)
+    entered_peers: set[str] = field(default_factory=set)
+
+    def note_entered(self, name: str, peer: str) -> None:
+        self.entered[name] += 1
+        if len(self.entered_peers) < MAX_ENTERED_PEERS:
+            self.entered_peers.add(peer)
 
 
 def build_host(key_pair: KeyPair, *, psk: str | None = None,
@@ -204,7 +214,7 @@ def guarded(handler: StreamHandler, policy: PeerPolicy, name: str, *,
                                      "(not on the allowlist)", name, peer)
                 await stream.reset()
                 return
-            stats.entered[name] += 1
+            stats.note_entered(name, peer)
             await handler(stream)
         except trio.Cancelled:
             raise

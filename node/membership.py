@@ -135,6 +135,8 @@ class Membership:
         self.candidates = candidates if candidates is not None else RelayedCandidates()
         self.dial_budget = dial_budget if dial_budget is not None else DialBudget()
         self.rejected_records = 0
+        #: relayed candidates dialled so far (the dial budget bounds how fast this grows)
+        self.candidate_dials = 0
         self._wake = trio.Event()
         self._discovered: dict[str, PeerInfo] = {}
         self.peerstore_guard = PeerStoreGuard.of(host)
@@ -330,7 +332,7 @@ class Membership:
         now = trio.current_time()
         due = [c for c in self.candidates.due(now, self.dial_budget.available(now))
                if c.peer_id not in targets]
-        self.dial_budget.take(now, len(due))
+        self.candidate_dials += self.dial_budget.take(now, len(due))
         for candidate in due:
             addrs = _peer_infos(candidate.record)
             if not addrs:
