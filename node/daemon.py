@@ -40,7 +40,7 @@ from calinode.node.home import (
     resolve_swarm_key,
     unlock_home,
 )
-from calinode.node.host import PeerGate, PeerPolicy, build_host, guarded
+from calinode.node.host import GuardStats, PeerGate, PeerPolicy, build_host, guarded
 from calinode.node.identity import load_or_create_api_token, load_or_create_identity
 from calinode.node.inference_jobs import register_inference_jobs
 from calinode.node.invite import decode_invite, encode_invite
@@ -86,6 +86,8 @@ class Node:
     index: LocalIndex | None = None
     membership: Membership | None = None
     rejections: Rejections = field(default_factory=Rejections)
+    #: streams each guarded handler (ours and py-libp2p's) ran, refused, failed
+    guard_stats: GuardStats = field(default_factory=GuardStats)
     addrs: tuple[str, ...] = ()
     api_url: str = ""
     api_token: str = ""
@@ -141,7 +143,8 @@ class Node:
             "jobs": {"served": stats.served, "failed": stats.failed,
                      "rejected_overloaded": stats.rejected_overloaded,
                      "bad_frames": stats.bad_frames},
-            "peers": {"known": len(self.table), "alive": len(self.table.alive())},
+            "peers": {"known": len(self.table), "alive": len(self.table.alive()),
+                      "candidates": len(self.membership.candidates) if self.membership else 0},
             "rejected_input": self.rejections.snapshot(),
             "sync_failures": {f"{c}/{s}": why for (c, s), why
                               in sorted(self.coordinator.sync_failures.items())},
@@ -238,7 +241,9 @@ async def build_node(config: NodeConfig) -> Node:
         log.warning("running an OPEN swarm (--open): anyone who reaches %s may join, run jobs "
                     "and see what this node advertises", ", ".join(config.listen))
     book = await trio.to_thread.run_sync(CollectionBook, config.home / "collections")
-    host = build_host(key_pair, psk=psk)
+    policy = PeerPolicy.from_ids(config.allow)
+    rejections, guard_stats = Rejections(), GuardStats()
+    host = build_host(key_pair, psk=psk, policy=policy, stats=guard_stats, rejections=rejections)
     signer = RecordSigner(key_pair, version=VERSION, protocol_version=PROTOCOL_VERSION)
     registry = JobRegistry()
     register_builtin_jobs(registry)
@@ -252,8 +257,8 @@ async def build_node(config: NodeConfig) -> Node:
     table = PeerTable(signer.peer_id, dead_after=config.dead_after, drop_after=config.drop_after)
     return Node(config=config, host=host, peer_id=signer.peer_id, signer=signer, table=table,
                 registry=registry, server=server, client=JobClient(host, server),
-                policy=PeerPolicy.from_ids(config.allow), models=models, book=book,
-                index=index, swarm_key=psk, swarm_mode=swarm_mode,
+                policy=policy, models=models, book=book, index=index, rejections=rejections,
+                guard_stats=guard_stats, swarm_key=psk, swarm_mode=swarm_mode,
                 bootstrap=(*config.bootstrap, *(invite.addrs if invite else ())))
 
 
@@ -313,9 +318,10 @@ async def _run_locked(config: NodeConfig, *, handle_signals: bool, announce: boo
     node = await build_node(config)
     node.started_at = time.monotonic()
     network = node.host.get_network()
-    network.register_notifee(PeerGate(node.policy))
-    node.host.set_stream_handler(TProtocol(JOB_PROTOCOL),
-                                 guarded(node.server.rpc_job, node.policy, "job"))
+    network.register_notifee(PeerGate(node.policy, node.rejections))
+    node.host.set_stream_handler(TProtocol(JOB_PROTOCOL), guarded(
+        node.server.rpc_job, node.policy, "job", stats=node.guard_stats,
+        rejections=node.rejections))
     try:
         listen = [Multiaddr(addr) for addr in config.listen]
     except Exception as exc:
@@ -332,9 +338,11 @@ async def _run_locked(config: NodeConfig, *, handle_signals: bool, announce: boo
             node.addrs = tuple(expand_wildcards(bound, interface_ipv4_addresses()))
             node.membership = Membership(
                 node.host, node.table, node.policy, node.own_record,
-                bootstrap=node.bootstrap, heartbeat_interval=config.heartbeat_interval)
-            node.host.set_stream_handler(TProtocol(META_PROTOCOL),
-                                         guarded(node.membership.rpc_meta, node.policy, "meta"))
+                bootstrap=node.bootstrap, heartbeat_interval=config.heartbeat_interval,
+                rejections=node.rejections)
+            node.host.set_stream_handler(TProtocol(META_PROTOCOL), guarded(
+                node.membership.rpc_meta, node.policy, "meta", stats=node.guard_stats,
+                rejections=node.rejections))
             await nursery.start(supervised, "membership", node.membership.run)
             if config.mdns:
                 from calinode.node.mdns import run_mdns

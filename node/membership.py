@@ -11,13 +11,27 @@ to every bootstrap address, and reads the peer's ``PeerExchange`` back. So:
   :meth:`PeerTable.sweep`, and dropped after ``drop_after``;
 - a dead peer is still dialled every round (after clearing py-libp2p's 60 s negative dial
   cache), so a restarted peer rejoins as soon as it listens again.
+
+What a peer sends is refused, counted (``Rejections``) and never relayed when it does not hold:
+
+- a record over ``MAX_RECORD_BYTES`` (``oversize_record``, before any signature check; a meta
+  frame over ``META_LIMITS.max_frame`` counts the same), a forged or unsigned one
+  (``forged_record``), a stale relayed one (``stale_record``), one whose capabilities fail their
+  typed view (``bad_capabilities``), a frame that is not a peer exchange (``bad_frame``);
+- a relayed record of a peer we never talked to enters neither the peer table nor py-libp2p's
+  peer store: it waits in a capped :class:`RelayedCandidates` table (``relay_cap`` counts what
+  the caps push out) until a peer exchange with that peer succeeds; candidates are dialled
+  under a :class:`DialBudget` (a few per second in all), and a failed dial's addresses are
+  removed from the peer store again;
+- the exchange we send carries our own record first and known records within
+  ``MAX_EXCHANGE_BYTES``, so our heartbeat always fits whatever records we hold.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import trio
@@ -28,21 +42,47 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from multiaddr import Multiaddr
 
+from calinode.node.candidates import DialBudget, RelayedCandidates
 from calinode.node.framed_stream import FramedStream
-from calinode.node.host import PeerPolicy, remote_peer_id
-from calinode.node.peer_table import PeerTable
+from calinode.node.host import PeerPolicy, PeerStoreGuard, remote_peer_id
+from calinode.node.peer_table import (
+    MAX_RELAY_AGE_MS,
+    BadCapabilities,
+    PeerTable,
+    StaleRecord,
+    TableFull,
+    parse_capabilities,
+)
 from calinode.node.records import verify_record
-from calinode.protocol.errors import CalinodeError, RecordError
+from calinode.node.rejections import RateLimitedLog, Rejections
+from calinode.protocol.errors import CalinodeError, ErrorCode, RecordError, RemoteProtocolError
 from calinode.protocol.ids import META_PROTOCOL
 from calinode.protocol.messages import CapabilityRecord, PeerExchange
+from calinode.protocol.records import MAX_RECORD_BYTES, META_LIMITS, record_size
 
 if TYPE_CHECKING:  # trio-typing (a py-libp2p dependency) shadows trio's own types
     from trio_typing import TaskStatus
 
 log = logging.getLogger(__name__)
+_limited = RateLimitedLog(log)
 
-MAX_KNOWN_RELAYED = 256
 ADDR_TTL = 3600
+#: Most peers found out of band (mDNS) waiting for their first exchange.
+MAX_DISCOVERED = 256
+
+
+class RefusedRecord(RecordError):
+    """A record or exchange refused and already counted (do not count it again)."""
+
+
+def _reason(exc: RecordError) -> str:
+    if isinstance(exc, StaleRecord):
+        return "stale_record"
+    if isinstance(exc, BadCapabilities):
+        return "bad_capabilities"
+    if isinstance(exc, TableFull):
+        return "overloaded"
+    return "bad_record"
 
 
 def parse_bootstrap(addr: str) -> PeerInfo:
@@ -80,6 +120,9 @@ class Membership:
         bootstrap: tuple[str, ...],
         heartbeat_interval: float,
         exchange_timeout: float | None = None,
+        rejections: Rejections | None = None,
+        candidates: RelayedCandidates | None = None,
+        dial_budget: DialBudget | None = None,
     ) -> None:
         self.host = host
         self.table = table
@@ -88,40 +131,100 @@ class Membership:
         self.bootstrap = [parse_bootstrap(addr) for addr in bootstrap]
         self.heartbeat_interval = heartbeat_interval
         self.exchange_timeout = exchange_timeout or max(2.0, 2 * heartbeat_interval)
+        self.rejections = rejections if rejections is not None else Rejections()
+        self.candidates = candidates if candidates is not None else RelayedCandidates()
+        self.dial_budget = dial_budget if dial_budget is not None else DialBudget()
         self.rejected_records = 0
+        #: relayed candidates dialled so far (the dial budget bounds how fast this grows)
+        self.candidate_dials = 0
         self._wake = trio.Event()
         self._discovered: dict[str, PeerInfo] = {}
+        self.peerstore_guard = PeerStoreGuard.of(host)
+        if self.peerstore_guard is not None:  # members keep their peer-store entries
+            self.peerstore_guard.keep = lambda pid: pid.to_base58() in self.table
+
+    # -- refusing --------------------------------------------------------------------------
+
+    def _refuse(self, reason: str, peer: str, detail: str) -> RefusedRecord:
+        """Count one refused input; returns the error for the caller to raise."""
+        self.rejected_records += 1
+        self.rejections.reject(reason, peer, detail)
+        return RefusedRecord(detail)
+
+    def _check_record(self, record: CapabilityRecord, sender: str) -> None:
+        """Size first (cheap, before any signature work), then signature and peer id."""
+        size = record_size(record)
+        if size > MAX_RECORD_BYTES:
+            raise self._refuse("oversize_record", sender,
+                               f"record of {record.peer_id} is {size} bytes "
+                               f"(cap {MAX_RECORD_BYTES})")
+        try:
+            verify_record(record)
+        except RecordError as exc:
+            raise self._refuse("forged_record", sender, exc.message) from None
 
     # -- receiving -------------------------------------------------------------------------
 
     def absorb(self, message: PeerExchange, sender: str, *, rtt_ms: float | None = None) -> None:
-        """Take in a peer exchange received directly from ``sender``."""
+        """Take in a peer exchange received directly from ``sender``.
+
+        Raises :class:`RefusedRecord` (counted) when the sender's own record is refused; a
+        refused relayed record is counted and skipped.
+        """
         now, now_ms = trio.current_time(), int(time.time() * 1000)
-        if message.record.peer_id != sender:
-            self.rejected_records += 1
-            raise RecordError(f"{sender} sent a record of {message.record.peer_id} as its own")
-        verify_record(message.record)
-        self._learn(message.record, now=now, now_ms=now_ms, direct=True)
+        record = message.record
+        if record.peer_id != sender:
+            raise self._refuse("forged_record", sender,
+                               f"{sender} sent a record of {record.peer_id} as its own")
+        if not self.policy.permits(sender):
+            raise self._refuse("not_allowed", sender, f"peer {sender} is not on the allowlist")
+        self._check_record(record, sender)
+        try:
+            self._learn(record, now=now, now_ms=now_ms, direct=True)
+        except RecordError as exc:
+            raise self._refuse(_reason(exc), sender, exc.message) from None
+        self.candidates.discard(sender)
         self.table.mark_seen(sender, now, rtt_ms)
-        for record in message.known:
-            if record.peer_id == self.table.self_id or not self.policy.permits(record.peer_id):
-                continue
+        for relayed in message.known:
             try:
-                verify_record(record)
+                self._consider_relayed(relayed, sender, now=now, now_ms=now_ms)
+            except RefusedRecord:
+                continue
+
+    def _consider_relayed(self, record: CapabilityRecord, sender: str, *, now: float,
+                          now_ms: int) -> None:
+        """A record ``sender`` relayed: update a member, or hold a candidate (module doc)."""
+        peer = record.peer_id
+        if peer in (self.table.self_id, sender) or not self.policy.permits(peer):
+            return
+        entry = self.table.get(peer)
+        if entry is not None and record.seq <= entry.record.seq:
+            return  # nothing new: no signature to check
+        if entry is None and self.candidates.has_seen(record):
+            return
+        if abs(now_ms - record.issued_at_ms) > MAX_RELAY_AGE_MS:
+            raise self._refuse("stale_record", sender, f"relayed record of {peer} is stale")
+        self._check_record(record, sender)
+        try:
+            if entry is not None:
                 self._learn(record, now=now, now_ms=now_ms, direct=False)
-            except RecordError as exc:
-                self.rejected_records += 1
-                log.warning("rejected a record relayed by %s: %s", sender, exc.message)
+                return
+            caps = parse_capabilities(record)
+        except RecordError as exc:
+            raise self._refuse(_reason(exc), sender, exc.message) from None
+        for pushed in self.candidates.offer(record, caps, sender=sender, now=now):
+            self._refuse("relay_cap", sender,
+                         f"candidate {pushed.peer_id} relayed by {pushed.sender[:20]} "
+                         f"dropped (caps {self.candidates.per_sender}/"
+                         f"{self.candidates.total})")
 
     def _learn(self, record: CapabilityRecord, *, now: float, now_ms: int, direct: bool) -> None:
-        if not self.policy.permits(record.peer_id):
-            raise RecordError(f"peer {record.peer_id} is not on the allowlist")
         previous = self.table.get(record.peer_id)
         old_addrs = previous.record.addrs if previous else None
         if self.table.accept(record, now=now, now_ms=now_ms, direct=direct):
             if previous is None:
-                log.info("learned peer %s (%s)", record.peer_id, ", ".join(record.addrs[:2]))
-                self._wake.set()
+                _limited.log(logging.INFO, "learned", "learned peer %s (%s)", record.peer_id,
+                             ", ".join(record.addrs[:2]))
             if record.addrs != old_addrs:
                 peerstore = self.host.get_peerstore()
                 pid = ID.from_base58(record.peer_id)
@@ -130,20 +233,33 @@ class Membership:
 
     def add_discovered(self, info: PeerInfo) -> None:
         """A peer found out of band (mDNS): exchange with it on the next round."""
-        self._discovered[info.peer_id.to_base58()] = info
+        peer_id = info.peer_id.to_base58()
+        if peer_id not in self._discovered and len(self._discovered) >= MAX_DISCOVERED:
+            del self._discovered[next(iter(self._discovered))]  # the oldest goes
+        self._discovered[peer_id] = info
         self._wake.set()
+
+    def _count_bad_frame(self, exc: RemoteProtocolError, peer: str) -> None:
+        reason = "oversize_record" if exc.code == ErrorCode.FRAME_TOO_LARGE else "bad_frame"
+        self._refuse(reason, peer, exc.message)
 
     async def rpc_meta(self, stream: INetStream) -> None:
         """Stream handler for ``META_PROTOCOL`` (install it behind ``host.guarded``)."""
         sender = remote_peer_id(stream)
-        channel = FramedStream(stream)
+        channel = FramedStream(stream, META_LIMITS)
         try:
             message = await channel.receive(timeout=self.exchange_timeout)
             if not isinstance(message, PeerExchange):
-                raise RecordError(f"{sender} sent {type(message).__name__} on the meta protocol")
+                raise self._refuse("bad_frame", sender,
+                                   f"{type(message).__name__} on the meta protocol")
             self.absorb(message, sender)
             await channel.send(self._outgoing(), timeout=self.exchange_timeout)
             await channel.finish()
+        except RefusedRecord:
+            await channel.reset()
+        except RemoteProtocolError as exc:
+            self._count_bad_frame(exc, sender)
+            await channel.reset()
         except CalinodeError as exc:
             log.debug("meta exchange from %s failed: %s", sender, exc)
             await channel.reset()
@@ -151,8 +267,13 @@ class Membership:
     # -- sending ---------------------------------------------------------------------------
 
     def _outgoing(self) -> PeerExchange:
-        known = tuple(e.record for e in self.table.alive()[:MAX_KNOWN_RELAYED])
-        return PeerExchange(record=self.own_record(), known=known)
+        """Our fresh record, then the records of live members while the budget allows."""
+        def size_of(record: CapabilityRecord) -> int:
+            entry = self.table.get(record.peer_id)
+            return entry.size if entry is not None and entry.size else record_size(record)
+
+        known: Iterable[CapabilityRecord] = (e.record for e in self.table.alive())
+        return PeerExchange.within_budget(self.own_record(), known, size_of=size_of)
 
     async def exchange(self, peer_id: str, info: PeerInfo | None = None) -> bool:
         """One peer exchange with ``peer_id``; True when it answered in time."""
@@ -167,7 +288,7 @@ class Membership:
                     target = info or PeerInfo(pid, self.host.get_peerstore().addrs(pid))
                     await self.host.connect(target)
                 stream = await self.host.new_stream(pid, [TProtocol(META_PROTOCOL)])
-                channel = FramedStream(stream)
+                channel = FramedStream(stream, META_LIMITS)
                 try:
                     await channel.send(self._outgoing(), timeout=self.exchange_timeout)
                     await channel.close()
@@ -176,16 +297,30 @@ class Membership:
                     await channel.reset()
                     raise
             if not isinstance(reply, PeerExchange):
-                raise RecordError(f"{peer_id} answered {type(reply).__name__} on the meta protocol")
+                raise self._refuse("bad_frame", peer_id,
+                                   f"{type(reply).__name__} answered on the meta protocol")
             self.absorb(reply, peer_id, rtt_ms=(trio.current_time() - started) * 1000)
             return True
+        except RefusedRecord:
+            pass
+        except RemoteProtocolError as exc:
+            self._count_bad_frame(exc, peer_id)
         except trio.TooSlowError:
             log.debug("peer exchange with %s timed out", peer_id)
         except CalinodeError as exc:
             log.debug("peer exchange with %s failed: %s", peer_id, exc)
         except Exception as exc:  # dial errors of every kind from py-libp2p
             log.debug("peer exchange with %s failed: %r", peer_id, exc)
+        self._after_failure(peer_id, pid)
         return False
+
+    def _after_failure(self, peer_id: str, pid: ID) -> None:
+        """A candidate waits before its next dial; a stranger's addresses leave the peer store."""
+        self.candidates.dial_failed(peer_id, trio.current_time())
+        if peer_id in self.table or self.host.get_network().get_connections(pid):
+            return
+        if self.peerstore_guard is not None:
+            self.peerstore_guard.forget(pid)
 
     def _targets(self) -> dict[str, PeerInfo | None]:
         targets: dict[str, PeerInfo | None] = {e.peer_id: None for e in self.table.entries()}
@@ -194,6 +329,16 @@ class Membership:
             entry = self.table.get(peer_id)
             if (entry is None or not entry.alive) and peer_id != self.table.self_id:
                 targets[peer_id] = info
+        now = trio.current_time()
+        due = [c for c in self.candidates.due(now, self.dial_budget.available(now))
+               if c.peer_id not in targets]
+        self.candidate_dials += self.dial_budget.take(now, len(due))
+        for candidate in due:
+            addrs = _peer_infos(candidate.record)
+            if not addrs:
+                self.candidates.discard(candidate.peer_id)
+                continue
+            targets[candidate.peer_id] = PeerInfo(ID.from_base58(candidate.peer_id), addrs)
         return targets
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -206,8 +351,10 @@ class Membership:
                     nursery.start_soon(self.exchange, peer_id, info)
             result = self.table.sweep(trio.current_time())
             for peer_id in result.died:
-                log.warning("peer %s is dead (silent for %.0f s)", peer_id, self.table.dead_after)
+                _limited.warning("died", "peer %s is dead (silent for %.0f s)", peer_id,
+                                 self.table.dead_after)
             for peer_id in result.dropped:
-                log.info("dropped peer %s", peer_id)
+                log.debug("dropped peer %s", peer_id)
+            self.candidates.expire(before_ms=int(time.time() * 1000) - MAX_RELAY_AGE_MS)
             with trio.move_on_after(self.heartbeat_interval):
                 await self._wake.wait()

@@ -21,11 +21,20 @@ So one record always gives the same bytes, and so does the same record decoded b
 ``capabilities`` may hold only ``None``, ``bool``, 64-bit ``int``, ``float``, ``str``, ``bytes``,
 lists/tuples and str-keyed dicts, nested at most :data:`MAX_CAPABILITY_DEPTH` deep; anything else
 is refused when the record is built.  Nested tuples come back from the wire as lists.
+
+Sizes.  A record is at most :data:`MAX_RECORD_BYTES` of msgpack (:func:`record_size`); that is
+enough for the largest capabilities the typed view (``capabilities.py``) allows, and a node
+checks it before spending a signature verification on the record.  A peer exchange carries at
+most :data:`MAX_EXCHANGE_BYTES` of records: :meth:`PeerExchange.within_budget` puts the sender's
+own record first and adds known records only while they fit, so a heartbeat always carries the
+sender's own record however large the records it knows are.  The meta protocol reads frames
+with :data:`META_LIMITS`, sized for that budget (far below the 16 MiB job frame).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
@@ -47,10 +56,14 @@ from .validation import (
 __all__ = [
     "MAX_ADDRS",
     "MAX_CAPABILITY_DEPTH",
+    "MAX_EXCHANGE_BYTES",
     "MAX_KNOWN_RECORDS",
+    "MAX_RECORD_BYTES",
+    "META_LIMITS",
     "CapabilityRecord",
     "Load",
     "PeerExchange",
+    "record_size",
 ]
 
 #: Most addresses in one record, and the longest address (characters).
@@ -65,6 +78,15 @@ MAX_VERSION_LEN: Final = 64
 MAX_CAPABILITY_DEPTH: Final = 16
 #: Most records a :class:`PeerExchange` may carry besides the sender's own.
 MAX_KNOWN_RECORDS: Final = 256
+
+#: Largest msgpack encoding of one record (the largest the capabilities view allows is ~215 KiB).
+MAX_RECORD_BYTES: Final = 256 * 1024
+#: Most record bytes one peer exchange carries (own record first, then known ones that fit).
+MAX_EXCHANGE_BYTES: Final = 1024 * 1024
+#: What the meta protocol accepts in one frame: the record budget plus the exchange's envelope.
+#: ``max_map`` holds the largest map the capabilities view allows (1024 held shards of one
+#: collection); everything else keeps the default.
+META_LIMITS: Final = Limits(max_frame=MAX_EXCHANGE_BYTES + 4096, max_map=2048)
 
 _MIN_WIRE_INT: Final = -(2**63)
 _MAX_WIRE_INT: Final = 2**64 - 1
@@ -87,6 +109,11 @@ def _canonical(value: object, depth: int, where: str) -> object:
             invalid(f"{where}: map keys must be str")
         return {key: _canonical(value[key], depth + 1, where) for key in sorted(value)}
     invalid(f"{where}: values of type {type(value).__name__} cannot be signed")
+
+
+def record_size(record: CapabilityRecord) -> int:
+    """Bytes of ``record``'s msgpack encoding (what it costs in a peer exchange)."""
+    return len(pack(record.to_wire()))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -206,6 +233,27 @@ class PeerExchange:
             invalid(f"at most {MAX_KNOWN_RECORDS} known records, got {len(self.known)}")
         for record in self.known:
             check_instance("known item", record, CapabilityRecord)
+
+    @classmethod
+    def within_budget(cls, record: CapabilityRecord, known: Iterable[CapabilityRecord], *,
+                      budget: int = MAX_EXCHANGE_BYTES,
+                      size_of: Callable[[CapabilityRecord], int] = record_size) -> PeerExchange:
+        """``record`` first, then as many of ``known`` (in order) as fit in ``budget`` bytes.
+
+        The sender's own record always goes in (it is its heartbeat); a known record that does
+        not fit is skipped and a smaller one after it may still fit. ``size_of`` lets a caller
+        that already knows the sizes skip re-encoding every record.
+        """
+        used = record_size(record)
+        chosen: list[CapabilityRecord] = []
+        for other in known:
+            if len(chosen) >= MAX_KNOWN_RECORDS:
+                break
+            size = size_of(other)
+            if used + size <= budget:
+                chosen.append(other)
+                used += size
+        return cls(record=record, known=tuple(chosen))
 
     def to_wire(self) -> dict[str, Any]:
         return {

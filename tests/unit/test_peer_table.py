@@ -1,10 +1,13 @@
 """Freshness and liveness rules of the peer table (pure logic, fake clock values)."""
 
+import dataclasses
+
 import pytest
 
-from calinode.node.peer_table import MAX_RELAY_AGE_MS, PeerTable
+from calinode.node.peer_table import MAX_RELAY_AGE_MS, BadCapabilities, PeerTable, TableFull
 from calinode.protocol.errors import RecordError
 from calinode.protocol.messages import CapabilityRecord, Load
+from calinode.protocol.records import record_size
 
 NOW_MS = 1_800_000_000_000
 
@@ -88,3 +91,25 @@ def test_rtt_is_smoothed() -> None:
     t.mark_seen("A", 1.0, rtt_ms=10.0)
     t.mark_seen("A", 2.0, rtt_ms=20.0)
     assert t.get("A").rtt_ms == pytest.approx(13.0)  # type: ignore[union-attr]
+
+
+def test_poisoned_capabilities_are_refused_and_not_stored() -> None:
+    t = table()
+    poisoned = dataclasses.replace(record("A", 1), capabilities={"collections": 1})
+    with pytest.raises(BadCapabilities, match="collections"):
+        t.accept(poisoned, now=0.0, now_ms=NOW_MS, direct=True)
+    assert "A" not in t
+
+
+def test_table_is_capped_and_makes_room_only_from_dead_peers() -> None:
+    t = PeerTable("SELF", dead_after=6.0, drop_after=300.0, max_peers=3)
+    for i, peer in enumerate("ABC"):
+        t.accept(record(peer, 1), now=float(i), now_ms=NOW_MS, direct=True)
+    with pytest.raises(TableFull):
+        t.accept(record("D", 1), now=3.0, now_ms=NOW_MS, direct=True)
+    t.mark_seen("B", 7.0)
+    t.mark_seen("C", 7.0)
+    t.sweep(7.0)  # A died
+    assert t.accept(record("D", 1), now=8.0, now_ms=NOW_MS, direct=True)
+    assert {e.peer_id for e in t.entries()} == {"B", "C", "D"}
+    assert t.get("D").size == record_size(record("D", 1))  # type: ignore[union-attr]
