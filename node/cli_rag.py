@@ -33,6 +33,13 @@ def add_rag_parsers(sub: Any, client_args: Any) -> None:
                         help="replicas that must be durable before a write is acknowledged "
                              "(default: a majority)")
     create.add_argument("--hnsw", action="store_true", help="approximate HNSW shards")
+    create.add_argument("--admin", action="append", dest="admins", metavar="PEER_ID",
+                        help="a peer that may change or drop the collection besides this "
+                             "node (its owner); repeatable")
+    create.add_argument("--writer", action="append", dest="writers", metavar="PEER_ID",
+                        help="in an --open swarm: a peer that may write documents; repeatable")
+    create.add_argument("--reader", action="append", dest="readers", metavar="PEER_ID",
+                        help="in an --open swarm: a peer that may read documents; repeatable")
     client_args(create)
     for action, text in (("list", "collections known to the node"),
                          ("info", "one collection's definition"),
@@ -137,7 +144,8 @@ def cmd_rag(args: argparse.Namespace, client: Any) -> int:
         if action == "create":
             data: Any = client.create_collection(
                 args.name, model=args.model, shards=args.shards, replicas=args.replicas,
-                write_quorum=args.write_quorum, index_kind="hnsw" if args.hnsw else "flat")
+                write_quorum=args.write_quorum, index_kind="hnsw" if args.hnsw else "flat",
+                admins=args.admins, writers=args.writers, readers=args.readers)
             text = (f"created {data['name']}: {data['model']} ({data['dim']}-d), "
                     f"{data['shards']} shards x {data['replicas']} replicas")
         elif action == "list":

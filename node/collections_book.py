@@ -86,13 +86,14 @@ class CollectionBook:
 
         A newer version of a collection we know must keep its owner and be signed by the
         known owner or one of the known admins (``UNAUTHORIZED`` otherwise), so a member that
-        is not the owner can neither drop nor redefine it. Signatures themselves are checked by
-        :func:`verify_definition` before peer input gets here."""
+        is not the owner can neither drop nor redefine it. Once dropped, the name is free.
+        Signatures themselves are checked by :func:`verify_definition` before peer input gets
+        here."""
         with self._lock:
             current = self._defs.get(definition.name)
             if current is not None and not definition.newer_than(current):
                 return False
-            if current is not None and current.owner and (
+            if current is not None and current.owner and not current.dropped and (
                     definition.owner != current.owner
                     or not current.may_change(definition.signer)):
                 raise JobError(f"collection {definition.name} belongs to {current.owner}: only "

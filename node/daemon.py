@@ -117,7 +117,9 @@ class Node:
             jobs=tuple(self.registry.kinds()),
             embed=tuple(ModelOffer.from_wire(m, "embed") for m in advertised["embed"]),
             generate=tuple(ModelOffer.from_wire(m, "generate") for m in advertised["generate"]),
-            index=self.index is not None, collections=tuple(self.book.all()), shards=held)
+            index=self.index is not None, shards=held,
+            # unsigned definitions (made before owners existed) stay local: peers refuse them
+            collections=tuple(d for d in self.book.all() if d.signature))
 
     def queue_depth(self) -> int:
         return sum(s.queue_depth for s in self.models.generate.values())

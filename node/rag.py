@@ -31,6 +31,7 @@ import trio
 
 from calinode.models.shard_store import ChunkWrite, DocRecord, ShardStore
 from calinode.node.chunking import content_hash, make_document_text
+from calinode.node.collections_book import sign_definition, verify_definition
 from calinode.node.inference_jobs import bad
 from calinode.node.local_index import docs_from_wire, docs_to_wire
 from calinode.node.placement import PlacementMap, may_drop_replica, shard_of
@@ -126,7 +127,11 @@ class Coordinator:
                        code=ErrorCode.UNKNOWN_MODEL)
 
     async def create(self, name: str, *, model: str, shards: int, replicas: int,
-                     write_quorum: int = 0, index_kind: str = "flat") -> CollectionDef:
+                     write_quorum: int = 0, index_kind: str = "flat",
+                     admins: tuple[str, ...] = (), writers: tuple[str, ...] = (),
+                     readers: tuple[str, ...] = ()) -> CollectionDef:
+        """A new collection owned by this node and signed by it (see protocol/collections.py
+        for who may change it, and who may read and write it in an open swarm)."""
         book = self.node.book
         info = self._model_info(model)
         version = 1
@@ -143,7 +148,9 @@ class Coordinator:
             name=name, model=model, model_sha256=info.sha256, dim=info.dim,
             pooling=info.pooling, normalize=info.normalize, query_prefix=info.query_prefix,
             passage_prefix=info.passage_prefix, shards=shards, replicas=replicas,
-            write_quorum=write_quorum, index_kind=index_kind, version=version)
+            write_quorum=write_quorum, index_kind=index_kind, version=version,
+            owner=self.node.peer_id, admins=admins, writers=writers, readers=readers)
+        definition = sign_definition(definition, self.node.signer.key_pair)
         placement = self.placement(definition)
         if not placement.peers:
             raise JobError("no index peer is alive to host the collection; start nodes with "
@@ -160,8 +167,13 @@ class Coordinator:
         return definition
 
     async def drop(self, name: str) -> CollectionDef:
+        """Drop a collection: only its owner or an admin may (``UNAUTHORIZED``)."""
         book = self.node.book
-        dropped = book.get(name).dropped_copy()
+        current = book.get(name)
+        if current.owner and not current.may_change(self.node.peer_id):
+            raise JobError(f"collection {name} belongs to {current.owner}; only its owner or "
+                           "an admin may drop it", code=ErrorCode.UNAUTHORIZED)
+        dropped = sign_definition(current.dropped_copy(), self.node.signer.key_pair)
         await trio.to_thread.run_sync(book.merge, dropped)
         return dropped
 
@@ -464,9 +476,14 @@ class Coordinator:
         the round goes on with the next."""
         node = self.node
         for peer, caps in self._alive_caps():
-            for definition in caps.collections:  # validated when the record was accepted
+            for definition in caps.collections:  # typed when the record was accepted
                 try:
-                    await trio.to_thread.run_sync(node.book.merge, definition)
+                    if not self._known(definition):
+                        verify_definition(definition)
+                        await trio.to_thread.run_sync(node.book.merge, definition)
+                except CalinodeError as exc:
+                    node.rejections.reject("bad_definition", peer,
+                                           f"definition {definition.name}: {exc.message}")
                 except Exception as exc:
                     quiet.warning(f"merge:{definition.name}", "definition %s from %s not "
                                   "merged: %s", definition.name, peer[:16], exc)
@@ -490,6 +507,13 @@ class Coordinator:
                 await self._collect(definition, placement, holders)
             except Exception as exc:
                 self._sync_failed((definition.name, -1), exc)
+
+    def _known(self, definition: CollectionDef) -> bool:
+        """We hold this very definition already (no signature to check, nothing to merge)."""
+        try:
+            return self.node.book.get(definition.name, include_dropped=True) == definition
+        except JobError:
+            return False
 
     async def _sync_shard(self, definition: CollectionDef, shard: int,
                           holders: dict[str, str]) -> None:

@@ -86,6 +86,13 @@ class RawEndpoint:
         await self.app(scope, receive, send)
 
 
+def _peers(body: dict[str, Any], name: str) -> tuple[str, ...]:
+    value = body.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise bad(f"{name} must be a list of peer ids")
+    return tuple(value)
+
+
 def rag_routes(node: Node) -> list[Route]:
     async def collections(request: Request) -> JSONResponse:
         if request.method == "GET":
@@ -95,7 +102,8 @@ def rag_routes(node: Node) -> list[Route]:
             _str(body, "name"), model=_str(body, "model", node.config.embed_models[0]),
             shards=_int(body, "shards", 16), replicas=_int(body, "replicas", 2),
             write_quorum=_int(body, "write_quorum", 0),
-            index_kind=_str(body, "index_kind", "flat"))
+            index_kind=_str(body, "index_kind", "flat"), admins=_peers(body, "admins"),
+            writers=_peers(body, "writers"), readers=_peers(body, "readers"))
         return JSONResponse(definition.to_wire())
 
     async def collection(request: Request) -> JSONResponse:
