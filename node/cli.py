@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "join (default: private whenever listening beyond loopback)")
     start.add_argument("--allow", action="append", metavar="PEER_ID",
                        help="serve only these peers (repeatable; default: everyone with the key)")
+    start.add_argument("--trust", action="append", metavar="PEER_ID",
+                       help="in an --open swarm: a peer this node may send documents and "
+                            "prompts to (repeatable; in a private swarm every member may)")
     start.add_argument("--mdns", action="store_const", const=True, default=None,
                        help="discover peers on the LAN with mDNS")
     start.add_argument("--mdns-interface", action="append", dest="mdns_interfaces",

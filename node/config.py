@@ -50,6 +50,7 @@ class NodeConfig:
     join: str | None = None  # an invite (calinode invite): bootstrap addresses + swarm key
     open_swarm: bool = False  # no swarm key even when listening beyond loopback
     allow: tuple[str, ...] = ()
+    trust: tuple[str, ...] = ()  # open swarm: peers this node sends documents and prompts to
     mdns: bool = False
     mdns_interfaces: tuple[str, ...] = ()
     log_level: str = "info"
@@ -107,7 +108,8 @@ class NodeConfig:
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
-_TUPLES = {"listen", "bootstrap", "allow", "mdns_interfaces", "embed_models", "gen_models"}
+_TUPLES = {"listen", "bootstrap", "allow", "trust", "mdns_interfaces", "embed_models",
+           "gen_models"}
 _BOOLS = {"mdns", "no_models", "index", "open_swarm"}
 _FLOATS = {"heartbeat_interval", "dead_after", "drop_after", "stream_interval",
            "replica_gc_after"}
