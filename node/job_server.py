@@ -231,6 +231,7 @@ class JobServer:
         except JobError as exc:
             await self._refuse(channel, exc)
             return
+        released = False
         try:
             request = await channel.receive(timeout=REQUEST_READ_TIMEOUT,
                                             charge=lambda size: self._charge(ticket, size))
@@ -250,6 +251,8 @@ class JobServer:
             await channel.send(JobResponse(id=job_id, result=result, served_by=self.peer_id),
                                timeout=REPLY_WRITE_TIMEOUT)
             self._served += 1
+            self.admission.release(ticket)  # the job is over: only the stream's close is left
+            released = True
             await channel.finish()
         except ProtocolError as exc:
             self._bad_frames += 1
@@ -265,7 +268,8 @@ class JobServer:
                 return
             await self._reply_error(channel, job_id, exc)
         finally:
-            self.admission.release(ticket)
+            if not released:
+                self.admission.release(ticket)
 
     async def _refuse(self, channel: FramedStream, exc: JobError) -> None:
         """Answer a stream refused before its request was read, then release the stream."""

@@ -49,7 +49,9 @@ from calinode.protocol.vectors import encode_vectors
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: Worker threads for all shard stores together (each store also runs one call at a time).
-STORE_THREADS = 2
+#: Writes mostly wait on fsync, so several stores writing at once is worth it; the cap only
+#: keeps a flood of store work from taking every worker thread of the process.
+STORE_THREADS = 8
 
 
 class LocalIndex:
