@@ -25,7 +25,13 @@ from calinode.node.framed_stream import FramedStream
 from calinode.node.host import remote_peer_id
 from calinode.node.job_admission import AdmissionTicket, JobAdmission
 from calinode.node.rejections import RateLimitedLog, Rejections
-from calinode.protocol.errors import CalinodeError, ErrorCode, JobError, ProtocolError
+from calinode.protocol.errors import (
+    CalinodeError,
+    ErrorCode,
+    JobError,
+    LocalProtocolError,
+    ProtocolError,
+)
 from calinode.protocol.framing import PREFIX_SIZE
 from calinode.protocol.limits import DEFAULT_LIMITS, Limits
 from calinode.protocol.messages import ErrorReply, JobRequest, JobResponse, StreamChunk
@@ -254,6 +260,9 @@ class JobServer:
             self.admission.release(ticket)  # the job is over: only the stream's close is left
             released = True
             await channel.finish()
+        except LocalProtocolError as exc:  # our reply broke a limit (e.g. too large): not
+            self._failed += 1               # the peer's fault, so not counted against it
+            await self._reply_error(channel, job_id, exc)
         except ProtocolError as exc:
             self._bad_frames += 1
             self.rejections.reject("bad_frame", caller, str(exc))
