@@ -255,7 +255,7 @@ async def build_node(config: NodeConfig) -> Node:
     if index is not None:
         register_index_jobs(registry, index)
     server = JobServer(registry, peer_id=signer.peer_id, max_total=config.max_jobs,
-                       max_per_peer=config.max_jobs_per_peer)
+                       max_per_peer=config.max_jobs_per_peer, rejections=rejections)
     table = PeerTable(signer.peer_id, dead_after=config.dead_after, drop_after=config.drop_after)
     return Node(config=config, host=host, peer_id=signer.peer_id, signer=signer, table=table,
                 registry=registry, server=server, client=JobClient(host, server),

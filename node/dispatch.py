@@ -5,6 +5,8 @@ busy, else the least-loaded live peer with a byte-identical copy, then lowest RT
 embed batch is split into contiguous parts over several candidates and reassembled in order.
 A part or a generation whose peer dies, times out or is overloaded is retried once on another
 candidate within the caller's deadline (a generation only if no text has been streamed yet).
+Every reply is parsed into its typed view (``protocol/job_replies.py``); one that does not fit
+counts as a failed candidate (``bad_reply``).
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import trio
 
+from calinode.node.job_client import ReplyParser
 from calinode.node.routing import (
     Candidate,
     model_offers,
@@ -25,12 +28,13 @@ from calinode.node.routing import (
     split_batch,
 )
 from calinode.protocol.errors import ErrorCode, JobError
-from calinode.protocol.vectors import decode_vectors
+from calinode.protocol.job_replies import EmbedReply, GenerateReply
 
 if TYPE_CHECKING:
     from calinode.node.daemon import Node
 
 log = logging.getLogger(__name__)
+V = TypeVar("V")
 
 RETRYABLE = {ErrorCode.PEER_UNREACHABLE, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.OVERLOADED,
              ErrorCode.UNKNOWN_MODEL, ErrorCode.UNKNOWN_KIND, ErrorCode.INTERNAL}
@@ -66,11 +70,13 @@ class Dispatcher:
 
     async def run_with_retry(
         self, order: list[Candidate], kind: str, params: dict[str, Any], deadline: float,
+        parse: ReplyParser[V],
         on_chunk: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
         may_retry: Callable[[], bool] = lambda: True,
-    ) -> tuple[dict[str, Any], str]:
+    ) -> tuple[V, str]:
         """Run job ``kind`` on the first of ``order``, then once on the next if the first
-        died, timed out or was overloaded; returns ``(result, served_by)``."""
+        died, timed out, was overloaded or sent a reply that ``parse`` refused; returns
+        ``(reply view, served_by)``."""
         last: JobError | None = None
         for attempt, candidate in enumerate(order[:2]):
             remaining = deadline - trio.current_time()
@@ -79,9 +85,9 @@ class Dispatcher:
             has_fallback = attempt == 0 and len(order) > 1
             budget = remaining / 2 if has_fallback else remaining
             try:
-                result = await self.node.client.call(candidate.peer_id, kind, params,
-                                                     timeout=budget, on_chunk=on_chunk)
-                return result.result, result.served_by
+                reply, result = await self.node.client.call_parsed(
+                    candidate.peer_id, kind, params, parse, timeout=budget, on_chunk=on_chunk)
+                return reply, result.served_by
             except JobError as exc:
                 last = exc
                 if exc.code not in RETRYABLE or not may_retry():
@@ -96,7 +102,7 @@ class Dispatcher:
         deadline = trio.current_time() + timeout
         ranked = self.candidates("embed", model)
         parts = split_batch(len(texts), len(ranked), min_part=MIN_SPLIT)
-        results: list[tuple[dict[str, Any], str] | None] = [None] * len(parts)
+        results: list[tuple[EmbedReply, str] | None] = [None] * len(parts)
 
         async def run_part(index: int, start: int, stop: int) -> None:
             order = ranked[index:] + ranked[:index]  # part i starts on candidate i
@@ -104,7 +110,10 @@ class Dispatcher:
                                       "input_type": input_type}
             if dimensions is not None:
                 params["dimensions"] = dimensions
-            results[index] = await self.run_with_retry(order, "embed", params, deadline)
+            count = stop - start
+            results[index] = await self.run_with_retry(
+                order, "embed", params, deadline,
+                lambda wire: EmbedReply.from_wire(wire, texts=count))
 
         try:
             async with trio.open_nursery() as nursery:
@@ -117,7 +126,7 @@ class Dispatcher:
 
     @staticmethod
     def _assemble(model: str, parts: list[tuple[int, int]],
-                  results: list[tuple[dict[str, Any], str] | None]) -> EmbedOutcome:
+                  results: list[tuple[EmbedReply, str] | None]) -> EmbedOutcome:
         blocks: list[np.ndarray] = []
         tokens: list[int] = []
         truncated: list[int] = []
@@ -125,14 +134,17 @@ class Dispatcher:
         shas: set[str] = set()
         for (start, _), item in zip(parts, results, strict=True):
             assert item is not None
-            result, served_by = item
-            blocks.append(decode_vectors(result["vectors"]))
-            tokens.extend(int(t) for t in result["token_counts"])
-            truncated.extend(start + int(i) for i in result["truncated"])
+            reply, served_by = item
+            blocks.append(reply.vectors)
+            tokens.extend(reply.token_counts)
+            truncated.extend(start + i for i in reply.truncated)
             served.append(served_by)
-            shas.add(str(result["sha256"]))
+            shas.add(reply.sha256)
         if len(shas) != 1:  # routing only picks one sha256; a peer that swapped models lies
             raise JobError("peers answered with different model files", code=ErrorCode.INTERNAL)
+        if len({block.shape[1] for block in blocks}) != 1:
+            raise JobError("peers answered with vectors of different widths",
+                           code=ErrorCode.INTERNAL)
         return EmbedOutcome(model, shas.pop(), np.concatenate(blocks), tokens, truncated, served)
 
     async def generate(self, params: dict[str, Any], *, timeout: float,
@@ -151,6 +163,7 @@ class Dispatcher:
                     await on_text(text)
 
         wire = dict(params, stream=on_text is not None)
-        result, served_by = await self.run_with_retry(ranked, "generate", wire, deadline,
-                                                 on_chunk=on_chunk, may_retry=lambda: not streamed)
-        return dict(result, served_by=served_by)
+        reply, served_by = await self.run_with_retry(
+            ranked, "generate", wire, deadline, GenerateReply.from_wire, on_chunk=on_chunk,
+            may_retry=lambda: not streamed)
+        return dict(reply.to_wire(), served_by=served_by)

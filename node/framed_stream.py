@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 
 import trio
 from libp2p.abc import INetStream
 
 from calinode.protocol.errors import ErrorCode, JobError
-from calinode.protocol.framing import NeedData
+from calinode.protocol.framing import PREFIX_SIZE, NeedData
 from calinode.protocol.limits import DEFAULT_LIMITS, Limits
 from calinode.protocol.messages import Message, MessageDecoder, encode_message
 
@@ -41,27 +42,59 @@ class FramedStream:
             raise JobError(f"peer stream broke while writing: {exc!r}",
                            code=ErrorCode.PEER_UNREACHABLE) from exc
 
-    async def receive(self, *, timeout: float) -> Message:
-        """The next message; raises ``RemoteProtocolError`` for garbage, ``JobError`` else."""
+    async def receive(self, *, timeout: float,
+                      charge: Callable[[int], None] | None = None) -> Message:
+        """The next message; raises ``RemoteProtocolError`` for garbage, ``JobError`` else.
+
+        With ``charge`` (only for the first message of a stream), the four bytes of the
+        frame's length prefix are read alone and ``charge(frame size)`` is called before a
+        byte of the body is read: it raises (``OVERLOADED``) to refuse a frame the node has
+        no budget for, and the body then stays unread in the peer's flow-control window.
+        """
         deadline = trio.current_time() + max(timeout, 0.001) if math.isfinite(timeout) else math.inf
+        if charge is not None:
+            head = b""
+            while len(head) < PREFIX_SIZE:  # read(n) returns at most n bytes
+                head += await self._read(PREFIX_SIZE - len(head), deadline)
+            self._decoder.feed(head)  # an announced length over max_frame is refused here
+            charge(PREFIX_SIZE + int.from_bytes(head, "big"))
         while True:
             message = self._decoder.next_message()
             if not isinstance(message, NeedData):
                 return message
-            try:
-                with trio.fail_at(deadline):
-                    data = await self.stream.read(READ_CHUNK)
-            except trio.TooSlowError:
-                raise JobError("timed out waiting for the peer",
-                               code=ErrorCode.DEADLINE_EXCEEDED) from None
-            except trio.Cancelled:
-                raise
-            except Exception as exc:  # StreamEOF, StreamReset, closed muxer...
-                raise JobError(f"peer stream ended: {type(exc).__name__}",
-                               code=ErrorCode.PEER_UNREACHABLE) from exc
-            if not data:
-                raise JobError("peer stream ended", code=ErrorCode.PEER_UNREACHABLE)
-            self._decoder.feed(data)
+            self._decoder.feed(await self._read(READ_CHUNK, deadline))
+
+    async def _read(self, n: int, deadline: float) -> bytes:
+        try:
+            with trio.fail_at(deadline):
+                data = await self.stream.read(n)
+        except trio.TooSlowError:
+            raise JobError("timed out waiting for the peer",
+                           code=ErrorCode.DEADLINE_EXCEEDED) from None
+        except trio.Cancelled:
+            raise
+        except Exception as exc:  # StreamEOF, StreamReset, closed muxer...
+            raise JobError(f"peer stream ended: {type(exc).__name__}",
+                           code=ErrorCode.PEER_UNREACHABLE) from exc
+        if not data:
+            raise JobError("peer stream ended", code=ErrorCode.PEER_UNREACHABLE)
+        return bytes(data)
+
+    async def discard(self, *, max_bytes: int, grace: float) -> bool:
+        """Read and drop up to ``max_bytes`` until the peer's end of stream (True if reached
+        within ``grace`` seconds): lets a refused caller that already sent a small request
+        see our reply before the stream is released, without buffering anything."""
+        seen = 0
+        with trio.move_on_after(grace):
+            while seen < max_bytes:
+                try:
+                    data = await self.stream.read(min(READ_CHUNK, max_bytes - seen))
+                except Exception:  # StreamEOF: the peer is done
+                    return True
+                if not data:
+                    return True
+                seen += len(data)
+        return False
 
     async def close(self) -> None:
         """Half-close: we will write no more; the peer can still answer."""

@@ -3,6 +3,10 @@
 ``JobClient.call`` opens one stream per job, sends the request with the *remaining* budget as
 its relative deadline, half-closes, then reads chunks until the response or an error reply.
 Every failure becomes a :class:`JobError` with a stable code; nothing blocks past the deadline.
+
+``JobClient.call_parsed`` also parses the reply into its typed view: a reply that does not fit
+(missing keys, NaN scores, wrong counts) is counted as ``bad_reply`` against the peer and
+raised as one clean ``JobError`` (``INTERNAL``), which callers treat as one failed peer.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import itertools
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 from libp2p.abc import IHost
@@ -26,6 +30,9 @@ from calinode.protocol.limits import DEFAULT_LIMITS, Limits
 from calinode.protocol.messages import ErrorReply, JobRequest, JobResponse, StreamChunk
 
 ChunkCallback = Callable[[dict[str, Any]], Awaitable[None]]
+V = TypeVar("V")
+#: Parses a reply's ``result`` map into its typed view (``protocol/job_replies.py``).
+ReplyParser = Callable[[dict[str, Any]], V]
 
 _ids = itertools.count(1)
 _prefix = os.urandom(4).hex()
@@ -78,6 +85,30 @@ class JobClient:
             raise JobError(f"{kind} on {peer_id} did not answer within {timeout:.1f} s",
                            code=ErrorCode.DEADLINE_EXCEEDED) from None
         return JobResult(result, served_by, (trio.current_time() - started) * 1000)
+
+    async def call_parsed(
+        self,
+        peer_id: str,
+        kind: str,
+        params: dict[str, Any],
+        parse: ReplyParser[V],
+        *,
+        timeout: float,
+        on_chunk: ChunkCallback | None = None,
+    ) -> tuple[V, JobResult]:
+        """:meth:`call`, then the reply's typed view (see the module docstring)."""
+        result = await self.call(peer_id, kind, params, timeout=timeout, on_chunk=on_chunk)
+        return self.parse_reply(peer_id, result, kind, parse), result
+
+    def parse_reply(self, peer_id: str, result: JobResult, kind: str,
+                    parse: ReplyParser[V]) -> V:
+        """The typed view of ``peer_id``'s reply, or a counted ``bad_reply`` JobError."""
+        try:
+            return parse(result.result)
+        except ProtocolError as exc:
+            self.server.rejections.reject("bad_reply", peer_id, f"{kind}: {exc.message}")
+            raise JobError(f"{peer_id} sent an invalid {kind} reply: {exc.message}",
+                           code=ErrorCode.INTERNAL) from None
 
     async def _call_remote(
         self, peer_id: str, request: JobRequest, deadline: float, emit: ChunkCallback

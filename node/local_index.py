@@ -3,7 +3,11 @@
 Stores live in ``$CALINODE_HOME/shards/<collection>/<shard>/`` (``models/shard_store.py``:
 SQLite is the truth, FAISS is rebuilt from it at open, so a write acknowledged here survives
 kill -9). Every store call is blocking and runs in a worker thread, one call per store at a
-time (a trio lock per store).
+time (a trio lock per store), under the stores' own ``CapacityLimiter`` (``LocalIndex.limiter``).
+
+Every job's params are parsed into their views (``protocol/job_params.py``) before use;
+``shard.search`` is bounded to the collection's shards, each once, and refused before it runs
+when its hits would be over the search budget (``protocol/search_budget.py``).
 
 Job kinds (``shard.*``): ``write`` (whole documents with chunk vectors; durable before the
 reply), ``delete``, ``search`` (several shards of one collection in one request; hits come
@@ -28,15 +32,26 @@ import trio
 
 from calinode.models.shard_store import ChunkWrite, DocRecord, DocWrite, ShardStore
 from calinode.node.collections_book import CollectionBook
-from calinode.node.inference_jobs import bad, check_fields
+from calinode.node.inference_jobs import bad
 from calinode.node.job_server import JobContext, JobRegistry
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import CalinodeError, ErrorCode, JobError
-from calinode.protocol.vectors import decode_vectors, encode_vectors
+from calinode.protocol.job_params import (
+    ShardChangesParams,
+    ShardInfoParams,
+    ShardSearchParams,
+    ShardWriteParams,
+    WireDoc,
+)
+from calinode.protocol.search_budget import DEFAULT_SEARCH_BUDGET, SearchBudget, check_search
+from calinode.protocol.vectors import encode_vectors
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-MAX_K = 1000
+#: Worker threads for all shard stores together (each store also runs one call at a time).
+#: Writes mostly wait on fsync, so several stores writing at once is worth it; the cap only
+#: keeps a flood of store work from taking every worker thread of the process.
+STORE_THREADS = 8
 
 
 class LocalIndex:
@@ -51,6 +66,9 @@ class LocalIndex:
         self._digests: dict[tuple[str, int], str] = {}
         self._ready: set[tuple[str, int]] = set()
         self._open_lock = trio.Lock()
+        #: Worker threads of the shard stores (not trio's shared default limiter): a flood of
+        #: searches or writes waits here and never starves the embedders or the generator.
+        self.limiter = trio.CapacityLimiter(STORE_THREADS)
 
     def folder(self, collection: str, shard: int) -> Path:
         return self.root / collection / str(shard)
@@ -83,7 +101,7 @@ class LocalIndex:
         if key in self._ready:
             return
         marker = self.folder(collection, shard) / "READY"
-        await trio.to_thread.run_sync(_write_marker, marker)
+        await trio.to_thread.run_sync(_write_marker, marker, limiter=self.limiter)
         self._ready.add(key)
 
     async def open_existing(self) -> None:
@@ -114,7 +132,8 @@ class LocalIndex:
                 opener = functools.partial(
                     _open_replica, self.folder(definition.name, shard), dim=definition.dim,
                     index_kind=definition.index_kind)
-                store, digest, ready = await trio.to_thread.run_sync(opener)
+                store, digest, ready = await trio.to_thread.run_sync(opener,
+                                                                     limiter=self.limiter)
                 self._stores[key] = store
                 self._locks.setdefault(key, trio.Lock())
                 self._digests[key] = digest
@@ -136,9 +155,10 @@ class LocalIndex:
                 if writes and self._stores.get(key) is not store:
                     continue  # dropped while we waited: a write starts the replica again
                 self._check_current(key, store)
-                result = await trio.to_thread.run_sync(fn, store)
+                result = await trio.to_thread.run_sync(fn, store, limiter=self.limiter)
                 if writes:
-                    self._digests[key] = await trio.to_thread.run_sync(store.digest)
+                    self._digests[key] = await trio.to_thread.run_sync(
+                        store.digest, limiter=self.limiter)
                 return result
 
     async def call_many(self, definition: CollectionDef, shards: list[int],
@@ -151,7 +171,8 @@ class LocalIndex:
                 await stack.enter_async_context(lock)
             for shard, store in zip(shards, stores, strict=True):
                 self._check_current((definition.name, shard), store)
-            return await trio.to_thread.run_sync(lambda: [fn(store) for store in stores])
+            return await trio.to_thread.run_sync(lambda: [fn(store) for store in stores],
+                                                 limiter=self.limiter)
 
     def _held_store(self, key: tuple[str, int]) -> ShardStore:
         store = self._stores.get(key)
@@ -176,14 +197,15 @@ class LocalIndex:
                 del self._stores[key]
                 self._digests.pop(key, None)
                 self._ready.discard(key)
-                await trio.to_thread.run_sync(store.close)
-                await trio.to_thread.run_sync(shutil.rmtree, self.folder(collection, shard))
+                await trio.to_thread.run_sync(store.close, limiter=self.limiter)
+                await trio.to_thread.run_sync(shutil.rmtree, self.folder(collection, shard),
+                                              limiter=self.limiter)
         return True
 
     async def aclose(self) -> None:
         for key, store in list(self._stores.items()):
             async with self._locks[key]:
-                await trio.to_thread.run_sync(store.close)
+                await trio.to_thread.run_sync(store.close, limiter=self.limiter)
         self._stores.clear()
 
 
@@ -229,79 +251,59 @@ def docs_to_wire(docs: list[DocWrite] | list[DocRecord]) -> list[dict[str, Any]]
     return out
 
 
-def docs_from_wire(items: Any, dim: int) -> list[DocRecord]:
-    if not isinstance(items, list) or not items:
-        raise bad("docs must be a non-empty list")
-    records = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise bad(f"docs[{i}] must be a map")
-        chunks = item.get("chunks", [])
-        if not isinstance(chunks, list) or not all(isinstance(c, dict) for c in chunks):
-            raise bad(f"docs[{i}].chunks must be a list of maps")
-        vectors = decode_vectors(item["vectors"], dim=dim) if chunks else np.zeros((0, dim))
-        if len(vectors) != len(chunks):
-            raise bad(f"docs[{i}]: {len(chunks)} chunks but {len(vectors)} vectors")
-        try:
-            records.append(DocRecord(
-                doc_id=item["doc_id"], content_hash=item["content_hash"],
-                version=item["version"], deleted=bool(item.get("deleted", False)),
-                chunks=[ChunkWrite(text=c["text"], vector=np.asarray(v, dtype=np.float32),
-                                   metadata=c.get("metadata") or {})
-                        for c, v in zip(chunks, vectors, strict=True)]))
-        except KeyError as exc:
-            raise bad(f"docs[{i}] lacks {exc}") from None
-    return records
+def records_from_wire(docs: tuple[WireDoc, ...], dim: int) -> list[DocRecord]:
+    """Store records of validated wire documents, their vectors pinned to ``dim``."""
+    return [DocRecord(doc_id=doc.doc_id, content_hash=doc.content_hash, version=doc.version,
+                      deleted=doc.deleted,
+                      chunks=[ChunkWrite(text=c.text, vector=np.asarray(v, dtype=np.float32),
+                                         metadata=dict(c.metadata))
+                              for c, v in zip(doc.chunks, doc.vectors_of(dim), strict=True)])
+            for doc in docs]
 
 
-def _definition(node_book: CollectionBook, params: dict[str, Any]) -> CollectionDef:
-    wire = params.get("definition")
-    if wire is not None:
-        node_book.merge(CollectionDef.from_wire(wire))
-    name = params.get("collection")
-    if not isinstance(name, str):
-        raise bad("collection must be a string")
-    return node_book.get(name)
-
-
-def _shard(params: dict[str, Any], definition: CollectionDef) -> int:
-    shard = params.get("shard")
-    if not isinstance(shard, int) or isinstance(shard, bool) or not 0 <= shard < definition.shards:
+def _in_range(shard: int, definition: CollectionDef) -> int:
+    if not 0 <= shard < definition.shards:
         raise bad(f"shard must be 0..{definition.shards - 1}")
     return shard
 
 
-def register_index_jobs(registry: JobRegistry, index: LocalIndex) -> None:
+def register_index_jobs(registry: JobRegistry, index: LocalIndex,
+                        budget: SearchBudget = DEFAULT_SEARCH_BUDGET) -> None:
     book = index.book
 
     async def write(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-        check_fields(params, {"collection", "definition", "shard", "docs", "seed"},
-                     {"collection", "shard", "docs"})
-        definition = await trio.to_thread.run_sync(_definition, book, params)
-        shard = _shard(params, definition)
-        seed = params.get("seed") is True
-        if seed and params["docs"] == []:  # a new collection: every shard starts out empty
+        request = ShardWriteParams.from_wire(params)
+        if request.definition is not None:
+            await trio.to_thread.run_sync(book.merge, request.definition)
+        definition = book.get(request.collection)
+        shard = _in_range(request.shard, definition)
+        if request.seed and not request.docs:  # a new collection: every shard starts empty
             await index.store(definition, shard)
             await index.mark_ready(definition.name, shard)
             return {"inserted": 0, "replaced": 0, "deleted": 0, "unchanged": 0, "stale": 0}
-        records = docs_from_wire(params["docs"], definition.dim)
+        if not request.docs:
+            raise bad("docs must be a non-empty list")
+        records = records_from_wire(request.docs, definition.dim)
         result = await index.call(definition, shard, lambda s: s.apply(records), writes=True)
-        if seed:  # the writer saw no ready replica: this one starts it
+        if request.seed:  # the writer saw no ready replica: this one starts it
             await index.mark_ready(definition.name, shard)
         return {"inserted": result.inserted, "replaced": result.replaced,
                 "deleted": result.deleted, "unchanged": result.unchanged, "stale": result.stale}
 
     async def search(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-        check_fields(params, {"collection", "shards", "vectors", "k"},
-                     {"collection", "shards", "vectors", "k"})
-        definition = book.get(str(params["collection"]))
-        shards = params["shards"]
-        if not isinstance(shards, list) or not all(isinstance(s, int) for s in shards):
-            raise bad("shards must be a list of shard numbers")
-        k = params["k"]
-        if not isinstance(k, int) or not 1 <= k <= MAX_K:
-            raise bad(f"k must be 1..{MAX_K}")
-        queries = np.ascontiguousarray(decode_vectors(params["vectors"], dim=definition.dim))
+        request = ShardSearchParams.from_wire(params)  # shards sorted, each once
+        definition = book.get(request.collection)
+        shards = [_in_range(shard, definition) for shard in request.shards]
+        if request.vectors.shape[1] != definition.dim:
+            raise bad(f"expected query vectors of dimension {definition.dim}, "
+                      f"got {request.vectors.shape[1]}")
+        try:  # refused before any work: the search thread cannot be cancelled
+            check_search(request.queries, request.k, len(shards), budget)
+        except JobError as exc:
+            ctx.reject("over_budget", exc.message)
+            raise
+        queries = np.ascontiguousarray(request.vectors)
+        k = request.k
         for shard in shards:
             if not index.is_ready(definition.name, shard):
                 raise shard_unavailable(definition.name, shard)
@@ -314,27 +316,23 @@ def register_index_jobs(registry: JobRegistry, index: LocalIndex) -> None:
                       "metadata": texts[(h.doc_id, h.chunk)].metadata} for h in row]
                     for row in hits]
 
-        answers = await index.call_many(definition, list(shards), run)
+        answers = await index.call_many(definition, shards, run)
         return {"results": {str(shard): rows for shard, rows in zip(shards, answers,
                                                                      strict=True)}}
 
     async def changes(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-        check_fields(params, {"collection", "shard", "since_version", "after_doc_id", "limit"},
-                     {"collection", "shard"})
-        definition = book.get(str(params["collection"]), include_dropped=True)
-        shard = _shard(params, definition)
+        request = ShardChangesParams.from_wire(params)
+        definition = book.get(request.collection, include_dropped=True)
+        shard = _in_range(request.shard, definition)
         if not index.has(definition.name, shard):
             raise shard_unavailable(definition.name, shard)
-        since = int(params.get("since_version", 0))
-        after = str(params.get("after_doc_id", ""))
-        limit = min(int(params.get("limit", 200)), 500)
+        since, after, limit = request.since_version, request.after_doc_id, request.limit
         records = await index.call(definition, shard,
                                    lambda s: s.changes(since, limit, after_doc_id=after))
         return {"docs": docs_to_wire(records), "digest": index.digest_of(definition.name, shard)}
 
     async def info(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-        check_fields(params, {"collection"}, {"collection"})
-        definition = book.get(str(params["collection"]))
+        definition = book.get(ShardInfoParams.from_wire(params).collection)
         rows = []
         for shard in range(definition.shards):
             if not index.has(definition.name, shard):

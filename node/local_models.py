@@ -7,6 +7,10 @@
 - :class:`GenerateService` wraps one ``GgufGenerator``: one generation at a time (a llama.cpp
   context is single-threaded), tokens streamed back through :func:`run_streaming`.
 - :class:`LocalModels` loads them from the registry and says what to advertise.
+
+Each service runs its blocking calls under its own ``trio.CapacityLimiter`` (``limiter``), not
+trio's shared default one, so a flood of one model's jobs cannot starve another resource of
+worker threads (shard stores have theirs in ``local_index.py``).
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ class EmbedService:
         self._running = 0
         self.calls = 0  # model calls made (merging makes this smaller than requests)
         self.requests = 0
+        #: This model's own worker thread (ONNX Runtime already uses every core): a flood of
+        #: work for another resource never delays it, and it never delays theirs.
+        self.limiter = trio.CapacityLimiter(1)
 
     @property
     def busy(self) -> bool:
@@ -104,7 +111,7 @@ class EmbedService:
                 call = functools.partial(self.embedder.embed, texts,
                                          input_type=group[0].input_type,  # type: ignore[arg-type]
                                          dimensions=group[0].dimensions)
-                merged = await trio.to_thread.run_sync(call)
+                merged = await trio.to_thread.run_sync(call, limiter=self.limiter)
             except Exception as exc:
                 for p in group:
                     p.error = exc if len(group) == 1 else JobError(
@@ -142,6 +149,8 @@ class GenerateService:
         self.manifest: ModelManifest = generator.manifest
         self._lock = trio.Lock()
         self._waiting = 0
+        #: This model's own worker thread (one generation at a time anyway, see ``_lock``).
+        self.limiter = trio.CapacityLimiter(1)
 
     @property
     def busy(self) -> bool:
@@ -180,7 +189,8 @@ class GenerateService:
             async with self._lock:
                 self._waiting -= 1
                 waiting = False
-                await run_streaming(make_iter, on_chunks, min_interval=self.stream_interval)
+                await run_streaming(make_iter, on_chunks, min_interval=self.stream_interval,
+                                    limiter=self.limiter)
         finally:
             if waiting:
                 self._waiting -= 1

@@ -33,14 +33,22 @@ from calinode.models.shard_store import ChunkWrite, DocRecord, ShardStore
 from calinode.node.chunking import content_hash, make_document_text
 from calinode.node.collections_book import sign_definition, verify_definition
 from calinode.node.inference_jobs import bad
-from calinode.node.local_index import docs_from_wire, docs_to_wire
+from calinode.node.local_index import docs_to_wire, records_from_wire
 from calinode.node.placement import PlacementMap, may_drop_replica, shard_of
 from calinode.node.rejections import RateLimitedLog
 from calinode.node.result_merge import ShardHit, merge_topk, missing_shards
 from calinode.protocol.capabilities import Capabilities, ModelOffer
 from calinode.protocol.collections import CollectionDef
-from calinode.protocol.errors import CalinodeError, ErrorCode, JobError
-from calinode.protocol.vectors import decode_vectors, encode_vectors
+from calinode.protocol.errors import CalinodeError, ErrorCode, JobError, ProtocolError
+from calinode.protocol.job_params import ShardChangesParams
+from calinode.protocol.job_replies import (
+    EmbedChunksReply,
+    SearchHit,
+    ShardChangesReply,
+    ShardSearchReply,
+)
+from calinode.protocol.search_budget import SearchBudget, plan_search
+from calinode.protocol.vectors import encode_vectors
 
 if TYPE_CHECKING:
     from calinode.node.daemon import Node
@@ -53,6 +61,8 @@ MAX_BATCHES_IN_FLIGHT = 4
 HEDGE_AFTER = 0.25  # seconds before a second holder is asked for a slow shard
 SYNC_INTERVAL = 2.0
 WRITE_TIMEOUT = 30.0
+PULL_PAGE = 200  # documents per shard.changes page
+SEARCH_BLOCKS = 4  # query blocks of one search in flight at once
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -74,6 +84,9 @@ class Coordinator:
         self._covered_since: dict[tuple[str, int], float] = {}
         #: (collection, shard) -> why its last sync round failed (cleared by a good round)
         self.sync_failures: dict[tuple[str, int], str] = {}
+        #: the hit budget of one shard.search request: the same function the serving nodes
+        #: refuse requests with, so this node's own searches are always split to fit
+        self.search_budget = SearchBudget()
 
     # -- views of the swarm ----------------------------------------------------------------
 
@@ -227,22 +240,25 @@ class Coordinator:
         dispatcher = self.node.dispatcher
         order = dispatcher.candidates("embed", definition.model)
         deadline = trio.current_time() + 120
-        result, _ = await dispatcher.run_with_retry(order, "embed_chunks", params, deadline)
-        if result["sha256"] != definition.model_sha256:
+        count = len(texts)
+        reply, _ = await dispatcher.run_with_retry(
+            order, "embed_chunks", params, deadline,
+            lambda wire: EmbedChunksReply.from_wire(wire, docs=count, dim=definition.dim))
+        if reply.sha256 != definition.model_sha256:
             raise JobError("the embedding peer runs another file of the collection's model",
                            code=ErrorCode.UNKNOWN_MODEL)
-        vectors = decode_vectors(result["vectors"], dim=definition.dim)
+        vectors = reply.vectors
         version = int(time.time() * 1000)
         writes: dict[int, list[DocRecord]] = {}
         row = 0
-        for doc, (doc_id, chash), chunks in zip(batch, valid, result["chunks"], strict=True):
+        for doc, (doc_id, chash), chunks in zip(batch, valid, reply.chunks, strict=True):
             metadata = {k: v for k, v in doc.items() if k not in ("_id", "text")}
             chunk_writes = []
             for position, chunk in enumerate(chunks):
                 chunk_writes.append(ChunkWrite(
-                    text=chunk["text"], vector=np.array(vectors[row], dtype=np.float32),
-                    metadata={**metadata, "position": position, "start": chunk["start"],
-                              "end": chunk["end"]}))
+                    text=chunk.text, vector=np.array(vectors[row], dtype=np.float32),
+                    metadata={**metadata, "position": position, "start": chunk.start,
+                              "end": chunk.end}))
                 row += 1
             writes.setdefault(shard_of(doc_id, definition.shards), []).append(
                 DocRecord(doc_id=doc_id, content_hash=chash, version=version, deleted=False,
@@ -360,48 +376,75 @@ class Coordinator:
 
     async def search_vectors(self, definition: CollectionDef, vectors: np.ndarray, *, k: int,
                              timeout: float) -> list[dict[str, Any]]:
-        per_shard: dict[int, tuple[str, list[list[dict[str, Any]]]]] = {}
+        """Search every shard; queries go in blocks small enough that every request fits the
+        search budget (``protocol/search_budget.py``), blocks at most ``SEARCH_BLOCKS`` at a
+        time. A shard is in the answer only if every block got it."""
         deadline = trio.current_time() + timeout
-        await self._search_shards(definition, self.plan(definition), vectors, k, deadline,
-                                  per_shard)
+        plans = self.plan(definition)
+        per_block, _ = plan_search(len(vectors), k, [], self.search_budget)
+        starts = list(range(0, len(vectors), per_block))
+        found: list[dict[int, tuple[str, list[tuple[SearchHit, ...]]]]] = [{} for _ in starts]
+        limiter = trio.CapacityLimiter(SEARCH_BLOCKS)
+
+        async def block(n: int, start: int) -> None:
+            async with limiter:
+                await self._search_shards(definition, plans, vectors[start:start + per_block],
+                                          k, deadline, found[n])
+
+        async with trio.open_nursery() as nursery:
+            for n, start in enumerate(starts):
+                nursery.start_soon(block, n, start)
+        complete = set.intersection(*(set(out) for out in found)) if found else set()
+        per_shard = {shard: (found[0][shard][0],
+                             [row for out in found for row in out[shard][1]])
+                     for shard in sorted(complete)}
         missing = missing_shards(set(per_shard), definition.shards)
         results = []
         for q in range(len(vectors)):
-            lists = [[ShardHit(h["doc_id"], h["chunk"], h["score"], shard, peer)
-                      for h in rows[q]] for shard, (peer, rows) in per_shard.items()]
-            texts = {(h["doc_id"], h["chunk"]): h for _, rows in per_shard.values()
-                     for h in rows[q]}
+            lists = [[ShardHit(h.doc_id, h.chunk, h.score, shard, peer) for h in rows[q]]
+                     for shard, (peer, rows) in per_shard.items()]
+            texts = {(h.doc_id, h.chunk): h for _, rows in per_shard.values() for h in rows[q]}
             hits = [{"doc_id": h.doc_id, "chunk": h.chunk, "score": h.score,
-                     "text": texts[(h.doc_id, h.chunk)]["text"],
-                     "metadata": texts[(h.doc_id, h.chunk)]["metadata"],
+                     "text": texts[(h.doc_id, h.chunk)].text,
+                     "metadata": dict(texts[(h.doc_id, h.chunk)].metadata),
                      "shard": h.shard, "peer": h.peer} for h in merge_topk(lists, k)]
             results.append({"hits": hits, "partial": bool(missing), "missing_shards": missing})
         return results
 
     async def _search_shards(self, definition: CollectionDef, plans: list[ShardPlan],
                              vectors: np.ndarray, k: int, deadline: float,
-                             out: dict[int, tuple[str, list[list[dict[str, Any]]]]]) -> None:
-        """Ask each holder for all the shards it is first choice for, in one request; shards
-        whose answer fails or is slower than ``HEDGE_AFTER`` are asked again on their next
-        holder (up to three holders each); the first answer for a shard wins."""
+                             out: dict[int, tuple[str, list[tuple[SearchHit, ...]]]]) -> None:
+        """Ask each holder for all the shards it is first choice for (in as few requests as
+        the search budget allows); shards whose answer fails or is slower than
+        ``HEDGE_AFTER`` are asked again on their next holder (up to three holders each); the
+        first answer for a shard wins. A reply that fails its view is one failed holder."""
         holders = {p.shard: p.holders[:3] for p in plans if p.holders}
         tried: set[tuple[str, int]] = set()
         encoded = encode_vectors(vectors)
         outstanding = 0
         changed = trio.Event()  # an attempt settled
 
-        async def attempt(peer: str, shards: list[int]) -> None:
-            nonlocal outstanding, changed
+        async def request(peer: str, shards: list[int]) -> None:
             params = {"collection": definition.name, "shards": shards, "vectors": encoded,
                       "k": k}
             try:
-                result = await self.node.client.call(
+                reply, _ = await self.node.client.call_parsed(
                     peer, "shard.search", params,
+                    lambda wire: ShardSearchReply.from_wire(wire, shards=shards,
+                                                            queries=len(vectors), k=k),
                     timeout=max(0.01, deadline - trio.current_time()))
                 for shard in shards:
-                    out.setdefault(shard, (peer, result.result["results"][str(shard)]))
+                    out.setdefault(shard, (peer, list(reply.results[shard])))
             except JobError as exc:
                 log.info("shards %s on %s failed: %s", shards, peer[:16], exc.code.value)
+
+        async def attempt(peer: str, shards: list[int]) -> None:
+            nonlocal outstanding, changed
+            try:
+                _, groups = plan_search(len(vectors), k, shards, self.search_budget)
+                async with trio.open_nursery() as nursery:
+                    for group in groups:
+                        nursery.start_soon(request, peer, group)
             finally:
                 outstanding -= 1
                 changed.set()
@@ -564,18 +607,25 @@ class Coordinator:
         assert index is not None
         since, after, pulled = 0, "", 0
         while True:
+            ask = ShardChangesParams(collection=definition.name, shard=shard,
+                                     since_version=since, after_doc_id=after, limit=PULL_PAGE)
             try:
-                result = await self.node.client.call(peer, "shard.changes", {
-                    "collection": definition.name, "shard": shard, "since_version": since,
-                    "after_doc_id": after, "limit": 200}, timeout=30)
-            except JobError as exc:
+                reply, _ = await self.node.client.call_parsed(
+                    peer, "shard.changes", ask.to_wire(),
+                    lambda wire: ShardChangesReply.from_wire(wire, limit=PULL_PAGE),
+                    timeout=30)
+                records = records_from_wire(reply.docs, definition.dim)
+            except (JobError, ProtocolError) as exc:  # a bad reply is one failed holder
+                if isinstance(exc, ProtocolError):
+                    self.node.rejections.reject("bad_reply", peer, f"shard.changes: {exc}")
                 log.info("pull of %s/%s from %s failed: %s", definition.name, shard, peer,
                          exc.code.value)
                 return False
-            docs = result.result["docs"]
-            if not docs:
+            if not records:
                 break
-            records = docs_from_wire(docs, definition.dim)
+            if (records[0].version, records[0].doc_id) <= (since, after) and pulled:
+                self.node.rejections.reject("bad_reply", peer, "shard.changes went backwards")
+                return False
             await index.call(definition, shard, functools.partial(_apply, records=records),
                              writes=True)
             pulled += len(records)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from calinode.models.shard_store import ChunkWrite, DocRecord
+from calinode.node.collections_book import sign_definition
 from calinode.node.daemon import Node
 from calinode.protocol.collections import CollectionDef
 from node_harness import open_nodes, wait_until
@@ -58,9 +60,10 @@ async def test_full_disk_during_sync_is_reported_and_the_node_keeps_serving(
     async with open_nodes(tmp_path) as start:
         a = await start("a", index=True)
         assert a.index is not None
-        a.book.merge(DEFINITION)
+        definition = sign_definition(replace(DEFINITION, owner=a.peer_id), a.signer.key_pair)
+        a.book.merge(definition)
         docs = documents(150, lambda d: shard_of(d, 2), 0)  # ~600 KB of text for shard 0
-        await a.index.call(DEFINITION, 0, lambda s: s.apply(docs), writes=True)
+        await a.index.call(definition, 0, lambda s: s.apply(docs), writes=True)
         await a.index.mark_ready("papers", 0)
         before = a.index.digest_of("papers", 0)
 

@@ -1,0 +1,398 @@
+"""Typed, frozen, bounded views of the job replies a coordinator or dispatcher reads.
+
+A reply's ``result`` is a free-form map written by another node: it may lack keys, carry NaN
+scores, answer for shards nobody asked for, or hold fewer vectors than texts. Callers parse it
+with the kind's ``from_wire`` (giving what they asked for, so counts can be cross-checked)
+before reading anything; a map that does not fit raises
+:class:`~calinode.protocol.errors.RemoteProtocolError` (``BAD_REQUEST``), which the caller
+counts as one failed peer. ``to_wire`` writes the keys the serving node always sent.
+
+=====================  ===============================================
+kind                   view
+=====================  ===============================================
+``embed``              :class:`EmbedReply`
+``embed_chunks``       :class:`EmbedChunksReply`
+``generate``           :class:`GenerateReply`
+``shard.write``        :class:`ShardWriteReply`
+``shard.search``       :class:`ShardSearchReply` (rows of :class:`SearchHit`)
+``shard.changes``      :class:`ShardChangesReply` (documents as ``WireDoc``)
+``shard.info``         :class:`ShardInfoReply`
+=====================  ===============================================
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any, ClassVar, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from .collections import MAX_SHARDS
+from .job_params import (
+    MAX_CHANGES_LIMIT,
+    MAX_DOC_CHUNKS,
+    MAX_DOC_ID_CHARS,
+    MAX_K,
+    MAX_TEXT_CHARS,
+    WireDoc,
+    check_finite,
+    check_json,
+    check_keys,
+    check_list,
+)
+from .limits import DEFAULT_LIMITS
+from .validation import MAX_INT64, check_instance, check_int, check_str, from_peer, invalid
+from .vectors import decode_vectors, encode_vectors
+
+__all__ = [
+    "FINISH_REASONS",
+    "EmbedChunksReply",
+    "EmbedReply",
+    "GenerateReply",
+    "SearchHit",
+    "ShardChangesReply",
+    "ShardInfoReply",
+    "ShardInfoRow",
+    "ShardSearchReply",
+    "ShardWriteReply",
+    "TextSpan",
+]
+
+_SHA256: Final = re.compile(r"[0-9a-f]{64}")
+_DIGEST: Final = re.compile(r"[0-9a-f]{1,128}")
+FINISH_REASONS: Final = ("stop", "length", "cancelled")
+MAX_SCORE: Final = 1e30
+MAX_PROBLEMS: Final = 64
+
+
+def _vectors(value: object, rows: int | None, dim: int | None) -> npt.NDArray[np.float32]:
+    vectors = decode_vectors(value, dim=dim)
+    if vectors.ndim != 2:
+        invalid("reply vectors must be 2-D")
+    if rows is not None and len(vectors) != rows:
+        invalid(f"reply has {len(vectors)} vectors for {rows} inputs")
+    if not np.isfinite(vectors).all():
+        invalid("reply vectors hold NaN or infinite values")
+    return vectors
+
+
+def _sha(value: object) -> None:
+    check_str("sha256", value, min_len=64, max_len=64, pattern=_SHA256)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False)
+class EmbedReply:
+    """``embed``: one vector per text, token counts, indexes of the truncated texts."""
+
+    model: str
+    sha256: str
+    dim: int
+    vectors: npt.NDArray[np.float32]
+    token_counts: tuple[int, ...]
+    truncated: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        check_str("model", self.model, max_len=128)
+        _sha(self.sha256)
+        if self.vectors.ndim != 2 or self.vectors.shape[1] != self.dim:
+            invalid(f"dim {self.dim} does not match vectors of shape {self.vectors.shape}")
+        if len(self.token_counts) != len(self.vectors):
+            invalid(f"{len(self.token_counts)} token counts for {len(self.vectors)} vectors")
+        for n in self.token_counts:
+            check_int("token_counts", n, lo=0, hi=1 << 31)
+        previous = -1
+        for i in self.truncated:
+            check_int("truncated", i, lo=previous + 1, hi=len(self.vectors) - 1)
+            previous = i
+
+    _KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"model", "sha256", "dim", "vectors", "token_counts", "truncated"})
+
+    @classmethod
+    def from_wire(cls, data: object, *, texts: int | None = None) -> EmbedReply:
+        """The reply of an embed of ``texts`` texts (when given, exactly that many rows)."""
+        with from_peer():
+            wire = check_keys("embed reply", data, cls._KEYS, cls._KEYS)
+            check_int("dim", wire["dim"], lo=1, hi=16384)
+            rows = texts
+            vectors = _vectors(wire["vectors"], rows, wire["dim"])
+            limit = DEFAULT_LIMITS.max_array
+            return cls(model=wire["model"], sha256=wire["sha256"], dim=wire["dim"],
+                       vectors=vectors,
+                       token_counts=tuple(check_list("token_counts", wire["token_counts"],
+                                                     max_len=limit)),
+                       truncated=tuple(check_list("truncated", wire["truncated"],
+                                                  max_len=limit)))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"model": self.model, "sha256": self.sha256, "dim": self.dim,
+                "vectors": encode_vectors(self.vectors), "token_counts": list(self.token_counts),
+                "truncated": list(self.truncated)}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TextSpan:
+    """One chunk cut by ``embed_chunks``: its text and character offsets into the document."""
+
+    text: str
+    start: int
+    end: int
+
+    def __post_init__(self) -> None:
+        check_str("chunk text", self.text, min_len=0, max_len=MAX_TEXT_CHARS)
+        check_int("chunk start", self.start, lo=0, hi=MAX_TEXT_CHARS)
+        check_int("chunk end", self.end, lo=self.start, hi=MAX_TEXT_CHARS)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"text": self.text, "start": self.start, "end": self.end}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False)
+class EmbedChunksReply:
+    """``embed_chunks``: per document its chunks, and one vector per chunk in that order."""
+
+    model: str
+    sha256: str
+    dim: int
+    vectors: npt.NDArray[np.float32]
+    chunks: tuple[tuple[TextSpan, ...], ...]
+
+    def __post_init__(self) -> None:
+        check_str("model", self.model, max_len=128)
+        _sha(self.sha256)
+        if self.vectors.ndim != 2 or self.vectors.shape[1] != self.dim:
+            invalid(f"dim {self.dim} does not match vectors of shape {self.vectors.shape}")
+        total = sum(len(c) for c in self.chunks)
+        if total != len(self.vectors):
+            invalid(f"{total} chunks but {len(self.vectors)} vectors")
+
+    _KEYS: ClassVar[frozenset[str]] = frozenset({"model", "sha256", "dim", "vectors", "chunks"})
+
+    @classmethod
+    def from_wire(cls, data: object, *, docs: int | None = None,
+                  dim: int | None = None) -> EmbedChunksReply:
+        with from_peer():
+            wire = check_keys("embed_chunks reply", data, cls._KEYS, cls._KEYS)
+            check_int("dim", wire["dim"], lo=1, hi=16384)
+            if dim is not None and wire["dim"] != dim:
+                invalid(f"reply vectors have dimension {wire['dim']}, expected {dim}")
+            per_doc = check_list("chunks", wire["chunks"], max_len=DEFAULT_LIMITS.max_batch)
+            if docs is not None and len(per_doc) != docs:
+                invalid(f"chunks for {len(per_doc)} documents, {docs} were sent")
+            keys = frozenset({"text", "start", "end"})
+            chunks = tuple(
+                tuple(TextSpan(**check_keys("chunk", c, keys, keys))
+                      for c in check_list("chunks of a document", doc, max_len=MAX_DOC_CHUNKS))
+                for doc in per_doc)
+            vectors = _vectors(wire["vectors"], sum(len(c) for c in chunks), wire["dim"])
+            return cls(model=wire["model"], sha256=wire["sha256"], dim=wire["dim"],
+                       vectors=vectors, chunks=chunks)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"model": self.model, "sha256": self.sha256, "dim": self.dim,
+                "vectors": encode_vectors(self.vectors),
+                "chunks": [[c.to_wire() for c in doc] for doc in self.chunks]}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GenerateReply:
+    model: str
+    sha256: str
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+    def __post_init__(self) -> None:
+        check_str("model", self.model, max_len=128)
+        _sha(self.sha256)
+        check_str("text", self.text, min_len=0, max_len=DEFAULT_LIMITS.max_str)
+        if self.finish_reason not in FINISH_REASONS:
+            invalid(f"finish_reason must be one of {', '.join(FINISH_REASONS)}")
+        check_int("prompt_tokens", self.prompt_tokens, lo=0, hi=1 << 31)
+        check_int("completion_tokens", self.completion_tokens, lo=0, hi=1 << 31)
+
+    _KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"model", "sha256", "text", "finish_reason", "usage"})
+
+    @classmethod
+    def from_wire(cls, data: object) -> GenerateReply:
+        with from_peer():
+            wire = check_keys("generate reply", data, cls._KEYS, cls._KEYS)
+            keys = frozenset({"prompt_tokens", "completion_tokens"})
+            usage = check_keys("usage", wire["usage"], keys, keys)
+            return cls(model=wire["model"], sha256=wire["sha256"], text=wire["text"],
+                       finish_reason=wire["finish_reason"], **usage)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"model": self.model, "sha256": self.sha256, "text": self.text,
+                "finish_reason": self.finish_reason,
+                "usage": {"prompt_tokens": self.prompt_tokens,
+                          "completion_tokens": self.completion_tokens}}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShardWriteReply:
+    """``shard.write``: documents per outcome."""
+
+    inserted: int
+    replaced: int
+    deleted: int
+    unchanged: int
+    stale: int
+
+    def __post_init__(self) -> None:
+        for name in ("inserted", "replaced", "deleted", "unchanged", "stale"):
+            check_int(name, getattr(self, name), lo=0, hi=DEFAULT_LIMITS.max_batch)
+
+    _KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"inserted", "replaced", "deleted", "unchanged", "stale"})
+
+    @classmethod
+    def from_wire(cls, data: object) -> ShardWriteReply:
+        with from_peer():
+            return cls(**check_keys("shard.write reply", data, cls._KEYS, cls._KEYS))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"inserted": self.inserted, "replaced": self.replaced, "deleted": self.deleted,
+                "unchanged": self.unchanged, "stale": self.stale}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SearchHit:
+    doc_id: str
+    chunk: int
+    score: float
+    text: str
+    metadata: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        check_str("doc_id", self.doc_id, max_len=MAX_DOC_ID_CHARS)
+        check_int("chunk", self.chunk, lo=0, hi=MAX_DOC_CHUNKS)
+        check_finite("score", self.score, lo=-MAX_SCORE, hi=MAX_SCORE)
+        check_str("text", self.text, min_len=0, max_len=MAX_TEXT_CHARS)
+        check_instance("metadata", self.metadata, dict)
+        check_json("metadata", self.metadata)
+
+    _KEYS: ClassVar[frozenset[str]] = frozenset({"doc_id", "chunk", "score", "text", "metadata"})
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"doc_id": self.doc_id, "chunk": self.chunk, "score": self.score,
+                "text": self.text, "metadata": dict(self.metadata)}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShardSearchReply:
+    """``shard.search``: per shard asked, one row of at most ``k`` hits per query, best first."""
+
+    results: Mapping[int, tuple[tuple[SearchHit, ...], ...]]
+
+    @classmethod
+    def from_wire(cls, data: object, *, shards: tuple[int, ...] | list[int], queries: int,
+                  k: int) -> ShardSearchReply:
+        """The reply to a search of ``queries`` queries on ``shards``: exactly those shards,
+        ``queries`` rows each, at most ``k`` hits a row, finite scores in descending order."""
+        with from_peer():
+            wire = check_keys("shard.search reply", data, frozenset({"results"}),
+                              frozenset({"results"}))
+            results = wire["results"]
+            expected = {str(s) for s in shards}
+            if not isinstance(results, dict) or set(results) != expected:
+                invalid("results must hold exactly the shards asked for")
+            check_int("k", k, lo=1, hi=MAX_K)
+            out: dict[int, tuple[tuple[SearchHit, ...], ...]] = {}
+            for shard in shards:
+                check_int("shard", shard, lo=0, hi=MAX_SHARDS - 1)
+                rows = check_list(f"results[{shard}]", results[str(shard)], min_len=queries,
+                                  max_len=queries)
+                parsed = []
+                for row in rows:
+                    hits = tuple(SearchHit(**check_keys("hit", h, SearchHit._KEYS,
+                                                        SearchHit._KEYS))
+                                 for h in check_list("hits", row, max_len=k))
+                    if any(a.score < b.score for a, b in pairwise(hits)):
+                        invalid("hits must come best first")
+                    parsed.append(hits)
+                out[shard] = tuple(parsed)
+            return cls(results=out)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"results": {str(shard): [[h.to_wire() for h in row] for row in rows]
+                            for shard, rows in self.results.items()}}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShardChangesReply:
+    """``shard.changes``: a page of documents in (version, doc_id) order, and the digest of
+    the serving replica."""
+
+    docs: tuple[WireDoc, ...]
+    digest: str
+
+    def __post_init__(self) -> None:
+        check_str("digest", self.digest, max_len=128, pattern=_DIGEST)
+        keys = [(d.version, d.doc_id) for d in self.docs]
+        if keys != sorted(keys):
+            invalid("documents must come in (version, doc_id) order")
+
+    @classmethod
+    def from_wire(cls, data: object, *, limit: int = MAX_CHANGES_LIMIT) -> ShardChangesReply:
+        with from_peer():
+            keys = frozenset({"docs", "digest"})
+            wire = check_keys("shard.changes reply", data, keys, keys)
+            docs = tuple(WireDoc.from_wire(d)
+                         for d in check_list("docs", wire["docs"], max_len=limit))
+            return cls(docs=docs, digest=wire["digest"])
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"docs": [d.to_wire() for d in self.docs], "digest": self.digest}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShardInfoRow:
+    shard: int
+    docs: int
+    chunks: int
+    problems: tuple[str, ...]
+    ready: bool
+    digest: str
+
+    def __post_init__(self) -> None:
+        check_int("shard", self.shard, lo=0, hi=MAX_SHARDS - 1)
+        check_int("docs", self.docs, lo=0, hi=MAX_INT64)
+        check_int("chunks", self.chunks, lo=0, hi=MAX_INT64)
+        check_list("problems", list(self.problems), max_len=MAX_PROBLEMS)
+        for p in self.problems:
+            check_str("problem", p, min_len=0, max_len=1024)
+        check_instance("ready", self.ready, bool)
+        check_str("digest", self.digest, max_len=128, pattern=_DIGEST)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"shard": self.shard, "docs": self.docs, "chunks": self.chunks,
+                "problems": list(self.problems), "ready": self.ready, "digest": self.digest}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShardInfoReply:
+    shards: tuple[ShardInfoRow, ...]
+
+    @classmethod
+    def from_wire(cls, data: object) -> ShardInfoReply:
+        with from_peer():
+            wire = check_keys("shard.info reply", data, frozenset({"shards"}),
+                              frozenset({"shards"}))
+            keys = frozenset({"shard", "docs", "chunks", "problems", "ready", "digest"})
+            rows = []
+            for r in check_list("shards", wire["shards"], max_len=MAX_SHARDS):
+                row = dict(check_keys("shard row", r, keys, keys))
+                row["problems"] = tuple(check_list("problems", row["problems"],
+                                                   max_len=MAX_PROBLEMS))
+                rows.append(ShardInfoRow(**row))
+            return cls(shards=tuple(rows))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"shards": [r.to_wire() for r in self.shards]}
