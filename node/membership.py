@@ -23,6 +23,8 @@ What a peer sends is refused, counted (``Rejections``) and never relayed when it
   the caps push out) until a peer exchange with that peer succeeds; candidates are dialled
   under a :class:`DialBudget` (a few per second in all), and a failed dial's addresses are
   removed from the peer store again;
+- a record of our own peer id that we did not issue, or an exchange from our own id, is a
+  copied home: :class:`IdentityConflicts` counts it and logs it loudly;
 - the exchange we send carries our own record first and known records within
   ``MAX_EXCHANGE_BYTES``, so our heartbeat always fits whatever records we hold.
 """
@@ -45,6 +47,7 @@ from multiaddr import Multiaddr
 from calinode.node.candidates import DialBudget, RelayedCandidates
 from calinode.node.framed_stream import FramedStream
 from calinode.node.host import PeerPolicy, PeerStoreGuard, remote_peer_id
+from calinode.node.identity_conflict import IdentityConflicts
 from calinode.node.peer_table import (
     MAX_RELAY_AGE_MS,
     BadCapabilities,
@@ -123,6 +126,7 @@ class Membership:
         rejections: Rejections | None = None,
         candidates: RelayedCandidates | None = None,
         dial_budget: DialBudget | None = None,
+        identity: IdentityConflicts | None = None,
     ) -> None:
         self.host = host
         self.table = table
@@ -134,6 +138,8 @@ class Membership:
         self.rejections = rejections if rejections is not None else Rejections()
         self.candidates = candidates if candidates is not None else RelayedCandidates()
         self.dial_budget = dial_budget if dial_budget is not None else DialBudget()
+        #: where records and exchanges of our own peer id from another node are noted
+        self.identity = identity
         self.rejected_records = 0
         #: relayed candidates dialled so far (the dial budget bounds how fast this grows)
         self.candidate_dials = 0
@@ -178,6 +184,10 @@ class Membership:
                                f"{sender} sent a record of {record.peer_id} as its own")
         if not self.policy.permits(sender):
             raise self._refuse("not_allowed", sender, f"peer {sender} is not on the allowlist")
+        if sender == self.table.self_id:  # authenticated: the other end holds our key
+            if self.identity is not None:
+                self.identity.note(record.addrs, "a peer exchange from this node's own id")
+            raise RefusedRecord(f"peer exchange from our own id {sender}")
         self._check_record(record, sender)
         try:
             self._learn(record, now=now, now_ms=now_ms, direct=True)
@@ -195,7 +205,11 @@ class Membership:
                           now_ms: int) -> None:
         """A record ``sender`` relayed: update a member, or hold a candidate (module doc)."""
         peer = record.peer_id
-        if peer in (self.table.self_id, sender) or not self.policy.permits(peer):
+        if peer == self.table.self_id:
+            if self.identity is not None:  # ours relayed back, or a copy's (module doc)
+                self.identity.check_record(record, sender)
+            return
+        if peer == sender or not self.policy.permits(peer):
             return
         entry = self.table.get(peer)
         if entry is not None and record.seq <= entry.record.seq:
