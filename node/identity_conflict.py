@@ -109,7 +109,8 @@ class OwnIdWatch(INotifee):
             return
         addrs: list[str] = []
         try:
-            addrs = [str(a) for a in conn.get_transport_addresses()]
+            addrs = [str(a) if "/p2p/" in str(a) else f"{a}/p2p/{self.conflicts.peer_id}"
+                     for a in conn.get_transport_addresses()]
         except Exception:
             log.debug("no address for a connection from our own peer id", exc_info=True)
         self.conflicts.note(addrs, "a connection from a peer with this node's id")
