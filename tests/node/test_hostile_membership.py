@@ -57,7 +57,10 @@ async def three_nodes(start: Callable[..., Any], bootstrap_of: Bootstrap,
 
 async def assert_serving(nodes: Sequence[Node]) -> None:
     """Every node answers a ping job from every other one (on the first try: a connection
-    broken under a flood is dropped and redialled by the job client itself)."""
+    broken under a flood is dropped and redialled by the job client itself). Each node first
+    has to know the others: a node that just joined reaches some of them a heartbeat later."""
+    ids = {n.peer_id for n in nodes}
+    await wait_until(lambda: all(ids - {n.peer_id} <= alive_ids(n) for n in nodes), timeout=60)
     for source in nodes:
         for target in nodes:
             if source is target:
