@@ -42,6 +42,7 @@ from calinode.node.home import (
 )
 from calinode.node.host import GuardStats, PeerGate, PeerPolicy, build_host, guarded
 from calinode.node.identity import load_or_create_api_token, load_or_create_identity
+from calinode.node.identity_conflict import IdentityConflicts, OwnIdWatch
 from calinode.node.inference_jobs import register_inference_jobs
 from calinode.node.invite import decode_invite, encode_invite
 from calinode.node.job_client import JobClient, JobResult
@@ -52,7 +53,7 @@ from calinode.node.membership import Membership
 from calinode.node.node_file import remove_node_file, write_node_file
 from calinode.node.peer_table import PeerTable
 from calinode.node.rag import Coordinator
-from calinode.node.records import RecordSigner
+from calinode.node.records import SEQ_FILE, RecordSigner
 from calinode.node.rejections import Rejections
 from calinode.node.supervision import supervised
 from calinode.protocol.capabilities import Capabilities, ModelOffer
@@ -86,6 +87,8 @@ class Node:
     index: LocalIndex | None = None
     membership: Membership | None = None
     rejections: Rejections = field(default_factory=Rejections)
+    #: evidence of another node running with our identity (a copied home)
+    identity: IdentityConflicts | None = None
     #: streams each guarded handler (ours and py-libp2p's) ran, refused, failed
     guard_stats: GuardStats = field(default_factory=GuardStats)
     addrs: tuple[str, ...] = ()
@@ -148,6 +151,8 @@ class Node:
             "peers": {"known": len(self.table), "alive": len(self.table.alive()),
                       "candidates": len(self.membership.candidates) if self.membership else 0},
             "rejected_input": self.rejections.snapshot(),
+            "identity_conflict": (self.identity.snapshot() if self.identity is not None
+                                  else {"seen": 0, "addrs": []}),
             "sync_failures": {f"{c}/{s}": why for (c, s), why
                               in sorted(self.coordinator.sync_failures.items())},
             "api": self.api_url,
@@ -247,6 +252,7 @@ async def build_node(config: NodeConfig) -> Node:
     rejections, guard_stats = Rejections(), GuardStats()
     host = build_host(key_pair, psk=psk, policy=policy, stats=guard_stats, rejections=rejections)
     signer = RecordSigner(key_pair, version=VERSION, protocol_version=PROTOCOL_VERSION)
+    await signer.resume_from(config.home / SEQ_FILE)  # seqs continue above the last run's
     registry = JobRegistry()
     register_builtin_jobs(registry)
     models = LocalModels()
@@ -260,7 +266,8 @@ async def build_node(config: NodeConfig) -> Node:
     return Node(config=config, host=host, peer_id=signer.peer_id, signer=signer, table=table,
                 registry=registry, server=server, client=JobClient(host, server),
                 policy=policy, models=models, book=book, index=index, rejections=rejections,
-                guard_stats=guard_stats, swarm_key=psk, swarm_mode=swarm_mode,
+                guard_stats=guard_stats, identity=IdentityConflicts(signer, rejections),
+                swarm_key=psk, swarm_mode=swarm_mode,
                 bootstrap=(*config.bootstrap, *(invite.addrs if invite else ())))
 
 
@@ -321,6 +328,8 @@ async def _run_locked(config: NodeConfig, *, handle_signals: bool, announce: boo
     node.started_at = time.monotonic()
     network = node.host.get_network()
     network.register_notifee(PeerGate(node.policy, node.rejections))
+    if node.identity is not None:
+        network.register_notifee(OwnIdWatch(node.identity))
     node.host.set_stream_handler(TProtocol(JOB_PROTOCOL), guarded(
         node.server.rpc_job, node.policy, "job", stats=node.guard_stats,
         rejections=node.rejections))
@@ -336,12 +345,14 @@ async def _run_locked(config: NodeConfig, *, handle_signals: bool, announce: boo
             if node.index is not None:
                 await node.index.open_existing()
             await nursery.start(supervised, "replica sync", node.coordinator.run_sync)
+            await nursery.start(supervised, "record seq reservation", functools.partial(
+                node.signer.keep_reserved, config.home / SEQ_FILE))
             bound = [str(addr) for addr in node.host.get_addrs()]
             node.addrs = tuple(expand_wildcards(bound, interface_ipv4_addresses()))
             node.membership = Membership(
                 node.host, node.table, node.policy, node.own_record,
                 bootstrap=node.bootstrap, heartbeat_interval=config.heartbeat_interval,
-                rejections=node.rejections)
+                rejections=node.rejections, identity=node.identity)
             node.host.set_stream_handler(TProtocol(META_PROTOCOL), guarded(
                 node.membership.rpc_meta, node.policy, "meta", stats=node.guard_stats,
                 rejections=node.rejections))

@@ -7,19 +7,27 @@ Every failure becomes a :class:`JobError` with a stable code; nothing blocks pas
 ``JobClient.call_parsed`` also parses the reply into its typed view: a reply that does not fit
 (missing keys, NaN scores, wrong counts) is counted as ``bad_reply`` against the peer and
 raised as one clean ``JobError`` (``INTERNAL``), which callers treat as one failed peer.
+
+py-libp2p reuses an existing connection for every new stream, and keeps a connection whose
+other end is gone (a peer restarted, a socket dropped without a FIN, a pipe broken under a
+flood) until something reads from it and fails: a stream opened on it fails (broken pipe) or
+hangs in protocol negotiation until py-libp2p's 10 s limit. :func:`open_stream` therefore
+closes the peer's connections when opening a stream on one of them fails, and dials once more.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import trio
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
 
 from calinode.node.framed_stream import FramedStream
 from calinode.node.host import peer_id_from_str
@@ -33,6 +41,8 @@ ChunkCallback = Callable[[dict[str, Any]], Awaitable[None]]
 V = TypeVar("V")
 #: Parses a reply's ``result`` map into its typed view (``protocol/job_replies.py``).
 ReplyParser = Callable[[dict[str, Any]], V]
+
+log = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
 _prefix = os.urandom(4).hex()
@@ -51,6 +61,25 @@ class JobResult:
 
 async def _ignore_chunk(_: dict[str, Any]) -> None:
     return None
+
+
+async def open_stream(host: IHost, peer: ID, protocol: str) -> INetStream:
+    """A new stream to ``peer``; if it fails on an existing connection, that connection is
+    presumed broken (module docstring): the peer's connections are closed and the stream is
+    opened once more, on a fresh dial. A failure then (or of a fresh dial) is raised."""
+    network = host.get_network()
+    reused = bool(network.get_connections(peer))
+    try:
+        return await host.new_stream(peer, [TProtocol(protocol)])
+    except (trio.Cancelled, trio.TooSlowError):
+        raise
+    except Exception as exc:
+        if not reused:
+            raise
+        log.debug("stream to %s failed on an existing connection (%r); redialling", peer, exc)
+    with trio.move_on_after(5):
+        await network.close_peer(peer)
+    return await host.new_stream(peer, [TProtocol(protocol)])
 
 
 class JobClient:
@@ -114,8 +143,7 @@ class JobClient:
         self, peer_id: str, request: JobRequest, deadline: float, emit: ChunkCallback
     ) -> tuple[dict[str, Any], str]:
         try:
-            stream = await self.host.new_stream(peer_id_from_str(peer_id),
-                                                [TProtocol(JOB_PROTOCOL)])
+            stream = await open_stream(self.host, peer_id_from_str(peer_id), JOB_PROTOCOL)
         except (trio.Cancelled, trio.TooSlowError):
             raise
         except Exception as exc:

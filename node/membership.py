@@ -23,6 +23,9 @@ What a peer sends is refused, counted (``Rejections``) and never relayed when it
   the caps push out) until a peer exchange with that peer succeeds; candidates are dialled
   under a :class:`DialBudget` (a few per second in all), and a failed dial's addresses are
   removed from the peer store again;
+- a record of our own peer id that we did not issue, an exchange from our own id, or a
+  bootstrap address of our own peer id that answers (dialled every ``TWIN_PROBE_INTERVAL``) is
+  a copied home: :class:`IdentityConflicts` counts it and logs it loudly;
 - the exchange we send carries our own record first and known records within
   ``MAX_EXCHANGE_BYTES``, so our heartbeat always fits whatever records we hold.
 """
@@ -45,6 +48,7 @@ from multiaddr import Multiaddr
 from calinode.node.candidates import DialBudget, RelayedCandidates
 from calinode.node.framed_stream import FramedStream
 from calinode.node.host import PeerPolicy, PeerStoreGuard, remote_peer_id
+from calinode.node.identity_conflict import IdentityConflicts
 from calinode.node.peer_table import (
     MAX_RELAY_AGE_MS,
     BadCapabilities,
@@ -69,6 +73,8 @@ _limited = RateLimitedLog(log)
 ADDR_TTL = 3600
 #: Most peers found out of band (mDNS) waiting for their first exchange.
 MAX_DISCOVERED = 256
+#: Seconds between two dials of one address that claims our own peer id (a copied home).
+TWIN_PROBE_INTERVAL = 10.0
 
 
 class RefusedRecord(RecordError):
@@ -123,6 +129,7 @@ class Membership:
         rejections: Rejections | None = None,
         candidates: RelayedCandidates | None = None,
         dial_budget: DialBudget | None = None,
+        identity: IdentityConflicts | None = None,
     ) -> None:
         self.host = host
         self.table = table
@@ -134,11 +141,14 @@ class Membership:
         self.rejections = rejections if rejections is not None else Rejections()
         self.candidates = candidates if candidates is not None else RelayedCandidates()
         self.dial_budget = dial_budget if dial_budget is not None else DialBudget()
+        #: where records and exchanges of our own peer id from another node are noted
+        self.identity = identity
         self.rejected_records = 0
         #: relayed candidates dialled so far (the dial budget bounds how fast this grows)
         self.candidate_dials = 0
         self._wake = trio.Event()
         self._discovered: dict[str, PeerInfo] = {}
+        self._twin_probed: dict[str, float] = {}
         self.peerstore_guard = PeerStoreGuard.of(host)
         if self.peerstore_guard is not None:  # members keep their peer-store entries
             self.peerstore_guard.keep = lambda pid: pid.to_base58() in self.table
@@ -178,6 +188,10 @@ class Membership:
                                f"{sender} sent a record of {record.peer_id} as its own")
         if not self.policy.permits(sender):
             raise self._refuse("not_allowed", sender, f"peer {sender} is not on the allowlist")
+        if sender == self.table.self_id:  # authenticated: the other end holds our key
+            if self.identity is not None:
+                self.identity.note(record.addrs, "a peer exchange from this node's own id")
+            raise RefusedRecord(f"peer exchange from our own id {sender}")
         self._check_record(record, sender)
         try:
             self._learn(record, now=now, now_ms=now_ms, direct=True)
@@ -195,7 +209,11 @@ class Membership:
                           now_ms: int) -> None:
         """A record ``sender`` relayed: update a member, or hold a candidate (module doc)."""
         peer = record.peer_id
-        if peer in (self.table.self_id, sender) or not self.policy.permits(peer):
+        if peer == self.table.self_id:
+            if self.identity is not None:  # ours relayed back, or a copy's (module doc)
+                self.identity.check_record(record, sender)
+            return
+        if peer == sender or not self.policy.permits(peer):
             return
         entry = self.table.get(peer)
         if entry is not None and record.seq <= entry.record.seq:
@@ -326,6 +344,8 @@ class Membership:
         targets: dict[str, PeerInfo | None] = {e.peer_id: None for e in self.table.entries()}
         for info in [*self.bootstrap, *self._discovered.values()]:
             peer_id = info.peer_id.to_base58()
+            if peer_id == self.table.self_id:
+                continue  # a copy of us, perhaps: see _twin_probes
             entry = self.table.get(peer_id)
             if (entry is None or not entry.alive) and peer_id != self.table.self_id:
                 targets[peer_id] = info
@@ -341,6 +361,44 @@ class Membership:
             targets[candidate.peer_id] = PeerInfo(ID.from_base58(candidate.peer_id), addrs)
         return targets
 
+    def _twin_probes(self) -> list[PeerInfo]:
+        """Bootstrap or discovered addresses that name our own peer id but are not ours: a
+        copied home started elsewhere, or our own invite pasted back. Each is dialled at most
+        every ``TWIN_PROBE_INTERVAL`` seconds, and only once we know our own addresses."""
+        if self.identity is None or not self.identity.signer.last_addrs:
+            return []
+        own = {a.split("/p2p/")[0] for a in self.identity.signer.last_addrs}
+        now = trio.current_time()
+        due = []
+        for info in [*self.bootstrap, *self._discovered.values()]:
+            if info.peer_id.to_base58() != self.table.self_id:
+                continue
+            addrs = [a for a in info.addrs if str(a) not in own]
+            key = ",".join(sorted(str(a) for a in addrs))
+            if not addrs or now - self._twin_probed.get(key, -TWIN_PROBE_INTERVAL) \
+                    < TWIN_PROBE_INTERVAL:
+                continue
+            self._twin_probed[key] = now
+            due.append(PeerInfo(info.peer_id, addrs))
+        return due
+
+    async def _probe_twin(self, info: PeerInfo) -> None:
+        """Dial an address that claims our peer id: if it answers (the Noise handshake proves
+        it holds our key), another node runs with our identity."""
+        assert self.identity is not None
+        seen = self.identity.seen
+        try:
+            with trio.fail_after(self.exchange_timeout):
+                await self.host.connect(info)
+        except Exception as exc:  # nobody there, or not our key: nothing to report
+            log.debug("no twin at %s: %r", info.addrs, exc)
+            return
+        if self.identity.seen == seen:  # the connection watch may have noted it already
+            self.identity.note([f"{a}/p2p/{self.table.self_id}" for a in info.addrs],
+                               "an address given for this node's peer id answered with it")
+        with trio.move_on_after(2):
+            await self.host.get_network().close_peer(info.peer_id)
+
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Heartbeat forever: exchange with every target, then sweep the table."""
         task_status.started()
@@ -349,6 +407,8 @@ class Membership:
             async with trio.open_nursery() as nursery:
                 for peer_id, info in self._targets().items():
                     nursery.start_soon(self.exchange, peer_id, info)
+                for twin in self._twin_probes():
+                    nursery.start_soon(self._probe_twin, twin)
             result = self.table.sweep(trio.current_time())
             for peer_id in result.died:
                 _limited.warning("died", "peer %s is dead (silent for %.0f s)", peer_id,

@@ -35,6 +35,7 @@ REASONS = frozenset({
     "bad_params",           # job parameters that fail their typed view
     "over_budget",          # a request whose work or reply size is over a budget
     "overloaded",           # refused by admission control (streams or bytes in flight)
+    "identity_conflict",    # our own peer id from another node (a copied home)
 })
 
 
