@@ -179,6 +179,15 @@ class StoredChunk:
     version: int
 
 
+#: What a writer is told about each document (a bump or tombstone that changed nothing
+#: visible counts as unchanged).
+_OUTCOME_NAMES: dict[Outcome, str] = {
+    Outcome.INSERT: "inserted", Outcome.REPLACE: "replaced", Outcome.DELETE: "deleted",
+    Outcome.UNCHANGED: "unchanged", Outcome.BUMP: "unchanged", Outcome.TOMBSTONE: "unchanged",
+    Outcome.STALE: "stale",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class UpsertResult:
     """Documents per outcome of one write, and the chunks it added and removed.
@@ -194,6 +203,8 @@ class UpsertResult:
     stale: int = 0
     chunks_added: int = 0
     chunks_removed: int = 0
+    #: doc_id -> "inserted" | "replaced" | "deleted" | "unchanged" | "stale", per document
+    outcomes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -605,6 +616,7 @@ class ShardStore:
 
     def _write(self, items: list[_Incoming]) -> UpsertResult:
         counts = dict.fromkeys(Outcome, 0)
+        outcomes: dict[str, str] = {}
         removed: list[int] = []
         added_ids: list[int] = []
         added_vectors: list[npt.NDArray[np.float32]] = []
@@ -618,6 +630,7 @@ class ShardStore:
                 for item in items:
                     outcome = resolve(item.state, stored.get(item.doc_id))
                     counts[outcome] += 1
+                    outcomes[item.doc_id] = _OUTCOME_NAMES[outcome]
                     doc_id, state = item.doc_id, item.state
                     if outcome in (Outcome.REPLACE, Outcome.DELETE):
                         removed.extend(row[0] for row in conn.execute(
@@ -645,6 +658,7 @@ class ShardStore:
             stale=counts[Outcome.STALE],
             chunks_added=len(added_ids),
             chunks_removed=len(removed),
+            outcomes=outcomes,
         )
 
     def _update_index(

@@ -2,8 +2,9 @@
 documents and prompts to. Pure decisions; the job handlers and the dispatcher ask them.
 
 - In a **private** swarm (the default beyond loopback) the swarm key decides: only key holders
-  can connect at all, so every connected peer is a member.
-- In an **open** swarm (``--open``, or loopback without a key) anyone may connect. Then a
+  can connect at all, so every connected peer is a member. The same holds for a keyless node
+  that listens on loopback only: only processes of this machine can reach it.
+- In an **open** swarm (``--open``) anyone who reaches the port may connect. Then a
   collection's documents are written only by its owner, admins and ``writers``, and read only
   by those and its ``readers`` (``UNAUTHORIZED`` otherwise); and this node sends jobs that carry
   documents or prompts (embed, embed_chunks, generate, shard writes) only to peers it trusts
@@ -27,6 +28,10 @@ class AccessPolicy:
     self_id: str
     private: bool
     trusted: frozenset[str] = frozenset()
+
+    def may_own(self, peer: str) -> bool:
+        """Whether this node hosts collections owned by ``peer``."""
+        return self.private or peer == self.self_id or peer in self.trusted
 
     def may_write(self, peer: str, definition: CollectionDef) -> bool:
         return self.private or peer == self.self_id or definition.may_write(peer)

@@ -122,11 +122,12 @@ def cmd_ingest(args: argparse.Namespace, client: Any) -> dict[str, Any]:
         raise ConfigError(f"{args.path}: no documents found")
     started = time.monotonic()
     summary: dict[str, Any] = {"collection": args.collection, "documents": len(docs),
-                               "chunks": 0, "acknowledged": 0, "failed": []}
+                               "chunks": 0, "acknowledged": 0, "added": 0, "replaced": 0,
+                               "unchanged": 0, "failed": []}
     for start in range(0, len(docs), SEND_BATCH):
         part = client.ingest(args.collection, docs[start:start + SEND_BATCH])
-        summary["chunks"] += part["chunks"]
-        summary["acknowledged"] += part["acknowledged"]
+        for key in ("chunks", "acknowledged", "added", "replaced", "unchanged"):
+            summary[key] += part[key]
         summary["failed"].extend(part["failed"])
         if not args.json:
             print(_bar(min(start + SEND_BATCH, len(docs)), len(docs), summary["chunks"],
@@ -162,11 +163,15 @@ def cmd_rag(args: argparse.Namespace, client: Any) -> int:
         data = cmd_ingest(args, client)
         failed = "".join(f"\n  {f['_id']}: {f['error']} {f.get('message', '')}"
                          for f in data["failed"][:20])
-        text = (f"{data['acknowledged']}/{data['documents']} documents, {data['chunks']} "
-                f"chunks in {data['seconds']} s; {len(data['failed'])} failed{failed}")
+        text = (f"{data['acknowledged']}/{data['documents']} documents acknowledged "
+                f"({data['added']} added, {data['replaced']} replaced, {data['unchanged']} "
+                f"unchanged), {data['chunks']} chunks in {data['seconds']} s; "
+                f"{len(data['failed'])} failed{failed}")
     elif command == "delete":
         data = client.delete(args.collection, args.doc_ids)
-        text = (f"deleted {len(data['deleted'])}; failed {len(data['failed'])}"
+        text = (f"deleted {len(data['deleted'])}; not found {len(data['not_found'])}"
+                + "".join(f"\n  {d}: not found" for d in data["not_found"])
+                + f"; failed {len(data['failed'])}"
                 + "".join(f"\n  {f['_id']}: {f['message']}" for f in data["failed"]))
     elif command == "search":
         if args.queries:

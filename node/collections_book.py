@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -105,6 +106,23 @@ class CollectionBook:
             self._write(definition)
             self._defs[definition.name] = definition
             return True
+
+    def admit(self, definition: CollectionDef, *, may_own: Callable[[str], bool]) -> bool:
+        """Take in a definition a peer sent (blocking): nothing to do when we hold this very
+        one; else its signature must verify, a collection new to us (or dropped) must be owned
+        by a peer ``may_own`` accepts, and :meth:`merge`'s owner rule applies. Raises
+        ``UNAUTHORIZED``; True when something changed."""
+        with self._lock:
+            current = self._defs.get(definition.name)
+        if current == definition:
+            return False
+        verify_definition(definition)
+        if (current is None or current.dropped) and not may_own(definition.owner):
+            raise JobError(f"collection {definition.name} is owned by {definition.owner}, a "
+                           "peer this node does not host collections for (an open swarm hosts "
+                           "only its own and its --trust peers' collections)",
+                           code=ErrorCode.UNAUTHORIZED)
+        return self.merge(definition)
 
     def _write(self, definition: CollectionDef) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -27,11 +27,13 @@ from multiaddr import Multiaddr
 
 from calinode import node as _node_pkg
 from calinode.models.registry import ModelRegistry
+from calinode.node.access import AccessPolicy
 from calinode.node.addresses import expand_wildcards, interface_ipv4_addresses
 from calinode.node.builtin_jobs import register_builtin_jobs
 from calinode.node.collections_book import CollectionBook
 from calinode.node.config import NodeConfig
 from calinode.node.dispatch import Dispatcher
+from calinode.node.hlc import HybridClock
 from calinode.node.home import (
     check_api_free,
     check_free,
@@ -95,6 +97,8 @@ class Node:
     api_url: str = ""
     api_token: str = ""
     swarm_key: str | None = None  # None: an open swarm
+    access: AccessPolicy = field(default_factory=lambda: AccessPolicy("", private=True))
+    clock: HybridClock = field(default_factory=HybridClock)
     swarm_mode: str = "open"
     bootstrap: tuple[str, ...] = ()
     started_at: float = 0.0
@@ -257,9 +261,14 @@ async def build_node(config: NodeConfig) -> Node:
     register_builtin_jobs(registry)
     models = LocalModels()
     register_inference_jobs(registry, models)
+    # every peer that can connect is a member, unless the swarm was opened on purpose: a
+    # keyless node on loopback only is reachable from this machine alone
+    access = AccessPolicy(self_id=signer.peer_id, private=not config.open_swarm,
+                          trusted=frozenset(config.trust))
+    clock = HybridClock()
     index = LocalIndex(config.home / "shards", book) if config.index else None
     if index is not None:
-        register_index_jobs(registry, index)
+        register_index_jobs(registry, index, access=access, clock=clock)
     server = JobServer(registry, peer_id=signer.peer_id, max_total=config.max_jobs,
                        max_per_peer=config.max_jobs_per_peer, rejections=rejections)
     table = PeerTable(signer.peer_id, dead_after=config.dead_after, drop_after=config.drop_after)
@@ -267,7 +276,7 @@ async def build_node(config: NodeConfig) -> Node:
                 registry=registry, server=server, client=JobClient(host, server),
                 policy=policy, models=models, book=book, index=index, rejections=rejections,
                 guard_stats=guard_stats, identity=IdentityConflicts(signer, rejections),
-                swarm_key=psk, swarm_mode=swarm_mode,
+                swarm_key=psk, swarm_mode=swarm_mode, access=access, clock=clock,
                 bootstrap=(*config.bootstrap, *(invite.addrs if invite else ())))
 
 

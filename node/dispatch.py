@@ -27,6 +27,7 @@ from calinode.node.routing import (
     require_candidates,
     split_batch,
 )
+from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import ErrorCode, JobError
 from calinode.protocol.job_replies import EmbedReply, GenerateReply
 
@@ -55,12 +56,17 @@ class Dispatcher:
     def __init__(self, node: Node) -> None:
         self.node = node
 
-    def candidates(self, kind: str, name: str) -> list[Candidate]:
+    def candidates(self, kind: str, name: str,
+                   collection: CollectionDef | None = None) -> list[Candidate]:
+        """Where a job of ``kind`` on model ``name`` may run, best first. Such jobs carry
+        texts or prompts, so only peers the access policy lets see them qualify (in an
+        ``--open`` swarm: trusted peers, or ``collection``'s members for its work)."""
         node = self.node
         local_services = node.models.embed if kind == "embed" else node.models.generate
         local = local_services.get(name)
         peers = [(e.peer_id, e.caps, e.record.load.in_flight
-                  + e.record.load.queue_depth, e.rtt_ms) for e in node.table.alive()]
+                  + e.record.load.queue_depth, e.rtt_ms) for e in node.table.alive()
+                 if node.access.may_send_data(e.peer_id, collection)]
         offers = model_offers(name, kind, local.manifest.sha256 if local else None,
                               peers, node.peer_id, node.server.in_flight)
         known = [m.name for _, caps, _, _ in peers for m in caps.models(kind)]

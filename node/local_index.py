@@ -31,7 +31,9 @@ import numpy as np
 import trio
 
 from calinode.models.shard_store import ChunkWrite, DocRecord, DocWrite, ShardStore
+from calinode.node.access import AccessPolicy
 from calinode.node.collections_book import CollectionBook
+from calinode.node.hlc import HybridClock
 from calinode.node.inference_jobs import bad
 from calinode.node.job_server import JobContext, JobRegistry
 from calinode.protocol.collections import CollectionDef
@@ -268,31 +270,46 @@ def _in_range(shard: int, definition: CollectionDef) -> int:
 
 
 def register_index_jobs(registry: JobRegistry, index: LocalIndex,
-                        budget: SearchBudget = DEFAULT_SEARCH_BUDGET) -> None:
+                        budget: SearchBudget = DEFAULT_SEARCH_BUDGET, *,
+                        access: AccessPolicy | None = None,
+                        clock: HybridClock | None = None) -> None:
+    """The ``shard.*`` kinds. ``access`` decides who may read and write (default: everyone,
+    for tests of one node); ``clock`` refuses versions too far ahead and keeps this node's own
+    versions above every one it stored."""
     book = index.book
+    rules = access or AccessPolicy(self_id="", private=True)
+    hlc = clock or HybridClock()
 
     async def write(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         request = ShardWriteParams.from_wire(params)
         if request.definition is not None:
-            await trio.to_thread.run_sync(book.merge, request.definition)
+            await trio.to_thread.run_sync(functools.partial(
+                book.admit, request.definition, may_own=rules.may_own))
         definition = book.get(request.collection)
+        rules.require_write(ctx.caller, definition)
         shard = _in_range(request.shard, definition)
         if request.seed and not request.docs:  # a new collection: every shard starts empty
             await index.store(definition, shard)
             await index.mark_ready(definition.name, shard)
-            return {"inserted": 0, "replaced": 0, "deleted": 0, "unchanged": 0, "stale": 0}
+            return {"inserted": 0, "replaced": 0, "deleted": 0, "unchanged": 0, "stale": 0,
+                    "outcomes": {}}
         if not request.docs:
             raise bad("docs must be a non-empty list")
         records = records_from_wire(request.docs, definition.dim)
+        for record in records:  # a version chosen far ahead would win over every later write
+            hlc.check(record.version)
         result = await index.call(definition, shard, lambda s: s.apply(records), writes=True)
+        hlc.observe(max(record.version for record in records))
         if request.seed:  # the writer saw no ready replica: this one starts it
             await index.mark_ready(definition.name, shard)
         return {"inserted": result.inserted, "replaced": result.replaced,
-                "deleted": result.deleted, "unchanged": result.unchanged, "stale": result.stale}
+                "deleted": result.deleted, "unchanged": result.unchanged, "stale": result.stale,
+                "outcomes": result.outcomes}
 
     async def search(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         request = ShardSearchParams.from_wire(params)  # shards sorted, each once
         definition = book.get(request.collection)
+        rules.require_read(ctx.caller, definition)
         shards = [_in_range(shard, definition) for shard in request.shards]
         if request.vectors.shape[1] != definition.dim:
             raise bad(f"expected query vectors of dimension {definition.dim}, "
@@ -323,6 +340,7 @@ def register_index_jobs(registry: JobRegistry, index: LocalIndex,
     async def changes(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         request = ShardChangesParams.from_wire(params)
         definition = book.get(request.collection, include_dropped=True)
+        rules.require_read(ctx.caller, definition)
         shard = _in_range(request.shard, definition)
         if not index.has(definition.name, shard):
             raise shard_unavailable(definition.name, shard)
@@ -333,6 +351,7 @@ def register_index_jobs(registry: JobRegistry, index: LocalIndex,
 
     async def info(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         definition = book.get(ShardInfoParams.from_wire(params).collection)
+        rules.require_read(ctx.caller, definition)
         rows = []
         for shard in range(definition.shards):
             if not index.has(definition.name, shard):

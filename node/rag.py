@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,12 +30,13 @@ import trio
 
 from calinode.models.shard_store import ChunkWrite, DocRecord, ShardStore
 from calinode.node.chunking import content_hash, make_document_text
-from calinode.node.collections_book import sign_definition, verify_definition
+from calinode.node.collections_book import sign_definition
 from calinode.node.inference_jobs import bad
 from calinode.node.local_index import docs_to_wire, records_from_wire
 from calinode.node.placement import PlacementMap, may_drop_replica, shard_of
 from calinode.node.rejections import RateLimitedLog
 from calinode.node.result_merge import ShardHit, merge_topk, missing_shards
+from calinode.node.write_quorum import DocSettlement, ReplicaAnswer, settle
 from calinode.protocol.capabilities import Capabilities, ModelOffer
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import CalinodeError, ErrorCode, JobError, ProtocolError
@@ -46,6 +46,7 @@ from calinode.protocol.job_replies import (
     SearchHit,
     ShardChangesReply,
     ShardSearchReply,
+    ShardWriteReply,
 )
 from calinode.protocol.search_budget import SearchBudget, plan_search
 from calinode.protocol.vectors import encode_vectors
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 quiet = RateLimitedLog(log)
+_SUMMARY_KEY = {"inserted": "added", "replaced": "replaced", "unchanged": "unchanged"}
 
 INGEST_BATCH = 16
 MAX_BATCHES_IN_FLIGHT = 4
@@ -169,14 +171,11 @@ class Coordinator:
             raise JobError("no index peer is alive to host the collection; start nodes with "
                            "--index", code=ErrorCode.NO_CAPABLE_PEER)
         await trio.to_thread.run_sync(book.merge, definition)
-        outcomes: dict[int, tuple[int, str]] = {}
+        outcomes: dict[int, list[DocSettlement]] = {}
         async with trio.open_nursery() as nursery:  # every shard starts empty and ready
             for shard in range(definition.shards):
                 nursery.start_soon(self._write_shard, definition, placement, shard, [],
                                    outcomes, True)
-        unseeded = [s for s, (ok, _) in outcomes.items() if ok == 0]
-        if unseeded:
-            log.warning("collection %s: shards %s could not be seeded yet", name, unseeded)
         return definition
 
     async def drop(self, name: str) -> CollectionDef:
@@ -197,10 +196,11 @@ class Coordinator:
         definition = self.node.book.get(name)
         started = trio.current_time()
         summary: dict[str, Any] = {"collection": name, "documents": len(docs), "chunks": 0,
-                                   "acknowledged": 0, "failed": []}
+                                   "acknowledged": 0, "added": 0, "replaced": 0,
+                                   "unchanged": 0, "failed": []}
         # several batches in flight, so that while this node's embedder is busy the next
         # batch goes to another embedding peer (the dispatcher ranks a busy node last)
-        embedders = len(self.node.dispatcher.candidates("embed", definition.model))
+        embedders = len(self.node.dispatcher.candidates("embed", definition.model, definition))
         limiter = trio.CapacityLimiter(max(1, min(MAX_BATCHES_IN_FLIGHT, embedders)))
         done = 0
 
@@ -208,11 +208,17 @@ class Coordinator:
             nonlocal done
             async with limiter:
                 try:
-                    acked, failed, chunks = await self._ingest_batch(definition, batch)
+                    settled, failed, chunks = await self._ingest_batch(definition, batch)
                 except CalinodeError as exc:
-                    acked, failed, chunks = 0, [{"_id": d.get("_id"), "error": exc.code.value,
-                                                 "message": exc.message} for d in batch], 0
-            summary["acknowledged"] += acked
+                    settled, failed, chunks = [], [{"_id": d.get("_id"), "error": exc.code.value,
+                                                    "message": exc.message} for d in batch], 0
+            for doc in settled:
+                if doc.acknowledged:
+                    summary["acknowledged"] += 1
+                    summary[_SUMMARY_KEY.get(doc.outcome, "unchanged")] += 1
+                else:
+                    failed.append({"_id": doc.doc_id, "error": doc.outcome,
+                                   "message": doc.message})
             summary["chunks"] += chunks
             summary["failed"].extend(failed)
             done += len(batch)
@@ -227,18 +233,20 @@ class Coordinator:
         return summary
 
     async def _ingest_batch(self, definition: CollectionDef, batch: list[dict[str, Any]]
-                            ) -> tuple[int, list[dict[str, Any]], int]:
+                            ) -> tuple[list[DocSettlement], list[dict[str, Any]], int]:
+        """Each valid document's settlement, the documents refused before writing, and the
+        number of chunks written."""
         records, rejected = self._validate_docs(batch)
         batch = [doc for doc, record in zip(batch, records, strict=True) if record is not None]
         valid = [record for record in records if record is not None]
         if not batch:
-            return 0, rejected, 0
+            return [], rejected, 0
         texts = [make_document_text(doc.get("title"), doc["text"]) for doc in batch]
         params = {"model": definition.model, "docs": texts,
                   "chunk_tokens": definition.chunk_tokens,
                   "chunk_overlap": definition.chunk_overlap}
         dispatcher = self.node.dispatcher
-        order = dispatcher.candidates("embed", definition.model)
+        order = dispatcher.candidates("embed", definition.model, definition)
         deadline = trio.current_time() + 120
         count = len(texts)
         reply, _ = await dispatcher.run_with_retry(
@@ -248,7 +256,7 @@ class Coordinator:
             raise JobError("the embedding peer runs another file of the collection's model",
                            code=ErrorCode.UNKNOWN_MODEL)
         vectors = reply.vectors
-        version = int(time.time() * 1000)
+        version = self.node.clock.tick()
         writes: dict[int, list[DocRecord]] = {}
         row = 0
         for doc, (doc_id, chash), chunks in zip(batch, valid, reply.chunks, strict=True):
@@ -263,46 +271,48 @@ class Coordinator:
             writes.setdefault(shard_of(doc_id, definition.shards), []).append(
                 DocRecord(doc_id=doc_id, content_hash=chash, version=version, deleted=False,
                           chunks=chunk_writes))
-        acked, failed = 0, rejected
+        return await self._write_all(definition, writes), rejected, row
+
+    async def _write_all(self, definition: CollectionDef, writes: dict[int, list[DocRecord]]
+                         ) -> list[DocSettlement]:
+        """Write each shard's documents to its owners; every document's settlement."""
         placement = self.placement(definition)
+        outcomes: dict[int, list[DocSettlement]] = {}
         async with trio.open_nursery() as nursery:
-            outcomes: dict[int, tuple[int, str]] = {}
             for shard, docs in writes.items():
                 nursery.start_soon(self._write_shard, definition, placement, shard, docs,
                                    outcomes)
-        for shard, docs in writes.items():
-            ok, reason = outcomes[shard]
-            if ok >= definition.quorum:
-                acked += len(docs)
-            else:
-                failed.extend({"_id": d.doc_id, "error": "SHARD_UNAVAILABLE",
-                               "message": f"shard {shard}: {reason}"} for d in docs)
-        return acked, failed, row
+        return [doc for shard in writes for doc in outcomes[shard]]
 
     async def _write_shard(self, definition: CollectionDef, placement: PlacementMap, shard: int,
-                           docs: list[DocRecord], outcomes: dict[int, tuple[int, str]],
+                           docs: list[DocRecord], outcomes: dict[int, list[DocSettlement]],
                            seed_empty: bool = False) -> None:
+        """Write ``docs`` to the shard's owners; ``outcomes[shard]``: what became of each.
+        With ``seed_empty`` (a new collection) ``docs`` is empty and every owner starts an
+        empty ready replica."""
         owners = placement.owners(shard)
+        doc_ids = [d.doc_id for d in docs]
         if len(owners) < definition.quorum and not seed_empty:
-            outcomes[shard] = (0, f"{len(owners)} live index peers, quorum {definition.quorum}")
+            outcomes[shard] = settle(doc_ids, [], definition.quorum, unavailable=(
+                f"shard {shard}: {len(owners)} live index peers, quorum {definition.quorum}"))
             return
         seed = seed_empty or not self.holders(definition).get(shard)  # no ready replica yet
         params = {"collection": definition.name, "definition": definition.to_wire(),
                   "shard": shard, "docs": docs_to_wire(docs), "seed": seed}
-        ok, errors = 0, []
+        answers: list[ReplicaAnswer] = []
 
         async def one(peer: str) -> None:
-            nonlocal ok
             deadline = trio.current_time() + WRITE_TIMEOUT
             for attempt in range(8):
                 try:
-                    await self.node.client.call(peer, "shard.write", params,
-                                                timeout=max(0.1, deadline - trio.current_time()))
-                    ok += 1
+                    reply, _ = await self.node.client.call_parsed(
+                        peer, "shard.write", params, ShardWriteReply.from_wire,
+                        timeout=max(0.1, deadline - trio.current_time()))
+                    answers.append(ReplicaAnswer(peer, reply.outcomes))
                     return
                 except JobError as exc:
                     if exc.code != ErrorCode.OVERLOADED or attempt == 7:
-                        errors.append(f"{peer[:16]}: {exc.code.value}")
+                        answers.append(ReplicaAnswer(peer, None, exc.code.value))
                         return
                 # the replica is busy with other writes: back off (jittered) and try again
                 await trio.sleep(min(2.0, 0.02 * 2 ** attempt) * (0.5 + random.random()))
@@ -310,31 +320,29 @@ class Coordinator:
         async with trio.open_nursery() as nursery:
             for peer in owners:
                 nursery.start_soon(one, peer)
-        outcomes[shard] = (ok, "; ".join(errors) or "ok")
+        outcomes[shard] = settle(doc_ids, answers, definition.quorum)
+        if seed_empty and not any(a.outcomes is not None for a in answers):
+            log.warning("collection %s: shard %s could not be seeded yet", definition.name, shard)
 
     async def delete(self, name: str, doc_ids: list[str]) -> dict[str, Any]:
         """Tombstone documents on every owner of their shards (quorum acknowledged)."""
         definition = self.node.book.get(name)
         if not doc_ids or not all(isinstance(d, str) and d for d in doc_ids):
             raise bad("doc_ids must be a non-empty list of strings")
-        version = int(time.time() * 1000)
+        version = self.node.clock.tick()
         writes: dict[int, list[DocRecord]] = {}
         for doc_id in dict.fromkeys(doc_ids):
             writes.setdefault(shard_of(doc_id, definition.shards), []).append(
                 DocRecord(doc_id=doc_id, content_hash="", version=version, deleted=True,
                           chunks=[]))
-        outcomes: dict[int, tuple[int, str]] = {}
-        placement = self.placement(definition)
-        async with trio.open_nursery() as nursery:
-            for shard, docs in writes.items():
-                nursery.start_soon(self._write_shard, definition, placement, shard, docs,
-                                   outcomes)
-        deleted = [d.doc_id for s, docs in writes.items() for d in docs
-                   if outcomes[s][0] >= definition.quorum]
-        failed = [{"_id": d.doc_id, "error": "SHARD_UNAVAILABLE", "message": outcomes[s][1]}
-                  for s, docs in writes.items() for d in docs
-                  if outcomes[s][0] < definition.quorum]
-        return {"collection": name, "deleted": deleted, "failed": failed}
+        settled = await self._write_all(definition, writes)
+        return {"collection": name,
+                "deleted": [d.doc_id for d in settled if d.acknowledged
+                            and d.outcome == "deleted"],
+                "not_found": [d.doc_id for d in settled if d.acknowledged
+                              and d.outcome != "deleted"],
+                "failed": [{"_id": d.doc_id, "error": d.outcome, "message": d.message}
+                           for d in settled if not d.acknowledged]}
 
     @staticmethod
     def _validate_docs(batch: list[dict[str, Any]]
@@ -522,8 +530,8 @@ class Coordinator:
             for definition in caps.collections:  # typed when the record was accepted
                 try:
                     if not self._known(definition):
-                        verify_definition(definition)
-                        await trio.to_thread.run_sync(node.book.merge, definition)
+                        await trio.to_thread.run_sync(functools.partial(
+                            node.book.admit, definition, may_own=node.access.may_own))
                 except CalinodeError as exc:
                     node.rejections.reject("bad_definition", peer,
                                            f"definition {definition.name}: {exc.message}")

@@ -235,22 +235,35 @@ class GenerateReply:
                           "completion_tokens": self.completion_tokens}}
 
 
+#: What a replica did with each document of a write.
+WRITE_OUTCOMES: Final = frozenset({"inserted", "replaced", "deleted", "unchanged", "stale"})
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ShardWriteReply:
-    """``shard.write``: documents per outcome."""
+    """``shard.write``: documents per outcome, and each document's outcome (``stale`` means
+    the replica holds a newer version: the write changed nothing there)."""
 
     inserted: int
     replaced: int
     deleted: int
     unchanged: int
     stale: int
+    outcomes: Mapping[str, str]
 
     def __post_init__(self) -> None:
         for name in ("inserted", "replaced", "deleted", "unchanged", "stale"):
             check_int(name, getattr(self, name), lo=0, hi=DEFAULT_LIMITS.max_batch)
+        check_instance("outcomes", self.outcomes, dict)
+        if len(self.outcomes) > DEFAULT_LIMITS.max_batch:
+            invalid(f"outcomes may name at most {DEFAULT_LIMITS.max_batch} documents")
+        for doc_id, outcome in self.outcomes.items():
+            check_str("outcomes doc_id", doc_id, max_len=MAX_DOC_ID_CHARS)
+            if not isinstance(outcome, str) or outcome not in WRITE_OUTCOMES:
+                invalid(f"unknown write outcome {outcome!r}"[:120])
 
     _KEYS: ClassVar[frozenset[str]] = frozenset(
-        {"inserted", "replaced", "deleted", "unchanged", "stale"})
+        {"inserted", "replaced", "deleted", "unchanged", "stale", "outcomes"})
 
     @classmethod
     def from_wire(cls, data: object) -> ShardWriteReply:
@@ -259,7 +272,8 @@ class ShardWriteReply:
 
     def to_wire(self) -> dict[str, Any]:
         return {"inserted": self.inserted, "replaced": self.replaced, "deleted": self.deleted,
-                "unchanged": self.unchanged, "stale": self.stale}
+                "unchanged": self.unchanged, "stale": self.stale,
+                "outcomes": dict(self.outcomes)}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

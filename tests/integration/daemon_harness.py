@@ -32,7 +32,7 @@ def free_port() -> int:
 
 
 def run_cli(
-    *args: str, timeout: float = 60, check: bool = True
+    *args: str, timeout: float = 600, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([CALINODE, *args], capture_output=True, text=True, timeout=timeout,
                           env=_clean_env())

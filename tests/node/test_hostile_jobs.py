@@ -9,12 +9,14 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import trio
 from test_embed_merging import FakeEmbedder
 
+from calinode.node.collections_book import sign_definition
 from calinode.node.daemon import Node
 from calinode.node.local_index import STORE_THREADS
 from calinode.node.local_models import EmbedService
@@ -43,7 +45,10 @@ def corpus(n: int, seed: int = 7) -> tuple[list[str], np.ndarray]:
 async def seed_collection(evil: HostilePeer, node: Node, n: int) -> tuple[list[str], np.ndarray]:
     """Write ``n`` one-chunk documents through the node's real ``shard.write`` job."""
     ids, vectors = corpus(n)
-    wire_def = definition().to_wire()
+    # the peer owns the collection it writes (members may create collections; a definition
+    # must be signed by its owner)
+    wire_def = sign_definition(replace(definition(), owner=evil.peer_id),
+                               evil.key_pair).to_wire()
     for shard in range(SHARDS):
         docs = [{"doc_id": doc_id, "content_hash": f"h{i}", "version": 1, "deleted": False,
                  "chunks": [{"text": f"text of {doc_id}", "metadata": {"n": i}}],

@@ -96,7 +96,8 @@ SCHEMAS: dict[str, tuple[Callable[[Any], object], dict[str, Any]]] = {
         "model": "m", "sha256": SHA, "text": "hi", "finish_reason": "stop",
         "usage": {"prompt_tokens": 3, "completion_tokens": 1}}),
     "reply:shard.write": (ShardWriteReply.from_wire, {
-        "inserted": 1, "replaced": 0, "deleted": 0, "unchanged": 0, "stale": 0}),
+        "inserted": 1, "replaced": 0, "deleted": 0, "unchanged": 0, "stale": 0,
+        "outcomes": {"d1": "inserted"}}),
     "reply:shard.search": (lambda w: ShardSearchReply.from_wire(w, shards=[0, 1], queries=1,
                                                                 k=2), {
         "results": {"0": [[hit(0.9), hit(0.1, "d2")]], "1": [[]]}}),
