@@ -246,6 +246,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if refused:
         text += "\nrefused   " + ", ".join(f"{n} {reason}" for reason, n in refused.items())
         text += " (peer input this node dropped; see its log)"
+    conflict = data.get("identity_conflict") or {}
+    if conflict.get("seen"):
+        text += (f"\nWARNING   another node runs with this node's identity (seen "
+                 f"{conflict['seen']} times, at {', '.join(conflict.get('addrs', [])[:3]) or '?'}"
+                 "): a copied home? give one of them a fresh --home")
     for shard, why in (data.get("sync_failures") or {}).items():
         text += f"\nfailing   shard {shard}: {why}"
     _emit(data, args.json, text)
