@@ -231,7 +231,27 @@ def guarded(handler: StreamHandler, policy: PeerPolicy, name: str, *,
     return run
 
 
-class PeerGate(INotifee):
+class ConnectionWatch(INotifee):
+    """A notifee that only cares about new connections (``connected``); the other events of
+    py-libp2p's ``INotifee`` are ignored."""
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        return None
+
+    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        return None
+
+    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        return None
+
+
+class PeerGate(ConnectionWatch):
     """Closes every connection from a peer the policy does not permit."""
 
     def __init__(self, policy: PeerPolicy, rejections: Rejections | None = None) -> None:
@@ -250,21 +270,6 @@ class PeerGate(INotifee):
                                  peer)
             with trio.move_on_after(2):
                 await conn.close()
-
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        return None
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        return None
-
-    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        return None
-
-    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        return None
-
-    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        return None
 
 
 def peer_id_from_str(peer_id: str) -> ID:

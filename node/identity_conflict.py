@@ -23,9 +23,9 @@ import logging
 from collections.abc import Iterable
 
 import trio
-from libp2p.abc import INetConn, INetStream, INetwork, INotifee
-from multiaddr import Multiaddr
+from libp2p.abc import INetConn, INetwork
 
+from calinode.node.host import ConnectionWatch
 from calinode.node.records import RecordSigner, verify_record
 from calinode.node.rejections import RateLimitedLog, Rejections
 from calinode.protocol.errors import RecordError
@@ -98,7 +98,7 @@ class IdentityConflicts:
         return True
 
 
-class OwnIdWatch(INotifee):
+class OwnIdWatch(ConnectionWatch):
     """Notes a connection whose remote peer is this node's own id (the copy dialled us)."""
 
     def __init__(self, conflicts: IdentityConflicts) -> None:
@@ -116,18 +116,3 @@ class OwnIdWatch(INotifee):
         self.conflicts.note(addrs, "a connection from a peer with this node's id")
         with trio.move_on_after(2):
             await conn.close()
-
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        return None
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        return None
-
-    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        return None
-
-    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        return None
-
-    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
-        return None

@@ -110,19 +110,12 @@ class HostilePeer:
                        read_reply: bool = True, timeout: float = 60) -> bytes:
         """Open a stream, write ``data``, half-close, and read until the node closes it."""
         stream = await self.open(peer_id, protocol)
-        reply = bytearray()
         with trio.move_on_after(timeout):
             await stream.write(data)
             await stream.close()
-            while read_reply:
-                try:
-                    chunk = await stream.read(65536)
-                except Exception:
-                    break
-                if not chunk:
-                    break
-                reply += chunk
-        return bytes(reply)
+            if read_reply:
+                return await read_all(stream)
+        return b""
 
     async def exchange(self, peer_id: str, px: dict[str, Any]) -> bytes:
         """Send one peer exchange map on the meta protocol; the raw reply bytes."""
@@ -135,6 +128,20 @@ class HostilePeer:
                    "params": params}
         raw = await self.send_raw(peer_id, JOB_PROTOCOL, frame(request))
         return decode_last(raw)
+
+
+async def read_all(stream: INetStream) -> bytes:
+    """Everything the node writes until it closes or resets the stream."""
+    raw = bytearray()
+    while True:
+        try:
+            chunk = await stream.read(65536)
+        except Exception:  # StreamEOF, StreamReset: the node is done
+            break
+        if not chunk:
+            break
+        raw += chunk
+    return bytes(raw)
 
 
 def decode_last(raw: bytes) -> dict[str, Any]:

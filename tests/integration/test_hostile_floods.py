@@ -30,7 +30,7 @@ from calinode.protocol.framing import encode_frame
 from calinode.protocol.ids import JOB_PROTOCOL
 from calinode.protocol.limits import DEFAULT_LIMITS
 from daemon_harness import Swarm
-from hostile_peer import NO_LIMITS, HostilePeer, decode_last, open_hostile_peer
+from hostile_peer import NO_LIMITS, HostilePeer, decode_last, open_hostile_peer, read_all
 
 MIB = 1024 * 1024
 STREAMS = 40
@@ -63,21 +63,7 @@ def big_request(n: int) -> bytes:
 
 async def ping(peer: HostilePeer, target: str) -> dict[str, object]:
     with trio.fail_after(60):
-        stream = await peer.open(target, JOB_PROTOCOL)
-        frame = encode_frame(msgpack.packb({"t": "req", "id": "p", "kind": "ping",
-                                            "deadline_ms": 30_000, "params": {}}))
-        await stream.write(frame)
-        await stream.close()
-        raw = bytearray()
-        while True:
-            try:
-                chunk = await stream.read(65536)
-            except Exception:
-                break
-            if not chunk:
-                break
-            raw += chunk
-    return decode_last(bytes(raw))
+        return await peer.job(target, "ping", {})
 
 
 @pytest.mark.slow
@@ -114,14 +100,7 @@ async def test_forty_streams_of_16_mib_requests_stay_within_the_byte_budget(
                 except Exception:
                     outcomes["reset"] += 1
                     return
-                while True:
-                    try:
-                        chunk = await stream.read(65536)
-                    except Exception:
-                        break
-                    if not chunk:
-                        break
-                    raw += chunk
+                raw += await read_all(stream)
             reply = decode_last(bytes(raw)) if raw else {}
             key = "overloaded" if reply.get("code") == "OVERLOADED" else "other"
             outcomes["reset" if not raw else key] += 1
