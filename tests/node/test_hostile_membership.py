@@ -222,6 +222,67 @@ async def test_relayed_record_flood_from_50_senders(
         await assert_serving([*nodes, d])
 
 
+async def test_resent_relayed_records_are_refused_before_any_signature_check(
+    tmp_path: Path, bootstrap_of: Bootstrap
+) -> None:
+    """The flood's rounds after the first: the same exchange resent costs no signature check
+    (records over the sender's cap are refused up front, held ones are seen, the sender's own
+    record is remembered), and still counts every refusal."""
+    batch = flood_records(1, 100)[0]
+    flooded = {r["peer_id"] for r in batch}
+    async with open_nodes(tmp_path) as start, open_hostile_peer() as evil:
+        a = await start("a")
+        b = await start("b", bootstrap=(bootstrap_of(a),))
+        await evil.connect(bootstrap_of(a))
+        assert a.membership is not None
+        per_sender = a.membership.candidates.per_sender
+        px = evil.exchange_wire(evil.record(), known=batch)  # the same bytes every time
+        await exchange_quietly(evil, a.peer_id, px)
+        await wait_until(lambda: a.membership is not None
+                         and a.membership.candidates.senders().get(evil.peer_id) == per_sender,
+                         timeout=60)
+        checked = a.membership.verdicts.misses
+        refused = a.rejections.counts["relay_cap"]
+        assert refused == len(batch) - per_sender
+        for _ in range(3):
+            await exchange_quietly(evil, a.peer_id, px)
+        await wait_until(lambda: a.rejections.counts["relay_cap"] == refused
+                         + 3 * (len(batch) - per_sender), timeout=60)
+        assert a.membership.verdicts.misses == checked  # not one more signature check
+        assert not flooded & {e.peer_id for e in a.table.entries()}
+        assert a.book.all() == []
+        await assert_serving([a, b])
+
+
+async def test_a_forged_relayed_record_ends_the_exchange_and_borrows_no_verdict(
+    tmp_path: Path, bootstrap_of: Bootstrap
+) -> None:
+    """A forgery of a record the node already verified (same peer, seq and signature, another
+    address) is refused, not waved through by the remembered verdict of the genuine one; the
+    records after a forgery in the same exchange are not looked at."""
+    genuine, after = flood_records(1, 2)[0]
+    forged = {**genuine, "addrs": ["/ip4/10.6.6.6/tcp/4001"]}
+    async with open_nodes(tmp_path) as start, open_hostile_peer() as evil:
+        a = await start("a")
+        b = await start("b", bootstrap=(bootstrap_of(a),))
+        await evil.connect(bootstrap_of(a))
+        assert a.membership is not None
+        await exchange_quietly(evil, a.peer_id, evil.exchange_wire(known=[genuine]))
+        await wait_until(lambda: a.membership is not None
+                         and genuine["peer_id"] in a.membership.candidates, timeout=60)
+        a.membership.candidates.discard(genuine["peer_id"])  # so that the forgery is wanted
+        await exchange_quietly(evil, a.peer_id, evil.exchange_wire(known=[forged, after]))
+        await wait_until(lambda: a.rejections.counts["forged_record"] == 1, timeout=60)
+        assert genuine["peer_id"] not in a.membership.candidates
+        assert after["peer_id"] not in a.membership.candidates
+        # the same forgery again: counted again (quietly), still refused
+        await exchange_quietly(evil, a.peer_id, evil.exchange_wire(known=[forged]))
+        await wait_until(lambda: a.rejections.counts["forged_record"] == 2, timeout=60)
+        assert genuine["peer_id"] not in a.membership.candidates
+        assert not {genuine["peer_id"], after["peer_id"]} & {e.peer_id for e in a.table.entries()}
+        await assert_serving([a, b])
+
+
 def test_peer_store_past_1000_peers_keeps_our_own_key() -> None:
     """1500 peers' addresses: stock py-libp2p evicts our key first; the guard never does."""
     def fill(host: Any) -> None:

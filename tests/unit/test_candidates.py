@@ -1,8 +1,9 @@
-"""The candidates table of relayed records: caps per sender and in total, dial budget."""
+"""The candidates table of relayed records: caps per sender and in total (checked before any
+signature), refreshes, dial budget."""
 
 from __future__ import annotations
 
-from calinode.node.candidates import RETRY_AFTER, DialBudget, RelayedCandidates
+from calinode.node.candidates import RETRY_AFTER, DialBudget, RelayedCandidates, Want
 from calinode.protocol.capabilities import Capabilities
 from calinode.protocol.records import CapabilityRecord, Load
 
@@ -16,16 +17,25 @@ def record(peer: str, seq: int = 1, issued_at_ms: int = 1000) -> CapabilityRecor
         issued_at_ms=issued_at_ms, signature=b"s")
 
 
-def test_per_sender_cap_pushes_out_that_senders_oldest() -> None:
+def test_per_sender_cap_keeps_the_first_and_refuses_the_rest_before_any_signature() -> None:
     table = RelayedCandidates(per_sender=3, total=100)
     pushed = []
     for i in range(5):
+        if i == 3:
+            assert not table.admits("evil") and table.admits("other")
+            assert table.wants(record("P4"), "evil", now=3.0) is Want.FULL
         pushed += table.offer(record(f"P{i + 1}"), CAPS, sender="evil", now=float(i))
-    assert len(table) == 3 and [c.peer_id for c in pushed] == ["P1", "P2"]
-    assert table.senders() == {"evil": 3}
+    assert len(table) == 3 and [c.peer_id for c in pushed] == ["P4", "P5"]
+    assert set(table.senders()) == {"evil"} and "P1" in table and "P4" not in table
+    # a candidate whose dial failed gives its slot up to the sender's next record
+    table.dial_failed("P2", 10.0)
+    assert table.admits("evil")
+    assert [c.peer_id for c in table.offer(record("P6"), CAPS, sender="evil", now=11.0)] \
+        == ["P2"]
+    assert sorted(c for c in ("P1", "P2", "P3", "P6") if c in table) == ["P1", "P3", "P6"]
 
 
-def test_total_cap_takes_from_the_biggest_sender_and_spares_the_others() -> None:
+def test_total_cap_evens_out_the_senders_and_spares_the_small_ones() -> None:
     table = RelayedCandidates(per_sender=32, total=40)
     table.offer(record("honest"), CAPS, sender="good", now=0.0)
     pushed = []
@@ -35,21 +45,30 @@ def test_total_cap_takes_from_the_biggest_sender_and_spares_the_others() -> None
             pushed += table.offer(record(peer), CAPS, sender=f"evil{sender}",
                                   now=float(sender * 100 + i))
     assert len(table) == 40 and "honest" in table
-    assert max(table.senders().values()) <= 32
+    evil = [n for s, n in table.senders().items() if s != "good"]
+    assert len(evil) == 10 and max(evil) - min(evil) <= 2
     assert len(pushed) == 10 * 100 + 1 - 40
+    # once even, a resent flood changes nothing: every new record is refused up front
+    assert not any(table.admits(f"evil{sender}") for sender in range(10))
+    assert table.admits("newcomer")
 
 
-def test_newer_record_replaces_and_old_one_is_ignored() -> None:
-    table = RelayedCandidates()
+def test_newer_record_refreshes_its_slot_at_most_every_refresh_after() -> None:
+    table = RelayedCandidates(refresh_after=60.0)
     table.offer(record("P", seq=5), CAPS, sender="a", now=0.0)
     assert table.has_seen(record("P", seq=5)) and table.has_seen(record("P", seq=4))
     assert not table.has_seen(record("P", seq=6))
+    assert table.wants(record("P", seq=5), "b", now=100.0) is Want.SEEN
+    assert table.wants(record("P", seq=6), "b", now=30.0) is Want.SEEN
+    assert table.wants(record("P", seq=6), "b", now=60.0) is Want.REFRESH
+    assert table.wants(record("Q", seq=6), "b", now=60.0) is Want.NEW
     assert table.offer(record("P", seq=4), CAPS, sender="b", now=1.0) == []
     table.dial_failed("P", 1.0)
-    table.offer(record("P", seq=6), CAPS, sender="b", now=2.0)
+    table.offer(record("P", seq=6), CAPS, sender="b", now=62.0)
     held = table.get("P")
-    assert held is not None and held.record.seq == 6 and held.sender == "b"
-    assert held.failed_dials == 1 and table.senders() == {"b": 1}
+    assert held is not None and held.record.seq == 6 and held.received_at == 62.0
+    # the slot stays the first sender's, with its dial history
+    assert held.sender == "a" and held.failed_dials == 1 and table.senders() == {"a": 1}
 
 
 def test_failed_dials_wait_and_go_first_when_full() -> None:
