@@ -166,3 +166,38 @@ async def open_hostile_peer(swarm_key: Path | None = None,
         peer_id = ID.from_pubkey(key_pair.public_key).to_base58()
         addr = str(host.get_addrs()[0])
         yield HostilePeer(host=host, key_pair=key_pair, peer_id=peer_id, addr=addr)
+
+
+def flood_records(senders: int, per_sender: int) -> list[list[dict[str, Any]]]:
+    """``per_sender`` signed records of fresh peers for each sender, with dead addresses."""
+    batches = []
+    for _ in range(senders):
+        batch = []
+        for i in range(per_sender):
+            key = create_new_key_pair()
+            peer = ID.from_pubkey(key.public_key).to_base58()
+            batch.append(record_wire(key, addrs=[f"/ip4/127.0.0.1/tcp/{1 + i % 8}/p2p/{peer}"]))
+        batches.append(batch)
+    return batches
+
+
+@asynccontextmanager
+async def open_hostile_peers(count: int, **kwargs: Any) -> AsyncIterator[list[HostilePeer]]:
+    """``count`` hostile peers, each run by its own task (so a failing test body is not wrapped
+    in ``count`` nested exception groups)."""
+    peers: list[HostilePeer] = []
+    done = trio.Event()
+
+    async def run_one(task_status: trio.TaskStatus[None]) -> None:
+        async with open_hostile_peer(**kwargs) as evil:
+            peers.append(evil)
+            task_status.started()
+            await done.wait()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(count):
+            await nursery.start(run_one)
+        try:
+            yield peers
+        finally:
+            done.set()

@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.peer.id import ID
 
 from calinode.node.candidates import RelayedCandidates
 from daemon_harness import Daemon, Swarm, wait_for
-from hostile_peer import HostilePeer, open_hostile_peer, record_wire
+from hostile_peer import (
+    HostilePeer,
+    flood_records,
+    open_hostile_peers,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -47,36 +47,7 @@ def cpu_seconds(pid: int) -> float:
 
 def flood_batches() -> list[list[dict[str, Any]]]:
     """Per sender, ``PER_SENDER`` signed records of fresh peers whose addresses are dead."""
-    batches = []
-    for _ in range(SENDERS):
-        batch = []
-        for i in range(PER_SENDER):
-            key = create_new_key_pair()
-            peer = ID.from_pubkey(key.public_key).to_base58()
-            batch.append(record_wire(key, addrs=[f"/ip4/127.0.0.1/tcp/{1 + i % 8}/p2p/{peer}"]))
-        batches.append(batch)
-    return batches
-
-
-@asynccontextmanager
-async def hostile_peers(count: int) -> AsyncIterator[list[HostilePeer]]:
-    """``count`` running hostile peers, each in its own task."""
-    peers: list[HostilePeer] = []
-    done = trio.Event()
-
-    async def run_one(task_status: trio.TaskStatus[None]) -> None:
-        async with open_hostile_peer() as evil:
-            peers.append(evil)
-            task_status.started()
-            await done.wait()
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(count):
-            await nursery.start(run_one)
-        try:
-            yield peers
-        finally:
-            done.set()
+    return flood_records(SENDERS, PER_SENDER)
 
 
 async def exchange_quietly(evil: HostilePeer, peer_id: str, px: dict[str, Any]) -> None:
@@ -91,7 +62,7 @@ def flood(victim: Daemon, batches: list[list[dict[str, Any]]]) -> dict[str, floa
     measured: dict[str, float] = {}
 
     async def main() -> None:
-        async with hostile_peers(SENDERS) as evils:
+        async with open_hostile_peers(SENDERS) as evils:
             for evil in evils:
                 await evil.connect(victim.addr)
             before, started = cpu_seconds(pid), trio.current_time()

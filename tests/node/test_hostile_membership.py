@@ -34,7 +34,14 @@ from calinode.node.identity import IDENTITY_FILE, write_swarm_key
 from calinode.node.records import RecordSigner, wall_clock_ms
 from calinode.protocol.ids import META_PROTOCOL
 from calinode.protocol.records import MAX_RECORD_BYTES, record_size
-from hostile_peer import HostilePeer, frame, open_hostile_peer, record_wire
+from hostile_peer import (
+    HostilePeer,
+    flood_records,
+    frame,
+    open_hostile_peer,
+    open_hostile_peers,
+    record_wire,
+)
 from node_harness import node_config, open_nodes, wait_until
 
 Bootstrap = Callable[[Node], str]
@@ -119,41 +126,6 @@ async def test_poisoned_record_direct_and_relayed_is_refused_by_all_three(
 
 SENDERS = 50
 PER_SENDER = 100
-
-
-def flood_records(senders: int, per_sender: int) -> list[list[dict[str, Any]]]:
-    """``per_sender`` signed records of fresh peers for each sender, with dead addresses."""
-    batches = []
-    for _ in range(senders):
-        batch = []
-        for i in range(per_sender):
-            key = create_new_key_pair()
-            peer = ID.from_pubkey(key.public_key).to_base58()
-            batch.append(record_wire(key, addrs=[f"/ip4/127.0.0.1/tcp/{1 + i % 8}/p2p/{peer}"]))
-        batches.append(batch)
-    return batches
-
-
-@asynccontextmanager
-async def open_hostile_peers(count: int, **kwargs: Any) -> AsyncIterator[list[HostilePeer]]:
-    """``count`` hostile peers, each run by its own task (so a failing test body is not wrapped
-    in ``count`` nested exception groups)."""
-    peers: list[HostilePeer] = []
-    done = trio.Event()
-
-    async def run_one(task_status: trio.TaskStatus[None]) -> None:
-        async with open_hostile_peer(**kwargs) as evil:
-            peers.append(evil)
-            task_status.started()
-            await done.wait()
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(count):
-            await nursery.start(run_one)
-        try:
-            yield peers
-        finally:
-            done.set()
 
 
 def cpu_over(seconds: float) -> Callable[[], Any]:
