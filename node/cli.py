@@ -201,7 +201,7 @@ def cmd_id(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     from calinode.node.config import resolve_home
-    from calinode.node.identity import load_or_create_api_token
+    from calinode.node.private_files import load_or_create_api_token
 
     home = resolve_home(args.home, os.environ)
     token = load_or_create_api_token(home)

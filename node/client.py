@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 
 from calinode.node.config import DEFAULT_API, resolve_home
-from calinode.node.identity import read_api_token
 from calinode.node.node_file import read_node_file
+from calinode.node.private_files import read_api_token
 from calinode.protocol.errors import ApiError, ErrorCode
 
 

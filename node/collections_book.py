@@ -30,7 +30,7 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.serialization import deserialize_public_key
 from libp2p.peer.id import ID
 
-from calinode.node.identity import fsync_dir
+from calinode.node.private_files import fsync_dir
 from calinode.protocol.capabilities import MAX_COLLECTIONS
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import CalinodeError, ErrorCode, JobError

@@ -43,7 +43,7 @@ from calinode.node.home import (
     unlock_home,
 )
 from calinode.node.host import GuardStats, PeerGate, PeerPolicy, build_host, guarded
-from calinode.node.identity import load_or_create_api_token, load_or_create_identity
+from calinode.node.identity import load_or_create_identity
 from calinode.node.identity_conflict import IdentityConflicts, OwnIdWatch
 from calinode.node.inference_jobs import register_inference_jobs
 from calinode.node.invite import decode_invite, encode_invite
@@ -54,6 +54,7 @@ from calinode.node.local_models import LocalModels
 from calinode.node.membership import Membership
 from calinode.node.node_file import remove_node_file, write_node_file
 from calinode.node.peer_table import PeerTable
+from calinode.node.private_files import load_or_create_api_token
 from calinode.node.rag import Coordinator
 from calinode.node.records import SEQ_FILE, RecordSigner
 from calinode.node.rejections import Rejections

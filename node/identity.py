@@ -1,17 +1,16 @@
 """The node's persistent Ed25519 identity and the swarm's pre-shared key, on disk.
 
 The identity lives in ``$CALINODE_HOME/identity.key`` (libp2p protobuf encoding, mode 0600)
-and is created on first start; a key file that others can read is refused. The local API's
-bearer token lives beside it in ``api.token`` (0600), also created on first start. The swarm
-key uses the go-libp2p ``swarm.key`` layout (``/key/swarm/psk/1.0.0/``, ``/base16/``, 64 hex
-digits) and is written by ``calinode keygen``.
+and is created on first start; a key file that others can read is refused. (The local API's
+token and the file helpers are in ``private_files.py``, free of libp2p so the CLI starts
+fast.) The swarm key uses the go-libp2p ``swarm.key`` layout (``/key/swarm/psk/1.0.0/``,
+``/base16/``, 64 hex digits) and is written by ``calinode keygen``.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-import stat
 from pathlib import Path
 
 from libp2p.crypto.ed25519 import create_new_key_pair
@@ -19,21 +18,13 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.identity_utils import load_identity, save_identity
 from libp2p.peer.id import ID
 
+from calinode.node.private_files import check_private as _check_private
+from calinode.node.private_files import write_private_file
 from calinode.protocol.errors import IdentityError
 
 IDENTITY_FILE = "identity.key"
-API_TOKEN_FILE = "api.token"
 _PSK_HEADER = "/key/swarm/psk/1.0.0/"
 _PSK_ENCODING = "/base16/"
-
-
-def _check_private(path: Path) -> None:
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise IdentityError(
-            f"{path} is readable by other users (mode {stat.S_IMODE(mode):o}); "
-            f"run: chmod 600 {path}"
-        )
 
 
 def load_or_create_identity(home: Path) -> KeyPair:
@@ -52,55 +43,6 @@ def load_or_create_identity(home: Path) -> KeyPair:
     write_private_file(path, tmp.read_bytes())  # 0600, fsynced, folder fsynced after rename
     tmp.unlink()
     return key_pair
-
-
-def write_private_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, mode 0600, durable: the file is fsynced before
-    its rename and the folder after it, so a crash leaves the old file or the new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def load_or_create_api_token(home: Path) -> str:
-    """The local API's bearer token, created (0600) on first use."""
-    token = read_api_token(home)
-    if token is not None:
-        return token
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    token = secrets.token_urlsafe(32)
-    write_private_file(home / API_TOKEN_FILE, (token + "\n").encode("ascii"))
-    return token
-
-
-def read_api_token(home: Path) -> str | None:
-    """The token in ``home``, or None when there is none yet; refuses a file others can read."""
-    path = home / API_TOKEN_FILE
-    try:
-        _check_private(path)
-        token = path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise IdentityError(f"cannot read the API token {path}: {exc}") from exc
-    if not token:
-        raise IdentityError(f"the API token file {path} is empty; delete it and restart the node")
-    return token
 
 
 def peer_id_of(key_pair: KeyPair) -> str:

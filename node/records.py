@@ -19,7 +19,7 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.serialization import deserialize_public_key
 from libp2p.peer.id import ID
 
-from calinode.node.identity import write_private_file
+from calinode.node.private_files import write_private_file
 from calinode.node.rejections import RateLimitedLog
 from calinode.protocol.errors import RecordError
 from calinode.protocol.messages import CapabilityRecord, Load

@@ -183,9 +183,11 @@ async def test_relayed_record_flood_from_50_senders(
         assert a.rejections.counts["relay_cap"] > 0
         assert len(store.peer_ids()) <= 1000
         assert store.pubkey(a.host.get_id()) and store.privkey(a.host.get_id())
-        # no relayed stranger reached the peer table or the peer store
+        # no relayed stranger reached the peer table; in the peer store only the addresses of
+        # candidate dials under way (py-libp2p's connect stores them until the dial fails,
+        # then membership removes them): at most one bucket's burst
         assert not flooded & {e.peer_id for e in a.table.entries()}
-        assert not flooded & {p.to_base58() for p in store.peer_ids()}
+        assert len(flooded & {p.to_base58() for p in store.peer_ids()}) <= 8
         # dials of relayed addresses stay within the token bucket
         assert dials <= 8 + 4 * (flood_wall + 1)
         # a brand-new connection (identify included) still works
