@@ -367,7 +367,7 @@ async def test_1000_attempts_with_a_wrong_swarm_key_run_no_handler(
         a = await start("a", swarm_key=key)
         friend = await start("friend", swarm_key=key, bootstrap=(bootstrap_of(a),))
         await wait_until(lambda: friend.peer_id in alive_ids(a), timeout=60)
-        async with open_hostile_peers(20, swarm_key=wrong) as evils:
+        async with open_hostile_peers(40, swarm_key=wrong) as evils:
             started = time.monotonic()
 
             async def one(evil: HostilePeer, info: Any) -> None:
@@ -398,7 +398,7 @@ async def test_1000_attempts_from_a_peer_off_the_allowlist_run_no_handler(
         assert friend.membership is not None
         friend.membership.bootstrap.append(info_from_p2p_addr(Multiaddr(bootstrap_of(guarded))))
         await wait_until(lambda: friend.peer_id in alive_ids(guarded), timeout=60)
-        async with open_hostile_peers(10) as evils:
+        async with open_hostile_peers(25) as evils:
             started = time.monotonic()
 
             async def one(evil: HostilePeer, info: Any) -> None:
