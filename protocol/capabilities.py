@@ -26,7 +26,17 @@ from typing import Any, Final
 
 from .collections import COLLECTION_NAME, MAX_SHARDS, CollectionDef
 from .errors import RemoteProtocolError
-from .validation import check_instance, check_int, check_str, from_peer, invalid
+from .validation import (
+    DIGEST,
+    JOB_KIND,
+    MODEL_NAME,
+    SHA256,
+    check_instance,
+    check_int,
+    check_str,
+    from_peer,
+    invalid,
+)
 
 __all__ = [
     "MAX_COLLECTIONS",
@@ -41,10 +51,6 @@ MAX_JOB_KINDS: Final = 64
 MAX_MODELS: Final = 16
 MAX_COLLECTIONS: Final = 64
 MAX_HELD_SHARDS: Final = 1024
-_KIND: Final = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
-_MODEL_NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
-_SHA256: Final = re.compile(r"[0-9a-f]{64}")
-_DIGEST: Final = re.compile(r"[0-9a-f]{1,128}")
 _SHARD_KEY: Final = re.compile(r"0|[1-9][0-9]{0,3}")
 
 
@@ -65,10 +71,10 @@ class ModelOffer:
     chat: bool = True
 
     def __post_init__(self) -> None:
-        check_str("model name", self.name, max_len=128, pattern=_MODEL_NAME)
+        check_str("model name", self.name, max_len=128, pattern=MODEL_NAME)
         if self.kind not in ("embed", "generate"):
             invalid(f"model kind must be embed or generate, not {self.kind!r}")
-        check_str("model sha256", self.sha256, min_len=64, max_len=64, pattern=_SHA256)
+        check_str("model sha256", self.sha256, min_len=64, max_len=64, pattern=SHA256)
         if self.kind == "embed":
             check_int("model dim", self.dim, lo=1, hi=16384)
             if self.pooling not in ("mean", "cls"):
@@ -141,7 +147,7 @@ def _held_shards(value: object) -> dict[str, dict[int, str]]:
             number = int(shard)
             if number >= MAX_SHARDS:
                 invalid(f"shard number {number} is over {MAX_SHARDS - 1}")
-            check_str("shard digest", digest, max_len=128, pattern=_DIGEST)
+            check_str("shard digest", digest, max_len=128, pattern=DIGEST)
             per[number] = digest
         held[collection] = per
     return held
@@ -192,7 +198,7 @@ class Capabilities:
             invalid(f"capabilities must be a map, not {type(data).__name__}")
         jobs = _tuple("jobs", data.get("jobs", []), MAX_JOB_KINDS)
         for kind in jobs:
-            check_str("job kind", kind, max_len=64, pattern=_KIND)
+            check_str("job kind", kind, max_len=64, pattern=JOB_KIND)
         embed = tuple(ModelOffer.from_wire(m, "embed")
                       for m in _tuple("embed", data.get("embed", []), MAX_MODELS))
         generate = tuple(ModelOffer.from_wire(m, "generate")

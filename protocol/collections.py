@@ -34,14 +34,22 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
-from .validation import MAX_INT64, check_instance, check_int, check_str, from_peer, invalid
+from .validation import (
+    BASE58,
+    MAX_INT64,
+    MODEL_NAME,
+    SHA256,
+    check_instance,
+    check_int,
+    check_str,
+    from_peer,
+    invalid,
+)
 
 __all__ = ["COLLECTION_NAME", "MAX_SHARDS", "CollectionDef"]
 
 #: A collection's name: lowercase letters, digits, ``_`` and ``-``, at most 64 characters.
 COLLECTION_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-_MODEL_NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
-_SHA256: Final = re.compile(r"[0-9a-f]{64}")
 MAX_SHARDS: Final = 4096
 MAX_REPLICAS: Final = 16
 MAX_DIM: Final = 16384
@@ -49,7 +57,6 @@ MAX_PREFIX: Final = 64
 MAX_CHUNK_TOKENS: Final = 8192
 MAX_ADMINS: Final = 16
 MAX_MEMBERS: Final = 256
-_PEER_ID: Final = re.compile(r"[1-9A-HJ-NP-Za-km-z]{1,128}")
 _HEX: Final = re.compile(r"[0-9a-f]*")
 
 
@@ -90,8 +97,8 @@ class CollectionDef:
 
     def __post_init__(self) -> None:
         check_str("collection name", self.name, max_len=64, pattern=COLLECTION_NAME)
-        check_str("model", self.model, max_len=128, pattern=_MODEL_NAME)
-        check_str("model_sha256", self.model_sha256, min_len=64, max_len=64, pattern=_SHA256)
+        check_str("model", self.model, max_len=128, pattern=MODEL_NAME)
+        check_str("model_sha256", self.model_sha256, min_len=64, max_len=64, pattern=SHA256)
         check_int("dim", self.dim, lo=1, hi=MAX_DIM)
         if self.pooling not in ("mean", "cls"):
             invalid(f"pooling must be mean or cls, not {self.pooling!r}")
@@ -111,7 +118,7 @@ class CollectionDef:
         _check_bool("dropped", self.dropped)
         for name, value in (("owner", self.owner), ("signer", self.signer)):
             check_str(name, value, min_len=0, max_len=128)
-            if value and _PEER_ID.fullmatch(value) is None:
+            if value and BASE58.fullmatch(value) is None:
                 invalid(f"{name} must be a peer id")
         for name, peers, limit in (("admins", self.admins, MAX_ADMINS),
                                    ("writers", self.writers, MAX_MEMBERS),
@@ -120,7 +127,7 @@ class CollectionDef:
             if len(peers) > limit:
                 invalid(f"{name} may list at most {limit} peers")
             for peer in peers:
-                check_str(f"{name} item", peer, max_len=128, pattern=_PEER_ID)
+                check_str(f"{name} item", peer, max_len=128, pattern=BASE58)
         check_str("signer_key", self.signer_key, min_len=0, max_len=256, pattern=_HEX)
         check_str("signature", self.signature, min_len=0, max_len=512, pattern=_HEX)
 

@@ -22,7 +22,6 @@ kind                   view
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import pairwise
@@ -45,7 +44,16 @@ from .job_params import (
     check_list,
 )
 from .limits import DEFAULT_LIMITS
-from .validation import MAX_INT64, check_instance, check_int, check_str, from_peer, invalid
+from .validation import (
+    DIGEST,
+    MAX_INT64,
+    SHA256,
+    check_instance,
+    check_int,
+    check_str,
+    from_peer,
+    invalid,
+)
 from .vectors import decode_vectors, encode_vectors
 
 __all__ = [
@@ -62,8 +70,6 @@ __all__ = [
     "TextSpan",
 ]
 
-_SHA256: Final = re.compile(r"[0-9a-f]{64}")
-_DIGEST: Final = re.compile(r"[0-9a-f]{1,128}")
 FINISH_REASONS: Final = ("stop", "length", "cancelled")
 MAX_SCORE: Final = 1e30
 MAX_PROBLEMS: Final = 64
@@ -81,7 +87,7 @@ def _vectors(value: object, rows: int | None, dim: int | None) -> npt.NDArray[np
 
 
 def _sha(value: object) -> None:
-    check_str("sha256", value, min_len=64, max_len=64, pattern=_SHA256)
+    check_str("sha256", value, min_len=64, max_len=64, pattern=SHA256)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False)
@@ -348,7 +354,7 @@ class ShardChangesReply:
     digest: str
 
     def __post_init__(self) -> None:
-        check_str("digest", self.digest, max_len=128, pattern=_DIGEST)
+        check_str("digest", self.digest, max_len=128, pattern=DIGEST)
         keys = [(d.version, d.doc_id) for d in self.docs]
         if keys != sorted(keys):
             invalid("documents must come in (version, doc_id) order")
@@ -383,7 +389,7 @@ class ShardInfoRow:
         for p in self.problems:
             check_str("problem", p, min_len=0, max_len=1024)
         check_instance("ready", self.ready, bool)
-        check_str("digest", self.digest, max_len=128, pattern=_DIGEST)
+        check_str("digest", self.digest, max_len=128, pattern=DIGEST)
 
     def to_wire(self) -> dict[str, Any]:
         return {"shard": self.shard, "docs": self.docs, "chunks": self.chunks,

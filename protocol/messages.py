@@ -32,7 +32,6 @@ dicts inside a message are not copied: treat them as read-only.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeAlias
 
@@ -43,6 +42,7 @@ from .limits import DEFAULT_LIMITS, Limits
 from .records import CapabilityRecord, Load, PeerExchange
 from .validation import (
     BASE58,
+    JOB_KIND,
     MAX_INT64,
     check_instance,
     check_int,
@@ -73,7 +73,6 @@ MAX_DEADLINE_MS: Final = 86_400_000
 #: Longest error message, in characters.
 MAX_ERROR_MESSAGE: Final = 4096
 _MAX_KIND_LEN: Final = 64
-_KIND: Final = re.compile(r"[a-z][a-z0-9_.-]*")
 _MAX_PEER_ID_LEN: Final = 128
 _ERROR_CODES: Final = {code.value: code for code in ErrorCode}
 
@@ -100,7 +99,7 @@ class JobRequest:
 
     def __post_init__(self) -> None:
         _check_id(self.id)
-        check_str("kind", self.kind, max_len=_MAX_KIND_LEN, pattern=_KIND)
+        check_str("kind", self.kind, max_len=_MAX_KIND_LEN, pattern=JOB_KIND)
         check_int("deadline_ms", self.deadline_ms, lo=1, hi=MAX_DEADLINE_MS)
         check_str_map("params", self.params)
 

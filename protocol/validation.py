@@ -27,7 +27,11 @@ from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "BASE58",
+    "DIGEST",
+    "JOB_KIND",
     "MAX_INT64",
+    "MODEL_NAME",
+    "SHA256",
     "check_bytes",
     "check_instance",
     "check_int",
@@ -41,6 +45,14 @@ __all__ = [
 
 #: A base58 (bitcoin alphabet) string, as libp2p peer ids are written.
 BASE58: Final = re.compile(r"[1-9A-HJ-NP-Za-km-z]+")
+#: A model's name as manifests write it: lowercase letters, digits, ``.``, ``_`` and ``-``.
+MODEL_NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+#: A sha256 in lowercase hex (a model file's identity).
+SHA256: Final = re.compile(r"[0-9a-f]{64}")
+#: A shard digest in lowercase hex.
+DIGEST: Final = re.compile(r"[0-9a-f]{1,128}")
+#: A job kind: ``[a-z][a-z0-9_.-]*`` (callers bound its length).
+JOB_KIND: Final = re.compile(r"[a-z][a-z0-9_.-]*")
 #: Largest signed 64-bit int: the bound of counters and timestamps on the wire.
 MAX_INT64: Final = 2**63 - 1
 
