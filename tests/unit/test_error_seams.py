@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from calinode.node.cli import build_parser, main
+from calinode.node.cli_rag import cmd_rag
 from calinode.protocol.errors import (
     EXIT_DEADLINE,
     EXIT_STATUS,
@@ -84,3 +87,22 @@ def test_the_cli_exits_with_the_status_of_the_error_code(
     with pytest.raises(SystemExit) as usage:
         main(["ping"])  # argparse: PEER_ID missing
     assert usage.value.code == EXIT_USAGE
+
+
+class FakeAskClient:
+    """Stands for CalinodeClient: a streamed ask whose retrieval found nothing."""
+
+    def ask_stream(self, collection: str, question: str, **settings: Any
+                   ) -> Iterator[dict[str, Any]]:
+        text = f"The collection {collection!r} has nothing relevant to this question."
+        yield {"text": text}
+        yield {"done": {"answer": text, "sources": [], "no_sources": True, "partial": False,
+                        "missing_shards": [], "served_by": "self", "finish_reason": "stop"}}
+
+
+def test_calinode_ask_prints_that_there_are_no_sources(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    args = build_parser().parse_args(["ask", "why?", "--collection", "papers"])
+    assert cmd_rag(args, FakeAskClient()) == 0
+    out = capsys.readouterr().out
+    assert "nothing relevant" in out and "sources:\n  none:" in out
