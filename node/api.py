@@ -2,7 +2,9 @@
 
 Routes: ``GET /healthz``, ``GET /v1/status``, ``GET /v1/peers``, ``POST /v1/ping``
 (``{"peer_id", "count"}``), ``POST /v1/jobs`` (``{"peer_id", "kind", "params", "timeout"}``).
-Errors are ``{"error": {"code", "message"}}`` with an HTTP status derived from the code.
+Every error is JSON, ``{"error": {"code", "message", "type"}}``, with an HTTP status derived
+from the code (``api_errors.py``): an exception group is collapsed into its ``CalinodeError``
+(``protocol/errors.py``), and a bug is a 500 ``INTERNAL`` with a JSON body too.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from calinode.node.api_errors import error_response
 from calinode.node.api_guard import ApiGuard, read_json
 from calinode.node.inference_api import inference_routes
 from calinode.node.rag_api import rag_routes
-from calinode.protocol.errors import CalinodeError, ErrorCode
+from calinode.protocol.errors import BadRequest, CalinodeError, ErrorCode, collapse_group
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -38,19 +40,18 @@ MAX_TIMEOUT = 300.0
 def _field(body: dict[str, Any], name: str, kind: type, default: Any = ...) -> Any:
     value = body.get(name, default)
     if value is ...:
-        raise CalinodeError(f"missing field {name!r}", code=ErrorCode.BAD_REQUEST)
+        raise BadRequest(f"missing field {name!r}")
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise CalinodeError(f"field {name!r} must be {kind.__name__}", code=ErrorCode.BAD_REQUEST)
+        raise BadRequest(f"field {name!r} must be {kind.__name__}")
     return value
 
 
 def _timeout(body: dict[str, Any], default: float) -> float:
     timeout = _field(body, "timeout", float, default)
     if not 0 < timeout <= MAX_TIMEOUT:
-        raise CalinodeError(f"timeout must be in (0, {MAX_TIMEOUT:.0f}] seconds",
-                            code=ErrorCode.BAD_REQUEST)
+        raise BadRequest(f"timeout must be in (0, {MAX_TIMEOUT:.0f}] seconds")
     return float(timeout)
 
 
@@ -74,7 +75,7 @@ def build_app(node: Node) -> Starlette:
         body = await read_json(request)
         count = _field(body, "count", int, 1)
         if not 1 <= count <= 1000:
-            raise CalinodeError("count must be 1..1000", code=ErrorCode.BAD_REQUEST)
+            raise BadRequest("count must be 1..1000")
         return JSONResponse(await node.ping(_field(body, "peer_id", str), count=count,
                                             timeout=_timeout(body, 5.0)))
 
@@ -89,6 +90,19 @@ def build_app(node: Node) -> Starlette:
     async def on_calinode_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, CalinodeError)
         return error_response(exc.code, exc.message)
+
+    async def on_group(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ExceptionGroup)
+        collapsed = collapse_group(exc)
+        if not isinstance(collapsed, CalinodeError):
+            raise exc
+        if collapsed.code is ErrorCode.INTERNAL:
+            log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return error_response(collapsed.code, collapsed.message)
+
+    async def on_bug(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette logs the traceback after this answer (the error is re-raised)
+        return error_response(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}")
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
@@ -110,7 +124,8 @@ def build_app(node: Node) -> Starlette:
             *inference_routes(node),
             *rag_routes(node),
         ],
-        exception_handlers={CalinodeError: on_calinode_error, HTTPException: on_http_error},
+        exception_handlers={CalinodeError: on_calinode_error, HTTPException: on_http_error,
+                            ExceptionGroup: on_group, Exception: on_bug},
     )
 
 

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from calinode.protocol.errors import CalinodeError, ErrorCode
+from calinode.protocol.errors import BadRequest, CalinodeError, ErrorCode
 
 __all__ = ["MAX_BODY", "OPEN_PATHS", "ApiGuard", "host_allowed", "read_json"]
 
@@ -125,10 +125,9 @@ async def read_json(request: Request, *, max_bytes: int = MAX_BODY) -> dict[str,
     try:
         data = orjson.loads(bytes(body))
     except orjson.JSONDecodeError as exc:
-        raise CalinodeError(f"request body is not valid JSON: {exc}"[:300],
-                            code=ErrorCode.BAD_REQUEST) from None
+        raise BadRequest(f"request body is not valid JSON: {exc}"[:300]) from None
     if not isinstance(data, dict):
-        raise CalinodeError("request body must be a JSON object", code=ErrorCode.BAD_REQUEST)
+        raise BadRequest("request body must be a JSON object")
     return data
 
 

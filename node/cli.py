@@ -2,7 +2,9 @@
 
 ``start`` runs the daemon in the foreground; ``keygen`` writes a swarm key; ``id`` prints this
 home's peer id; ``status``, ``peers`` and ``ping`` talk to a running node's local API. Every
-client command takes ``--json`` for scripts. Errors print one line and exit 1.
+client command takes ``--json`` for scripts. An error prints one line and exits with the status
+of its code (``protocol/errors.py``: ``EXIT_STATUS``, shown in ``calinode --help``); :func:`main`
+is the one place that maps them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from typing import Any
 from calinode.node import __version__
 from calinode.node.cli_models import add_models_parser, cmd_models
 from calinode.node.cli_rag import add_rag_parsers, cmd_rag
-from calinode.protocol.errors import CalinodeError
+from calinode.protocol.errors import (
+    EXIT_INTERRUPTED,
+    CalinodeError,
+    collapse_group,
+    exit_status,
+    exit_status_table,
+)
 
 EXAMPLES = """\
 first node:     calinode start
@@ -27,7 +35,9 @@ another node:   calinode start --bootstrap /ip4/192.168.1.5/tcp/7411/p2p/12D3Koo
 private swarm:  calinode keygen --out swarm.key   (copy it to every node)
                 calinode start --swarm-key swarm.key
 inspect:        calinode status; calinode peers --json; calinode ping 12D3KooW...
-"""
+
+exit status (an error prints one line "calinode: error: CODE: message" on stderr):
+""" + exit_status_table() + "\n"
 
 
 def _add_client_args(parser: argparse.ArgumentParser) -> None:
@@ -340,14 +350,17 @@ COMMANDS = {"start": cmd_start, "keygen": cmd_keygen, "id": cmd_id, "token": cmd
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # a usage error exits 2 here (EXIT_USAGE)
     try:
-        return COMMANDS[args.command](args)
+        try:
+            return COMMANDS[args.command](args)
+        except BaseExceptionGroup as group:  # e.g. from the daemon's nursery at start-up
+            raise collapse_group(group) from None
     except CalinodeError as exc:
         print(f"calinode: error: {exc}", file=sys.stderr)
-        return 1
+        return exit_status(exc.code)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -204,6 +204,8 @@ def cmd_rag(args: argparse.Namespace, client: Any) -> int:
             print()
         sources = "\n".join(f"  [{s['n']}] {s['doc_id']} {s.get('title') or ''}"
                             for s in data["sources"])
+        if data.get("no_sources"):
+            sources = "  none: the collection has nothing relevant (no model answer)"
         partial = (f"\n(partial: no live replica of shards {data['missing_shards']})"
                    if data["partial"] else "")
         text = f"\nsources:\n{sources}{partial}"

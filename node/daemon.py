@@ -60,7 +60,7 @@ from calinode.node.records import SEQ_FILE, RecordSigner
 from calinode.node.rejections import Rejections
 from calinode.node.supervision import supervised
 from calinode.protocol.capabilities import Capabilities, ModelOffer
-from calinode.protocol.errors import ConfigError, ErrorCode, JobError
+from calinode.protocol.errors import BadRequest, ConfigError, ErrorCode, JobError
 from calinode.protocol.ids import JOB_PROTOCOL, META_PROTOCOL, PROTOCOL_VERSION
 from calinode.protocol.messages import CapabilityRecord, Load
 
@@ -205,7 +205,7 @@ class Node:
         try:
             ID.from_base58(peer_id)
         except Exception:
-            raise JobError(f"{peer_id!r} is not a peer id", code=ErrorCode.BAD_REQUEST) from None
+            raise BadRequest(f"{peer_id!r} is not a peer id") from None
         if peer_id not in self.table:
             raise JobError(f"peer {peer_id} is not in this node's peer table "
                            "(see: calinode peers)", code=ErrorCode.UNKNOWN_PEER)

@@ -5,6 +5,9 @@ busy, else the least-loaded live peer with a byte-identical copy, then lowest RT
 embed batch is split into contiguous parts over several candidates and reassembled in order.
 A part or a generation whose peer dies, times out or is overloaded is retried once on another
 candidate within the caller's deadline (a generation only if no text has been streamed yet).
+``embed`` and ``generate`` take the caller's absolute ``deadline`` (trio time): a request that
+is part of a search or an ask spends what is left of one budget, and each job carries what is
+left when it is sent (``JobClient.call`` writes it into ``deadline_ms``).
 Every reply is parsed into its typed view (``protocol/job_replies.py``); one that does not fit
 counts as a failed candidate (``bad_reply``).
 """
@@ -28,7 +31,7 @@ from calinode.node.routing import (
     split_batch,
 )
 from calinode.protocol.collections import CollectionDef
-from calinode.protocol.errors import ErrorCode, JobError
+from calinode.protocol.errors import ErrorCode, JobError, groups_collapsed
 from calinode.protocol.job_replies import EmbedReply, GenerateReply
 
 if TYPE_CHECKING:
@@ -104,8 +107,11 @@ class Dispatcher:
                                code=ErrorCode.DEADLINE_EXCEEDED)
 
     async def embed(self, model: str, texts: list[str], *, input_type: str = "passage",
-                    dimensions: int | None = None, timeout: float = 60.0) -> EmbedOutcome:
-        deadline = trio.current_time() + timeout
+                    dimensions: int | None = None, timeout: float = 60.0,
+                    deadline: float | None = None) -> EmbedOutcome:
+        """Embed ``texts`` by ``deadline`` (trio time; else ``timeout`` seconds from now):
+        a caller with a budget of its own passes its deadline, never a fresh timeout."""
+        deadline = trio.current_time() + timeout if deadline is None else deadline
         ranked = self.candidates("embed", model)
         parts = split_batch(len(texts), len(ranked), min_part=MIN_SPLIT)
         results: list[tuple[EmbedReply, str] | None] = [None] * len(parts)
@@ -121,13 +127,10 @@ class Dispatcher:
                 order, "embed", params, deadline,
                 lambda wire: EmbedReply.from_wire(wire, texts=count))
 
-        try:
+        with groups_collapsed():
             async with trio.open_nursery() as nursery:
                 for index, (start, stop) in enumerate(parts):
                     nursery.start_soon(run_part, index, start, stop)
-        except BaseExceptionGroup as group:
-            first = group.exceptions[0]
-            raise first if isinstance(first, JobError) else group from None
         return self._assemble(model, parts, results)
 
     @staticmethod
@@ -153,10 +156,12 @@ class Dispatcher:
                            code=ErrorCode.INTERNAL)
         return EmbedOutcome(model, shas.pop(), np.concatenate(blocks), tokens, truncated, served)
 
-    async def generate(self, params: dict[str, Any], *, timeout: float,
+    async def generate(self, params: dict[str, Any], *, timeout: float = 300.0,
+                       deadline: float | None = None,
                        on_text: Callable[[str], Awaitable[None]] | None = None
                        ) -> dict[str, Any]:
-        deadline = trio.current_time() + timeout
+        """Generate by ``deadline`` (trio time; else ``timeout`` seconds from now)."""
+        deadline = trio.current_time() + timeout if deadline is None else deadline
         ranked = self.candidates("generate", str(params.get("model")))
         streamed = False
 

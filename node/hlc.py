@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from calinode.protocol.errors import ErrorCode, JobError
+from calinode.protocol.errors import BadRequest
 
 __all__ = ["COUNTER_BITS", "MAX_SKEW_MS", "HybridClock", "physical_ms"]
 
@@ -54,9 +54,9 @@ class HybridClock:
         """Refuse a version too far in the future (``BAD_REQUEST``)."""
         ahead = physical_ms(version) - self.now_ms()
         if ahead > self.max_skew_ms:
-            raise JobError(f"version {version} is {ahead / 1000:.0f} s ahead of this node's "
-                           f"clock (at most {self.max_skew_ms // 1000} s allowed); check the "
-                           "writer's clock", code=ErrorCode.BAD_REQUEST)
+            raise BadRequest(f"version {version} is {ahead / 1000:.0f} s ahead of this node's "
+                             f"clock (at most {self.max_skew_ms // 1000} s allowed); check "
+                             "the writer's clock")
 
     def observe(self, version: int) -> None:
         """Take in a peer's version (after :meth:`check`): later ticks come after it."""

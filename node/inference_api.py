@@ -13,7 +13,7 @@ reachable in the swarm). Responses add ``served_by``.
 from __future__ import annotations
 
 import base64
-import json
+import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -28,21 +28,27 @@ from starlette.types import Receive, Scope, Send
 from calinode.node.api_errors import error_response
 from calinode.node.api_guard import read_json
 from calinode.node.api_json import FastJSONResponse
-from calinode.node.inference_jobs import INPUT_TYPES, bad, generate_request
-from calinode.protocol.errors import CalinodeError
+from calinode.node.api_stream import Emit, stream_answer
+from calinode.node.inference_jobs import INPUT_TYPES, generate_request
+from calinode.protocol.errors import BadRequest, CalinodeError
 
 if TYPE_CHECKING:
     from calinode.node.daemon import Node
 
 DEFAULT_TIMEOUT = 120.0
-Emit = Callable[[bytes], Awaitable[None]]
 
 
 def timeout_of(body: dict[str, Any]) -> float:
     value = body.pop("timeout", DEFAULT_TIMEOUT)
     if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 600:
-        raise bad("timeout must be a number of seconds in (0, 600]")
+        raise BadRequest("timeout must be a number of seconds in (0, 600]")
     return float(value)
+
+
+def request_deadline(body: dict[str, Any]) -> float:
+    """The one deadline (trio time) of this request, from its ``timeout``: set here, at the
+    edge, and spent by every step (embed, shard search, generation) and every job of it."""
+    return trio.current_time() + timeout_of(body)
 
 
 def default_model(node: Node, kind: str) -> str:
@@ -58,23 +64,23 @@ def default_model(node: Node, kind: str) -> str:
 
 async def _embed(node: Node, body: dict[str, Any], texts: Any) -> Any:
     if not isinstance(texts, list) or not texts:
-        raise bad("input must be a non-empty string or list of strings")
+        raise BadRequest("input must be a non-empty string or list of strings")
     if not all(isinstance(t, str) for t in texts):
-        raise bad("only text input is supported (no token arrays)")
+        raise BadRequest("only text input is supported (no token arrays)")
     input_type = body.get("input_type", "passage")
     if input_type not in INPUT_TYPES:
-        raise bad(f"input_type must be one of {', '.join(INPUT_TYPES)}")
+        raise BadRequest(f"input_type must be one of {', '.join(INPUT_TYPES)}")
     dimensions = body.get("dimensions")
     if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)):
-        raise bad("dimensions must be an integer")
+        raise BadRequest("dimensions must be an integer")
     from calinode.node.inference_jobs import texts_param
 
     texts = texts_param({"texts": texts})
     model = body.get("model") or default_model(node, "embed")
     if not isinstance(model, str):
-        raise bad("model must be a string")
+        raise BadRequest("model must be a string")
     return await node.dispatcher.embed(model, texts, input_type=input_type,
-                                       dimensions=dimensions, timeout=timeout_of(body))
+                                       dimensions=dimensions, deadline=request_deadline(body))
 
 
 async def native_embed(node: Node, request: Request) -> JSONResponse:
@@ -93,7 +99,7 @@ async def openai_embeddings(node: Node, request: Request) -> JSONResponse:
         texts = [texts]
     encoding = body.get("encoding_format", "float")
     if encoding not in ("float", "base64"):
-        raise bad("encoding_format must be float or base64")
+        raise BadRequest("encoding_format must be float or base64")
     outcome = await _embed(node, body, texts)
     data = []
     for i, row in enumerate(outcome.vectors):
@@ -133,17 +139,9 @@ def _openai_to_params(node: Node, body: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            scope.cancel()
-            return
-
-
 class StreamingEndpoint:
-    """A raw ASGI endpoint: the job runs in a nursery and each piece is written as it comes,
-    so no async generator has to yield inside a nursery."""
+    """A raw ASGI endpoint (generate and chat, streamed or not): one deadline, set here from
+    the request's ``timeout``, bounds retrieval (chat with a ``collection``) and generation."""
 
     def __init__(self, node: Node, mode: str) -> None:
         self.node = node
@@ -151,55 +149,67 @@ class StreamingEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
+        sources: list[dict[str, Any]] | None = None
+        canned: dict[str, Any] | None = None  # the answer when retrieval found nothing
         try:
             body = await read_json(request)
-            timeout = timeout_of(body)
-            sources: list[dict[str, Any]] | None = None
+            deadline = request_deadline(body)
             if self.mode == "openai":
                 stream = body.get("stream", False) is True
                 params = _openai_to_params(self.node, body)
-                if body.get("collection") is not None:  # retrieval-augmented chat
-                    params["messages"], sources = await self._augment(body)
             else:
                 stream = body.pop("stream", False) is True
                 params = dict(body)
                 params.setdefault("model", default_model(self.node, "generate"))
             generate_request(dict(params, stream=stream))  # validate before anything is sent
+            if self.mode == "openai" and body.get("collection") is not None:
+                # retrieval-augmented chat: the coordinator's retrieval, within the deadline
+                params["messages"], sources, found = await self._augment(body, deadline)
+                generate_request(dict(params, stream=stream))
+                if not sources:
+                    canned = self.node.coordinator.no_sources_reply(body["collection"], found)
         except CalinodeError as exc:
             await error_response(exc.code, exc.message)(scope, receive, send)
             return
+
+        async def generate(on_text: Callable[[str], Awaitable[None]] | None = None
+                           ) -> dict[str, Any]:
+            if canned is None:
+                return await self.node.dispatcher.generate(params, deadline=deadline,
+                                                           on_text=on_text)
+            if on_text is not None:
+                await on_text(canned["text"])
+            return canned
+
         if not stream:
             try:
-                result = await self.node.dispatcher.generate(params, timeout=timeout)
+                result = await generate()
             except CalinodeError as exc:
                 await error_response(exc.code, exc.message)(scope, receive, send)
                 return
             payload = self._complete(params, result) if self.mode == "openai" else result
             if sources is not None:
                 payload["sources"] = sources
+                payload["no_sources"] = not sources
             await JSONResponse(payload)(scope, receive, send)
             return
-        async with trio.open_nursery() as nursery:
-            # a client that goes away cancels the generation (and so the llama.cpp thread)
-            nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-            await self._stream(params, timeout, send, sources)
-            nursery.cancel_scope.cancel()
+        await stream_answer(receive, send, functools.partial(
+            self._stream, params, generate, sources), sse=self.mode == "openai")
 
-    async def _augment(self, body: dict[str, Any]
-                       ) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+    async def _augment(self, body: dict[str, Any], deadline: float
+                       ) -> tuple[list[dict[str, str]], list[dict[str, Any]], dict[str, Any]]:
         messages = body.get("messages")
         users = [m for m in messages or [] if isinstance(m, dict) and m.get("role") == "user"]
         if not users or not isinstance(users[-1].get("content"), str):
-            raise bad("a retrieval-augmented chat needs a user message (the question)")
+            raise BadRequest("a retrieval-augmented chat needs a user message (the question)")
         k = body.get("k", 5)
         if not isinstance(k, int) or isinstance(k, bool):
-            raise bad("k must be an integer")
+            raise BadRequest("k must be an integer")
         collection = body["collection"]
         if not isinstance(collection, str):
-            raise bad("collection must be a string")
-        augmented, sources, _ = await self.node.coordinator.rag_messages(
-            collection, users[-1]["content"], k=k)
-        return augmented, sources
+            raise BadRequest("collection must be a string")
+        return await self.node.coordinator.rag_messages(
+            collection, users[-1]["content"], k=k, deadline=deadline)
 
     def _complete(self, params: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         usage = result["usage"]
@@ -211,12 +221,11 @@ class StreamingEndpoint:
             "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
             "served_by": result["served_by"]}
 
-    async def _stream(self, params: dict[str, Any], timeout: float, send: Send,
-                      sources: list[dict[str, Any]] | None) -> None:
+    async def _stream(self, params: dict[str, Any],
+                      generate: Callable[[Callable[[str], Awaitable[None]]],
+                                         Awaitable[dict[str, Any]]],
+                      sources: list[dict[str, Any]] | None, emit: Emit) -> None:
         openai = self.mode == "openai"
-        content_type = b"text/event-stream" if openai else b"application/x-ndjson"
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", content_type), (b"cache-control", b"no-cache")]})
         chat_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
 
@@ -224,11 +233,6 @@ class StreamingEndpoint:
             return {"id": chat_id, "object": "chat.completion.chunk", "created": created,
                     "model": params["model"],
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-
-        async def emit(obj: Any) -> None:
-            line = json.dumps(obj)
-            data = f"data: {line}\n\n" if openai else f"{line}\n"
-            await send({"type": "http.response.body", "body": data.encode(), "more_body": True})
 
         first = True
 
@@ -241,22 +245,16 @@ class StreamingEndpoint:
                 await emit({"text": text})
             first = False
 
-        try:
-            result = await self.node.dispatcher.generate(params, timeout=timeout, on_text=on_text)
-            if openai:
-                final = chunk({}, result["finish_reason"])
-                final["served_by"] = result["served_by"]
-                if sources is not None:
-                    final["sources"] = sources
-                await emit(final)
-            else:
-                await emit({"done": result})
-        except CalinodeError as exc:
-            await emit({"error": {"code": exc.code.value, "message": exc.message}})
+        result = await generate(on_text)
         if openai:
-            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n",
-                        "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            final = chunk({}, result["finish_reason"])
+            final["served_by"] = result["served_by"]
+            if sources is not None:
+                final["sources"] = sources
+                final["no_sources"] = not sources
+            await emit(final)
+        else:
+            await emit({"done": result})
 
 
 def inference_routes(node: Node) -> list[Route]:

@@ -15,7 +15,7 @@ import trio
 from calinode.node.chunking import Chunk, chunk_text
 from calinode.node.job_server import JobContext, JobRegistry
 from calinode.node.local_models import LocalModels
-from calinode.protocol.errors import ErrorCode, JobError, ProtocolError
+from calinode.protocol.errors import BadRequest, ProtocolError
 from calinode.protocol.job_params import (
     INPUT_TYPES,
     EmbedChunksParams,
@@ -24,12 +24,14 @@ from calinode.protocol.job_params import (
 )
 from calinode.protocol.vectors import encode_vectors
 
-__all__ = ["INPUT_TYPES", "bad", "generate_request", "register_inference_jobs", "texts_param"]
+__all__ = ["INPUT_TYPES", "BadRequest", "bad", "generate_request", "register_inference_jobs",
+           "texts_param"]
 T = TypeVar("T")
 
 
-def bad(message: str) -> JobError:
-    return JobError(message, code=ErrorCode.BAD_REQUEST)
+#: Kept for callers outside the API and job modules: ``bad(...)`` *is* :class:`BadRequest`
+#: (one class, no factory).
+bad = BadRequest
 
 
 def _view(parse: Callable[[], T]) -> T:
@@ -38,7 +40,7 @@ def _view(parse: Callable[[], T]) -> T:
     try:
         return parse()
     except ProtocolError as exc:
-        raise bad(exc.message) from None
+        raise BadRequest(exc.message) from None
 
 
 def texts_param(params: dict[str, Any]) -> list[str]:
@@ -96,7 +98,8 @@ def register_inference_jobs(registry: JobRegistry, models: LocalModels) -> None:
         budget = min(request.chunk_tokens, embedder.chunk_budget)
         overlap = request.chunk_overlap
         if not 0 <= overlap < budget // 2:
-            raise bad(f"chunk_overlap must be 0..{budget // 2 - 1} for {budget}-token chunks")
+            raise BadRequest(
+                f"chunk_overlap must be 0..{budget // 2 - 1} for {budget}-token chunks")
         def cut() -> list[list[Chunk]]:  # tokenizing and cutting: one worker-thread hop
             return [chunk_text(doc, offsets=spans, max_tokens=budget, overlap=overlap)
                     for doc, spans in zip(docs, embedder.token_offsets(docs), strict=True)]

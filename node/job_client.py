@@ -32,7 +32,7 @@ from libp2p.peer.id import ID
 from calinode.node.framed_stream import FramedStream
 from calinode.node.host import peer_id_from_str
 from calinode.node.job_server import JobServer
-from calinode.protocol.errors import ErrorCode, JobError, ProtocolError
+from calinode.protocol.errors import ErrorCode, JobError, ProtocolError, RemoteProtocolError
 from calinode.protocol.ids import JOB_PROTOCOL
 from calinode.protocol.limits import DEFAULT_LIMITS, Limits
 from calinode.protocol.messages import ErrorReply, JobRequest, JobResponse, StreamChunk
@@ -166,9 +166,8 @@ class JobClient:
                 elif isinstance(message, ErrorReply):
                     raise message.to_exception()
                 else:
-                    raise JobError(
-                        f"{peer_id} answered with an unexpected {type(message).__name__}",
-                        code=ErrorCode.BAD_REQUEST)
+                    raise RemoteProtocolError(  # a broken peer: one unreachable candidate
+                        f"{peer_id} answered with an unexpected {type(message).__name__}")
         except ProtocolError as exc:
             await channel.reset()
             raise JobError(f"{peer_id} sent a malformed reply: {exc.message}",

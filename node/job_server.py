@@ -26,11 +26,13 @@ from calinode.node.host import remote_peer_id
 from calinode.node.job_admission import AdmissionTicket, JobAdmission
 from calinode.node.rejections import RateLimitedLog, Rejections
 from calinode.protocol.errors import (
+    BadRequest,
     CalinodeError,
     ErrorCode,
     JobError,
     LocalProtocolError,
     ProtocolError,
+    groups_collapsed,
 )
 from calinode.protocol.framing import PREFIX_SIZE
 from calinode.protocol.limits import DEFAULT_LIMITS, Limits
@@ -205,7 +207,7 @@ class JobServer:
         try:
             deadline = trio.current_time() + request.deadline_ms / 1000
             ctx = JobContext(request.id, request.kind, caller, deadline, emit, self.rejections)
-            with trio.move_on_at(deadline) as scope:
+            with trio.move_on_at(deadline) as scope, groups_collapsed():
                 return await handler(ctx, request.params)
             assert scope.cancelled_caught
             raise JobError(
@@ -215,8 +217,15 @@ class JobServer:
         except ProtocolError as exc:  # a params view refused the request
             self.rejections.reject("bad_params", caller, f"{request.kind}: {exc.message}")
             raise JobError(f"{request.kind}: {exc.message}", code=exc.code) from None
-        except CalinodeError:
+        except JobError:
             raise
+        except CalinodeError as exc:
+            if exc.code is ErrorCode.INTERNAL and exc.__cause__ is not None:  # a collapsed bug
+                self._bugs.exception(f"bug:{request.kind}", "job %s (%s) from %s failed",
+                                     request.id, request.kind, caller)
+            # any other member of the tree (ConfigError, RecordError, ...) keeps its code: the
+            # caller must see it, not a stream closed without a reply (PEER_UNREACHABLE)
+            raise JobError(f"{request.kind}: {exc.message}", code=exc.code) from exc
         except Exception as exc:
             self._bugs.exception(f"bug:{request.kind}", "job %s (%s) from %s failed",
                                  request.id, request.kind, caller)
@@ -242,8 +251,7 @@ class JobServer:
             request = await channel.receive(timeout=REQUEST_READ_TIMEOUT,
                                             charge=lambda size: self._charge(ticket, size))
             if not isinstance(request, JobRequest):
-                raise JobError(f"expected a job request, got {type(request).__name__}",
-                               code=ErrorCode.BAD_REQUEST)
+                raise BadRequest(f"expected a job request, got {type(request).__name__}")
             job_id = request.id
             seq = 0
 

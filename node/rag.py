@@ -31,7 +31,6 @@ import trio
 from calinode.models.shard_store import ChunkWrite, DocRecord, ShardStore
 from calinode.node.chunking import content_hash, make_document_text
 from calinode.node.collections_book import sign_definition
-from calinode.node.inference_jobs import bad
 from calinode.node.local_index import docs_to_wire, records_from_wire
 from calinode.node.placement import PlacementMap, may_drop_replica, shard_of
 from calinode.node.rejections import RateLimitedLog
@@ -39,7 +38,14 @@ from calinode.node.result_merge import ShardHit, merge_topk, missing_shards
 from calinode.node.write_quorum import DocSettlement, ReplicaAnswer, settle
 from calinode.protocol.capabilities import Capabilities, ModelOffer
 from calinode.protocol.collections import CollectionDef
-from calinode.protocol.errors import CalinodeError, ErrorCode, JobError, ProtocolError
+from calinode.protocol.errors import (
+    BadRequest,
+    CalinodeError,
+    ErrorCode,
+    JobError,
+    ProtocolError,
+    groups_collapsed,
+)
 from calinode.protocol.job_params import ShardChangesParams
 from calinode.protocol.job_replies import (
     EmbedChunksReply,
@@ -65,7 +71,14 @@ SYNC_INTERVAL = 2.0
 WRITE_TIMEOUT = 30.0
 PULL_PAGE = 200  # documents per shard.changes page
 SEARCH_BLOCKS = 4  # query blocks of one search in flight at once
+SEARCH_TIMEOUT = 30.0  # budget of a search whose caller has none of its own
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def deadline_of(deadline: float | None, timeout: float) -> float:
+    """The caller's absolute deadline (trio time), or ``timeout`` seconds from now for a
+    caller that has none: every step of one request spends the same budget."""
+    return trio.current_time() + timeout if deadline is None else deadline
 
 
 @dataclass
@@ -156,7 +169,7 @@ class Coordinator:
             existing = None
         if existing is not None:
             if not existing.dropped:
-                raise JobError(f"collection {name} exists", code=ErrorCode.BAD_REQUEST)
+                raise BadRequest(f"collection {name} exists")
             version = existing.version + 1
         assert info.dim is not None and info.pooling is not None  # an embed offer has both
         definition = CollectionDef(
@@ -172,10 +185,11 @@ class Coordinator:
                            "--index", code=ErrorCode.NO_CAPABLE_PEER)
         await trio.to_thread.run_sync(book.merge, definition)
         outcomes: dict[int, list[DocSettlement]] = {}
-        async with trio.open_nursery() as nursery:  # every shard starts empty and ready
-            for shard in range(definition.shards):
-                nursery.start_soon(self._write_shard, definition, placement, shard, [],
-                                   outcomes, True)
+        with groups_collapsed():
+            async with trio.open_nursery() as nursery:  # every shard starts empty and ready
+                for shard in range(definition.shards):
+                    nursery.start_soon(self._write_shard, definition, placement, shard, [],
+                                       outcomes, True)
         return definition
 
     async def drop(self, name: str) -> CollectionDef:
@@ -226,9 +240,10 @@ class Coordinator:
                 await progress({"done": done, "total": len(docs),
                                 "acknowledged": summary["acknowledged"]})
 
-        async with trio.open_nursery() as nursery:
-            for start in range(0, len(docs), INGEST_BATCH):
-                nursery.start_soon(run, docs[start:start + INGEST_BATCH])
+        with groups_collapsed():
+            async with trio.open_nursery() as nursery:
+                for start in range(0, len(docs), INGEST_BATCH):
+                    nursery.start_soon(run, docs[start:start + INGEST_BATCH])
         summary["seconds"] = round(trio.current_time() - started, 3)
         return summary
 
@@ -278,10 +293,11 @@ class Coordinator:
         """Write each shard's documents to its owners; every document's settlement."""
         placement = self.placement(definition)
         outcomes: dict[int, list[DocSettlement]] = {}
-        async with trio.open_nursery() as nursery:
-            for shard, docs in writes.items():
-                nursery.start_soon(self._write_shard, definition, placement, shard, docs,
-                                   outcomes)
+        with groups_collapsed():
+            async with trio.open_nursery() as nursery:
+                for shard, docs in writes.items():
+                    nursery.start_soon(self._write_shard, definition, placement, shard, docs,
+                                       outcomes)
         return [doc for shard in writes for doc in outcomes[shard]]
 
     async def _write_shard(self, definition: CollectionDef, placement: PlacementMap, shard: int,
@@ -317,9 +333,10 @@ class Coordinator:
                 # the replica is busy with other writes: back off (jittered) and try again
                 await trio.sleep(min(2.0, 0.02 * 2 ** attempt) * (0.5 + random.random()))
 
-        async with trio.open_nursery() as nursery:
-            for peer in owners:
-                nursery.start_soon(one, peer)
+        with groups_collapsed():
+            async with trio.open_nursery() as nursery:
+                for peer in owners:
+                    nursery.start_soon(one, peer)
         outcomes[shard] = settle(doc_ids, answers, definition.quorum)
         if seed_empty and not any(a.outcomes is not None for a in answers):
             log.warning("collection %s: shard %s could not be seeded yet", definition.name, shard)
@@ -328,7 +345,7 @@ class Coordinator:
         """Tombstone documents on every owner of their shards (quorum acknowledged)."""
         definition = self.node.book.get(name)
         if not doc_ids or not all(isinstance(d, str) and d for d in doc_ids):
-            raise bad("doc_ids must be a non-empty list of strings")
+            raise BadRequest("doc_ids must be a non-empty list of strings")
         version = self.node.clock.tick()
         writes: dict[int, list[DocRecord]] = {}
         for doc_id in dict.fromkeys(doc_ids):
@@ -371,23 +388,30 @@ class Coordinator:
     # -- search ----------------------------------------------------------------------------
 
     async def search(self, name: str, queries: list[str], *, k: int = 10,
-                     timeout: float = 30.0) -> list[dict[str, Any]]:
+                     deadline: float | None = None,
+                     timeout: float = SEARCH_TIMEOUT) -> list[dict[str, Any]]:
+        """Embed the queries and search by ``deadline`` (trio time, set once at the edge: the
+        HTTP handler; ``timeout`` from now only for a caller without a budget): the embedding
+        and the shard searches spend the same budget."""
+        deadline = deadline_of(deadline, timeout)
         definition = self.node.book.get(name)
         if not 1 <= k <= 1000:
-            raise bad("k must be 1..1000")
+            raise BadRequest("k must be 1..1000")
         outcome = await self.node.dispatcher.embed(definition.model, queries,
-                                                   input_type="query", timeout=timeout)
+                                                   input_type="query", deadline=deadline)
         if outcome.sha256 != definition.model_sha256:
             raise JobError("queries would be embedded by another file of the collection's model",
                            code=ErrorCode.UNKNOWN_MODEL)
-        return await self.search_vectors(definition, outcome.vectors, k=k, timeout=timeout)
+        return await self.search_vectors(definition, outcome.vectors, k=k, deadline=deadline)
 
     async def search_vectors(self, definition: CollectionDef, vectors: np.ndarray, *, k: int,
-                             timeout: float) -> list[dict[str, Any]]:
-        """Search every shard; queries go in blocks small enough that every request fits the
-        search budget (``protocol/search_budget.py``), blocks at most ``SEARCH_BLOCKS`` at a
-        time. A shard is in the answer only if every block got it."""
-        deadline = trio.current_time() + timeout
+                             deadline: float | None = None,
+                             timeout: float = SEARCH_TIMEOUT) -> list[dict[str, Any]]:
+        """Search every shard by ``deadline``; queries go in blocks small enough that every
+        request fits the search budget (``protocol/search_budget.py``), blocks at most
+        ``SEARCH_BLOCKS`` at a time. A shard is in the answer only if every block got it;
+        a shard still unanswered at the deadline is missing (``partial``)."""
+        deadline = deadline_of(deadline, timeout)
         plans = self.plan(definition)
         per_block, _ = plan_search(len(vectors), k, [], self.search_budget)
         starts = list(range(0, len(vectors), per_block))
@@ -399,9 +423,10 @@ class Coordinator:
                 await self._search_shards(definition, plans, vectors[start:start + per_block],
                                           k, deadline, found[n])
 
-        async with trio.open_nursery() as nursery:
-            for n, start in enumerate(starts):
-                nursery.start_soon(block, n, start)
+        with groups_collapsed():
+            async with trio.open_nursery() as nursery:
+                for n, start in enumerate(starts):
+                    nursery.start_soon(block, n, start)
         complete = set.intersection(*(set(out) for out in found)) if found else set()
         per_shard = {shard: (found[0][shard][0],
                              [row for out in found for row in out[shard][1]])
@@ -487,10 +512,19 @@ class Coordinator:
 
     # -- ask -------------------------------------------------------------------------------
 
-    async def rag_messages(self, name: str, question: str, *, k: int
+    async def rag_messages(self, name: str, question: str, *, k: int,
+                           deadline: float | None = None, timeout: float = SEARCH_TIMEOUT
                            ) -> tuple[list[dict[str, str]], list[dict[str, Any]], dict[str, Any]]:
-        """Chat messages with numbered context passages, the sources, and the search result."""
-        (found,) = await self.search(name, [question], k=k)
+        """Chat messages with numbered context passages, the sources, and the search result,
+        retrieved by ``deadline`` (the caller's whole budget: generation spends what is left).
+        A retrieval that found nothing because the budget ran out is ``DEADLINE_EXCEEDED``,
+        not an answer that the collection has nothing."""
+        deadline = deadline_of(deadline, timeout)
+        (found,) = await self.search(name, [question], k=k, deadline=deadline)
+        if not found["hits"] and found["partial"] and trio.current_time() >= deadline:
+            raise JobError(f"retrieval from {name} ran out of its budget before the shards "
+                           f"{found['missing_shards']} answered",
+                           code=ErrorCode.DEADLINE_EXCEEDED)
         sources, blocks, budget = [], [], 6000  # characters of context (~1500 tokens)
         for n, hit in enumerate(found["hits"], start=1):
             text = hit["text"][:max(200, budget // max(1, len(found["hits"])))]
@@ -505,18 +539,40 @@ class Coordinator:
             {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question}"}]
         return messages, sources, found
 
+    def no_sources_reply(self, name: str, found: dict[str, Any]) -> dict[str, Any]:
+        """What ``ask`` and chat with a collection answer when retrieval found nothing: they
+        say so, and no model answers from its own weights (a generate reply's shape)."""
+        text = (f"The collection {name!r} has nothing relevant to this question: the search "
+                "found no passages, so there is no answer from its documents.")
+        if found["partial"]:
+            text += (f" (The shards {found['missing_shards']} did not answer: the search was "
+                     "incomplete.)")
+        return {"text": text, "finish_reason": "stop", "served_by": self.node.peer_id,
+                "usage": {"prompt_tokens": 0, "completion_tokens": 0}}
+
     async def ask(self, name: str, question: str, *, k: int = 5, model: str | None = None,
                   max_tokens: int = 256, on_text: Callable[[str], Awaitable[None]] | None = None,
-                  timeout: float = 300.0) -> dict[str, Any]:
+                  deadline: float | None = None, timeout: float = 300.0) -> dict[str, Any]:
+        """Retrieve, then generate, both by one ``deadline`` (trio time, set once at the edge;
+        ``timeout`` from now only for a caller without a budget). No hits: the answer says
+        so and ``no_sources`` is true (see :meth:`no_sources_reply`)."""
         from calinode.node.inference_api import default_model
 
-        messages, sources, found = await self.rag_messages(name, question, k=k)
-        params = {"model": model or default_model(self.node, "generate"), "messages": messages,
-                  "max_tokens": max_tokens, "temperature": 0.2}
-        result = await self.node.dispatcher.generate(params, timeout=timeout, on_text=on_text)
-        return {"answer": result["text"], "sources": sources, "partial": found["partial"],
-                "missing_shards": found["missing_shards"], "served_by": result["served_by"],
-                "finish_reason": result["finish_reason"]}
+        deadline = deadline_of(deadline, timeout)
+        messages, sources, found = await self.rag_messages(name, question, k=k,
+                                                           deadline=deadline)
+        if not sources:
+            result = self.no_sources_reply(name, found)
+            if on_text is not None:
+                await on_text(result["text"])
+        else:
+            params = {"model": model or default_model(self.node, "generate"),
+                      "messages": messages, "max_tokens": max_tokens, "temperature": 0.2}
+            result = await self.node.dispatcher.generate(params, deadline=deadline,
+                                                         on_text=on_text)
+        return {"answer": result["text"], "sources": sources, "no_sources": not sources,
+                "partial": found["partial"], "missing_shards": found["missing_shards"],
+                "served_by": result["served_by"], "finish_reason": result["finish_reason"]}
 
     # -- sync ------------------------------------------------------------------------------
 

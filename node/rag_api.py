@@ -8,7 +8,6 @@ queries: [{_id, text}]}``, ``k``), ``POST /v1/ask`` (``{collection, question, k,
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -20,9 +19,9 @@ from starlette.types import Receive, Scope, Send
 from calinode.node.api_errors import error_response
 from calinode.node.api_guard import read_json
 from calinode.node.api_json import FastJSONResponse
-from calinode.node.inference_api import timeout_of
-from calinode.node.inference_jobs import bad
-from calinode.protocol.errors import CalinodeError, JobError
+from calinode.node.api_stream import Emit, stream_answer
+from calinode.node.inference_api import request_deadline
+from calinode.protocol.errors import BadRequest, CalinodeError, JobError, groups_collapsed
 
 if TYPE_CHECKING:
     from calinode.node.daemon import Node
@@ -31,14 +30,14 @@ if TYPE_CHECKING:
 def _int(body: dict[str, Any], name: str, default: int) -> int:
     value = body.get(name, default)
     if not isinstance(value, int) or isinstance(value, bool):
-        raise bad(f"{name} must be an integer")
+        raise BadRequest(f"{name} must be an integer")
     return value
 
 
 def _str(body: dict[str, Any], name: str, default: str | None = None) -> str:
     value = body.get(name, default)
     if not isinstance(value, str) or not value:
-        raise bad(f"{name} must be a non-empty string")
+        raise BadRequest(f"{name} must be a non-empty string")
     return value
 
 
@@ -57,9 +56,10 @@ async def shard_rows(node: Node, name: str) -> list[dict[str, Any]]:
         infos[peer] = {row["shard"]: row for row in result.result["shards"]}
 
     peers = {p for shard_holders in holders.values() for p in shard_holders}
-    async with trio.open_nursery() as nursery:
-        for peer in peers:
-            nursery.start_soon(ask, peer)
+    with groups_collapsed():
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                nursery.start_soon(ask, peer)
     rows = []
     for shard in range(definition.shards):
         replicas = []
@@ -89,7 +89,7 @@ class RawEndpoint:
 def _peers(body: dict[str, Any], name: str) -> tuple[str, ...]:
     value = body.get(name, [])
     if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
-        raise bad(f"{name} must be a list of peer ids")
+        raise BadRequest(f"{name} must be a list of peer ids")
     return tuple(value)
 
 
@@ -117,7 +117,7 @@ def rag_routes(node: Node) -> list[Route]:
         body = await read_json(request)
         docs = body.get("docs")
         if not isinstance(docs, list) or not docs:
-            raise bad("docs must be a non-empty list of {_id, title, text, ...}")
+            raise BadRequest("docs must be a non-empty list of {_id, title, text, ...}")
         summary = await node.coordinator.ingest(_str(body, "collection"), docs)
         return JSONResponse(summary)
 
@@ -125,12 +125,12 @@ def rag_routes(node: Node) -> list[Route]:
         body = await read_json(request)
         ids = body.get("doc_ids")
         if not isinstance(ids, list):
-            raise bad("doc_ids must be a list of document ids")
+            raise BadRequest("doc_ids must be a list of document ids")
         return JSONResponse(await node.coordinator.delete(_str(body, "collection"), ids))
 
     async def search(request: Request) -> JSONResponse:
         body = await read_json(request)
-        timeout = timeout_of(body)
+        deadline = request_deadline(body)
         queries: Any
         if "query" in body:
             queries = [{"_id": "q", "text": _str(body, "query")}]
@@ -138,21 +138,22 @@ def rag_routes(node: Node) -> list[Route]:
             queries = body.get("queries")
             if not isinstance(queries, list) or not queries or not all(
                     isinstance(q, dict) and isinstance(q.get("text"), str) for q in queries):
-                raise bad("give query, or queries as a list of {_id, text}")
+                raise BadRequest("give query, or queries as a list of {_id, text}")
         results = await node.coordinator.search(
             _str(body, "collection"), [q["text"] for q in queries], k=_int(body, "k", 10),
-            timeout=timeout)
+            deadline=deadline)
         return FastJSONResponse([{"query_id": str(q.get("_id", i)), **r}
                                  for i, (q, r) in enumerate(zip(queries, results, strict=True))])
 
     async def ask(scope: Scope, receive: Receive, send: Send) -> None:
-        """JSON, or with ``stream: true`` NDJSON: ``{"text"}`` lines, then ``{"done"}``."""
+        """JSON, or with ``stream: true`` NDJSON: ``{"text"}`` lines, then ``{"done"}``; a
+        client that disconnects cancels the answer (retrieval or generation)."""
         try:
             body = await read_json(Request(scope, receive))
+            deadline = request_deadline(body)
             args = (_str(body, "collection"), _str(body, "question"))
             settings: dict[str, Any] = {"k": _int(body, "k", 5), "model": body.get("model"),
-                        "max_tokens": _int(body, "max_tokens", 256),
-                        "timeout": timeout_of(body)}
+                        "max_tokens": _int(body, "max_tokens", 256), "deadline": deadline}
             if body.get("stream") is not True:
                 result = await node.coordinator.ask(*args, **settings)
                 await JSONResponse(result)(scope, receive, send)
@@ -160,21 +161,14 @@ def rag_routes(node: Node) -> list[Route]:
         except CalinodeError as exc:
             await error_response(exc.code, exc.message)(scope, receive, send)
             return
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/x-ndjson")]})
 
-        async def emit(obj: Any) -> None:
-            await send({"type": "http.response.body", "body": (json.dumps(obj) + "\n").encode(),
-                        "more_body": True})
+        async def answer(emit: Emit) -> None:
+            async def on_text(text: str) -> None:
+                await emit({"text": text})
 
-        async def on_text(text: str) -> None:
-            await emit({"text": text})
-
-        try:
             await emit({"done": await node.coordinator.ask(*args, on_text=on_text, **settings)})
-        except CalinodeError as exc:
-            await emit({"error": {"code": exc.code.value, "message": exc.message}})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        await stream_answer(receive, send, answer, sse=False)
 
     async def shards(request: Request) -> JSONResponse:
         names = ([request.query_params["collection"]] if "collection" in request.query_params
