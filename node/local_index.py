@@ -9,6 +9,13 @@ Every job's params are parsed into their views (``protocol/job_params.py``) befo
 ``shard.search`` is bounded to the collection's shards, each once, and refused before it runs
 when its hits would be over the search budget (``protocol/search_budget.py``).
 
+Freshness: ``READY`` on disk means "this copy was complete once"; in memory, ready means
+"current". A copy found ready at start-up is *recovering* (not advertised, refused by
+``shard.search``) until the sync loop pulled every other live copy (``node/rag.py``). Each
+replica folder also records its collection's incarnation (``INCARNATION``,
+``CollectionDef.created``): a copy of an earlier incarnation of the name is deleted, never
+opened for the new one; ``purge`` deletes every replica of a dropped collection.
+
 Job kinds (``shard.*``): ``write`` (whole documents with chunk vectors; durable before the
 reply), ``delete``, ``search`` (several shards of one collection in one request; hits come
 with their text and metadata), ``changes`` (paged export for replica sync) and ``info``.
@@ -87,6 +94,9 @@ class LocalIndex:
         A replica is ready once it holds the shard's documents: it was seeded by the first
         writes of a shard no one held, or it completed a pull from a ready replica. An owner's
         fresh, empty replica is not ready, so it is never searched as if it were complete.
+        Nor is one found ready on disk at start-up (its ``READY`` marker): it is *recovering*
+        until the sync loop has pulled every other live copy (see :meth:`mark_ready`), since
+        writes were acknowledged without it while its node was down.
         """
         held: dict[str, dict[int, str]] = {}
         for key, digest in sorted(self._digests.items()):

@@ -13,7 +13,14 @@
   whose shard digest differs from its own (both sides do, so replicas converge, deletes
   included). A replica a node holds but no longer owns is kept in sync until all R owners have
   held the same documents (equal digests) for ``replica_gc_after`` seconds without a break;
-  then it is deleted (``may_drop_replica``, ``LocalIndex.drop``).
+  then it is deleted (``may_drop_replica``, ``LocalIndex.drop``). A replica ready before its
+  node restarted is *recovering*: it serves again only once this node knows the live swarm
+  (two heartbeat rounds) and has pulled every other live copy (``_recover``), so acknowledged
+  writes it missed while down are visible to every search. Replicas of a dropped collection
+  are deleted (``LocalIndex.purge``), and so are those of an earlier incarnation of a name.
+- **Lifecycle**: ``create`` picks min(2, live index peers) replicas when none are asked;
+  ``update`` signs a new version with another replication; ``ingest`` is refused before
+  anything is embedded when the write quorum is out of reach (``require_write_quorum``).
 """
 
 from __future__ import annotations
@@ -156,8 +163,8 @@ class Coordinator:
                          "(sync then brings the new replicas up)")
         if quorum > live:
             notes.append(f"a write needs {quorum} durable replicas and only {live} index "
-                         "peers are live: ingest fails until another --index node starts "
-                         "(or lower the replication)")
+                         f"peer{' is' if live == 1 else 's are'} live: ingest fails until "
+                         "another --index node starts (or lower the replication)")
         return notes
 
     async def create(self, name: str, *, model: str, shards: int, replicas: int | None = None,
