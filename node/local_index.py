@@ -100,7 +100,7 @@ class LocalIndex:
         """
         held: dict[str, dict[int, str]] = {}
         for key, digest in sorted(self._digests.items()):
-            if key in self._ready or not ready_only:
+            if not ready_only or self.is_ready(*key):
                 held.setdefault(key[0], {})[key[1]] = digest
         return held
 
@@ -111,7 +111,16 @@ class LocalIndex:
         return digest
 
     def is_ready(self, collection: str, shard: int) -> bool:
-        return (collection, shard) in self._ready
+        """Served: ready, and of the collection as the book now knows it (not dropped, not an
+        earlier incarnation of the name; the sync loop deletes such copies soon after)."""
+        key = (collection, shard)
+        if key not in self._ready:
+            return False
+        try:
+            current = self.book.get(collection, include_dropped=True)
+        except JobError:
+            return False
+        return not current.dropped and current.created <= self._created.get(key, 0)
 
     def is_recovering(self, collection: str, shard: int) -> bool:
         """Ready before this start, not yet caught up with the other live copies."""
