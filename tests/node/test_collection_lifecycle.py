@@ -4,6 +4,8 @@
   name created again (here with another dimension, as another model would have) starts empty,
   also on a holder that was down during the drop and the re-creation, and every node starts
   again afterwards.
+- Only the owner changes the replication; every node learns the new version, and a new owner
+  opens and pulls its shards.
 - A replica that was ready before its node stopped is not served after the restart until it
   has pulled what the other live copies acknowledged meanwhile.
 """
@@ -210,3 +212,28 @@ async def test_a_lone_node_serves_its_replicas_again_after_a_restart(
         await wait_until(lambda: a.index is not None and set(
             a.index.held().get("papers", {})) == set(range(SHARDS)), SAFETY)
         assert await docs_of(a, replace(definition)) == set(OLD)
+
+
+async def test_only_the_owner_changes_the_replication_and_every_node_learns_it(
+    tmp_path: Path, bootstrap_of: Bootstrap
+) -> None:
+    async with open_nodes(tmp_path) as start:
+        a = await start("a", index=True)
+        b = await start("b", index=True, bootstrap=(bootstrap_of(a),))
+        await wait_until(lambda: sees(a, b) and sees(b, a), SAFETY)
+        first = definition_of(a, replicas=1)
+        await store_docs(a, first, OLD)
+        await wait_until(lambda: b.book.names() == ["papers"], SAFETY)
+        with pytest.raises(JobError) as err:  # b is a member, not the owner
+            await b.coordinator.update("papers", replicas=2)
+        assert err.value.code is ErrorCode.UNAUTHORIZED
+        assert b.book.get("papers") == first
+        changed, notes = await a.coordinator.update("papers", replicas=2)
+        assert changed.version == first.version + 1 and changed.created == first.created
+        assert notes == []  # two live index peers: nothing to warn about
+        await wait_until(lambda: b.book.get("papers") == changed, SAFETY)
+        await wait_until(lambda: b.index is not None and all(  # b now owns both shards
+            b.index.is_ready("papers", s) for s in range(SHARDS)), SAFETY)
+        assert await docs_of(b, changed) == set(OLD)
+        _, notes = await a.coordinator.update("papers", replicas=3)
+        assert any("only 2 live index peers" in n for n in notes)
