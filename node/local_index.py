@@ -298,6 +298,9 @@ def _open_replica(folder: Path, *, dim: int, index_kind: str,
             found = int(marker.read_text().strip())
         except (OSError, ValueError):
             found = created  # made before incarnations were recorded: keep it
+        if found > created:  # we were handed an outdated definition: never delete newer data
+            raise shard_unavailable(folder.parent.name, int(folder.name),
+                                    f"belongs to a newer incarnation ({found}, not {created})")
         if found != created:
             log.warning("deleting %s: a replica of an earlier incarnation (%s, now %s)",
                         folder, found, created)

@@ -78,3 +78,8 @@ def test_a_replica_of_an_earlier_incarnation_is_deleted_at_open(tmp_path: Path) 
     assert not ready and store.count() == (0, 0)  # another dimension opens: it starts empty
     store.close()
     assert (folder / "INCARNATION").read_text().strip() == "3"
+
+    with pytest.raises(JobError) as err:  # an outdated definition never deletes newer data
+        _open_replica(folder, dim=4, index_kind="flat", created=1)
+    assert err.value.code is ErrorCode.SHARD_UNAVAILABLE
+    assert (folder / "INCARNATION").read_text().strip() == "3"
