@@ -1,5 +1,9 @@
 """``calinode collections|ingest|search|ask|shards``: the RAG commands (via the local API).
 
+``collections create`` without ``--replicas`` takes min(2, live index peers) and says so;
+``collections update NAME --replicas N`` changes the replication later. ``ingest`` exits
+with :data:`EXIT_DOCS_FAILED` (and a one-line summary on stderr) when any document failed.
+
 ``ingest`` reads a folder of .txt/.md files, a JSONL file of ``{"_id", "title", "text",
 ...metadata}`` (the BEIR corpus format) or ``-`` (JSONL on stdin), sends it in batches and
 draws a progress bar on stderr; ``search --queries FILE.jsonl`` prints one JSON line per query.
@@ -15,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from calinode.protocol.errors import ConfigError
+from calinode.protocol.errors import EXIT_DOCS_FAILED, ConfigError
 
 SEND_BATCH = 64
 
@@ -28,7 +32,8 @@ def add_rag_parsers(sub: Any, client_args: Any) -> None:
     create.add_argument("name")
     create.add_argument("--model", help="embedding model to pin (default: the node's)")
     create.add_argument("--shards", type=int, default=16)
-    create.add_argument("--replicas", type=int, default=2)
+    create.add_argument("--replicas", type=int, default=None,
+                        help="copies of every shard (default: min(2, live index peers))")
     create.add_argument("--write-quorum", type=int, default=0,
                         help="replicas that must be durable before a write is acknowledged "
                              "(default: a majority)")
@@ -41,6 +46,14 @@ def add_rag_parsers(sub: Any, client_args: Any) -> None:
     create.add_argument("--reader", action="append", dest="readers", metavar="PEER_ID",
                         help="in an --open swarm: a peer that may read documents; repeatable")
     client_args(create)
+    update = csub.add_parser("update", help="change a collection's replication (owner or "
+                             "admin only); sync brings the new replicas up")
+    update.add_argument("name")
+    update.add_argument("--replicas", type=int, required=True)
+    update.add_argument("--write-quorum", type=int, default=None,
+                        help="replicas that must be durable before a write is acknowledged "
+                             "(default: keep the current rule, capped at --replicas)")
+    client_args(update)
     for action, text in (("list", "collections known to the node"),
                          ("info", "one collection's definition"),
                          ("drop", "drop a collection everywhere")):
@@ -148,7 +161,15 @@ def cmd_rag(args: argparse.Namespace, client: Any) -> int:
                 write_quorum=args.write_quorum, index_kind="hnsw" if args.hnsw else "flat",
                 admins=args.admins, writers=args.writers, readers=args.readers)
             text = (f"created {data['name']}: {data['model']} ({data['dim']}-d), "
-                    f"{data['shards']} shards x {data['replicas']} replicas")
+                    f"{data['shards']} shards x {data['replicas']} replicas, write quorum "
+                    f"{data['quorum']}" + "".join(f"\n  note: {n}" for n in data["notes"]))
+        elif action == "update":
+            data = client.update_collection(args.name, replicas=args.replicas,
+                                            write_quorum=args.write_quorum)
+            text = (f"updated {data['name']} (version {data['version']}): {data['replicas']} "
+                    f"replicas, write quorum {data['quorum']}; sync brings the replicas up "
+                    "(watch: calinode shards --collection " + data["name"] + ")"
+                    + "".join(f"\n  note: {n}" for n in data["notes"]))
         elif action == "list":
             data = client.collections()
             text = "\n".join(f"{c['name']}\t{c['model']}\t{c['shards']} shards x "
@@ -167,6 +188,13 @@ def cmd_rag(args: argparse.Namespace, client: Any) -> int:
                 f"({data['added']} added, {data['replaced']} replaced, {data['unchanged']} "
                 f"unchanged), {data['chunks']} chunks in {data['seconds']} s; "
                 f"{len(data['failed'])} failed{failed}")
+        if data["failed"]:  # the summary goes to stdout; the verdict to stderr, and a status
+            print(json.dumps(data, indent=2) if args.json else text)
+            codes = sorted({str(f["error"]) for f in data["failed"]})
+            print(f"calinode: {len(data['failed'])} of {data['documents']} documents failed "
+                  f"({', '.join(codes)}); first: {data['failed'][0]['_id']}: "
+                  f"{data['failed'][0].get('message', '')}"[:400], file=sys.stderr)
+            return EXIT_DOCS_FAILED
     elif command == "delete":
         data = client.delete(args.collection, args.doc_ids)
         text = (f"deleted {len(data['deleted'])}; not found {len(data['not_found'])}"

@@ -200,6 +200,10 @@ class CalinodeClient:
     def collection(self, name: str) -> dict[str, Any]:
         return dict(self._request("GET", f"/v1/collections/{name}"))
 
+    def update_collection(self, name: str, **settings: Any) -> dict[str, Any]:
+        body = {k: v for k, v in settings.items() if v is not None}
+        return dict(self._request("PATCH", f"/v1/collections/{name}", body))
+
     def drop_collection(self, name: str) -> dict[str, Any]:
         return dict(self._request("DELETE", f"/v1/collections/{name}"))
 

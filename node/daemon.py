@@ -387,3 +387,6 @@ async def _run_locked(config: NodeConfig, *, handle_signals: bool, announce: boo
             finally:
                 with trio.CancelScope(shield=True):  # we are being cancelled: finish this
                     await trio.to_thread.run_sync(remove_node_file, config.home)
+                    if node.index is not None:  # release the stores' locks (a node started
+                        with trio.move_on_after(30):  # again in this process opens them)
+                            await node.index.aclose()

@@ -9,6 +9,13 @@ Every job's params are parsed into their views (``protocol/job_params.py``) befo
 ``shard.search`` is bounded to the collection's shards, each once, and refused before it runs
 when its hits would be over the search budget (``protocol/search_budget.py``).
 
+Freshness: ``READY`` on disk means "this copy was complete once"; in memory, ready means
+"current". A copy found ready at start-up is *recovering* (not advertised, refused by
+``shard.search``) until the sync loop pulled every other live copy (``node/rag.py``). Each
+replica folder also records its collection's incarnation (``INCARNATION``,
+``CollectionDef.created``): a copy of an earlier incarnation of the name is deleted, never
+opened for the new one; ``purge`` deletes every replica of a dropped collection.
+
 Job kinds (``shard.*``): ``write`` (whole documents with chunk vectors; durable before the
 reply), ``delete``, ``search`` (several shards of one collection in one request; hits come
 with their text and metadata), ``changes`` (paged export for replica sync) and ``info``.
@@ -67,6 +74,11 @@ class LocalIndex:
         self._locks: dict[tuple[str, int], trio.Lock] = {}
         self._digests: dict[tuple[str, int], str] = {}
         self._ready: set[tuple[str, int]] = set()
+        #: replicas found ready on disk at this start: not served until the sync loop has
+        #: pulled what the other live copies hold (``mark_ready(..., caught_up=True)``)
+        self._recovering: set[tuple[str, int]] = set()
+        #: the incarnation (``CollectionDef.created``) each open replica belongs to
+        self._created: dict[tuple[str, int], int] = {}
         self._open_lock = trio.Lock()
         #: Worker threads of the shard stores (not trio's shared default limiter): a flood of
         #: searches or writes waits here and never starves the embedders or the generator.
@@ -82,10 +94,13 @@ class LocalIndex:
         A replica is ready once it holds the shard's documents: it was seeded by the first
         writes of a shard no one held, or it completed a pull from a ready replica. An owner's
         fresh, empty replica is not ready, so it is never searched as if it were complete.
+        Nor is one found ready on disk at start-up (its ``READY`` marker): it is *recovering*
+        until the sync loop has pulled every other live copy (see :meth:`mark_ready`), since
+        writes were acknowledged without it while its node was down.
         """
         held: dict[str, dict[int, str]] = {}
         for key, digest in sorted(self._digests.items()):
-            if key in self._ready or not ready_only:
+            if not ready_only or self.is_ready(*key):
                 held.setdefault(key[0], {})[key[1]] = digest
         return held
 
@@ -96,10 +111,31 @@ class LocalIndex:
         return digest
 
     def is_ready(self, collection: str, shard: int) -> bool:
-        return (collection, shard) in self._ready
-
-    async def mark_ready(self, collection: str, shard: int) -> None:
+        """Served: ready, and of the collection as the book now knows it (not dropped, not an
+        earlier incarnation of the name; the sync loop deletes such copies soon after)."""
         key = (collection, shard)
+        if key not in self._ready:
+            return False
+        try:
+            current = self.book.get(collection, include_dropped=True)
+        except JobError:
+            return False
+        return not current.dropped and current.created <= self._created.get(key, 0)
+
+    def is_recovering(self, collection: str, shard: int) -> bool:
+        """Ready before this start, not yet caught up with the other live copies."""
+        return (collection, shard) in self._recovering
+
+    async def mark_ready(self, collection: str, shard: int, *, caught_up: bool = False) -> None:
+        """Serve this replica from now on. A recovering replica (see :meth:`store`) becomes
+        ready only with ``caught_up`` (the sync loop pulled from every other live copy):
+        a seed write or a pull from one holder is not enough for a copy that may have missed
+        acknowledged writes while its node was down."""
+        key = (collection, shard)
+        if key in self._recovering:
+            if not caught_up:
+                return
+            self._recovering.discard(key)
         if key in self._ready:
             return
         marker = self.folder(collection, shard) / "READY"
@@ -117,6 +153,9 @@ class LocalIndex:
             except JobError:
                 log.warning("shards of unknown collection %s left alone", collection)
                 continue
+            if definition.dropped:  # dropped while this node was down: delete, never open
+                await self.purge(definition)
+                continue
             for shard in shards:
                 try:
                     await self.store(definition, shard)
@@ -129,18 +168,21 @@ class LocalIndex:
             raise bad(f"shard {shard} out of range for {definition.name} "
                       f"({definition.shards} shards)")
         key = (definition.name, shard)
+        if key in self._stores and definition.created > self._created.get(key, 0):
+            await self.drop(*key)  # a copy of an earlier incarnation: the name was re-created
         async with self._open_lock:
             if key not in self._stores:
                 opener = functools.partial(
                     _open_replica, self.folder(definition.name, shard), dim=definition.dim,
-                    index_kind=definition.index_kind)
-                store, digest, ready = await trio.to_thread.run_sync(opener,
-                                                                     limiter=self.limiter)
+                    index_kind=definition.index_kind, created=definition.created)
+                store, digest, was_ready = await trio.to_thread.run_sync(opener,
+                                                                         limiter=self.limiter)
                 self._stores[key] = store
                 self._locks.setdefault(key, trio.Lock())
                 self._digests[key] = digest
-                if ready:
-                    self._ready.add(key)
+                self._created[key] = definition.created
+                if was_ready:  # ready before this start: maybe behind, see mark_ready
+                    self._recovering.add(key)
         return self._stores[key]
 
     def has(self, collection: str, shard: int) -> bool:
@@ -199,10 +241,38 @@ class LocalIndex:
                 del self._stores[key]
                 self._digests.pop(key, None)
                 self._ready.discard(key)
+                self._recovering.discard(key)
+                self._created.pop(key, None)
                 await trio.to_thread.run_sync(store.close, limiter=self.limiter)
                 await trio.to_thread.run_sync(shutil.rmtree, self.folder(collection, shard),
                                               limiter=self.limiter)
         return True
+
+    async def drop_other_incarnations(self, definition: CollectionDef) -> list[int]:
+        """Delete the open replicas of an earlier incarnation of ``definition``'s name."""
+        old = [shard for (name, shard), created in list(self._created.items())
+               if name == definition.name and created < definition.created]
+        return [shard for shard in old if await self.drop(definition.name, shard)]
+
+    async def purge(self, definition: CollectionDef) -> list[int]:
+        """Close and delete every replica of a dropped collection, open or only on disk
+        (the shards deleted). Nothing happens unless the book still says it is dropped: a
+        new incarnation of the name may have arrived meanwhile."""
+        name = definition.name
+        dropped = [shard for (collection, shard) in list(self._stores) if collection == name]
+        for shard in dropped:
+            await self.drop(name, shard)
+        async with self._open_lock:
+            try:
+                if not self.book.get(name, include_dropped=True).dropped:
+                    return dropped
+            except JobError:
+                return dropped
+            if any(collection == name for collection, _ in self._stores):
+                return dropped  # a write of a new incarnation opened one: leave it
+            await trio.to_thread.run_sync(functools.partial(
+                shutil.rmtree, self.root / name, ignore_errors=True), limiter=self.limiter)
+        return dropped
 
     async def aclose(self) -> None:
         for key, store in list(self._stores.items()):
@@ -216,9 +286,28 @@ def shard_unavailable(collection: str, shard: int,
     return JobError(f"shard {shard} of {collection} {why}", code=ErrorCode.SHARD_UNAVAILABLE)
 
 
-def _open_replica(folder: Path, *, dim: int, index_kind: str) -> tuple[ShardStore, str, bool]:
-    """Blocking: a replica's store, its digest, and whether it is marked ready."""
+def _open_replica(folder: Path, *, dim: int, index_kind: str,
+                  created: int = 0) -> tuple[ShardStore, str, bool]:
+    """Blocking: a replica's store, its digest, and whether it is marked ready. A folder of
+    an earlier incarnation of the collection (its ``INCARNATION`` differs from ``created``:
+    the name was dropped and created again while this node was away) is deleted first, so
+    the new collection starts empty, whatever its dimension."""
+    marker = folder / "INCARNATION"
+    if created and folder.is_dir():
+        try:
+            found = int(marker.read_text().strip())
+        except (OSError, ValueError):
+            found = created  # made before incarnations were recorded: keep it
+        if found > created:  # we were handed an outdated definition: never delete newer data
+            raise shard_unavailable(folder.parent.name, int(folder.name),
+                                    f"belongs to a newer incarnation ({found}, not {created})")
+        if found != created:
+            log.warning("deleting %s: a replica of an earlier incarnation (%s, now %s)",
+                        folder, found, created)
+            shutil.rmtree(folder)
     store = ShardStore.open(folder, dim=dim, index_kind=index_kind)  # type: ignore[arg-type]
+    if created and not marker.exists():
+        _write_marker(marker, str(created))
     return store, store.digest(), (folder / "READY").exists()
 
 
@@ -230,9 +319,9 @@ def _replica_folders(root: Path) -> dict[str, list[int]]:
             for c in sorted(root.iterdir()) if c.is_dir()}
 
 
-def _write_marker(path: Path) -> None:
+def _write_marker(path: Path, text: str = "ready") -> None:
     with path.open("w") as fh:
-        fh.write("ready\n")
+        fh.write(text + "\n")
         fh.flush()
         os.fsync(fh.fileno())
 
@@ -300,8 +389,8 @@ def register_index_jobs(registry: JobRegistry, index: LocalIndex,
             hlc.check(record.version)
         result = await index.call(definition, shard, lambda s: s.apply(records), writes=True)
         hlc.observe(max(record.version for record in records))
-        if request.seed:  # the writer saw no ready replica: this one starts it
-            await index.mark_ready(definition.name, shard)
+        if request.seed:  # the writer saw no ready replica: this one starts it (unless it
+            await index.mark_ready(definition.name, shard)  # is recovering: see mark_ready)
         return {"inserted": result.inserted, "replaced": result.replaced,
                 "deleted": result.deleted, "unchanged": result.unchanged, "stale": result.stale,
                 "outcomes": result.outcomes}

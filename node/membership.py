@@ -167,6 +167,9 @@ class Membership:
         #: where records and exchanges of our own peer id from another node are noted
         self.identity = identity
         self.rejected_records = 0
+        #: heartbeat rounds completed: after two, every live peer a bootstrap address leads
+        #: to has been asked (a restarted replica waits for this before it serves again)
+        self.rounds = 0
         #: relayed candidates dialled so far (the dial budget bounds how fast this grows)
         self.candidate_dials = 0
         self._wake = trio.Event()
@@ -465,6 +468,7 @@ class Membership:
                     nursery.start_soon(self.exchange, peer_id, info)
                 for twin in self._twin_probes():
                     nursery.start_soon(self._probe_twin, twin)
+            self.rounds += 1
             result = self.table.sweep(trio.current_time())
             for peer_id in result.died:
                 _limited.warning("died", "peer %s is dead (silent for %.0f s)", peer_id,

@@ -13,11 +13,19 @@
   whose shard digest differs from its own (both sides do, so replicas converge, deletes
   included). A replica a node holds but no longer owns is kept in sync until all R owners have
   held the same documents (equal digests) for ``replica_gc_after`` seconds without a break;
-  then it is deleted (``may_drop_replica``, ``LocalIndex.drop``).
+  then it is deleted (``may_drop_replica``, ``LocalIndex.drop``). A replica ready before its
+  node restarted is *recovering*: it serves again only once this node knows the live swarm
+  (two heartbeat rounds) and has pulled every other live copy (``_recover``), so acknowledged
+  writes it missed while down are visible to every search. Replicas of a dropped collection
+  are deleted (``LocalIndex.purge``), and so are those of an earlier incarnation of a name.
+- **Lifecycle**: ``create`` picks min(2, live index peers) replicas when none are asked;
+  ``update`` signs a new version with another replication; ``ingest`` is refused before
+  anything is embedded when the write quorum is out of reach (``require_write_quorum``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import random
@@ -69,6 +77,7 @@ MAX_BATCHES_IN_FLIGHT = 4
 HEDGE_AFTER = 0.25  # seconds before a second holder is asked for a slow shard
 SYNC_INTERVAL = 2.0
 WRITE_TIMEOUT = 30.0
+DEFAULT_REPLICAS = 2  # replicas of a new collection, at most the live index peers
 PULL_PAGE = 200  # documents per shard.changes page
 SEARCH_BLOCKS = 4  # query blocks of one search in flight at once
 SEARCH_TIMEOUT = 30.0  # budget of a search whose caller has none of its own
@@ -154,12 +163,31 @@ class Coordinator:
         raise JobError(f"no live peer has embedding model {model!r}",
                        code=ErrorCode.UNKNOWN_MODEL)
 
-    async def create(self, name: str, *, model: str, shards: int, replicas: int,
+    def replication_notes(self, replicas: int, quorum: int) -> list[str]:
+        """What a user should know about ``replicas`` copies with ``quorum`` on the live index
+        peers: more replicas than peers is allowed (the missing copies appear when nodes
+        join) but is said plainly, and a quorum the peers cannot reach blocks every write."""
+        live = len(self.index_peers())
+        notes = []
+        if replicas > live:
+            notes.append(f"{replicas} replicas asked, but only {live} live index peer"
+                         f"{'' if live == 1 else 's'}: each shard has {live} cop"
+                         f"{'y' if live == 1 else 'ies'} until more nodes start with --index "
+                         "(sync then brings the new replicas up)")
+        if quorum > live:
+            notes.append(f"a write needs {quorum} durable replicas and only {live} index "
+                         f"peer{' is' if live == 1 else 's are'} live: ingest fails until "
+                         "another --index node starts (or lower the replication)")
+        return notes
+
+    async def create(self, name: str, *, model: str, shards: int, replicas: int | None = None,
                      write_quorum: int = 0, index_kind: str = "flat",
                      admins: tuple[str, ...] = (), writers: tuple[str, ...] = (),
-                     readers: tuple[str, ...] = ()) -> CollectionDef:
+                     readers: tuple[str, ...] = ()) -> tuple[CollectionDef, list[str]]:
         """A new collection owned by this node and signed by it (see protocol/collections.py
-        for who may change it, and who may read and write it in an open swarm)."""
+        for who may change it, and who may read and write it in an open swarm), and notes
+        for the user: the replication chosen when ``replicas`` is None (min(2, live index
+        peers), so one node is a valid swarm) and :meth:`replication_notes`."""
         book = self.node.book
         info = self._model_info(model)
         version = 1
@@ -171,18 +199,27 @@ class Coordinator:
             if not existing.dropped:
                 raise BadRequest(f"collection {name} exists")
             version = existing.version + 1
+        live = len(self.index_peers())
+        if not live:
+            raise JobError("no index peer is alive to host the collection; start nodes with "
+                           "--index", code=ErrorCode.NO_CAPABLE_PEER)
+        notes = []
+        if replicas is None:
+            replicas = min(DEFAULT_REPLICAS, live)
+            notes.append(f"replicas: {replicas} (the default, min({DEFAULT_REPLICAS}, "
+                         f"{live} live index peer{'' if live == 1 else 's'})); raise it "
+                         f"later with: calinode collections update {name} --replicas N")
         assert info.dim is not None and info.pooling is not None  # an embed offer has both
         definition = CollectionDef(
             name=name, model=model, model_sha256=info.sha256, dim=info.dim,
             pooling=info.pooling, normalize=info.normalize, query_prefix=info.query_prefix,
             passage_prefix=info.passage_prefix, shards=shards, replicas=replicas,
             write_quorum=write_quorum, index_kind=index_kind, version=version,
-            owner=self.node.peer_id, admins=admins, writers=writers, readers=readers)
+            created=version, owner=self.node.peer_id, admins=admins, writers=writers,
+            readers=readers)
+        notes.extend(self.replication_notes(definition.replicas, definition.quorum))
         definition = sign_definition(definition, self.node.signer.key_pair)
         placement = self.placement(definition)
-        if not placement.peers:
-            raise JobError("no index peer is alive to host the collection; start nodes with "
-                           "--index", code=ErrorCode.NO_CAPABLE_PEER)
         await trio.to_thread.run_sync(book.merge, definition)
         outcomes: dict[int, list[DocSettlement]] = {}
         with groups_collapsed():
@@ -190,24 +227,70 @@ class Coordinator:
                 for shard in range(definition.shards):
                     nursery.start_soon(self._write_shard, definition, placement, shard, [],
                                        outcomes, True)
-        return definition
+        return definition, notes
 
-    async def drop(self, name: str) -> CollectionDef:
-        """Drop a collection: only its owner or an admin may (``UNAUTHORIZED``)."""
-        book = self.node.book
-        current = book.get(name)
+    def _changeable(self, name: str, action: str) -> CollectionDef:
+        current = self.node.book.get(name)
         if current.owner and not current.may_change(self.node.peer_id):
             raise JobError(f"collection {name} belongs to {current.owner}; only its owner or "
-                           "an admin may drop it", code=ErrorCode.UNAUTHORIZED)
+                           f"an admin may {action} it", code=ErrorCode.UNAUTHORIZED)
+        return current
+
+    async def update(self, name: str, *, replicas: int, write_quorum: int | None = None
+                     ) -> tuple[CollectionDef, list[str]]:
+        """A new signed version of the definition with another replication (only its owner
+        or an admin may, ``UNAUTHORIZED``). It spreads like any definition; the sync rounds
+        then open and pull the shards on their new owners, and drop the copies no longer
+        owned once the owners hold the same documents (``replica_gc_after``)."""
+        current = self._changeable(name, "update")
+        quorum = current.write_quorum if write_quorum is None else write_quorum
+        changed = dataclasses.replace(current, replicas=replicas,
+                                      write_quorum=min(quorum, replicas),
+                                      version=current.version + 1)
+        changed = sign_definition(changed, self.node.signer.key_pair)
+        await trio.to_thread.run_sync(self.node.book.merge, changed)
+        return changed, self.replication_notes(changed.replicas, changed.quorum)
+
+    async def drop(self, name: str) -> CollectionDef:
+        """Drop a collection: only its owner or an admin may (``UNAUTHORIZED``). The dropped
+        definition spreads like any; every holder's sync round then deletes its replicas."""
+        current = self._changeable(name, "drop")
         dropped = sign_definition(current.dropped_copy(), self.node.signer.key_pair)
-        await trio.to_thread.run_sync(book.merge, dropped)
+        await trio.to_thread.run_sync(self.node.book.merge, dropped)
+        await self._drop_replicas(dropped)
         return dropped
+
+    async def _drop_replicas(self, definition: CollectionDef) -> None:
+        """Close and delete this node's replicas of a dropped collection."""
+        index = self.node.index
+        if index is None or definition.name not in index.held(ready_only=False):
+            return
+        for shard in await index.purge(definition):
+            log.info("deleted replica %s/%s: the collection was dropped", definition.name,
+                     shard)
+
+    def require_write_quorum(self, definition: CollectionDef) -> None:
+        """Refuse an ingest that no shard could acknowledge, before anything is embedded:
+        every shard has min(R, live index peers) owners, so all or none reach the quorum."""
+        live = len(self.index_peers())
+        owners = min(definition.replicas, live)
+        if owners >= definition.quorum:
+            return
+        lower = max(1, owners)
+        raise JobError(
+            f"collection {definition.name} needs {definition.quorum} durable replicas per "
+            f"write (replicas {definition.replicas}, write quorum {definition.quorum}) and "
+            f"only {live} index peer{'' if live == 1 else 's'} {'is' if live == 1 else 'are'}"
+            f" live: start another node with --index, or lower the replication: calinode "
+            f"collections update {definition.name} --replicas {lower}",
+            code=ErrorCode.SHARD_UNAVAILABLE)
 
     # -- ingest ----------------------------------------------------------------------------
 
     async def ingest(self, name: str, docs: list[dict[str, Any]], *,
                      progress: Progress | None = None) -> dict[str, Any]:
         definition = self.node.book.get(name)
+        self.require_write_quorum(definition)  # fail before embedding anything
         started = trio.current_time()
         summary: dict[str, Any] = {"collection": name, "documents": len(docs), "chunks": 0,
                                    "acknowledged": 0, "added": 0, "replaced": 0,
@@ -597,7 +680,13 @@ class Coordinator:
         if not node.config.index or node.index is None:
             return
         for definition in node.book.all():
-            if definition.dropped:
+            try:  # a dropped collection's replicas go; so do those of an earlier incarnation
+                if definition.dropped:
+                    await self._drop_replicas(definition)
+                    continue
+                await node.index.drop_other_incarnations(definition)
+            except Exception as exc:
+                self._sync_failed((definition.name, -1), exc)
                 continue
             placement = self.placement(definition)
             holders = self.holders(definition)
@@ -606,7 +695,8 @@ class Coordinator:
             for shard in sorted(set(placement.shards_of(node.peer_id)) | set(held)):
                 key = (definition.name, shard)
                 try:
-                    await self._sync_shard(definition, shard, holders.get(shard, {}))
+                    await self._sync_shard(definition, shard, holders.get(shard, {}),
+                                           placement.owners(shard))
                     self.sync_failures.pop(key, None)
                 except Exception as exc:
                     self._sync_failed(key, exc)
@@ -623,10 +713,13 @@ class Coordinator:
             return False
 
     async def _sync_shard(self, definition: CollectionDef, shard: int,
-                          holders: dict[str, str]) -> None:
+                          holders: dict[str, str], owners: tuple[str, ...] = ()) -> None:
         index = self.node.index
         assert index is not None
         await index.store(definition, shard)
+        if index.is_recovering(definition.name, shard):
+            await self._recover(definition, shard, set(holders) | set(owners))
+            return
         mine = index.held(ready_only=False)[definition.name][shard]
         ready = index.is_ready(definition.name, shard)
         for peer, digest in holders.items():
@@ -634,6 +727,31 @@ class Coordinator:
             if stale and await self._pull(definition, shard, peer):
                 await index.mark_ready(definition.name, shard)
                 ready = True
+
+    def membership_settled(self) -> bool:
+        """Two heartbeat rounds done: the peer table holds every live peer we can learn of."""
+        membership = self.node.membership
+        return membership is not None and membership.rounds >= 2
+
+    async def _recover(self, definition: CollectionDef, shard: int, peers: set[str]) -> None:
+        """Bring a replica that was ready before this start up to date, then serve it.
+
+        While its node was down, writes were acknowledged by the other owners, so the copy
+        on disk may miss some. It is not advertised, and ``shard.search`` refuses it, until
+        this node knows the live swarm (:meth:`membership_settled`) and has pulled every
+        document of every other live copy: the shard's live owners and advertised holders,
+        ready or not (an owner without the shard counts as an empty copy). Any failed pull
+        leaves it recovering for the next round. Alone in the swarm, it serves at once."""
+        if not self.membership_settled():
+            return
+        others = sorted(peers - {self.node.peer_id})
+        for peer in others:
+            if not await self._pull(definition, shard, peer, missing_ok=True):
+                return
+        assert self.node.index is not None
+        await self.node.index.mark_ready(definition.name, shard, caught_up=True)
+        log.info("replica %s/%s is current again (caught up with %d live copies): serving it",
+                 definition.name, shard, len(others))
 
     def _sync_failed(self, key: tuple[str, int], exc: Exception) -> None:
         what = f"{type(exc).__name__}: {exc}"[:300]
@@ -665,8 +783,10 @@ class Coordinator:
                 log.info("dropped replica %s/%s: its %d owners hold the same documents",
                          definition.name, shard, definition.replicas)
 
-    async def _pull(self, definition: CollectionDef, shard: int, peer: str) -> bool:
-        """Copy every document of ``peer``'s replica; True when the whole copy succeeded."""
+    async def _pull(self, definition: CollectionDef, shard: int, peer: str, *,
+                    missing_ok: bool = False) -> bool:
+        """Copy every document of ``peer``'s replica; True when the whole copy succeeded
+        (with ``missing_ok`` also when ``peer`` holds no copy of the shard at all)."""
         index = self.node.index
         assert index is not None
         since, after, pulled = 0, "", 0
@@ -680,6 +800,9 @@ class Coordinator:
                     timeout=30)
                 records = records_from_wire(reply.docs, definition.dim)
             except (JobError, ProtocolError) as exc:  # a bad reply is one failed holder
+                if missing_ok and not pulled and exc.code in (
+                        ErrorCode.SHARD_UNAVAILABLE, ErrorCode.UNKNOWN_COLLECTION):
+                    return True  # no copy there: nothing this replica can have missed
                 if isinstance(exc, ProtocolError):
                     self.node.rejections.reject("bad_reply", peer, f"shard.changes: {exc}")
                 log.info("pull of %s/%s from %s failed: %s", definition.name, shard, peer,

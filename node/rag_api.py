@@ -1,9 +1,11 @@
 """Collections, ingest, search, ask and shards on the local HTTP API.
 
-``GET/POST /v1/collections``, ``DELETE /v1/collections/{name}``, ``POST /v1/ingest``
-(``{collection, docs}``), ``POST /v1/search`` (``{collection, query}`` or ``{collection,
-queries: [{_id, text}]}``, ``k``), ``POST /v1/ask`` (``{collection, question, k, model}``),
-``GET /v1/shards?collection=NAME``.
+``GET/POST /v1/collections`` (without ``replicas``: min(2, live index peers), said in the
+reply's ``replicas_default`` and ``notes``), ``GET/DELETE /v1/collections/{name}``, ``PATCH
+/v1/collections/{name}`` (``{replicas, write_quorum?}``: a new signed definition version),
+``POST /v1/ingest`` (``{collection, docs}``), ``POST /v1/search`` (``{collection, query}`` or
+``{collection, queries: [{_id, text}]}``, ``k``), ``POST /v1/ask`` (``{collection, question,
+k, model}``), ``GET /v1/shards?collection=NAME``.
 """
 
 from __future__ import annotations
@@ -98,18 +100,28 @@ def rag_routes(node: Node) -> list[Route]:
         if request.method == "GET":
             return JSONResponse([d.to_wire() for d in node.book.all() if not d.dropped])
         body = await read_json(request)
-        definition = await node.coordinator.create(
+        chosen = body.get("replicas") is None
+        definition, notes = await node.coordinator.create(
             _str(body, "name"), model=_str(body, "model", node.config.embed_models[0]),
-            shards=_int(body, "shards", 16), replicas=_int(body, "replicas", 2),
+            shards=_int(body, "shards", 16),
+            replicas=None if chosen else _int(body, "replicas", 0),
             write_quorum=_int(body, "write_quorum", 0),
             index_kind=_str(body, "index_kind", "flat"), admins=_peers(body, "admins"),
             writers=_peers(body, "writers"), readers=_peers(body, "readers"))
-        return JSONResponse(definition.to_wire())
+        return JSONResponse({**definition.to_wire(), "quorum": definition.quorum,
+                             "replicas_default": chosen, "notes": notes})
 
     async def collection(request: Request) -> JSONResponse:
         name = request.path_params["name"]
         if request.method == "DELETE":
             return JSONResponse((await node.coordinator.drop(name)).to_wire())
+        if request.method == "PATCH":
+            body = await read_json(request)
+            quorum = None if body.get("write_quorum") is None else _int(body, "write_quorum", 0)
+            changed, notes = await node.coordinator.update(
+                name, replicas=_int(body, "replicas", 0), write_quorum=quorum)
+            return JSONResponse({**changed.to_wire(), "quorum": changed.quorum,
+                                 "notes": notes})
         definition = node.book.get(name)
         return JSONResponse({**definition.to_wire(), "quorum": definition.quorum})
 
@@ -180,7 +192,7 @@ def rag_routes(node: Node) -> list[Route]:
 
     return [
         Route("/v1/collections", collections, methods=["GET", "POST"]),
-        Route("/v1/collections/{name}", collection, methods=["GET", "DELETE"]),
+        Route("/v1/collections/{name}", collection, methods=["GET", "DELETE", "PATCH"]),
         Route("/v1/ingest", ingest, methods=["POST"]),
         Route("/v1/search", search, methods=["POST"]),
         Route("/v1/delete", delete, methods=["POST"]),

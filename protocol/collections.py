@@ -11,6 +11,10 @@ fails raises :class:`~calinode.protocol.errors.LocalProtocolError` (``BAD_REQUES
 built locally and, through :meth:`CollectionDef.from_wire`, a
 :class:`~calinode.protocol.errors.RemoteProtocolError` when it came from a peer.
 
+A definition's ``replicas`` (and ``write_quorum``) may change in a later version signed by the
+owner or an admin (``calinode collections update``); its model, dimension and shard count
+never do. ``created`` names the incarnation: the version a name was (re)created with.
+
 Definitions converge by ``version``: the higher one wins; ties go to the lexically larger
 canonical JSON, so every node picks the same. Dropping a collection is a definition with
 ``dropped=True`` and a higher version.
@@ -85,6 +89,11 @@ class CollectionDef:
     chunk_overlap: int = 32
     version: int = 1
     dropped: bool = False
+    #: the version this incarnation of the name was created with (a name dropped and created
+    #: again starts a new one); replicas remember it, so a copy of an earlier incarnation is
+    #: deleted, never reused. 0: not recorded (definitions made before it existed), and then
+    #: left out of the wire form, so their signatures still verify.
+    created: int = 0
     #: the creating peer; "" only for definitions built locally in tests (peers refuse them)
     owner: str = ""
     admins: tuple[str, ...] = ()
@@ -116,6 +125,7 @@ class CollectionDef:
         check_int("chunk_overlap", self.chunk_overlap, lo=0, hi=self.chunk_tokens // 2 - 1)
         check_int("version", self.version, lo=1, hi=MAX_INT64 - 1)
         _check_bool("dropped", self.dropped)
+        check_int("created", self.created, lo=0, hi=self.version)
         for name, value in (("owner", self.owner), ("signer", self.signer)):
             check_str(name, value, min_len=0, max_len=128)
             if value and BASE58.fullmatch(value) is None:
@@ -139,6 +149,8 @@ class CollectionDef:
         wire = asdict(self)
         for name in ("admins", "writers", "readers"):
             wire[name] = list(wire[name])
+        if not self.created:
+            del wire["created"]
         return wire
 
     def signing_payload(self) -> bytes:

@@ -190,6 +190,9 @@ EXIT_UNAVAILABLE = 6
 EXIT_DEADLINE = 7
 #: configuration, key files or records are wrong on this machine
 EXIT_CONFIG = 8
+#: the command ran, but some of its documents failed (``calinode ingest``; the summary names
+#: them)
+EXIT_DOCS_FAILED = 9
 #: Ctrl-C
 EXIT_INTERRUPTED = 130
 
@@ -230,6 +233,7 @@ def exit_status_table() -> str:
     for code, status in EXIT_STATUS.items():
         by_status.setdefault(status, []).append(code.value)
     by_status.setdefault(EXIT_PARTIAL, []).insert(0, "partial answer (shards missing)")
+    by_status.setdefault(EXIT_DOCS_FAILED, []).insert(0, "some documents failed (ingest)")
     by_status[EXIT_INTERNAL].append("any other error")
     by_status[EXIT_INTERRUPTED] = ["interrupted (Ctrl-C)"]
     return "\n".join(f"  {status:>3}  {', '.join(names)}"

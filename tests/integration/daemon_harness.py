@@ -176,10 +176,13 @@ def wait_for(predicate: Any, timeout: float, what: str) -> float:
 
 
 def shards_converged(daemon: Daemon, collection: str, replicas: int) -> bool:
-    """Every shard of ``collection`` answers on ``replicas`` replicas with one digest."""
+    """Every shard of ``collection`` answers on ``replicas`` replicas with one digest, its
+    owners among them (a restarted owner serves only once it has caught up)."""
     for row in daemon.cli("shards", "--collection", collection):
         live = [r for r in row["replicas"] if r["docs"] is not None]
         if len(live) < replicas or len({r["digest"] for r in live}) != 1:
+            return False
+        if not set(row["owners"]) <= {r["peer"] for r in live}:
             return False
     return True
 

@@ -15,6 +15,7 @@ import pytest
 from calinode.models.embedder import OnnxEmbedder
 from calinode.models.registry import ModelRegistry
 from calinode.node.chunking import chunk_text, make_document_text
+from calinode.protocol.errors import EXIT_DOCS_FAILED
 from daemon_harness import Daemon, Swarm, run_cli, shards_converged, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
@@ -84,7 +85,10 @@ def test_sharded_search_equals_one_faiss_index_and_survives_dead_nodes(
             "--home", str(n1.home))
     wait_for(lambda: any(c["name"] == "cran" for c in n3.cli("collections", "list")), 30,
              "the definition to spread")
-    summary = n3.cli("ingest", str(cran_files / "corpus.jsonl"), "--collection", "cran")
+    ingest = run_cli("ingest", str(cran_files / "corpus.jsonl"), "--collection", "cran",
+                     "--home", str(n3.home), "--json", check=False)
+    assert ingest.returncode == EXIT_DOCS_FAILED, ingest.stderr
+    summary = json.loads(ingest.stdout)
     assert summary["acknowledged"] == 1398 and {f["_id"] for f in summary["failed"]} == {
         "471", "995"}  # the two Cranfield records without any text
     wait_for(lambda: converged(n1, 2), 60, "every shard on two identical replicas")

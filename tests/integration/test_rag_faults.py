@@ -89,6 +89,7 @@ def test_kill_during_ingest_loses_no_acknowledged_document(
         acknowledged |= {d["_id"] for d in part} - failed
         print(f"\nkill after {delay} s: {len(part) - len(failed)}/{len(part)} acknowledged")
         n3.start("--index", "--threads", "1", "--bootstrap", n1.addr)
+        wait_for(lambda: n1.peers()[n3.peer_id]["alive"], 120, "n1 to see n3 again")
         wait_for(lambda: converged(n1), 120, "replicas converged after the restart")
     assert len(acknowledged) > 0
     for node in nodes:
