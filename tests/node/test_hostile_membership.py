@@ -215,14 +215,26 @@ async def test_resent_relayed_records_are_refused_before_any_signature_check(
         await wait_until(lambda: a.membership is not None
                          and a.membership.candidates.senders().get(evil.peer_id) == per_sender,
                          timeout=60)
-        checked = a.membership.verdicts.misses
+        verdicts = a.membership.verdicts
+        checked_for: list[str] = []  # peers of the records checked from now on
+        lookup = verdicts.get
+
+        def spy(key: Any) -> Any:
+            verdict = lookup(key)
+            if verdict is None:
+                checked_for.append(key[0])
+            return verdict
+
+        verdicts.get = spy  # type: ignore[method-assign]
         refused = a.rejections.counts["relay_cap"]
         assert refused == len(batch) - per_sender
         for _ in range(3):
             await exchange_quietly(evil, a.peer_id, px)
         await wait_until(lambda: a.rejections.counts["relay_cap"] == refused
                          + 3 * (len(batch) - per_sender), timeout=60)
-        assert a.membership.verdicts.misses == checked  # not one more signature check
+        # not one more signature check for the resent records (b's own heartbeats may bring
+        # b's newer records meanwhile on a busy machine: those are checked, as they must be)
+        assert not set(checked_for) & (flooded | {evil.peer_id})
         assert not flooded & {e.peer_id for e in a.table.entries()}
         assert a.book.all() == []
         await assert_serving([a, b])
