@@ -86,8 +86,10 @@ def removal_breaks(name: str, kind: str, collections: list[str],
     """What removing model ``name`` breaks, one sentence each (empty: nothing). Pure.
     ``preparable``: an embedded default, which ``calinode start`` prepares again when it
     is missing."""
-    breaks = [f"collection {c} pins {name}: its ingest and search fail with UNKNOWN_MODEL "
-              f"until {name} is installed again" for c in collections]
+    breaks = [f"collection {c} pins {name}: once the node of this home runs without it, "
+              f"that node cannot embed the collection's documents and queries itself (peers "
+              f"with the same model still can) until {name} is installed again"
+              for c in collections]
     if node is not None and node.unknown is not None:
         breaks.append(f"the node running on this home (API {node.api}) could not say whether "
                       f"it serves {name}: {node.unknown}")

@@ -9,6 +9,7 @@ in the registry. Each refusal has a positive control: the same path accepts a go
 from __future__ import annotations
 
 import io
+import json
 import os
 import struct
 from dataclasses import replace
@@ -31,7 +32,15 @@ from calinode.models.manifest import ModelFile, ModelManifest
 from calinode.models.prepare_gguf import _smollm2_source
 from calinode.models.prepare_minilm import locate_sources
 from calinode.models.registry import ModelRegistry
+from calinode.node.model_use import (
+    RunningNode,
+    pinning_collections,
+    removal_breaks,
+    serve_hint,
+    served_models,
+)
 from calinode.node.routing import require_candidates
+from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import BadRequest, ErrorCode, JobError
 
 PLACEHOLDER = (ModelFile(path="x", sha256="0" * 64, size=0),)
@@ -317,3 +326,57 @@ def test_an_unserved_model_error_says_how_to_serve_it(name: str, kind: str, advi
         require_candidates([], name, kind, ["smollm2-135m"])
     assert caught.value.code == ErrorCode.UNKNOWN_MODEL
     assert advice in caught.value.message
+
+
+# -- who uses a model (models remove) -----------------------------------------------------------
+
+
+def _definition(name: str, model: str, **settings: object) -> CollectionDef:
+    return CollectionDef(name=name, model=model, model_sha256="0" * 64, dim=384,
+                         pooling="mean", normalize=True, **settings)  # type: ignore[arg-type]
+
+
+def test_pinning_collections_reads_live_definitions_and_moves_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "collections"
+    folder.mkdir()
+    for definition in (_definition("docs", "minilm-l6-int8"), _definition("old", "minilm-l6-int8",
+                       dropped=True, version=2), _definition("other", "bge-small")):
+        (folder / f"{definition.name}.json").write_text(json.dumps(definition.to_wire()))
+    (folder / "broken.json").write_text("{not json")
+    (folder / "alien.json").write_text(json.dumps({"name": "alien", "model": ["x"]}))
+    assert pinning_collections(tmp_path, "minilm-l6-int8") == ["docs"]
+    assert pinning_collections(tmp_path, "bge-small") == ["other"]
+    assert pinning_collections(tmp_path, "smollm2-135m") == []
+    assert sorted(os.listdir(folder)) == ["alien.json", "broken.json", "docs.json", "old.json",
+                                          "other.json"]  # nothing set aside by a look
+    assert pinning_collections(tmp_path / "nowhere", "minilm-l6-int8") == []
+
+
+@pytest.mark.parametrize("status", [{}, {"capabilities": None}, {"capabilities": {"embed": 3}},
+                                    {"capabilities": {"embed": [None, {"name": 7}, "x"]}}])
+def test_served_models_tolerates_odd_status_answers(status: dict[str, object]) -> None:
+    assert served_models(status) == frozenset()
+
+
+def test_what_removal_breaks_and_how_to_serve() -> None:
+    status = {"capabilities": {"embed": [{"name": "minilm-l6-int8"}],
+                               "generate": [{"name": "smollm2-135m"}]}}
+    node = RunningNode(api="127.0.0.1:7412", served=served_models(status))
+    assert removal_breaks("bge-small", "embed", [], node, preparable=False) == []
+    assert removal_breaks("bge-small", "embed", [], None, preparable=False) == []
+    # a name served under the other kind is not this model
+    assert removal_breaks("minilm-l6-int8", "generate", [], node, preparable=True) == []
+    breaks = removal_breaks("minilm-l6-int8", "embed", ["docs"], node, preparable=True)
+    assert len(breaks) == 2 and breaks[0].startswith("collection docs pins minilm-l6-int8")
+    assert "serves minilm-l6-int8" in breaks[1] and "prepares it again" in breaks[1]
+    custom = removal_breaks("smollm2-135m", "generate", [], node, preparable=False)
+    assert "its next start fails unless smollm2-135m is installed again" in custom[0]
+    unsure = RunningNode(api="127.0.0.1:7412", unknown="UNAUTHORIZED")
+    assert "could not say whether" in removal_breaks("x", "embed", [], unsure,
+                                                     preparable=False)[0]
+    assert serve_hint("smollm2-135m", "generate", node, default=True) is None
+    assert serve_hint("gemma3-270m", "generate", node, default=False) == (
+        "the running node does not serve gemma3-270m (a node loads its models at start); "
+        "serve it: stop the node, then calinode start --gen-model gemma3-270m")
+    assert serve_hint("gemma3-270m", "generate", None, default=False) == (
+        "serve it: calinode start --gen-model gemma3-270m")
