@@ -380,3 +380,19 @@ def test_what_removal_breaks_and_how_to_serve() -> None:
         "serve it: stop the node, then calinode start --gen-model gemma3-270m")
     assert serve_hint("gemma3-270m", "generate", None, default=False) == (
         "serve it: calinode start --gen-model gemma3-270m")
+
+
+def test_chat_with_a_base_model_names_the_completion_flag(smollm2_file: Path) -> None:
+    from calinode.models.generator import GenerationParams, GgufGenerator
+
+    base = ModelManifest(name="base-model", kind="generate", context_length=2048, chat=False,
+                         files=PLACEHOLDER)
+    generator = GgufGenerator(base, smollm2_file, threads=1, n_ctx=64)
+    try:
+        with pytest.raises(JobError) as caught:
+            generator.stream_chat([{"role": "user", "content": "hi"}], GenerationParams())
+        assert caught.value.code == ErrorCode.BAD_REQUEST
+        assert "calinode generate --completion --model base-model" in caught.value.message
+        assert "stream_completion" not in caught.value.message
+    finally:
+        generator.close()
