@@ -108,7 +108,7 @@ def serve_hint(name: str, kind: str, node: RunningNode | None, *, default: bool)
     flag = "--embed-model" if kind == "embed" else "--gen-model"
     if node is not None and (kind, name) in node.served:
         return None
-    if node is not None:
+    if node is not None and node.unknown is None:
         return (f"the running node does not serve {name} (a node loads its models at start); "
                 f"serve it: stop the node, then calinode start {flag} {name}")
     if default:

@@ -378,8 +378,9 @@ def test_what_removal_breaks_and_how_to_serve() -> None:
     assert serve_hint("gemma3-270m", "generate", node, default=False) == (
         "the running node does not serve gemma3-270m (a node loads its models at start); "
         "serve it: stop the node, then calinode start --gen-model gemma3-270m")
-    assert serve_hint("gemma3-270m", "generate", None, default=False) == (
-        "serve it: calinode start --gen-model gemma3-270m")
+    for nobody in (None, unsure):
+        assert serve_hint("gemma3-270m", "generate", nobody, default=False) == (
+            "serve it: calinode start --gen-model gemma3-270m")
 
 
 def test_chat_with_a_base_model_names_the_completion_flag(smollm2_file: Path) -> None:
