@@ -255,7 +255,9 @@ class GgufGenerator:
         too-long prompt raise ``BAD_REQUEST`` here, before the stream starts."""
         if self._formatter is None:
             raise _bad_request(f"model {self.manifest.name} is a base model without a chat "
-                               "format: use a completion prompt (stream_completion) instead")
+                               "format: give it a prompt to complete instead (calinode "
+                               f"generate --completion --model {self.manifest.name} PROMPT, "
+                               'or "prompt" instead of "messages" in POST /v1/generate)')
         checked = validate_messages(messages)
         rendered = self._formatter(messages=cast(Any, checked))
         tokens = self._tokenize(rendered.prompt, add_bos=not rendered.added_special)

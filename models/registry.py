@@ -19,6 +19,9 @@ from calinode.models.manifest import MANIFEST_FILE, ModelFile, ModelManifest, sh
 from calinode.protocol.errors import ConfigError, ErrorCode, JobError
 
 Progress = Callable[[str], None]
+#: Called with the final manifest and the staging folder before a model becomes visible;
+#: raising refuses the model (e.g. :func:`calinode.models.checks.check_model`).
+Check = Callable[[ModelManifest, Path], None]
 
 
 def _quiet(_: str) -> None:
@@ -68,10 +71,12 @@ class ModelRegistry:
         *,
         replace_existing: bool = False,
         progress: Progress = _quiet,
+        check: Check | None = None,
     ) -> ModelManifest:
         """Copy ``(source path, name in the model folder)`` pairs in, hash them, and write the
         manifest with the real hashes. ``manifest.files`` is replaced by what was copied; the
-        first source is the primary file."""
+        first source is the primary file. ``check`` runs on the copied bytes before the model
+        is renamed into place: when it raises, nothing is installed."""
         target = self.folder(manifest.name)
         if target.exists() and not replace_existing:
             raise ConfigError(f"model {manifest.name} is already installed; "
@@ -89,6 +94,9 @@ class ModelRegistry:
                 files.append(ModelFile(path=name, sha256=sha256_file(dest),
                                        size=dest.stat().st_size))
             final = replace(manifest, files=tuple(files))
+            if check is not None:
+                progress("checking that the model loads and runs")
+                check(final, staging)
             (staging / MANIFEST_FILE).write_text(final.to_json(), encoding="utf-8")
             for item in staging.rglob("*"):
                 if item.is_file():

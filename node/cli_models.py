@@ -4,6 +4,12 @@
 folder with tokenizer.json, or a GGUF file), ``remove NAME``, ``verify [NAME...]`` and
 ``export CHECKPOINT_DIR --name NAME [--int8]`` (needs the optional ``export`` extra: torch).
 A running node loads models at start: restart it to pick up changes.
+
+``add`` installs a model only once it has passed the checks of ``models/checks.py`` on the
+copied bytes (it loads and runs as the node will run it). ``remove`` refuses a model that a
+collection of the home pins or that the home's running node serves, unless ``--force``, which
+says what breaks (``node/model_use.py``). ``prepare`` and ``add`` end with how to serve the
+model when the home's running node does not.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from calinode.protocol.errors import ConfigError
+from calinode.protocol.errors import BadRequest, ConfigError
 
 
 def add_models_parser(sub: Any) -> None:
@@ -43,8 +49,11 @@ def add_models_parser(sub: Any) -> None:
     add.add_argument("--chat-format", help="GGUF: llama-cpp-python chat format (default: the "
                      "template inside the file)")
     add.add_argument("--base", action="store_true", help="GGUF: a base model (completion only)")
-    remove = msub.add_parser("remove", help="uninstall a model")
+    remove = msub.add_parser("remove", help="uninstall a model (refused while in use)")
     remove.add_argument("name")
+    remove.add_argument("--force", action="store_true",
+                        help="remove it even if a collection pins it or the running node "
+                             "serves it (prints what breaks)")
     verify = msub.add_parser("verify", help="re-hash model files")
     verify.add_argument("names", nargs="*", metavar="NAME")
     verify.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -54,11 +63,16 @@ def add_models_parser(sub: Any) -> None:
     export.add_argument("--int8", action="store_true", help="also make NAME-int8")
 
 
-def _registry(args: argparse.Namespace) -> Any:
-    from calinode.models.registry import ModelRegistry
+def _home(args: argparse.Namespace) -> Path:
     from calinode.node.config import resolve_home
 
-    return ModelRegistry(resolve_home(args.home, os.environ) / "models")
+    return resolve_home(args.home, os.environ)
+
+
+def _registry(args: argparse.Namespace) -> Any:
+    from calinode.models.registry import ModelRegistry
+
+    return ModelRegistry(_home(args) / "models")
 
 
 def _progress(message: str) -> None:
@@ -66,6 +80,7 @@ def _progress(message: str) -> None:
 
 
 def _add(args: argparse.Namespace, registry: Any) -> Any:
+    from calinode.models.checks import check_model
     from calinode.models.manifest import ModelFile, ModelManifest
 
     path = Path(args.path).expanduser()
@@ -75,7 +90,8 @@ def _add(args: argparse.Namespace, registry: Any) -> Any:
             name=args.name, kind="generate", files=placeholder,
             context_length=args.context_length, chat_format=args.chat_format,
             chat=not args.base, source=str(path))
-        return registry.install(manifest, [(path, path.name)], progress=_progress)
+        return registry.install(manifest, [(path, path.name)], progress=_progress,
+                                check=check_model)
     if not (path / "model.onnx").is_file() or not (path / "tokenizer.json").is_file():
         raise ConfigError(f"{path}: expected a .gguf file or a folder with model.onnx and "
                           "tokenizer.json (for a torch checkpoint: calinode models export)")
@@ -93,7 +109,36 @@ def _add(args: argparse.Namespace, registry: Any) -> Any:
         passage_prefix=args.passage_prefix, max_tokens=args.max_tokens, source=str(path))
     return registry.install(manifest, [(path / "model.onnx", "model.onnx"),
                                        (path / "tokenizer.json", "tokenizer.json")],
-                            progress=_progress)
+                            progress=_progress, check=check_model)
+
+
+def _serve_hint(args: argparse.Namespace, manifest: Any) -> None:
+    """Say how to serve ``manifest``'s model when the home's running node does not."""
+    from calinode.models.defaults import DEFAULT_EMBED_MODEL, DEFAULT_GEN_MODEL
+    from calinode.node.model_use import running_node, serve_hint
+
+    hint = serve_hint(manifest.name, manifest.kind, running_node(_home(args)),
+                      default=manifest.name in (DEFAULT_EMBED_MODEL, DEFAULT_GEN_MODEL))
+    if hint:
+        print(f"{manifest.name}: {hint}", file=sys.stderr)
+
+
+def _remove(args: argparse.Namespace, registry: Any) -> None:
+    """Remove a model, refusing one in use unless ``--force`` (then say what breaks)."""
+    from calinode.models.defaults import PREPARABLE
+    from calinode.node.model_use import pinning_collections, removal_breaks, running_node
+
+    manifest = registry.get(args.name)  # UNKNOWN_MODEL when not installed
+    home = _home(args)
+    breaks = removal_breaks(manifest.name, manifest.kind,
+                            pinning_collections(home, manifest.name), running_node(home),
+                            preparable=manifest.name in PREPARABLE)
+    if breaks and not args.force:
+        raise BadRequest(f"model {manifest.name} is in use: {'; '.join(breaks)}; "
+                         f"to remove it anyway: calinode models remove {manifest.name} --force")
+    for line in breaks:
+        print(f"calinode: warning: {line}", file=sys.stderr)
+    registry.remove(manifest.name)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -126,13 +171,15 @@ def cmd_models(args: argparse.Namespace) -> int:
             except KeyError:
                 raise ConfigError(f"{name} is not an embedded default") from None
             print(f"{manifest.name}\t{manifest.sha256}")
+            _serve_hint(args, manifest)
         return 0
     if action == "add":
         manifest = _add(args, registry)
         print(f"installed {manifest.name} ({manifest.kind}, sha256 {manifest.sha256[:16]})")
+        _serve_hint(args, manifest)
         return 0
     if action == "remove":
-        registry.remove(args.name)
+        _remove(args, registry)
         print(f"removed {args.name}")
         return 0
     if action == "verify":

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from calinode.models.defaults import PREPARABLE
 from calinode.protocol.capabilities import Capabilities
 from calinode.protocol.errors import ErrorCode, JobError
 
@@ -85,6 +86,15 @@ def split_batch(count: int, workers: int, *, min_part: int) -> list[tuple[int, i
     return bounds
 
 
+def serve_advice(name: str, kind: str) -> str:
+    """How to get a model no peer serves served: a node serves only the models it was started
+    with, even when others are installed in its home."""
+    flag = "--embed-model" if kind == "embed" else "--gen-model"
+    install = (f"calinode models prepare {name}" if name in PREPARABLE
+               else f"calinode models add PATH --name {name}")
+    return f"serve it: {install}, then calinode start {flag} {name} on some node"
+
+
 def require_candidates(candidates: Sequence[Candidate], name: str, kind: str,
                        known_models: Iterable[str]) -> None:
     if candidates:
@@ -92,6 +102,7 @@ def require_candidates(candidates: Sequence[Candidate], name: str, kind: str,
     known = sorted(set(known_models))
     if name not in known:
         raise JobError(f"no peer in the swarm has {kind} model {name!r} "
-                       f"(available: {', '.join(known) or 'none'})", code=ErrorCode.UNKNOWN_MODEL)
+                       f"(available: {', '.join(known) or 'none'}); {serve_advice(name, kind)}",
+                       code=ErrorCode.UNKNOWN_MODEL)
     raise JobError(f"no live peer can run {kind} model {name!r} right now",
                    code=ErrorCode.NO_CAPABLE_PEER)
