@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import trio
 
+from calinode.models.shard_digest import chunk_faiss_id
 from calinode.models.shard_store import ChunkWrite, DocRecord, ShardStore
 from calinode.node.chunking import content_hash, make_document_text
 from calinode.node.collections_book import sign_definition
@@ -35,21 +36,28 @@ from calinode.node.inference_jobs import bad
 from calinode.node.local_index import docs_to_wire, records_from_wire
 from calinode.node.placement import PlacementMap, may_drop_replica, shard_of
 from calinode.node.rejections import RateLimitedLog
-from calinode.node.result_merge import ShardHit, merge_topk, missing_shards
+from calinode.node.result_merge import ShardHit, cut_candidates, merge_topk, missing_shards
 from calinode.node.write_quorum import DocSettlement, ReplicaAnswer, settle
 from calinode.protocol.capabilities import Capabilities, ModelOffer
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import CalinodeError, ErrorCode, JobError, ProtocolError
-from calinode.protocol.job_params import ShardChangesParams
+from calinode.protocol.job_params import (
+    MAX_FETCH_IDS,
+    MAX_K,
+    ShardChangesParams,
+    ShardFetchParams,
+    ShardSearchParams,
+)
 from calinode.protocol.job_replies import (
     EmbedChunksReply,
-    SearchHit,
+    FetchedChunk,
     ShardChangesReply,
+    ShardFetchReply,
+    ShardHits,
     ShardSearchReply,
     ShardWriteReply,
 )
 from calinode.protocol.search_budget import SearchBudget, plan_search
-from calinode.protocol.vectors import encode_vectors
 
 if TYPE_CHECKING:
     from calinode.node.daemon import Node
@@ -72,6 +80,46 @@ Progress = Callable[[dict[str, Any]], Awaitable[None]]
 class ShardPlan:
     shard: int
     holders: list[str]  # live peers holding the shard, preferred first
+
+
+ShardAnswers = dict[int, tuple[str, list[tuple[np.ndarray, np.ndarray]]]]
+
+
+def _wanted_ids(answers: ShardAnswers, queries: int, k: int) -> dict[int, set[int]]:
+    """Per shard, the chunk ids that may be in some query's merged top-k (``cut_candidates``).
+    Blocking (numpy over every hit)."""
+    wanted: dict[int, set[int]] = {shard: set() for shard in answers}
+    for q in range(queries):
+        rows = [(shard, rows[q]) for shard, (_, rows) in answers.items()]
+        keep = cut_candidates([scores for _, (_, scores) in rows], k)
+        for (shard, (ids, _)), mask in zip(rows, keep, strict=True):
+            wanted[shard].update(ids[mask].tolist())
+    return wanted
+
+
+def _merged_results(answers: ShardAnswers, fetched: dict[int, dict[int, FetchedChunk]],
+                    queries: int, k: int, *, per_doc: bool, text: bool,
+                    missing: list[int]) -> list[dict[str, Any]]:
+    """Each query's merged top-k as API hits (blocking: one sort per query)."""
+    results = []
+    for q in range(queries):
+        lists = []
+        for shard, (peer, rows) in answers.items():
+            ids, scores = rows[q]
+            have = fetched[shard]
+            lists.append([ShardHit(have[fid].doc_id, have[fid].chunk, float(score), shard, peer)
+                          for fid, score in zip(ids.tolist(), scores.tolist(), strict=True)
+                          if fid in have])
+        hits = []
+        for h in merge_topk(lists, k, per_doc=per_doc):
+            hit: dict[str, Any] = {"doc_id": h.doc_id, "chunk": h.chunk, "score": h.score}
+            if text:
+                chunk = fetched[h.shard][chunk_faiss_id(h.doc_id, h.chunk)]
+                hit["text"], hit["metadata"] = chunk.text, dict(chunk.metadata)
+            hit["shard"], hit["peer"] = h.shard, h.peer
+            hits.append(hit)
+        results.append({"hits": hits, "partial": bool(missing), "missing_shards": missing})
+    return results
 
 
 def _apply(store: ShardStore, *, records: list[DocRecord]) -> object:
@@ -371,70 +419,122 @@ class Coordinator:
     # -- search ----------------------------------------------------------------------------
 
     async def search(self, name: str, queries: list[str], *, k: int = 10,
-                     timeout: float = 30.0) -> list[dict[str, Any]]:
+                     timeout: float = 30.0, per_doc: bool = False,
+                     text: bool = True) -> list[dict[str, Any]]:
         definition = self.node.book.get(name)
-        if not 1 <= k <= 1000:
-            raise bad("k must be 1..1000")
+        if not 1 <= k <= MAX_K:
+            raise bad(f"k must be 1..{MAX_K}")
         outcome = await self.node.dispatcher.embed(definition.model, queries,
                                                    input_type="query", timeout=timeout)
         if outcome.sha256 != definition.model_sha256:
             raise JobError("queries would be embedded by another file of the collection's model",
                            code=ErrorCode.UNKNOWN_MODEL)
-        return await self.search_vectors(definition, outcome.vectors, k=k, timeout=timeout)
+        return await self.search_vectors(definition, outcome.vectors, k=k, timeout=timeout,
+                                         per_doc=per_doc, text=text)
 
     async def search_vectors(self, definition: CollectionDef, vectors: np.ndarray, *, k: int,
-                             timeout: float) -> list[dict[str, Any]]:
-        """Search every shard; queries go in blocks small enough that every request fits the
-        search budget (``protocol/search_budget.py``), blocks at most ``SEARCH_BLOCKS`` at a
-        time. A shard is in the answer only if every block got it."""
+                             timeout: float, per_doc: bool = False,
+                             text: bool = True) -> list[dict[str, Any]]:
+        """Search every shard, then fetch the keys (and texts) of the hits that can be in the
+        merged top-k, and merge them exactly (``node/result_merge.py``).
+
+        Queries go in blocks small enough that every request fits the search budget
+        (``protocol/search_budget.py``), blocks at most ``SEARCH_BLOCKS`` at a time; a shard
+        is in the answer only if every block got it, and its hits' keys were fetched. With
+        ``per_doc`` the hits are the ``k`` best documents, each by its best chunk; without
+        ``text`` they carry no text and metadata."""
         deadline = trio.current_time() + timeout
         plans = self.plan(definition)
         per_block, _ = plan_search(len(vectors), k, [], self.search_budget)
         starts = list(range(0, len(vectors), per_block))
-        found: list[dict[int, tuple[str, list[tuple[SearchHit, ...]]]]] = [{} for _ in starts]
+        found: list[dict[int, tuple[str, ShardHits]]] = [{} for _ in starts]
         limiter = trio.CapacityLimiter(SEARCH_BLOCKS)
 
         async def block(n: int, start: int) -> None:
             async with limiter:
                 await self._search_shards(definition, plans, vectors[start:start + per_block],
-                                          k, deadline, found[n])
+                                          k, per_doc, deadline, found[n])
 
         async with trio.open_nursery() as nursery:
             for n, start in enumerate(starts):
                 nursery.start_soon(block, n, start)
         complete = set.intersection(*(set(out) for out in found)) if found else set()
-        per_shard = {shard: (found[0][shard][0],
-                             [row for out in found for row in out[shard][1]])
-                     for shard in sorted(complete)}
-        missing = missing_shards(set(per_shard), definition.shards)
-        results = []
-        for q in range(len(vectors)):
-            lists = [[ShardHit(h.doc_id, h.chunk, h.score, shard, peer) for h in rows[q]]
-                     for shard, (peer, rows) in per_shard.items()]
-            texts = {(h.doc_id, h.chunk): h for _, rows in per_shard.values() for h in rows[q]}
-            hits = [{"doc_id": h.doc_id, "chunk": h.chunk, "score": h.score,
-                     "text": texts[(h.doc_id, h.chunk)].text,
-                     "metadata": dict(texts[(h.doc_id, h.chunk)].metadata),
-                     "shard": h.shard, "peer": h.peer} for h in merge_topk(lists, k)]
-            results.append({"hits": hits, "partial": bool(missing), "missing_shards": missing})
-        return results
+        # per shard: the peer that answered, and one (ids, scores) row per query
+        answers: ShardAnswers = {
+            shard: (found[0][shard][0], [row for out in found for row in out[shard][1].rows()])
+            for shard in sorted(complete)}
+        holders = {p.shard: p.holders[:3] for p in plans}
+        fetched: dict[int, dict[int, FetchedChunk]] = {shard: {} for shard in answers}
+        while True:  # a shard whose fetch fails on every holder is missing: cut again
+            wanted = await trio.to_thread.run_sync(_wanted_ids, answers, len(vectors), k)
+            failed: list[int] = []
+            async with trio.open_nursery() as nursery:
+                for shard, ids in wanted.items():
+                    need = sorted(ids - fetched[shard].keys())
+                    if need:
+                        first = answers[shard][0]
+                        order = [first, *(p for p in holders.get(shard, []) if p != first)]
+                        nursery.start_soon(self._fetch_shard, definition, shard, order, need,
+                                           text, deadline, fetched[shard], failed)
+            if not failed:
+                break
+            for shard in failed:
+                del answers[shard]
+        missing = missing_shards(set(answers), definition.shards)
+        return await trio.to_thread.run_sync(functools.partial(
+            _merged_results, answers, fetched, len(vectors), k, per_doc=per_doc, text=text,
+            missing=missing))
+
+    async def _fetch_shard(self, definition: CollectionDef, shard: int, holders: list[str],
+                           ids: list[int], text: bool, deadline: float,
+                           out: dict[int, FetchedChunk], failed: list[int]) -> None:
+        """Keys (and texts) of chunk ids of one shard into ``out``, page by page, from its
+        first holder that answers (a failing or invalid reply: the next holder takes over
+        from where it stopped). Appends ``shard`` to ``failed`` when no holder could."""
+        todo = np.asarray(ids, dtype=np.int64)
+        for peer in holders:
+            while len(todo):
+                part = todo[:MAX_FETCH_IDS]
+                ask = ShardFetchParams(collection=definition.name, shard=shard, ids=part,
+                                       text=text)
+                try:
+                    reply, _ = await self.node.client.call_parsed(
+                        peer, "shard.fetch", ask.to_wire(),
+                        functools.partial(ShardFetchReply.from_wire, ids=part, text=text,
+                                          chunk_id=chunk_faiss_id),
+                        timeout=max(0.01, deadline - trio.current_time()))
+                except JobError as exc:
+                    log.info("fetch of shard %s from %s failed: %s", shard, peer[:16],
+                             exc.code.value)
+                    break
+                strays = [c for c in reply.chunks.values()
+                          if shard_of(c.doc_id, definition.shards) != shard]
+                if strays:
+                    self.node.rejections.reject("bad_reply", peer, f"shard.fetch: document "
+                                                f"{strays[0].doc_id[:64]!r} is not in shard "
+                                                f"{shard}")
+                    break
+                out.update(reply.chunks)
+                todo = todo[reply.done:]
+            if not len(todo):
+                return
+        failed.append(shard)
 
     async def _search_shards(self, definition: CollectionDef, plans: list[ShardPlan],
-                             vectors: np.ndarray, k: int, deadline: float,
-                             out: dict[int, tuple[str, list[tuple[SearchHit, ...]]]]) -> None:
+                             vectors: np.ndarray, k: int, per_doc: bool, deadline: float,
+                             out: dict[int, tuple[str, ShardHits]]) -> None:
         """Ask each holder for all the shards it is first choice for (in as few requests as
         the search budget allows); shards whose answer fails or is slower than
         ``HEDGE_AFTER`` are asked again on their next holder (up to three holders each); the
         first answer for a shard wins. A reply that fails its view is one failed holder."""
         holders = {p.shard: p.holders[:3] for p in plans if p.holders}
         tried: set[tuple[str, int]] = set()
-        encoded = encode_vectors(vectors)
         outstanding = 0
         changed = trio.Event()  # an attempt settled
 
         async def request(peer: str, shards: list[int]) -> None:
-            params = {"collection": definition.name, "shards": shards, "vectors": encoded,
-                      "k": k}
+            params = ShardSearchParams(collection=definition.name, shards=tuple(shards),
+                                       vectors=vectors, k=k, per_doc=per_doc).to_wire()
             try:
                 reply, _ = await self.node.client.call_parsed(
                     peer, "shard.search", params,
@@ -442,7 +542,7 @@ class Coordinator:
                                                             queries=len(vectors), k=k),
                     timeout=max(0.01, deadline - trio.current_time()))
                 for shard in shards:
-                    out.setdefault(shard, (peer, list(reply.results[shard])))
+                    out.setdefault(shard, (peer, reply.results[shard]))
             except JobError as exc:
                 log.info("shards %s on %s failed: %s", shards, peer[:16], exc.code.value)
 
@@ -489,8 +589,10 @@ class Coordinator:
 
     async def rag_messages(self, name: str, question: str, *, k: int
                            ) -> tuple[list[dict[str, str]], list[dict[str, Any]], dict[str, Any]]:
-        """Chat messages with numbered context passages, the sources, and the search result."""
-        (found,) = await self.search(name, [question], k=k)
+        """Chat messages with numbered context passages, the sources, and the search result.
+        The sources are the ``k`` best distinct documents (per-document search), each by its
+        best chunk, so ``k`` sources never name one document twice."""
+        (found,) = await self.search(name, [question], k=k, per_doc=True)
         sources, blocks, budget = [], [], 6000  # characters of context (~1500 tokens)
         for n, hit in enumerate(found["hits"], start=1):
             text = hit["text"][:max(200, budget // max(1, len(found["hits"])))]
