@@ -85,7 +85,7 @@ class ShardPlan:
 ShardAnswers = dict[int, tuple[str, list[tuple[np.ndarray, np.ndarray]]]]
 
 
-def _wanted_ids(answers: ShardAnswers, queries: int, k: int) -> dict[int, set[int]]:
+def wanted_ids(answers: ShardAnswers, queries: int, k: int) -> dict[int, set[int]]:
     """Per shard, the chunk ids that may be in some query's merged top-k (``cut_candidates``).
     Blocking (numpy over every hit)."""
     wanted: dict[int, set[int]] = {shard: set() for shard in answers}
@@ -97,7 +97,7 @@ def _wanted_ids(answers: ShardAnswers, queries: int, k: int) -> dict[int, set[in
     return wanted
 
 
-def _merged_results(answers: ShardAnswers, fetched: dict[int, dict[int, FetchedChunk]],
+def merged_results(answers: ShardAnswers, fetched: dict[int, dict[int, FetchedChunk]],
                     queries: int, k: int, *, per_doc: bool, text: bool,
                     missing: list[int]) -> list[dict[str, Any]]:
     """Each query's merged top-k as API hits (blocking: one sort per query)."""
@@ -466,7 +466,7 @@ class Coordinator:
         holders = {p.shard: p.holders[:3] for p in plans}
         fetched: dict[int, dict[int, FetchedChunk]] = {shard: {} for shard in answers}
         while True:  # a shard whose fetch fails on every holder is missing: cut again
-            wanted = await trio.to_thread.run_sync(_wanted_ids, answers, len(vectors), k)
+            wanted = await trio.to_thread.run_sync(wanted_ids, answers, len(vectors), k)
             failed: list[int] = []
             async with trio.open_nursery() as nursery:
                 for shard, ids in wanted.items():
@@ -482,7 +482,7 @@ class Coordinator:
                 del answers[shard]
         missing = missing_shards(set(answers), definition.shards)
         return await trio.to_thread.run_sync(functools.partial(
-            _merged_results, answers, fetched, len(vectors), k, per_doc=per_doc, text=text,
+            merged_results, answers, fetched, len(vectors), k, per_doc=per_doc, text=text,
             missing=missing))
 
     async def _fetch_shard(self, definition: CollectionDef, shard: int, holders: list[str],
