@@ -104,11 +104,13 @@ def merged_results(answers: ShardAnswers, fetched: dict[int, dict[int, FetchedCh
     results = []
     for q in range(queries):
         lists = []
-        for shard, (peer, rows) in answers.items():
-            ids, scores = rows[q]
-            have = fetched[shard]
-            lists.append([ShardHit(have[fid].doc_id, have[fid].chunk, float(score), shard, peer)
-                          for fid, score in zip(ids.tolist(), scores.tolist(), strict=True)
+        rows_q = [(shard, peer, rows[q]) for shard, (peer, rows) in answers.items()]
+        keep = cut_candidates([scores for _, _, (_, scores) in rows_q], k)
+        for (shard, peer, (ids, scores)), mask in zip(rows_q, keep, strict=True):
+            have = fetched[shard]  # only the candidates: a few more than k hits a query
+            lists.append([ShardHit(have[fid].doc_id, have[fid].chunk, score, shard, peer)
+                          for fid, score in zip(ids[mask].tolist(), scores[mask].tolist(),
+                                                strict=True)
                           if fid in have])
         hits = []
         for h in merge_topk(lists, k, per_doc=per_doc):
