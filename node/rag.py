@@ -68,11 +68,13 @@ _SUMMARY_KEY = {"inserted": "added", "replaced": "replaced", "unchanged": "uncha
 
 INGEST_BATCH = 16
 MAX_BATCHES_IN_FLIGHT = 4
-HEDGE_AFTER = 0.25  # seconds before a second holder is asked for a slow shard
+HEDGE_AFTER = 0.25  # seconds before a second holder is asked for a slow shard ...
+HEDGE_BYTES_PER_SECOND = 20e6  # ... plus the time its reply may take to arrive at this rate
 SYNC_INTERVAL = 2.0
 WRITE_TIMEOUT = 30.0
 PULL_PAGE = 200  # documents per shard.changes page
 SEARCH_BLOCKS = 4  # query blocks of one search in flight at once
+SEARCH_REQUESTS_PER_PEER = 2  # shard.search requests of one block in flight to one holder
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -526,23 +528,30 @@ class Coordinator:
                              vectors: np.ndarray, k: int, per_doc: bool, deadline: float,
                              out: dict[int, tuple[str, ShardHits]]) -> None:
         """Ask each holder for all the shards it is first choice for (in as few requests as
-        the search budget allows); shards whose answer fails or is slower than
-        ``HEDGE_AFTER`` are asked again on their next holder (up to three holders each); the
-        first answer for a shard wins. A reply that fails its view is one failed holder."""
+        the search budget allows); a shard whose answer fails is asked again on its next
+        holder at once, and every unanswered shard when the round is slower than
+        ``HEDGE_AFTER`` plus the time its replies take at ``HEDGE_BYTES_PER_SECOND`` (up to
+        three holders each); the first answer for a shard wins. A reply that fails its view
+        is one failed holder. At most ``SEARCH_REQUESTS_PER_PEER`` requests wait on one
+        holder at a time."""
         holders = {p.shard: p.holders[:3] for p in plans if p.holders}
         tried: set[tuple[str, int]] = set()
         outstanding = 0
         changed = trio.Event()  # an attempt settled
 
+        slots: dict[str, trio.CapacityLimiter] = {}
+
         async def request(peer: str, shards: list[int]) -> None:
             params = ShardSearchParams(collection=definition.name, shards=tuple(shards),
                                        vectors=vectors, k=k, per_doc=per_doc).to_wire()
+            slot = slots.setdefault(peer, trio.CapacityLimiter(SEARCH_REQUESTS_PER_PEER))
             try:
-                reply, _ = await self.node.client.call_parsed(
-                    peer, "shard.search", params,
-                    lambda wire: ShardSearchReply.from_wire(wire, shards=shards,
-                                                            queries=len(vectors), k=k),
-                    timeout=max(0.01, deadline - trio.current_time()))
+                async with slot:  # a few replies at a time on one connection
+                    reply, _ = await self.node.client.call_parsed(
+                        peer, "shard.search", params,
+                        lambda wire: ShardSearchReply.from_wire(wire, shards=shards,
+                                                                queries=len(vectors), k=k),
+                        timeout=max(0.01, deadline - trio.current_time()))
                 for shard in shards:
                     out.setdefault(shard, (peer, reply.results[shard]))
             except JobError as exc:
@@ -557,34 +566,47 @@ class Coordinator:
                         nursery.start_soon(request, peer, group)
             finally:
                 outstanding -= 1
+                for shard in shards:
+                    inflight[shard] -= 1
                 changed.set()
 
-        def next_groups() -> dict[str, list[int]]:
+        def next_groups(*, hedge: bool) -> dict[str, list[int]]:
+            """The next holder of every unanswered shard: of those with no attempt left in
+            flight (theirs failed) at once, of every one when ``hedge`` (a slow round)."""
             groups: dict[str, list[int]] = {}
             for shard, peers in holders.items():
+                if shard in out or (inflight[shard] and not hedge):
+                    continue
                 nxt = next((p for p in peers if (p, shard) not in tried), None)
-                if shard not in out and nxt is not None:
+                if nxt is not None:
                     groups.setdefault(nxt, []).append(shard)
                     tried.add((nxt, shard))
             return groups
 
+        # a round is slow once it took longer than its replies take to arrive: hedging a
+        # large search after HEDGE_AFTER alone would ask every shard again while the first
+        # answers are still on their way
+        reply_bytes = self.search_budget.search_bytes(len(vectors), k, len(holders))
+        hedge_after = HEDGE_AFTER + reply_bytes / HEDGE_BYTES_PER_SECOND
+        inflight = dict.fromkeys(holders, 0)
         with trio.move_on_at(deadline):
             async with trio.open_nursery() as nursery:
                 hedge_at = trio.current_time()
                 while len(out) < len(holders):
-                    if trio.current_time() >= hedge_at:  # first round, or a slow round
-                        groups = next_groups()
-                        for peer, shards in groups.items():
-                            outstanding += 1
-                            nursery.start_soon(attempt, peer, shards)
-                        hedge_at = trio.current_time() + HEDGE_AFTER
-                        if not groups and outstanding == 0:
-                            break  # every holder of the missing shards failed
+                    slow = trio.current_time() >= hedge_at  # first round, or a slow round
+                    groups = next_groups(hedge=slow)
+                    for peer, shards in groups.items():
+                        outstanding += 1
+                        for shard in shards:
+                            inflight[shard] += 1
+                        nursery.start_soon(attempt, peer, shards)
+                    if slow:
+                        hedge_at = trio.current_time() + hedge_after
+                    if not groups and outstanding == 0:
+                        break  # every holder of the missing shards failed
                     changed = trio.Event()
                     with trio.move_on_at(hedge_at):
                         await changed.wait()
-                    if outstanding == 0:
-                        hedge_at = trio.current_time()  # all settled: retry elsewhere now
                 nursery.cancel_scope.cancel()
 
     # -- ask -------------------------------------------------------------------------------

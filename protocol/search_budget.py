@@ -9,8 +9,9 @@ hits, the documents' ids or their texts. So the size of a reply is known exactly
 ``(queries, k, shards)`` before the search runs, and :func:`check_search` holds it to the
 frame limits of :mod:`calinode.protocol.limits` (``max_frame`` bytes with a margin for the
 envelope, ``max_objects`` objects, ``max_bin`` for one array, ``max_map`` shards).
-With the default limits one request holds ~1.25 million hits: 1000 queries x k=1000 on one
-shard, and 16 shards of a 1000 x 1000 search take 16 requests.
+With the default limits a reply may hold ~1.25 million hits; the coordinator plans its own
+requests for ``PLAN_REPLY_BYTES`` (4 MiB, ~350 000 hits: 349 queries x k=1000 on one shard),
+so the 16 shards of a 1000 x 1000 search take 48 requests.
 
 The texts, metadata and ``(doc_id, chunk)`` keys of the hits that made the merged top-k are
 fetched afterwards (``shard.fetch``), once per chunk, from one holder per shard. Their size
@@ -33,7 +34,7 @@ from typing import Any, Final
 from .errors import ErrorCode, JobError
 from .limits import DEFAULT_LIMITS, Limits
 
-__all__ = ["DEFAULT_SEARCH_BUDGET", "FETCH_ENTRY_OBJECTS", "SEARCH_HIT_BYTES",
+__all__ = ["DEFAULT_SEARCH_BUDGET", "FETCH_ENTRY_OBJECTS", "PLAN_REPLY_BYTES", "SEARCH_HIT_BYTES",
            "SEARCH_ROW_BYTES", "SEARCH_SHARD_BYTES", "SEARCH_SHARD_OBJECTS", "FetchPage",
            "SearchBudget", "check_search", "msgpack_objects", "plan_search"]
 
@@ -54,6 +55,10 @@ FETCH_ENTRY_OBJECTS: Final = 6
 FETCH_ENTRY_BYTES: Final = 32
 #: Share of the frame limits a reply may be planned to use.
 _MARGIN: Final = 0.9
+#: The reply size a coordinator plans its own requests for (well under the frame limit): a
+#: 16 MiB reply keeps a connection busy long enough that other streams on it stall in
+#: protocol negotiation; 4 MiB replies interleave (and stay under the refusal threshold).
+PLAN_REPLY_BYTES: Final = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,11 @@ class SearchBudget:
     @property
     def max_objects(self) -> int:
         return int(self.limits.max_objects * _MARGIN) - ENVELOPE_OBJECTS
+
+    @property
+    def plan_bytes(self) -> int:
+        """The reply size :func:`plan_search` aims at (never above :attr:`max_bytes`)."""
+        return min(self.max_bytes, PLAN_REPLY_BYTES)
 
     @property
     def max_shards(self) -> int:
@@ -109,13 +119,14 @@ def plan_search(queries: int, k: int, shards: list[int],
     one group passes :func:`check_search`. Raises ``BAD_REQUEST`` when not even one query on
     one shard fits (a ``k`` far beyond ``MAX_K`` under the default limits)."""
     row = SEARCH_ROW_BYTES + k * SEARCH_HIT_BYTES
-    per_block = min(max(1, queries), (budget.max_bytes - SEARCH_SHARD_BYTES) // row,
+    target = budget.plan_bytes
+    per_block = min(max(1, queries), (target - SEARCH_SHARD_BYTES) // row,
                     budget.limits.max_bin // (8 * k))
     if per_block < 1 or not budget.fits(per_block, k, 1):
         raise JobError(f"k={k} is over the search budget of {budget.max_bytes} bytes per "
                        "request", code=ErrorCode.BAD_REQUEST)
-    per_group = min(budget.max_shards,
-                    budget.max_bytes // (SEARCH_SHARD_BYTES + per_block * row))
+    per_group = max(1, min(budget.max_shards,
+                           target // (SEARCH_SHARD_BYTES + per_block * row)))
     groups = [shards[i:i + per_group] for i in range(0, len(shards), per_group)]
     return per_block, groups
 

@@ -236,7 +236,8 @@ def test_the_search_budget_refuses_amplification_and_plans_requests_that_fit() -
         for group in groups:
             check_search(per_block, k, len(group), budget)
     per_block, groups = plan_search(1000, 1000, list(range(16)), budget)
-    assert per_block == 1000 and len(groups) == 16  # 1000 x 1000: one request per shard
+    assert per_block == 349 and len(groups) == 16  # 1000 x 1000: 3 blocks x 16 shards
+    assert budget.search_bytes(per_block, 1000, 1) <= budget.plan_bytes < budget.max_bytes
 
 
 def test_a_search_reply_of_the_largest_plan_fits_the_frame_limits() -> None:
