@@ -100,27 +100,48 @@ def wanted_ids(answers: ShardAnswers, queries: int, k: int) -> dict[int, set[int
 
 
 def merged_results(answers: ShardAnswers, fetched: dict[int, dict[int, FetchedChunk]],
-                    queries: int, k: int, *, per_doc: bool, text: bool,
-                    missing: list[int]) -> list[dict[str, Any]]:
-    """Each query's merged top-k as API hits (blocking: one sort per query)."""
+                   queries: int, k: int, *, per_doc: bool, text: bool,
+                   missing: list[int]) -> list[dict[str, Any]]:
+    """Each query's merged top-k as API hits (blocking). Only the candidates at the cut
+    (``cut_candidates``) are looked at; without tied scores among them the order is by score
+    alone (a numpy sort), with ties it is :func:`merge_topk`'s full key."""
+    sources = list(answers.items())
     results = []
     for q in range(queries):
-        lists = []
-        rows_q = [(shard, peer, rows[q]) for shard, (peer, rows) in answers.items()]
-        keep = cut_candidates([scores for _, _, (_, scores) in rows_q], k)
-        for (shard, peer, (ids, scores)), mask in zip(rows_q, keep, strict=True):
-            have = fetched[shard]  # only the candidates: a few more than k hits a query
-            lists.append([ShardHit(have[fid].doc_id, have[fid].chunk, score, shard, peer)
-                          for fid, score in zip(ids[mask].tolist(), scores[mask].tolist(),
-                                                strict=True)
-                          if fid in have])
-        hits = []
-        for h in merge_topk(lists, k, per_doc=per_doc):
-            hit: dict[str, Any] = {"doc_id": h.doc_id, "chunk": h.chunk, "score": h.score}
-            if text:
+        keep = cut_candidates([rows[q][1] for _, (_, rows) in sources], k)
+        ids = np.concatenate([rows[q][0][m] for (_, (_, rows)), m in zip(sources, keep,
+                                                                          strict=True)])
+        scores = np.concatenate([rows[q][1][m] for (_, (_, rows)), m in zip(sources, keep,
+                                                                             strict=True)])
+        origin = np.repeat(np.arange(len(sources)), [int(m.sum()) for m in keep])
+        order = np.argsort(-scores, kind="stable")
+        ranked = scores[order]
+        picked: list[tuple[FetchedChunk, float, int, str]] = []
+        if len(order) > 1 and bool(np.any(ranked[1:] == ranked[:-1])):
+            lists = [[ShardHit(c.doc_id, c.chunk, float(scores[n]), sources[o][0],
+                               sources[o][1][0])
+                      for n, o in enumerate(origin.tolist())
+                      if (c := fetched[sources[o][0]].get(int(ids[n]))) is not None]]
+            for h in merge_topk(lists, k, per_doc=per_doc):
                 chunk = fetched[h.shard][chunk_faiss_id(h.doc_id, h.chunk)]
+                picked.append((chunk, h.score, h.shard, h.peer))
+        else:
+            seen: set[str] = set()
+            for n in order.tolist():
+                shard, (peer, _) = sources[int(origin[n])]
+                chunk_or_none = fetched[shard].get(int(ids[n]))
+                if chunk_or_none is None or (per_doc and chunk_or_none.doc_id in seen):
+                    continue  # deleted since the search; a second chunk of a document
+                seen.add(chunk_or_none.doc_id)
+                picked.append((chunk_or_none, float(scores[n]), shard, peer))
+                if len(picked) == k:
+                    break
+        hits = []
+        for chunk, score, shard, peer in picked:
+            hit: dict[str, Any] = {"doc_id": chunk.doc_id, "chunk": chunk.chunk, "score": score}
+            if text:
                 hit["text"], hit["metadata"] = chunk.text, dict(chunk.metadata)
-            hit["shard"], hit["peer"] = h.shard, h.peer
+            hit["shard"], hit["peer"] = shard, peer
             hits.append(hit)
         results.append({"hits": hits, "partial": bool(missing), "missing_shards": missing})
     return results
