@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import numpy as np
 import trio
 
@@ -67,3 +68,15 @@ async def test_per_doc_search_gives_the_k_best_distinct_documents_exactly(
                 assert all(h["text"] == f"{h['doc_id']}#{h['chunk']}" for h in got)
                 assert [(h["doc_id"], h["chunk"]) for h in chunks[q]["hits"]] == [
                     (d, c) for d, c, _ in every[:k]]
+
+
+async def test_the_search_route_takes_group_by_doc_or_chunk_only(tmp_path: Path) -> None:
+    async with open_nodes(tmp_path) as start:
+        node = await start("api", index=True)
+        async with httpx.AsyncClient(base_url=node.api_url, timeout=120, headers={
+                "Authorization": f"Bearer {node.api_token}"}) as client:
+            for body in ({"group_by": "page"}, {"group_by": 1}, {"text": "no"}):
+                response = await client.post("/v1/search", json={
+                    "collection": "papers", "query": "x", **body})
+                assert response.status_code == 400, response.text
+                assert response.json()["error"]["code"] == "BAD_REQUEST"
