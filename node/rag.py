@@ -75,6 +75,8 @@ WRITE_TIMEOUT = 30.0
 PULL_PAGE = 200  # documents per shard.changes page
 SEARCH_BLOCKS = 4  # query blocks of one search in flight at once
 SEARCH_REQUESTS_PER_PEER = 2  # shard.search requests of one block in flight to one holder
+REQUEST_PATIENCE = 60.0  # seconds one shard.search request may take, plus its reply ...
+REQUEST_MIN_BYTES_PER_SECOND = 1e6  # ... at this (very slow) rate; then its next holder
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -106,6 +108,8 @@ def merged_results(answers: ShardAnswers, fetched: dict[int, dict[int, FetchedCh
     (``cut_candidates``) are looked at; without tied scores among them the order is by score
     alone (a numpy sort), with ties it is :func:`merge_topk`'s full key."""
     sources = list(answers.items())
+    if not sources:  # no shard answered: every query's answer is empty (and partial)
+        return [{"hits": [], "partial": True, "missing_shards": missing} for _ in range(queries)]
     results = []
     for q in range(queries):
         keep = cut_candidates([rows[q][1] for _, (_, rows) in sources], k)
@@ -566,13 +570,18 @@ class Coordinator:
             params = ShardSearchParams(collection=definition.name, shards=tuple(shards),
                                        vectors=vectors, k=k, per_doc=per_doc).to_wire()
             slot = slots.setdefault(peer, trio.CapacityLimiter(SEARCH_REQUESTS_PER_PEER))
+            # a stalled stream (a connection broken under it) must not hold the shard until
+            # the search's deadline: the request gets the time its reply may take, then the
+            # shard goes to its next holder
+            patience = REQUEST_PATIENCE + self.search_budget.search_bytes(
+                len(vectors), k, len(shards)) / REQUEST_MIN_BYTES_PER_SECOND
             try:
                 async with slot:  # a few replies at a time on one connection
                     reply, _ = await self.node.client.call_parsed(
                         peer, "shard.search", params,
                         lambda wire: ShardSearchReply.from_wire(wire, shards=shards,
                                                                 queries=len(vectors), k=k),
-                        timeout=max(0.01, deadline - trio.current_time()))
+                        timeout=max(0.01, min(deadline - trio.current_time(), patience)))
                 for shard in shards:
                     out.setdefault(shard, (peer, reply.results[shard]))
             except JobError as exc:

@@ -132,3 +132,8 @@ def test_a_shard_cuts_its_ties_by_doc_id_not_by_faiss_id(
                   if np.array_equal(chunk.vector, mine[0].chunks[0].vector))
     assert len(tied) > 5
     assert [(h.doc_id, h.chunk) for h in hits] == tied[:5]
+
+
+def test_no_shard_answered_gives_empty_partial_answers() -> None:
+    assert merged_results({}, {}, 2, 10, per_doc=False, text=True, missing=[0, 1]) == [
+        {"hits": [], "partial": True, "missing_shards": [0, 1]}] * 2
