@@ -35,10 +35,13 @@ from SQLite (a full graph build). A replaced chunk keeps its faiss id, which is 
 are per position, not per id.
 
 **Search** runs every query of a batch in one FAISS call on the index itself (no copy). Hits
-are sorted by descending score, ties (bitwise-equal float32 scores) by ascending faiss id,
-which :func:`hit_sort_key` also gives to a merge of several shards. When the k-th and the last
-fetched score are equal, the query is searched again with a larger k until the tie is complete,
-so a flat store returns exactly the top-k in that order. (FAISS computes the scores of a batch
+are sorted by descending score, ties (bitwise-equal float32 scores) by ascending
+``(doc_id, chunk)``: the one order of :mod:`calinode.protocol.ranking`, which the merge of
+several shards uses too (:func:`hit_sort_key`). When the k-th and the last fetched score are
+equal, the query is searched again with a larger k until the tie is complete, so a flat store
+returns exactly the top-k in that order. A search per document (``per_doc``) keeps each
+document's best chunk and searches deeper until it has k documents whose k-th score is above
+the last fetched one (or the shard is exhausted). (FAISS computes the scores of a batch
 of 20 or more queries with BLAS: they may differ from one-query scores in the last bits.)
 
 **Threads.** Blocking code: call it from a worker thread (``trio.to_thread.run_sync``). Each
@@ -81,6 +84,7 @@ from calinode.models.shard_digest import (
     shard_digest,
 )
 from calinode.protocol.errors import ConfigError, ErrorCode, JobError
+from calinode.protocol.ranking import rank_key
 
 __all__ = [
     "ChunkWrite", "DocRecord", "DocWrite", "Hit", "IndexKind", "ShardStore",
@@ -164,9 +168,9 @@ class Hit:
     score: float
 
 
-def hit_sort_key(hit: Hit) -> tuple[float, int]:
-    """Sort key of the search order: descending score, then ascending faiss id."""
-    return (-hit.score, chunk_faiss_id(hit.doc_id, hit.chunk))
+def hit_sort_key(hit: Hit) -> tuple[float, str, int]:
+    """Sort key of the search order: :func:`calinode.protocol.ranking.rank_key`."""
+    return rank_key(hit.score, hit.doc_id, hit.chunk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -688,12 +692,34 @@ class ShardStore:
 
     # -- reads -----------------------------------------------------------------------------
 
-    def search(self, queries: npt.NDArray[np.float32], k: int) -> list[list[Hit]]:
-        """The ``k`` best chunks of every query row of ``queries`` (q, dim) float32, best first.
+    def search(self, queries: npt.NDArray[np.float32], k: int, *,
+               per_doc: bool = False) -> list[list[Hit]]:
+        """The ``k`` best chunks of every query row of ``queries`` (q, dim) float32, in the
+        order of :func:`calinode.protocol.ranking.rank_key` (with ``per_doc``: the ``k`` best
+        documents, each by its best chunk). See :meth:`search_ids`."""
+        q = self._check_queries(queries, k)
+        with self._lock:  # one lock scope: no write between the search and the keys
+            rows = self._ranked(q, k, per_doc)
+            conn, _ = self._require()
+            keys = _keys_of(conn, {int(x) for ids, _ in rows for x in ids})
+        return [[Hit(*keys[int(fid)], float(score)) for fid, score in zip(ids, s, strict=True)]
+                for ids, s in rows]
 
-        Fewer than ``k`` hits when the shard holds fewer chunks. Exact for a flat store, with
-        ties ordered by faiss id (module docstring).
+    def search_ids(self, queries: npt.NDArray[np.float32], k: int, *, per_doc: bool = False
+                   ) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
+        """Per query row, the chunk (faiss) ids and scores of its ``k`` best chunks, best
+        first by :func:`~calinode.protocol.ranking.rank_key` (score, then ``(doc_id,
+        chunk)``). With ``per_doc``, the ``k`` best distinct documents, each by its best
+        chunk. Fewer when the shard holds fewer. Exact for a flat store: when the cut is not
+        settled by the fetched hits (the last one ties the k-th, or too few documents were
+        seen), the row is searched again twice as deep, until it is (module docstring).
         """
+        q = self._check_queries(queries, k)
+        with self._lock:
+            return self._ranked(q, k, per_doc)
+
+    def _check_queries(self, queries: npt.NDArray[np.float32], k: int
+                       ) -> npt.NDArray[np.float32]:
         if not isinstance(queries, np.ndarray) or queries.ndim != 2:
             _bad("queries must be a 2-D numpy array (q, dim)")
         if queries.shape[1] != self.dim:
@@ -705,30 +731,34 @@ class ShardStore:
             _bad("queries hold NaN or infinite values")
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             _bad(f"k must be a positive int, not {k!r}")
-        with self._lock:
-            conn, index = self._require()
-            if index.live == 0 or len(q) == 0:
-                return [[] for _ in range(len(q))]
-            want = min(k, index.live)
-            fetch = min(want + 1, index.ntotal)
-            ef_search = self._hnsw[2]
-            scores, ids = index.search(q, fetch, ef_search)
-            ranked = []
-            for row in range(len(q)):
-                s, i = _valid(scores[row], ids[row])
-                f = fetch
-                # the k-th score equals the last fetched one: tied hits may remain unfetched
-                while len(i) == f > want and f < index.ntotal and s[want - 1] == s[-1]:
-                    f = min(2 * f, index.ntotal)
-                    more_scores, more_ids = index.search(q[row : row + 1], f, ef_search)
-                    s, i = _valid(more_scores[0], more_ids[0])
-                order = np.lexsort((i, -s))[:want]
-                ranked.append((s[order], i[order]))
-            keys = _keys_of(conn, {int(x) for _, i in ranked for x in i})
-        return [
-            [Hit(*keys[int(fid)], float(score)) for score, fid in zip(s, i, strict=True)]
-            for s, i in ranked
-        ]
+        return q
+
+    def _ranked(self, q: npt.NDArray[np.float32], k: int, per_doc: bool
+                ) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
+        """:meth:`search_ids` under the store's lock."""
+        empty = (np.empty(0, np.int64), np.empty(0, np.float32))
+        conn, index = self._require()
+        if index.live == 0 or len(q) == 0:
+            return [empty for _ in range(len(q))]
+        want = k if per_doc else min(k, index.live)
+        first = min(2 * k + 8 if per_doc else want + 1, index.ntotal)
+        ef_search = self._hnsw[2]
+        scores, ids = index.search(q, first, ef_search)
+        keys: dict[int, tuple[str, int]] = {}
+        ranked = []
+        for row in range(len(q)):
+            s, i = _valid(scores[row], ids[row])
+            f = first
+            while True:
+                exhausted = len(i) < f or f >= index.ntotal
+                cut = _cut(conn, keys, s, i, want, per_doc=per_doc, exhausted=exhausted)
+                if cut is not None:
+                    ranked.append(cut)
+                    break
+                f = min(2 * f, index.ntotal)
+                more_scores, more_ids = index.search(q[row : row + 1], f, ef_search)
+                s, i = _valid(more_scores[0], more_ids[0])
+        return ranked
 
     def fetch(self, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], StoredChunk]:
         """The stored chunks among ``keys``; absent keys are left out of the result."""
@@ -756,6 +786,21 @@ class ShardStore:
                     out[(doc_id, chunk)] = StoredChunk(
                         text, json.loads(metadata), content_hash, version
                     )
+        return out
+
+    def fetch_ids(self, ids: Sequence[int], *, text: bool = True
+                  ) -> dict[int, tuple[str, int, str, str]]:
+        """``faiss id -> (doc_id, chunk, text, metadata JSON)`` of the stored chunks among
+        ``ids`` (absent ids left out; text and metadata ``""`` unless ``text``)."""
+        columns = "faiss_id, doc_id, chunk" + (", text, metadata" if text else "")
+        out: dict[int, tuple[str, int, str, str]] = {}
+        with self._lock:
+            conn, _ = self._require()
+            for batch in _batches(sorted({int(x) for x in ids}), _SQL_BATCH):
+                rows = conn.execute(f"SELECT {columns} FROM chunks WHERE faiss_id IN "
+                                    f"({_marks(len(batch))})", batch)
+                for row in rows:
+                    out[int(row[0])] = (row[1], int(row[2]), *(row[3:] if text else ("", "")))
         return out
 
     def count(self) -> tuple[int, int]:
@@ -974,6 +1019,46 @@ def _keys_of(conn: sqlite3.Connection, faiss_ids: set[int]) -> dict[int, tuple[s
             code=ErrorCode.INTERNAL,
         )
     return keys
+
+
+def _cut(
+    conn: sqlite3.Connection, keys: dict[int, tuple[str, int]], s: npt.NDArray[np.float32],
+    i: npt.NDArray[np.int64], want: int, *, per_doc: bool, exhausted: bool,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]] | None:
+    """The top ``want`` of fetched hits ``(s, i)`` in :func:`rank_key` order, or None when
+    hits not fetched yet could still belong (search deeper).
+
+    Settled when the shard is exhausted or the k-th hit's score is above the last fetched
+    score (every unfetched hit scores at most that, so it ranks after the k-th).
+    """
+    order = np.argsort(-s, kind="stable")
+    s, i = s[order], i[order]
+    if not per_doc:
+        if not exhausted and len(s) > want and s[want - 1] == s[-1]:
+            return None
+        if len(s) > 1 and bool(np.any(s[1:] == s[:-1])):  # ties: order them by key
+            _learn_keys(conn, keys, i)
+            order = np.array(sorted(range(len(s)), key=lambda n: rank_key(
+                float(s[n]), *keys[int(i[n])])), dtype=np.int64)
+            s, i = s[order], i[order]
+        return i[:want], s[:want]
+    _learn_keys(conn, keys, i)
+    best: dict[str, int] = {}  # doc -> position of its best chunk
+    for n in sorted(range(len(s)), key=lambda n: rank_key(float(s[n]), *keys[int(i[n])])):
+        best.setdefault(keys[int(i[n])][0], n)
+        if len(best) == want:
+            break
+    top = np.fromiter(best.values(), dtype=np.int64, count=len(best))
+    if not exhausted and (len(top) < want or s[top[-1]] == s[-1]):
+        return None
+    return i[top], s[top]
+
+
+def _learn_keys(conn: sqlite3.Connection, keys: dict[int, tuple[str, int]],
+                ids: npt.NDArray[np.int64]) -> None:
+    new = {int(x) for x in ids} - keys.keys()
+    if new:
+        keys.update(_keys_of(conn, new))
 
 
 def _valid(

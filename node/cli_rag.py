@@ -19,9 +19,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from calinode.protocol.errors import EXIT_DOCS_FAILED, ConfigError
+from calinode.protocol.errors import EXIT_DOCS_FAILED, EXIT_PARTIAL, ConfigError
 
 SEND_BATCH = 64
+#: How long ``calinode search`` lets the node work on one request (all its queries).
+SEARCH_TIMEOUT = 600.0
+SEARCH_EPILOG = f"""\
+exit status: 0 when every answer is complete; {EXIT_PARTIAL} when an answer is partial (shards
+with no live replica, named on stderr) unless --allow-partial; otherwise the status of the
+error's code (see calinode --help).
+"""
 
 
 def add_rag_parsers(sub: Any, client_args: Any) -> None:
@@ -72,11 +79,19 @@ def add_rag_parsers(sub: Any, client_args: Any) -> None:
     delete.add_argument("--collection", required=True)
     client_args(delete)
 
-    search = sub.add_parser("search", help="search a collection")
+    search = sub.add_parser("search", help="search a collection", epilog=SEARCH_EPILOG,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     search.add_argument("query", nargs="?")
     search.add_argument("--collection", required=True)
     search.add_argument("-k", type=int, default=10)
-    search.add_argument("--queries", help="JSONL file of {_id, text}: one JSON line out each")
+    search.add_argument("--queries", help="JSONL file of {_id, text}: one JSON line out each "
+                        "(all queries in one request)")
+    search.add_argument("--per-doc", action="store_true",
+                        help="the k best distinct documents, each by its best chunk")
+    search.add_argument("--no-text", action="store_true",
+                        help="hits without text and metadata (ids and scores)")
+    search.add_argument("--allow-partial", action="store_true",
+                        help=f"exit 0 even when shards are missing (else {EXIT_PARTIAL})")
     client_args(search)
 
     ask = sub.add_parser("ask", help="answer a question from a collection (RAG)")
@@ -151,6 +166,38 @@ def cmd_ingest(args: argparse.Namespace, client: Any) -> dict[str, Any]:
     return summary
 
 
+def cmd_search(args: argparse.Namespace, client: Any) -> int:
+    """Print the answers; when one is partial, warn on stderr (one line naming the missing
+    shards) and exit ``EXIT_PARTIAL`` unless ``--allow-partial``."""
+    options = {"k": args.k, "per_doc": args.per_doc, "text": not args.no_text,
+               "timeout": SEARCH_TIMEOUT}
+    if args.queries:
+        with Path(args.queries).open(encoding="utf-8") as fh:
+            queries = list(_jsonl(fh, args.queries))
+        if not queries:
+            raise ConfigError(f"{args.queries}: no queries")
+        rows = client.search(args.collection, queries=queries, **options)
+        for row in rows:
+            print(json.dumps(row))
+    elif not args.query:
+        raise ConfigError("give a QUERY or --queries FILE")
+    else:
+        rows = client.search(args.collection, args.query, **options)
+        data = rows[0]
+        if args.json:
+            print(json.dumps(data, indent=2))
+        else:
+            print("\n".join(f"{h['score']:.4f}  {h['doc_id']}#{h['chunk']}  "
+                            f"{h.get('text', '')[:80]!r}" for h in data["hits"]) or "(no hits)")
+    missing = sorted({s for row in rows for s in row["missing_shards"]})
+    partial = sum(1 for row in rows if row["partial"])
+    if not partial:
+        return 0
+    print(f"calinode: warning: partial answer{'s' if partial > 1 else ''} ({partial} of "
+          f"{len(rows)}): no live replica of shards {missing}", file=sys.stderr)
+    return 0 if args.allow_partial else EXIT_PARTIAL
+
+
 def cmd_rag(args: argparse.Namespace, client: Any) -> int:
     command = args.command
     if command == "collections":
@@ -202,22 +249,7 @@ def cmd_rag(args: argparse.Namespace, client: Any) -> int:
                 + f"; failed {len(data['failed'])}"
                 + "".join(f"\n  {f['_id']}: {f['message']}" for f in data["failed"]))
     elif command == "search":
-        if args.queries:
-            with Path(args.queries).open(encoding="utf-8") as fh:
-                queries = list(_jsonl(fh, args.queries))
-            for start in range(0, len(queries), 64):
-                for row in client.search(args.collection, queries=queries[start:start + 64],
-                                         k=args.k):
-                    print(json.dumps(row))
-            return 0
-        if not args.query:
-            raise ConfigError("give a QUERY or --queries FILE")
-        data = client.search(args.collection, args.query, k=args.k)[0]
-        lines = [f"{h['score']:.4f}  {h['doc_id']}#{h['chunk']}  {h['text'][:80]!r}"
-                 for h in data["hits"]]
-        if data["partial"]:
-            lines.append(f"PARTIAL: no live replica for shards {data['missing_shards']}")
-        text = "\n".join(lines) or "(no hits)"
+        return cmd_search(args, client)
     elif command == "ask":
         if args.json:
             data = client.ask(args.collection, args.question, k=args.k, model=args.model,

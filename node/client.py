@@ -214,8 +214,16 @@ class CalinodeClient:
 
     def search(self, collection: str, query: str | None = None, *,
                queries: list[dict[str, str]] | None = None, k: int = 10,
-               timeout: float = 60.0) -> list[dict[str, Any]]:
+               timeout: float = 60.0, per_doc: bool = False,
+               text: bool = True) -> list[dict[str, Any]]:
+        """One result per query: ``{query_id, hits, partial, missing_shards}``. ``per_doc``:
+        the ``k`` best distinct documents, each by its best chunk; ``text=False``: hits
+        without text and metadata (ids and scores, for evaluation runs)."""
         body: dict[str, Any] = {"collection": collection, "k": k, "timeout": timeout}
+        if per_doc:
+            body["group_by"] = "doc"
+        if not text:
+            body["text"] = False
         if query is not None:
             body["query"] = query
         else:

@@ -7,7 +7,7 @@ time (a trio lock per store), under the stores' own ``CapacityLimiter`` (``Local
 
 Every job's params are parsed into their views (``protocol/job_params.py``) before use;
 ``shard.search`` is bounded to the collection's shards, each once, and refused before it runs
-when its hits would be over the search budget (``protocol/search_budget.py``).
+when its reply could be over the search budget (``protocol/search_budget.py``).
 
 Freshness: ``READY`` on disk means "this copy was complete once"; in memory, ready means
 "current". A copy found ready at start-up is *recovering* (not advertised, refused by
@@ -17,14 +17,17 @@ replica folder also records its collection's incarnation (``INCARNATION``,
 opened for the new one; ``purge`` deletes every replica of a dropped collection.
 
 Job kinds (``shard.*``): ``write`` (whole documents with chunk vectors; durable before the
-reply), ``delete``, ``search`` (several shards of one collection in one request; hits come
-with their text and metadata), ``changes`` (paged export for replica sync) and ``info``.
+reply), ``delete``, ``search`` (several shards of one collection in one request; hits are
+chunk ids and scores only, per chunk or per document), ``fetch`` (the keys, texts and metadata
+of chunk ids of one shard, paged to the reply budget), ``changes`` (paged export for replica
+sync) and ``info``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import shutil
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import faiss
+import msgpack
 import numpy as np
 import trio
 
@@ -47,12 +51,22 @@ from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import CalinodeError, ErrorCode, JobError
 from calinode.protocol.job_params import (
     ShardChangesParams,
+    ShardFetchParams,
     ShardInfoParams,
     ShardSearchParams,
     ShardWriteParams,
     WireDoc,
 )
-from calinode.protocol.search_budget import DEFAULT_SEARCH_BUDGET, SearchBudget, check_search
+from calinode.protocol.job_replies import ShardHits, ShardSearchReply
+from calinode.protocol.search_budget import (
+    DEFAULT_SEARCH_BUDGET,
+    FETCH_ENTRY_BYTES,
+    FETCH_ENTRY_OBJECTS,
+    FetchPage,
+    SearchBudget,
+    check_search,
+    msgpack_objects,
+)
 from calinode.protocol.vectors import encode_vectors
 
 log = logging.getLogger(__name__)
@@ -352,6 +366,33 @@ def records_from_wire(docs: tuple[WireDoc, ...], dim: int) -> list[DocRecord]:
             for doc in docs]
 
 
+def fetch_reply(ids: list[int], found: dict[int, tuple[str, int, str, str]], *, text: bool,
+                budget: SearchBudget) -> dict[str, Any]:
+    """The ``shard.fetch`` reply for ``ids``: entries ``[id, doc_id, chunk(, text,
+    metadata)]`` for the found ids of the longest prefix that fits ``budget`` (at least one
+    id), and ``done``, the length of that prefix. Blocking (JSON and msgpack sizes)."""
+    page = FetchPage(budget)
+    entries: list[list[Any]] = []
+    done = 0
+    for fid in ids:
+        hit = found.get(fid)
+        if hit is not None:
+            doc_id, chunk, body, metadata_json = hit
+            entry: list[Any] = [fid, doc_id, chunk]
+            size = FETCH_ENTRY_BYTES + len(doc_id.encode())
+            objects = FETCH_ENTRY_OBJECTS
+            if text:
+                metadata = json.loads(metadata_json)
+                entry += [body, metadata]
+                size += len(body.encode()) + len(msgpack.packb(metadata))
+                objects += msgpack_objects(metadata)
+            if not page.admit(size, objects):
+                break
+            entries.append(entry)
+        done += 1
+    return {"chunks": entries, "done": done}
+
+
 def _in_range(shard: int, definition: CollectionDef) -> int:
     if not 0 <= shard < definition.shards:
         raise bad(f"shard must be 0..{definition.shards - 1}")
@@ -414,17 +455,28 @@ def register_index_jobs(registry: JobRegistry, index: LocalIndex,
             if not index.is_ready(definition.name, shard):
                 raise shard_unavailable(definition.name, shard)
 
-        def run(store: ShardStore) -> list[list[dict[str, Any]]]:
-            hits = store.search(queries, k)
-            texts = store.fetch([(h.doc_id, h.chunk) for row in hits for h in row])
-            return [[{"doc_id": h.doc_id, "chunk": h.chunk, "score": h.score,
-                      "text": texts[(h.doc_id, h.chunk)].text,
-                      "metadata": texts[(h.doc_id, h.chunk)].metadata} for h in row]
-                    for row in hits]
+        per_doc = request.per_doc
+
+        def run(store: ShardStore) -> ShardHits:
+            return ShardHits.from_rows(store.search_ids(queries, k, per_doc=per_doc))
 
         answers = await index.call_many(definition, shards, run)
-        return {"results": {str(shard): rows for shard, rows in zip(shards, answers,
-                                                                     strict=True)}}
+        return ShardSearchReply(results=dict(zip(shards, answers, strict=True))).to_wire()
+
+    async def fetch(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+        """Keys (and texts) of chunk ids of one shard: a prefix of the asked ids whose reply
+        fits the budget, measured entry by entry (``FetchPage``); ``done`` says how many."""
+        request = ShardFetchParams.from_wire(params)
+        definition = book.get(request.collection)
+        rules.require_read(ctx.caller, definition)
+        shard = _in_range(request.shard, definition)
+        if not index.is_ready(definition.name, shard):
+            raise shard_unavailable(definition.name, shard)
+        ids, text = request.ids.tolist(), request.text
+        found = await index.call(definition, shard, lambda s: s.fetch_ids(ids, text=text))
+        return await trio.to_thread.run_sync(
+            functools.partial(fetch_reply, ids, found, text=text, budget=budget),
+            limiter=index.limiter)
 
     async def changes(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         request = ShardChangesParams.from_wire(params)
@@ -460,5 +512,6 @@ def register_index_jobs(registry: JobRegistry, index: LocalIndex,
 
     registry.register("shard.write", write)
     registry.register("shard.search", search)
+    registry.register("shard.fetch", fetch)
     registry.register("shard.changes", changes)
     registry.register("shard.info", info)

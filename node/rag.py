@@ -31,18 +31,19 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import trio
 
+from calinode.models.shard_digest import chunk_faiss_id
 from calinode.models.shard_store import ChunkWrite, DocRecord, ShardStore
 from calinode.node.chunking import content_hash, make_document_text
 from calinode.node.collections_book import sign_definition
 from calinode.node.local_index import docs_to_wire, records_from_wire
 from calinode.node.placement import PlacementMap, may_drop_replica, shard_of
 from calinode.node.rejections import RateLimitedLog
-from calinode.node.result_merge import ShardHit, merge_topk, missing_shards
+from calinode.node.result_merge import ShardHit, cut_candidates, merge_topk, missing_shards
 from calinode.node.write_quorum import DocSettlement, ReplicaAnswer, settle
 from calinode.protocol.capabilities import Capabilities, ModelOffer
 from calinode.protocol.collections import CollectionDef
@@ -54,16 +55,23 @@ from calinode.protocol.errors import (
     ProtocolError,
     groups_collapsed,
 )
-from calinode.protocol.job_params import ShardChangesParams
+from calinode.protocol.job_params import (
+    MAX_FETCH_IDS,
+    MAX_K,
+    ShardChangesParams,
+    ShardFetchParams,
+    ShardSearchParams,
+)
 from calinode.protocol.job_replies import (
     EmbedChunksReply,
-    SearchHit,
+    FetchedChunk,
     ShardChangesReply,
+    ShardFetchReply,
+    ShardHits,
     ShardSearchReply,
     ShardWriteReply,
 )
 from calinode.protocol.search_budget import SearchBudget, plan_search
-from calinode.protocol.vectors import encode_vectors
 
 if TYPE_CHECKING:
     from calinode.node.daemon import Node
@@ -74,14 +82,19 @@ _SUMMARY_KEY = {"inserted": "added", "replaced": "replaced", "unchanged": "uncha
 
 INGEST_BATCH = 16
 MAX_BATCHES_IN_FLIGHT = 4
-HEDGE_AFTER = 0.25  # seconds before a second holder is asked for a slow shard
+HEDGE_AFTER = 0.25  # seconds before a second holder is asked for a slow shard ...
+HEDGE_BYTES_PER_SECOND = 20e6  # ... plus the time its reply may take to arrive at this rate
 SYNC_INTERVAL = 2.0
 WRITE_TIMEOUT = 30.0
 DEFAULT_REPLICAS = 2  # replicas of a new collection, at most the live index peers
 PULL_PAGE = 200  # documents per shard.changes page
 SEARCH_BLOCKS = 4  # query blocks of one search in flight at once
 SEARCH_TIMEOUT = 30.0  # budget of a search whose caller has none of its own
+SEARCH_REQUESTS_PER_PEER = 2  # shard.search requests of one block in flight to one holder
+REQUEST_PATIENCE = 60.0  # seconds one shard.search request may take, plus its reply ...
+REQUEST_MIN_BYTES_PER_SECOND = 1e6  # ... at this (very slow) rate; then its next holder
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
+_T = TypeVar("_T")
 
 
 def deadline_of(deadline: float | None, timeout: float) -> float:
@@ -90,10 +103,89 @@ def deadline_of(deadline: float | None, timeout: float) -> float:
     return trio.current_time() + timeout if deadline is None else deadline
 
 
+#: Hits (queries x k) below which a merge step runs on the event loop: a thread hop costs more
+#: than merging a few thousand hits (and keeps small searches deterministic under trio's
+#: MockClock, which jumps while a thread runs)
+INLINE_MERGE_HITS = 10_000
+
+
+async def merge_step(hits: int, step: Callable[[], _T]) -> _T:
+    """Run one merge step of a search of ``hits`` hits: inline when small, else in a thread
+    (blocking compute never on the event loop)."""
+    if hits <= INLINE_MERGE_HITS:
+        return step()
+    return await trio.to_thread.run_sync(step)
+
+
 @dataclass
 class ShardPlan:
     shard: int
     holders: list[str]  # live peers holding the shard, preferred first
+
+
+ShardAnswers = dict[int, tuple[str, list[tuple[np.ndarray, np.ndarray]]]]
+
+
+def wanted_ids(answers: ShardAnswers, queries: int, k: int) -> dict[int, set[int]]:
+    """Per shard, the chunk ids that may be in some query's merged top-k (``cut_candidates``).
+    Blocking (numpy over every hit)."""
+    wanted: dict[int, set[int]] = {shard: set() for shard in answers}
+    for q in range(queries):
+        rows = [(shard, rows[q]) for shard, (_, rows) in answers.items()]
+        keep = cut_candidates([scores for _, (_, scores) in rows], k)
+        for (shard, (ids, _)), mask in zip(rows, keep, strict=True):
+            wanted[shard].update(ids[mask].tolist())
+    return wanted
+
+
+def merged_results(answers: ShardAnswers, fetched: dict[int, dict[int, FetchedChunk]],
+                   queries: int, k: int, *, per_doc: bool, text: bool,
+                   missing: list[int]) -> list[dict[str, Any]]:
+    """Each query's merged top-k as API hits (blocking). Only the candidates at the cut
+    (``cut_candidates``) are looked at; without tied scores among them the order is by score
+    alone (a numpy sort), with ties it is :func:`merge_topk`'s full key."""
+    sources = list(answers.items())
+    if not sources:  # no shard answered: every query's answer is empty (and partial)
+        return [{"hits": [], "partial": True, "missing_shards": missing} for _ in range(queries)]
+    results = []
+    for q in range(queries):
+        keep = cut_candidates([rows[q][1] for _, (_, rows) in sources], k)
+        ids = np.concatenate([rows[q][0][m] for (_, (_, rows)), m in zip(sources, keep,
+                                                                          strict=True)])
+        scores = np.concatenate([rows[q][1][m] for (_, (_, rows)), m in zip(sources, keep,
+                                                                             strict=True)])
+        origin = np.repeat(np.arange(len(sources)), [int(m.sum()) for m in keep])
+        order = np.argsort(-scores, kind="stable")
+        ranked = scores[order]
+        picked: list[tuple[FetchedChunk, float, int, str]] = []
+        if len(order) > 1 and bool(np.any(ranked[1:] == ranked[:-1])):
+            lists = [[ShardHit(c.doc_id, c.chunk, float(scores[n]), sources[o][0],
+                               sources[o][1][0])
+                      for n, o in enumerate(origin.tolist())
+                      if (c := fetched[sources[o][0]].get(int(ids[n]))) is not None]]
+            for h in merge_topk(lists, k, per_doc=per_doc):
+                chunk = fetched[h.shard][chunk_faiss_id(h.doc_id, h.chunk)]
+                picked.append((chunk, h.score, h.shard, h.peer))
+        else:
+            seen: set[str] = set()
+            for n in order.tolist():
+                shard, (peer, _) = sources[int(origin[n])]
+                chunk_or_none = fetched[shard].get(int(ids[n]))
+                if chunk_or_none is None or (per_doc and chunk_or_none.doc_id in seen):
+                    continue  # deleted since the search; a second chunk of a document
+                seen.add(chunk_or_none.doc_id)
+                picked.append((chunk_or_none, float(scores[n]), shard, peer))
+                if len(picked) == k:
+                    break
+        hits = []
+        for chunk, score, shard, peer in picked:
+            hit: dict[str, Any] = {"doc_id": chunk.doc_id, "chunk": chunk.chunk, "score": score}
+            if text:
+                hit["text"], hit["metadata"] = chunk.text, dict(chunk.metadata)
+            hit["shard"], hit["peer"] = shard, peer
+            hits.append(hit)
+        results.append({"hits": hits, "partial": bool(missing), "missing_shards": missing})
+    return results
 
 
 def _apply(store: ShardStore, *, records: list[DocRecord]) -> object:
@@ -471,86 +563,151 @@ class Coordinator:
     # -- search ----------------------------------------------------------------------------
 
     async def search(self, name: str, queries: list[str], *, k: int = 10,
-                     deadline: float | None = None,
-                     timeout: float = SEARCH_TIMEOUT) -> list[dict[str, Any]]:
+                     deadline: float | None = None, timeout: float = SEARCH_TIMEOUT,
+                     per_doc: bool = False, text: bool = True) -> list[dict[str, Any]]:
         """Embed the queries and search by ``deadline`` (trio time, set once at the edge: the
-        HTTP handler; ``timeout`` from now only for a caller without a budget): the embedding
-        and the shard searches spend the same budget."""
+        HTTP handler; ``timeout`` from now only for a caller without a budget): the embedding,
+        the shard searches and the fetch spend the same budget."""
         deadline = deadline_of(deadline, timeout)
         definition = self.node.book.get(name)
-        if not 1 <= k <= 1000:
-            raise BadRequest("k must be 1..1000")
+        if not 1 <= k <= MAX_K:
+            raise BadRequest(f"k must be 1..{MAX_K}")
         outcome = await self.node.dispatcher.embed(definition.model, queries,
                                                    input_type="query", deadline=deadline)
         if outcome.sha256 != definition.model_sha256:
             raise JobError("queries would be embedded by another file of the collection's model",
                            code=ErrorCode.UNKNOWN_MODEL)
-        return await self.search_vectors(definition, outcome.vectors, k=k, deadline=deadline)
+        return await self.search_vectors(definition, outcome.vectors, k=k, deadline=deadline,
+                                         per_doc=per_doc, text=text)
 
     async def search_vectors(self, definition: CollectionDef, vectors: np.ndarray, *, k: int,
-                             deadline: float | None = None,
-                             timeout: float = SEARCH_TIMEOUT) -> list[dict[str, Any]]:
-        """Search every shard by ``deadline``; queries go in blocks small enough that every
-        request fits the search budget (``protocol/search_budget.py``), blocks at most
-        ``SEARCH_BLOCKS`` at a time. A shard is in the answer only if every block got it;
-        a shard still unanswered at the deadline is missing (``partial``)."""
+                             deadline: float | None = None, timeout: float = SEARCH_TIMEOUT,
+                             per_doc: bool = False, text: bool = True) -> list[dict[str, Any]]:
+        """Search every shard by ``deadline``, then fetch the keys (and texts) of the hits that
+        can be in the merged top-k, and merge them exactly (``node/result_merge.py``).
+
+        Queries go in blocks small enough that every request fits the search budget
+        (``protocol/search_budget.py``), blocks at most ``SEARCH_BLOCKS`` at a time; a shard
+        is in the answer only if every block got it, and its hits' keys were fetched; a shard
+        still unanswered at the deadline is missing (``partial``). With ``per_doc`` the hits
+        are the ``k`` best documents, each by its best chunk; without ``text`` they carry no
+        text and metadata."""
         deadline = deadline_of(deadline, timeout)
         plans = self.plan(definition)
         per_block, _ = plan_search(len(vectors), k, [], self.search_budget)
         starts = list(range(0, len(vectors), per_block))
-        found: list[dict[int, tuple[str, list[tuple[SearchHit, ...]]]]] = [{} for _ in starts]
+        found: list[dict[int, tuple[str, ShardHits]]] = [{} for _ in starts]
         limiter = trio.CapacityLimiter(SEARCH_BLOCKS)
 
         async def block(n: int, start: int) -> None:
             async with limiter:
                 await self._search_shards(definition, plans, vectors[start:start + per_block],
-                                          k, deadline, found[n])
+                                          k, per_doc, deadline, found[n])
 
         with groups_collapsed():
             async with trio.open_nursery() as nursery:
                 for n, start in enumerate(starts):
                     nursery.start_soon(block, n, start)
         complete = set.intersection(*(set(out) for out in found)) if found else set()
-        per_shard = {shard: (found[0][shard][0],
-                             [row for out in found for row in out[shard][1]])
-                     for shard in sorted(complete)}
-        missing = missing_shards(set(per_shard), definition.shards)
-        results = []
-        for q in range(len(vectors)):
-            lists = [[ShardHit(h.doc_id, h.chunk, h.score, shard, peer) for h in rows[q]]
-                     for shard, (peer, rows) in per_shard.items()]
-            texts = {(h.doc_id, h.chunk): h for _, rows in per_shard.values() for h in rows[q]}
-            hits = [{"doc_id": h.doc_id, "chunk": h.chunk, "score": h.score,
-                     "text": texts[(h.doc_id, h.chunk)].text,
-                     "metadata": dict(texts[(h.doc_id, h.chunk)].metadata),
-                     "shard": h.shard, "peer": h.peer} for h in merge_topk(lists, k)]
-            results.append({"hits": hits, "partial": bool(missing), "missing_shards": missing})
-        return results
+        # per shard: the peer that answered, and one (ids, scores) row per query
+        answers: ShardAnswers = {
+            shard: (found[0][shard][0], [row for out in found for row in out[shard][1].rows()])
+            for shard in sorted(complete)}
+        holders = {p.shard: p.holders[:3] for p in plans}
+        fetched: dict[int, dict[int, FetchedChunk]] = {shard: {} for shard in answers}
+        while True:  # a shard whose fetch fails on every holder is missing: cut again
+            wanted = await merge_step(len(vectors) * k,
+                                      functools.partial(wanted_ids, answers, len(vectors), k))
+            failed: list[int] = []
+            with groups_collapsed():
+                async with trio.open_nursery() as nursery:
+                    for shard, ids in wanted.items():
+                        need = sorted(ids - fetched[shard].keys())
+                        if need:
+                            first = answers[shard][0]
+                            order = [first,
+                                     *(p for p in holders.get(shard, []) if p != first)]
+                            nursery.start_soon(self._fetch_shard, definition, shard, order,
+                                               need, text, deadline, fetched[shard], failed)
+            if not failed:
+                break
+            for shard in failed:
+                del answers[shard]
+        missing = missing_shards(set(answers), definition.shards)
+        return await merge_step(len(vectors) * k, functools.partial(
+            merged_results, answers, fetched, len(vectors), k, per_doc=per_doc, text=text,
+            missing=missing))
+
+    async def _fetch_shard(self, definition: CollectionDef, shard: int, holders: list[str],
+                           ids: list[int], text: bool, deadline: float,
+                           out: dict[int, FetchedChunk], failed: list[int]) -> None:
+        """Keys (and texts) of chunk ids of one shard into ``out``, page by page, from its
+        first holder that answers (a failing or invalid reply: the next holder takes over
+        from where it stopped). Appends ``shard`` to ``failed`` when no holder could."""
+        todo = np.asarray(ids, dtype=np.int64)
+        for peer in holders:
+            while len(todo):
+                part = todo[:MAX_FETCH_IDS]
+                ask = ShardFetchParams(collection=definition.name, shard=shard, ids=part,
+                                       text=text)
+                try:
+                    reply, _ = await self.node.client.call_parsed(
+                        peer, "shard.fetch", ask.to_wire(),
+                        functools.partial(ShardFetchReply.from_wire, ids=part, text=text,
+                                          chunk_id=chunk_faiss_id),
+                        timeout=max(0.01, deadline - trio.current_time()))
+                except JobError as exc:
+                    log.info("fetch of shard %s from %s failed: %s", shard, peer[:16],
+                             exc.code.value)
+                    break
+                strays = [c for c in reply.chunks.values()
+                          if shard_of(c.doc_id, definition.shards) != shard]
+                if strays:
+                    self.node.rejections.reject("bad_reply", peer, f"shard.fetch: document "
+                                                f"{strays[0].doc_id[:64]!r} is not in shard "
+                                                f"{shard}")
+                    break
+                out.update(reply.chunks)
+                todo = todo[reply.done:]
+            if not len(todo):
+                return
+        failed.append(shard)
 
     async def _search_shards(self, definition: CollectionDef, plans: list[ShardPlan],
-                             vectors: np.ndarray, k: int, deadline: float,
-                             out: dict[int, tuple[str, list[tuple[SearchHit, ...]]]]) -> None:
+                             vectors: np.ndarray, k: int, per_doc: bool, deadline: float,
+                             out: dict[int, tuple[str, ShardHits]]) -> None:
         """Ask each holder for all the shards it is first choice for (in as few requests as
-        the search budget allows); shards whose answer fails or is slower than
-        ``HEDGE_AFTER`` are asked again on their next holder (up to three holders each); the
-        first answer for a shard wins. A reply that fails its view is one failed holder."""
+        the search budget allows); a shard whose answer fails is asked again on its next
+        holder at once, and every unanswered shard when the round is slower than
+        ``HEDGE_AFTER`` plus the time its replies take at ``HEDGE_BYTES_PER_SECOND`` (up to
+        three holders each); the first answer for a shard wins. A reply that fails its view
+        is one failed holder. At most ``SEARCH_REQUESTS_PER_PEER`` requests wait on one
+        holder at a time."""
         holders = {p.shard: p.holders[:3] for p in plans if p.holders}
         tried: set[tuple[str, int]] = set()
-        encoded = encode_vectors(vectors)
         outstanding = 0
         changed = trio.Event()  # an attempt settled
 
+        slots: dict[str, trio.CapacityLimiter] = {}
+
         async def request(peer: str, shards: list[int]) -> None:
-            params = {"collection": definition.name, "shards": shards, "vectors": encoded,
-                      "k": k}
+            params = ShardSearchParams(collection=definition.name, shards=tuple(shards),
+                                       vectors=vectors, k=k, per_doc=per_doc).to_wire()
+            slot = slots.setdefault(peer, trio.CapacityLimiter(SEARCH_REQUESTS_PER_PEER))
+            # a stalled stream (a connection broken under it) must not hold the shard until
+            # the search's deadline: the request gets the time its reply may take, then the
+            # shard goes to its next holder
+            patience = REQUEST_PATIENCE + self.search_budget.search_bytes(
+                len(vectors), k, len(shards)) / REQUEST_MIN_BYTES_PER_SECOND
             try:
-                reply, _ = await self.node.client.call_parsed(
-                    peer, "shard.search", params,
-                    lambda wire: ShardSearchReply.from_wire(wire, shards=shards,
-                                                            queries=len(vectors), k=k),
-                    timeout=max(0.01, deadline - trio.current_time()))
+                async with slot:  # a few replies at a time on one connection
+                    reply, _ = await self.node.client.call_parsed(
+                        peer, "shard.search", params,
+                        lambda wire: ShardSearchReply.from_wire(wire, shards=shards,
+                                                                queries=len(vectors), k=k),
+                        timeout=max(0.01, min(deadline - trio.current_time(), patience)))
                 for shard in shards:
-                    out.setdefault(shard, (peer, list(reply.results[shard])))
+                    out.setdefault(shard, (peer, reply.results[shard]))
             except JobError as exc:
                 log.info("shards %s on %s failed: %s", shards, peer[:16], exc.code.value)
 
@@ -563,34 +720,47 @@ class Coordinator:
                         nursery.start_soon(request, peer, group)
             finally:
                 outstanding -= 1
+                for shard in shards:
+                    inflight[shard] -= 1
                 changed.set()
 
-        def next_groups() -> dict[str, list[int]]:
+        def next_groups(*, hedge: bool) -> dict[str, list[int]]:
+            """The next holder of every unanswered shard: of those with no attempt left in
+            flight (theirs failed) at once, of every one when ``hedge`` (a slow round)."""
             groups: dict[str, list[int]] = {}
             for shard, peers in holders.items():
+                if shard in out or (inflight[shard] and not hedge):
+                    continue
                 nxt = next((p for p in peers if (p, shard) not in tried), None)
-                if shard not in out and nxt is not None:
+                if nxt is not None:
                     groups.setdefault(nxt, []).append(shard)
                     tried.add((nxt, shard))
             return groups
 
+        # a round is slow once it took longer than its replies take to arrive: hedging a
+        # large search after HEDGE_AFTER alone would ask every shard again while the first
+        # answers are still on their way
+        reply_bytes = self.search_budget.search_bytes(len(vectors), k, len(holders))
+        hedge_after = HEDGE_AFTER + reply_bytes / HEDGE_BYTES_PER_SECOND
+        inflight = dict.fromkeys(holders, 0)
         with trio.move_on_at(deadline):
             async with trio.open_nursery() as nursery:
                 hedge_at = trio.current_time()
                 while len(out) < len(holders):
-                    if trio.current_time() >= hedge_at:  # first round, or a slow round
-                        groups = next_groups()
-                        for peer, shards in groups.items():
-                            outstanding += 1
-                            nursery.start_soon(attempt, peer, shards)
-                        hedge_at = trio.current_time() + HEDGE_AFTER
-                        if not groups and outstanding == 0:
-                            break  # every holder of the missing shards failed
+                    slow = trio.current_time() >= hedge_at  # first round, or a slow round
+                    groups = next_groups(hedge=slow)
+                    for peer, shards in groups.items():
+                        outstanding += 1
+                        for shard in shards:
+                            inflight[shard] += 1
+                        nursery.start_soon(attempt, peer, shards)
+                    if slow:
+                        hedge_at = trio.current_time() + hedge_after
+                    if not groups and outstanding == 0:
+                        break  # every holder of the missing shards failed
                     changed = trio.Event()
                     with trio.move_on_at(hedge_at):
                         await changed.wait()
-                    if outstanding == 0:
-                        hedge_at = trio.current_time()  # all settled: retry elsewhere now
                 nursery.cancel_scope.cancel()
 
     # -- ask -------------------------------------------------------------------------------
@@ -600,10 +770,12 @@ class Coordinator:
                            ) -> tuple[list[dict[str, str]], list[dict[str, Any]], dict[str, Any]]:
         """Chat messages with numbered context passages, the sources, and the search result,
         retrieved by ``deadline`` (the caller's whole budget: generation spends what is left).
-        A retrieval that found nothing because the budget ran out is ``DEADLINE_EXCEEDED``,
-        not an answer that the collection has nothing."""
+        The sources are the ``k`` best distinct documents (per-document search), each by its
+        best chunk, so ``k`` sources never name one document twice. A retrieval that found
+        nothing because the budget ran out is ``DEADLINE_EXCEEDED``, not an answer that the
+        collection has nothing."""
         deadline = deadline_of(deadline, timeout)
-        (found,) = await self.search(name, [question], k=k, deadline=deadline)
+        (found,) = await self.search(name, [question], k=k, deadline=deadline, per_doc=True)
         if not found["hits"] and found["partial"] and trio.current_time() >= deadline:
             raise JobError(f"retrieval from {name} ran out of its budget before the shards "
                            f"{found['missing_shards']} answered",

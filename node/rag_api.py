@@ -4,8 +4,9 @@
 reply's ``replicas_default`` and ``notes``), ``GET/DELETE /v1/collections/{name}``, ``PATCH
 /v1/collections/{name}`` (``{replicas, write_quorum?}``: a new signed definition version),
 ``POST /v1/ingest`` (``{collection, docs}``), ``POST /v1/search`` (``{collection, query}`` or
-``{collection, queries: [{_id, text}]}``, ``k``), ``POST /v1/ask`` (``{collection, question,
-k, model}``), ``GET /v1/shards?collection=NAME``.
+``{collection, queries: [{_id, text}]}``, ``k``; ``"group_by": "doc"`` for the k best distinct
+documents, each by its best chunk; ``"text": false`` for hits without text and metadata),
+``POST /v1/ask`` (``{collection, question, k, model}``), ``GET /v1/shards?collection=NAME``.
 """
 
 from __future__ import annotations
@@ -151,9 +152,16 @@ def rag_routes(node: Node) -> list[Route]:
             if not isinstance(queries, list) or not queries or not all(
                     isinstance(q, dict) and isinstance(q.get("text"), str) for q in queries):
                 raise BadRequest("give query, or queries as a list of {_id, text}")
+        group_by = body.get("group_by")
+        if group_by not in (None, "chunk", "doc"):
+            raise BadRequest('group_by must be "doc" (the k best documents) or "chunk" (the '
+                             'default)')
+        with_text = body.get("text", True)
+        if not isinstance(with_text, bool):
+            raise BadRequest("text must be true or false")
         results = await node.coordinator.search(
             _str(body, "collection"), [q["text"] for q in queries], k=_int(body, "k", 10),
-            deadline=deadline)
+            deadline=deadline, per_doc=group_by == "doc", text=with_text)
         return FastJSONResponse([{"query_id": str(q.get("_id", i)), **r}
                                  for i, (q, r) in enumerate(zip(queries, results, strict=True))])
 

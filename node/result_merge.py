@@ -5,7 +5,8 @@ the shards' top-k lists, and merging them gives exactly what a single index over
 documents returns. The rules of :func:`merge_topk`:
 
 - **Order.** Highest score first; equal scores by ``(doc_id, chunk)`` ascending, so the order
-  never depends on which shard answered first or on the order of the lists.
+  never depends on which shard answered first or on the order of the lists. This is the one
+  order of :mod:`calinode.protocol.ranking`; the shard stores cut their own top-k with it.
 - **No duplicates.** A ``(doc_id, chunk)`` appears once. Duplicates only arise when two
   replicas of one shard both answered (a hedged request); the copy with the best score is
   kept, equal copies by ``(shard, peer)`` ascending.
@@ -15,9 +16,18 @@ documents returns. The rules of :func:`merge_topk`:
 Scores are similarities (higher is better: inner product or cosine). A caller working with
 distances negates them first.
 
-One caveat for exactness at the k-th place: if a shard holds more than ``k`` hits tied at its
-k-th score, which of them it returns is the shard's business; to match a single index exactly
-on such ties, shards should break ties the same way (``(doc_id, chunk)`` ascending).
+Exactness at the k-th place holds because the shard stores cut their lists with the same
+key (``models/shard_store.py``): of hits tied at a shard's k-th score, it returns the ones a
+single index sorted this way would rank first.
+
+**Per document** (``per_doc``): a document lives in one shard, so each shard's list of its
+best documents (each by its best chunk) merged gives the best documents of the collection;
+a document that appears twice (two copies of one shard) is kept once, by its best hit.
+
+**Two phases.** Shards answer chunk ids and scores only; :func:`cut_candidates` picks, per
+query, the hits that can still be in the top-k before their ``(doc_id, chunk)`` keys are known
+(every hit scoring at least the k-th best score: ties at the k-th place are decided by key),
+so only those are fetched; :func:`merge_topk` then orders them by the full key.
 
 :func:`missing_shards` names the shards no replica answered for, which makes a response
 ``partial``.
@@ -29,7 +39,12 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["ShardHit", "hit_order", "merge_topk", "missing_shards"]
+import numpy as np
+import numpy.typing as npt
+
+from calinode.protocol.ranking import rank_key
+
+__all__ = ["ShardHit", "cut_candidates", "hit_order", "merge_topk", "missing_shards"]
 
 
 @dataclass(frozen=True)
@@ -48,11 +63,30 @@ def hit_order(hit: ShardHit) -> tuple[float, str, int, int, str]:
 
     The trailing ``(shard, peer)`` only orders duplicate copies of one hit.
     """
-    return (-hit.score, hit.doc_id, hit.chunk, hit.shard, hit.peer)
+    return (*rank_key(hit.score, hit.doc_id, hit.chunk), hit.shard, hit.peer)
 
 
-def merge_topk(per_shard: Sequence[Sequence[ShardHit]], k: int) -> list[ShardHit]:
-    """The ``k`` best distinct hits over all lists (see the module docstring for the rules).
+def cut_candidates(scores: Sequence[npt.NDArray[np.float32]], k: int
+                   ) -> list[npt.NDArray[np.bool_]]:
+    """Per list of scores (one per shard, for one query), which hits may be in the top ``k``
+    of all of them: those scoring at least the ``k``-th best score over all lists (all hits
+    when there are at most ``k``). Raises ValueError for a NaN score."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    every = np.concatenate([np.asarray(s, dtype=np.float32) for s in scores]) if scores else (
+        np.empty(0, np.float32))
+    if np.isnan(every).any():
+        raise ValueError("NaN score")
+    if len(every) <= k:
+        return [np.ones(len(s), dtype=bool) for s in scores]
+    threshold = -np.partition(-every, k - 1)[k - 1]
+    return [np.asarray(s, dtype=np.float32) >= threshold for s in scores]
+
+
+def merge_topk(per_shard: Sequence[Sequence[ShardHit]], k: int, *,
+               per_doc: bool = False) -> list[ShardHit]:
+    """The ``k`` best distinct hits over all lists (see the module docstring for the rules);
+    with ``per_doc``, the best hit of each of the ``k`` best distinct documents.
 
     The input lists need not be sorted. Raises ValueError for ``k < 0`` or a NaN score.
     """
@@ -67,7 +101,7 @@ def merge_topk(per_shard: Sequence[Sequence[ShardHit]], k: int) -> list[ShardHit
     if k == 0:
         return merged
     for hit in sorted(hits, key=hit_order):
-        key = (hit.doc_id, hit.chunk)
+        key = (hit.doc_id, -1 if per_doc else hit.chunk)
         if key in seen:
             continue
         seen.add(key)

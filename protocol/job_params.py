@@ -18,6 +18,7 @@ kind                   view
 ``generate``           :class:`GenerateParams`
 ``shard.write``        :class:`ShardWriteParams` (documents as :class:`WireDoc`)
 ``shard.search``       :class:`ShardSearchParams` (shards de-duplicated)
+``shard.fetch``        :class:`ShardFetchParams` (chunk ids of one shard)
 ``shard.changes``      :class:`ShardChangesParams`
 ``shard.info``         :class:`ShardInfoParams`
 =====================  ===========================================================
@@ -44,6 +45,7 @@ from .vectors import decode_vectors, encode_vectors
 
 __all__ = [
     "INPUT_TYPES",
+    "MAX_FETCH_IDS",
     "MAX_K",
     "ChatMessage",
     "EchoParams",
@@ -52,6 +54,7 @@ __all__ = [
     "GenerateParams",
     "PingParams",
     "ShardChangesParams",
+    "ShardFetchParams",
     "ShardInfoParams",
     "ShardSearchParams",
     "ShardWriteParams",
@@ -61,6 +64,8 @@ __all__ = [
     "check_json",
     "check_keys",
     "check_list",
+    "decode_ids",
+    "encode_ids",
 ]
 
 #: Longest text to embed (characters); longer documents are chunked first.
@@ -77,6 +82,8 @@ MAX_STOP_CHARS: Final = 256
 MAX_GENERATE_TOKENS: Final = 1 << 20
 #: Most hits per query asked of one shard.
 MAX_K: Final = 1000
+#: Most chunk ids one ``shard.fetch`` request may ask for (the holder pages its reply).
+MAX_FETCH_IDS: Final = 100_000
 #: Most documents one ``shard.changes`` page may ask for.
 MAX_CHANGES_LIMIT: Final = 500
 #: Most chunks one document may have on the wire.
@@ -502,12 +509,14 @@ class ShardWriteParams:
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False)
 class ShardSearchParams:
     """``shard.search``: the top ``k`` of each query on each of ``shards`` (sorted, each
-    once: a peer that repeats a shard gets it searched once)."""
+    once: a peer that repeats a shard gets it searched once). With ``per_doc``: the top
+    ``k`` documents, each by its best chunk (a document lives in one shard)."""
 
     collection: str
     shards: tuple[int, ...]
     vectors: npt.NDArray[np.float32]
     k: int
+    per_doc: bool = False
 
     def __post_init__(self) -> None:
         _collection(self.collection)
@@ -517,6 +526,7 @@ class ShardSearchParams:
         if list(self.shards) != sorted(set(self.shards)):
             invalid("shards must be sorted and distinct")
         check_int("k", self.k, lo=1, hi=MAX_K)
+        check_instance("per_doc", self.per_doc, bool)
         if self.vectors.ndim != 2 or len(self.vectors) < 1:
             invalid("vectors must be a 2-D batch of at least one query")
 
@@ -524,12 +534,14 @@ class ShardSearchParams:
     def queries(self) -> int:
         return len(self.vectors)
 
-    _KEYS: ClassVar[frozenset[str]] = frozenset({"collection", "shards", "vectors", "k"})
+    _KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"collection", "shards", "vectors", "k", "per_doc"})
+    _REQUIRED: ClassVar[frozenset[str]] = frozenset({"collection", "shards", "vectors", "k"})
 
     @classmethod
     def from_wire(cls, data: object) -> ShardSearchParams:
         with from_peer():
-            wire = check_keys("shard.search params", data, cls._KEYS, cls._KEYS)
+            wire = check_keys("shard.search params", data, cls._KEYS, cls._REQUIRED)
             # bounded before de-duplication: the list itself is what costs memory and time
             shards = check_list("shards", wire["shards"], min_len=1, max_len=MAX_SHARDS)
             for s in shards:
@@ -538,11 +550,66 @@ class ShardSearchParams:
             if vectors.ndim == 1:
                 vectors = vectors.reshape(1, -1)
             return cls(collection=wire["collection"], shards=tuple(sorted(set(shards))),
-                       vectors=vectors, k=wire["k"])
+                       vectors=vectors, k=wire["k"], per_doc=wire.get("per_doc", False))
 
     def to_wire(self) -> dict[str, Any]:
-        return {"collection": self.collection, "shards": list(self.shards),
-                "vectors": encode_vectors(self.vectors), "k": self.k}
+        out: dict[str, Any] = {"collection": self.collection, "shards": list(self.shards),
+                               "vectors": encode_vectors(self.vectors), "k": self.k}
+        if self.per_doc:
+            out["per_doc"] = True
+        return out
+
+
+def encode_ids(ids: npt.ArrayLike) -> bytes:
+    """Chunk ids (non-negative int64, the stores' FAISS ids) as little-endian int64 bytes."""
+    return np.ascontiguousarray(ids, dtype="<i8").tobytes()
+
+
+def decode_ids(name: str, value: object, *, max_len: int) -> npt.NDArray[np.int64]:
+    """The chunk ids of ``value`` (bytes of little-endian int64): at most ``max_len``, each
+    non-negative."""
+    check_bytes(name, value, max_len=8 * max_len)
+    assert isinstance(value, bytes)
+    if len(value) % 8:
+        invalid(f"{name} must be a whole number of int64 values")
+    ids = np.frombuffer(value, dtype="<i8").astype(np.int64)
+    if len(ids) and int(ids.min()) < 0:
+        invalid(f"{name} holds a negative chunk id")
+    return ids
+
+
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False)
+class ShardFetchParams:
+    """``shard.fetch``: the ``(doc_id, chunk)`` key of each chunk id of one shard, with its
+    text and metadata unless ``text`` is false. The holder answers a prefix of ``ids`` that
+    fits its reply budget (``protocol/search_budget.py``)."""
+
+    collection: str
+    shard: int
+    ids: npt.NDArray[np.int64]
+    text: bool = True
+
+    def __post_init__(self) -> None:
+        _collection(self.collection)
+        _shard(self.shard)
+        check_instance("text", self.text, bool)
+        if self.ids.ndim != 1 or not 1 <= len(self.ids) <= MAX_FETCH_IDS:
+            invalid(f"ids must be 1 to {MAX_FETCH_IDS} chunk ids")
+
+    _KEYS: ClassVar[frozenset[str]] = frozenset({"collection", "shard", "ids", "text"})
+
+    @classmethod
+    def from_wire(cls, data: object) -> ShardFetchParams:
+        with from_peer():
+            wire = check_keys("shard.fetch params", data, cls._KEYS,
+                              frozenset({"collection", "shard", "ids"}))
+            return cls(collection=wire["collection"], shard=wire["shard"],
+                       ids=decode_ids("ids", wire["ids"], max_len=MAX_FETCH_IDS),
+                       text=wire.get("text", True))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"collection": self.collection, "shard": self.shard,
+                "ids": encode_ids(self.ids), "text": self.text}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

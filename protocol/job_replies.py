@@ -14,7 +14,8 @@ kind                   view
 ``embed_chunks``       :class:`EmbedChunksReply`
 ``generate``           :class:`GenerateReply`
 ``shard.write``        :class:`ShardWriteReply`
-``shard.search``       :class:`ShardSearchReply` (rows of :class:`SearchHit`)
+``shard.search``       :class:`ShardSearchReply` (per shard, :class:`ShardHits`)
+``shard.fetch``        :class:`ShardFetchReply` (:class:`FetchedChunk` by chunk id)
 ``shard.changes``      :class:`ShardChangesReply` (documents as ``WireDoc``)
 ``shard.info``         :class:`ShardInfoReply`
 =====================  ===============================================
@@ -22,9 +23,8 @@ kind                   view
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from itertools import pairwise
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
 import numpy as np
@@ -38,16 +38,18 @@ from .job_params import (
     MAX_K,
     MAX_TEXT_CHARS,
     WireDoc,
-    check_finite,
     check_json,
     check_keys,
     check_list,
+    decode_ids,
+    encode_ids,
 )
 from .limits import DEFAULT_LIMITS
 from .validation import (
     DIGEST,
     MAX_INT64,
     SHA256,
+    check_bytes,
     check_instance,
     check_int,
     check_str,
@@ -60,9 +62,11 @@ __all__ = [
     "FINISH_REASONS",
     "EmbedChunksReply",
     "EmbedReply",
+    "FetchedChunk",
     "GenerateReply",
-    "SearchHit",
     "ShardChangesReply",
+    "ShardFetchReply",
+    "ShardHits",
     "ShardInfoReply",
     "ShardInfoRow",
     "ShardSearchReply",
@@ -282,34 +286,74 @@ class ShardWriteReply:
                 "outcomes": dict(self.outcomes)}
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class SearchHit:
-    doc_id: str
-    chunk: int
-    score: float
-    text: str
-    metadata: Mapping[str, Any]
+@dataclass(frozen=True, kw_only=True, slots=True, eq=False)
+class ShardHits:
+    """One shard's answer to a search: for each query row, ``counts[q]`` hits, given as chunk
+    ids (the stores' FAISS ids of ``(doc_id, chunk)``) and scores, best first in the order of
+    :mod:`calinode.protocol.ranking`. Rows are stored one after the other in ``ids`` and
+    ``scores``; the wire form is three binary arrays, so a reply's size depends only on its
+    number of hits (``protocol/search_budget.py``)."""
 
-    def __post_init__(self) -> None:
-        check_str("doc_id", self.doc_id, max_len=MAX_DOC_ID_CHARS)
-        check_int("chunk", self.chunk, lo=0, hi=MAX_DOC_CHUNKS)
-        check_finite("score", self.score, lo=-MAX_SCORE, hi=MAX_SCORE)
-        check_str("text", self.text, min_len=0, max_len=MAX_TEXT_CHARS)
-        check_instance("metadata", self.metadata, dict)
-        check_json("metadata", self.metadata)
+    counts: npt.NDArray[np.uint32]
+    ids: npt.NDArray[np.int64]
+    scores: npt.NDArray[np.float32]
 
-    _KEYS: ClassVar[frozenset[str]] = frozenset({"doc_id", "chunk", "score", "text", "metadata"})
+    @classmethod
+    def from_rows(cls, rows: Sequence[tuple[npt.ArrayLike, npt.ArrayLike]]) -> ShardHits:
+        counts = np.array([len(np.asarray(ids)) for ids, _ in rows], dtype=np.uint32)
+        ids = [np.asarray(i, dtype=np.int64) for i, _ in rows]
+        scores = [np.asarray(s, dtype=np.float32) for _, s in rows]
+        return cls(counts=counts,
+                   ids=np.concatenate(ids) if ids else np.empty(0, np.int64),
+                   scores=np.concatenate(scores) if scores else np.empty(0, np.float32))
+
+    def rows(self) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
+        """``(ids, scores)`` of each query row."""
+        ends = np.cumsum(self.counts, dtype=np.int64)
+        starts = ends - self.counts.astype(np.int64)
+        return [(self.ids[a:b], self.scores[a:b])
+                for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+
+    @classmethod
+    def from_wire(cls, data: object, *, queries: int, k: int) -> ShardHits:
+        wire = check_keys("shard hits", data, cls._KEYS, cls._KEYS)
+        counts_raw = wire["counts"]
+        check_bytes("counts", counts_raw, min_len=4 * queries, max_len=4 * queries)
+        counts = np.frombuffer(counts_raw, dtype="<u4").astype(np.uint32)
+        if len(counts) and int(counts.max()) > k:
+            invalid(f"a row holds more than k={k} hits")
+        total = int(counts.sum(dtype=np.int64))
+        ids = decode_ids("ids", wire["ids"], max_len=total)
+        if len(ids) != total:
+            invalid(f"ids holds {len(ids)} chunk ids for {total} hits")
+        check_bytes("scores", wire["scores"], min_len=4 * total, max_len=4 * total)
+        scores = np.frombuffer(wire["scores"], dtype="<f4").astype(np.float32)
+        if not np.isfinite(scores).all() or (total and float(np.abs(scores).max()) > MAX_SCORE):
+            invalid("scores must be finite")
+        row_of = np.repeat(np.arange(len(counts)), counts.astype(np.int64))
+        same_row = row_of[1:] == row_of[:-1]
+        if bool(np.any(same_row & (scores[1:] > scores[:-1]))):
+            invalid("hits must come best first")
+        order = np.lexsort((ids, row_of))
+        if bool(np.any((row_of[order][1:] == row_of[order][:-1])
+                       & (ids[order][1:] == ids[order][:-1]))):
+            invalid("a row names one chunk twice")
+        return cls(counts=counts, ids=ids, scores=scores)
+
+    _KEYS: ClassVar[frozenset[str]] = frozenset({"counts", "ids", "scores"})
 
     def to_wire(self) -> dict[str, Any]:
-        return {"doc_id": self.doc_id, "chunk": self.chunk, "score": self.score,
-                "text": self.text, "metadata": dict(self.metadata)}
+        return {"counts": np.ascontiguousarray(self.counts, dtype="<u4").tobytes(),
+                "ids": encode_ids(self.ids),
+                "scores": np.ascontiguousarray(self.scores, dtype="<f4").tobytes()}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ShardSearchReply:
-    """``shard.search``: per shard asked, one row of at most ``k`` hits per query, best first."""
+    """``shard.search``: per shard asked, one row of at most ``k`` hits per query, best first
+    (chunk ids and scores only: keys and texts come from ``shard.fetch``)."""
 
-    results: Mapping[int, tuple[tuple[SearchHit, ...], ...]]
+    results: Mapping[int, ShardHits]
 
     @classmethod
     def from_wire(cls, data: object, *, shards: tuple[int, ...] | list[int], queries: int,
@@ -324,25 +368,70 @@ class ShardSearchReply:
             if not isinstance(results, dict) or set(results) != expected:
                 invalid("results must hold exactly the shards asked for")
             check_int("k", k, lo=1, hi=MAX_K)
-            out: dict[int, tuple[tuple[SearchHit, ...], ...]] = {}
+            out: dict[int, ShardHits] = {}
             for shard in shards:
                 check_int("shard", shard, lo=0, hi=MAX_SHARDS - 1)
-                rows = check_list(f"results[{shard}]", results[str(shard)], min_len=queries,
-                                  max_len=queries)
-                parsed = []
-                for row in rows:
-                    hits = tuple(SearchHit(**check_keys("hit", h, SearchHit._KEYS,
-                                                        SearchHit._KEYS))
-                                 for h in check_list("hits", row, max_len=k))
-                    if any(a.score < b.score for a, b in pairwise(hits)):
-                        invalid("hits must come best first")
-                    parsed.append(hits)
-                out[shard] = tuple(parsed)
+                out[shard] = ShardHits.from_wire(results[str(shard)], queries=queries, k=k)
             return cls(results=out)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"results": {str(shard): [[h.to_wire() for h in row] for row in rows]
-                            for shard, rows in self.results.items()}}
+        return {"results": {str(shard): hits.to_wire() for shard, hits in self.results.items()}}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FetchedChunk:
+    """What ``shard.fetch`` says of one chunk id (``text`` and ``metadata`` empty when the
+    fetch asked for keys only)."""
+
+    doc_id: str
+    chunk: int
+    text: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_str("doc_id", self.doc_id, max_len=MAX_DOC_ID_CHARS)
+        check_int("chunk", self.chunk, lo=0, hi=MAX_DOC_CHUNKS)
+        check_str("text", self.text, min_len=0, max_len=MAX_TEXT_CHARS)
+        check_instance("metadata", self.metadata, dict)
+        check_json("metadata", self.metadata)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShardFetchReply:
+    """``shard.fetch``: the chunks found among the first ``done`` ids asked (ids of chunks
+    deleted since the search are left out); the caller asks again for the rest."""
+
+    chunks: Mapping[int, FetchedChunk]
+    done: int
+
+    @classmethod
+    def from_wire(cls, data: object, *, ids: npt.NDArray[np.int64], text: bool,
+                  chunk_id: Callable[[str, int], int] | None = None) -> ShardFetchReply:
+        """The reply to a fetch of ``ids``: ``done`` in 1..len(ids), entries only for ids
+        among the first ``done`` asked, each once, of the asked form (with or without text);
+        with ``chunk_id``, each entry's ``(doc_id, chunk)`` must hash to its id."""
+        with from_peer():
+            wire = check_keys("shard.fetch reply", data, frozenset({"chunks", "done"}),
+                              frozenset({"chunks", "done"}))
+            check_int("done", wire["done"], lo=1, hi=len(ids))
+            done = int(wire["done"])
+            asked = set(ids[:done].tolist())
+            width = 5 if text else 3
+            out: dict[int, FetchedChunk] = {}
+            for entry in check_list("chunks", wire["chunks"], max_len=done):
+                check_list("chunk entry", entry, min_len=width, max_len=width)
+                fid = entry[0]
+                check_int("chunk id", fid, lo=0, hi=MAX_INT64)
+                if fid not in asked:
+                    invalid(f"chunk id {fid} was not asked for")
+                if fid in out:
+                    invalid(f"chunk id {fid} answered twice")
+                chunk = FetchedChunk(doc_id=entry[1], chunk=entry[2],
+                                     **({"text": entry[3], "metadata": entry[4]} if text else {}))
+                if chunk_id is not None and chunk_id(chunk.doc_id, chunk.chunk) != fid:
+                    invalid(f"chunk id {fid} is not the id of {chunk.doc_id!r}#{chunk.chunk}")
+                out[fid] = chunk
+            return cls(chunks=out, done=done)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

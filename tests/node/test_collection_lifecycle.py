@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import trio
 
+from calinode.models.shard_digest import chunk_faiss_id
 from calinode.models.shard_store import ChunkWrite, DocRecord
 from calinode.node.collections_book import sign_definition
 from calinode.node.daemon import Node
@@ -29,6 +30,7 @@ from calinode.node.hlc import COUNTER_BITS
 from calinode.node.placement import shard_of
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import ErrorCode, JobError
+from calinode.protocol.job_replies import ShardSearchReply
 from calinode.protocol.vectors import encode_vectors
 from node_harness import open_nodes, wait_until
 
@@ -153,8 +155,8 @@ async def test_a_holder_that_was_down_during_drop_and_create_deletes_its_old_cop
 
 
 async def search_on(asker: Node, holder: Node, definition: CollectionDef,
-                    shard: int) -> set[str] | None:
-    """The documents ``holder`` answers for ``shard`` (all of them: k covers every doc), or
+                    shard: int) -> set[int] | None:
+    """The chunk ids ``holder`` answers for ``shard`` (all of them: k covers every doc), or
     None when it refuses to serve the shard (``SHARD_UNAVAILABLE``)."""
     vectors = encode_vectors(np.full((1, definition.dim), 0.5, dtype=np.float32))
     params = {"collection": definition.name, "shards": [shard], "vectors": vectors, "k": 100}
@@ -163,7 +165,9 @@ async def search_on(asker: Node, holder: Node, definition: CollectionDef,
     except JobError as exc:
         assert exc.code is ErrorCode.SHARD_UNAVAILABLE, exc
         return None
-    return {hit["doc_id"] for hit in result.result["results"][str(shard)][0]}
+    reply = ShardSearchReply.from_wire(result.result, shards=[shard], queries=1, k=100)
+    ids, _scores = reply.results[shard].rows()[0]
+    return set(ids.tolist())
 
 
 async def test_a_restarted_replica_serves_only_once_it_has_caught_up(
@@ -184,9 +188,9 @@ async def test_a_restarted_replica_serves_only_once_it_has_caught_up(
             assert b.index is not None
             assert all(b.index.is_recovering("papers", s) for s in range(SHARDS))
             assert b.index.held() == {}  # not advertised while recovering
-            expected = {s: {d for d in OLD + NEW if shard_of(d, SHARDS) == s}
-                        for s in range(SHARDS)}
-            served: dict[int, set[str]] = {}
+            expected = {s: {chunk_faiss_id(d, 0) for d in OLD + NEW
+                            if shard_of(d, SHARDS) == s} for s in range(SHARDS)}
+            served: dict[int, set[int]] = {}
             with trio.fail_after(SAFETY):
                 while len(served) < SHARDS:  # every answer b gives is complete, or a refusal
                     for shard in range(SHARDS):

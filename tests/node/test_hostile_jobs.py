@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import trio
@@ -20,8 +21,10 @@ from calinode.node.collections_book import sign_definition
 from calinode.node.daemon import Node
 from calinode.node.local_index import STORE_THREADS
 from calinode.node.local_models import EmbedService
+from calinode.node.placement import shard_of
 from calinode.protocol.collections import CollectionDef
-from calinode.protocol.search_budget import SearchBudget
+from calinode.protocol.limits import Limits
+from calinode.protocol.search_budget import SearchBudget, plan_search
 from calinode.protocol.vectors import encode_vectors
 from hostile_peer import HostilePeer, open_hostile_peer
 from node_harness import open_nodes, wait_until
@@ -53,7 +56,7 @@ async def seed_collection(evil: HostilePeer, node: Node, n: int) -> tuple[list[s
         docs = [{"doc_id": doc_id, "content_hash": f"h{i}", "version": 1, "deleted": False,
                  "chunks": [{"text": f"text of {doc_id}", "metadata": {"n": i}}],
                  "vectors": encode_vectors(vectors[i:i + 1])}
-                for i, doc_id in enumerate(ids) if i % SHARDS == shard]
+                for i, doc_id in enumerate(ids) if shard_of(doc_id, SHARDS) == shard]
         reply = await evil.job(node.peer_id, "shard.write", {
             "collection": "papers", "definition": wire_def, "shard": shard, "docs": docs,
             "seed": True})
@@ -70,6 +73,11 @@ async def index_node(tmp_path: Path, bootstrap_of: Callable[[Node], str]
         yield node, evil
 
 
+def hit_counts(reply: dict[str, Any], shard: str) -> list[int]:
+    """The hits per query row of one shard in a raw ``shard.search`` reply."""
+    return np.frombuffer(reply["result"]["results"][shard]["counts"], dtype="<u4").tolist()
+
+
 def digests(node: Node) -> dict[str, dict[int, str]]:
     assert node.index is not None
     return node.index.held(ready_only=False)
@@ -82,9 +90,11 @@ async def test_search_amplification_is_refused_before_it_runs_and_the_node_serve
         await seed_collection(evil, node, 400)
         before = digests(node)
         query = encode_vectors(np.ones((1, DIM), dtype=np.float32))
-        # every shard of the collection, repeated: 8 x 1000 hits is over the budget
+        # every shard of the collection, for 2000 queries at k=1000: a reply of up to
+        # 2000 x 1000 x 8 hits (190 MB) is over the budget, refused before any search
         attack = {"collection": "papers", "shards": list(range(SHARDS)) * 125,
-                  "vectors": query, "k": 1000}
+                  "vectors": encode_vectors(np.ones((2000, DIM), dtype=np.float32)),
+                  "k": 1000}
         with trio.fail_after(60):
             reply = await evil.job(node.peer_id, "shard.search", attack)
         assert reply["t"] == "err" and reply["code"] == "BAD_REQUEST", reply
@@ -94,7 +104,8 @@ async def test_search_amplification_is_refused_before_it_runs_and_the_node_serve
         reply = await evil.job(node.peer_id, "shard.search", {
             "collection": "papers", "shards": [0] * 1000, "vectors": query, "k": 1000})
         assert reply["t"] == "res" and list(reply["result"]["results"]) == ["0"]
-        assert len(reply["result"]["results"]["0"][0]) == 50  # all of shard 0's documents
+        in_shard_0 = sum(shard_of(f"doc-{i:05d}", SHARDS) == 0 for i in range(400))
+        assert hit_counts(reply, "0") == [in_shard_0]  # all of shard 0's documents
         # shards outside the collection, and malformed params, are clean BAD_REQUESTs
         for params in ({"collection": "papers", "shards": [SHARDS], "vectors": query, "k": 1},
                        {"collection": "papers", "shards": [0], "vectors": query, "k": True},
@@ -105,7 +116,7 @@ async def test_search_amplification_is_refused_before_it_runs_and_the_node_serve
         # still serving: a search and a ping answered, nothing stored changed
         reply = await evil.job(node.peer_id, "shard.search", {
             "collection": "papers", "shards": [1, 2], "vectors": query, "k": 5})
-        assert reply["t"] == "res" and len(reply["result"]["results"]["1"][0]) == 5
+        assert reply["t"] == "res" and hit_counts(reply, "1") == [5]
         assert (await evil.job(node.peer_id, "ping", {}))["t"] == "res"
         assert digests(node) == before
 
@@ -116,8 +127,11 @@ async def test_coordinator_search_with_k_1000_is_split_to_fit_and_complete(
     async with index_node(tmp_path, bootstrap_of) as (node, evil):
         ids, vectors = await seed_collection(evil, node, 1600)
         queries = np.random.default_rng(3).standard_normal((5, DIM)).astype(np.float32)
-        budget = SearchBudget()
-        assert budget.max_hits < 5 * 1000 * SHARDS  # one request could not carry it
+        # a coordinator with small frames: its search is cut into many requests that fit
+        budget = SearchBudget(Limits(max_frame=64 * 1024))
+        per_block, groups = plan_search(5, 1000, list(range(SHARDS)), budget)
+        assert per_block < 5 and len(groups) == SHARDS  # query blocks, one shard a request
+        node.coordinator.search_budget = budget
         with trio.fail_after(120):
             results = await node.coordinator.search_vectors(definition(), queries, k=1000,
                                                             timeout=100)

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from calinode.models.shard_digest import chunk_faiss_id
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import CalinodeError, ErrorCode, JobError, ProtocolError
 from calinode.protocol.job_params import (
@@ -28,21 +29,30 @@ from calinode.protocol.job_params import (
     GenerateParams,
     PingParams,
     ShardChangesParams,
+    ShardFetchParams,
     ShardInfoParams,
     ShardSearchParams,
     ShardWriteParams,
     WireDoc,
+    encode_ids,
 )
 from calinode.protocol.job_replies import (
     EmbedChunksReply,
     EmbedReply,
     GenerateReply,
     ShardChangesReply,
+    ShardFetchReply,
     ShardInfoReply,
     ShardSearchReply,
     ShardWriteReply,
 )
-from calinode.protocol.search_budget import SearchBudget, check_search, plan_search
+from calinode.protocol.search_budget import (
+    SEARCH_HIT_BYTES,
+    FetchPage,
+    SearchBudget,
+    check_search,
+    plan_search,
+)
 from calinode.protocol.vectors import encode_vectors
 from hostile_values import hostile
 
@@ -61,9 +71,22 @@ def doc(doc_id: str = "d1", chunks: int = 2, version: int = 5) -> dict[str, Any]
             "vectors": vec(chunks)}
 
 
-def hit(score: float = 0.5, doc_id: str = "d1") -> dict[str, Any]:
-    return {"doc_id": doc_id, "chunk": 0, "score": score, "text": "t",
-            "metadata": {"title": "x"}}
+def hits(*rows: list[tuple[int, float]]) -> dict[str, Any]:
+    """One shard's search answer on the wire: rows of (chunk id, score)."""
+    return {"counts": np.array([len(r) for r in rows], dtype="<u4").tobytes(),
+            "ids": encode_ids([i for r in rows for i, _ in r]),
+            "scores": np.array([s for r in rows for _, s in r], dtype="<f4").tobytes()}
+
+
+FETCH_IDS = np.array([chunk_faiss_id("d1", 0), chunk_faiss_id("d2", 3)], dtype=np.int64)
+
+
+def fetched(fid: int = int(FETCH_IDS[0]), doc_id: str = "d1", chunk: int = 0) -> list[Any]:
+    return [fid, doc_id, chunk, "t", {"title": "x"}]
+
+
+def parse_fetch(wire: object) -> ShardFetchReply:
+    return ShardFetchReply.from_wire(wire, ids=FETCH_IDS, text=True, chunk_id=chunk_faiss_id)
 
 
 # (parser, a valid wire map) for every schema
@@ -81,7 +104,10 @@ SCHEMAS: dict[str, tuple[Callable[[Any], object], dict[str, Any]]] = {
         "collection": "papers", "definition": DEF.to_wire(), "shard": 1,
         "docs": [doc()], "seed": False}),
     "shard.search": (ShardSearchParams.from_wire, {"collection": "papers", "shards": [0, 1],
-                                                   "vectors": vec(2), "k": 3}),
+                                                   "vectors": vec(2), "k": 3,
+                                                   "per_doc": True}),
+    "shard.fetch": (ShardFetchParams.from_wire, {"collection": "papers", "shard": 2,
+                                                 "ids": encode_ids([5, 7]), "text": False}),
     "shard.changes": (ShardChangesParams.from_wire, {
         "collection": "papers", "shard": 0, "since_version": 3, "after_doc_id": "a",
         "limit": 200}),
@@ -100,7 +126,9 @@ SCHEMAS: dict[str, tuple[Callable[[Any], object], dict[str, Any]]] = {
         "outcomes": {"d1": "inserted"}}),
     "reply:shard.search": (lambda w: ShardSearchReply.from_wire(w, shards=[0, 1], queries=1,
                                                                 k=2), {
-        "results": {"0": [[hit(0.9), hit(0.1, "d2")]], "1": [[]]}}),
+        "results": {"0": hits([(11, 0.9), (12, 0.1)]), "1": hits([])}}),
+    "reply:shard.fetch": (parse_fetch, {"chunks": [fetched(), fetched(int(FETCH_IDS[1]), "d2",
+                                                                      3)], "done": 2}),
     "reply:shard.changes": (ShardChangesReply.from_wire, {
         "docs": [doc("a", version=1), doc("b", version=2)], "digest": "ab12"}),
     "reply:shard.info": (ShardInfoReply.from_wire, {"shards": [
@@ -115,6 +143,7 @@ def test_valid_maps_parse_and_round_trip(name: str) -> None:
     to_wire = getattr(view, "to_wire", None)
     if to_wire is not None:
         assert parse(to_wire()) == view or name in ("shard.write", "shard.search",
+                                                    "shard.fetch", "reply:shard.search",
                                                     "reply:embed", "reply:embed_chunks",
                                                     "reply:shard.changes")
 
@@ -130,18 +159,44 @@ def test_a_changes_reply_without_docs_is_refused_cleanly() -> None:
     assert "docs" in refused(ShardChangesReply.from_wire, {"digest": "ab"}).message
 
 
-@pytest.mark.parametrize("score", [math.nan, math.inf, -math.inf, 1e300])
+@pytest.mark.parametrize("score", [math.nan, math.inf, -math.inf, 1e38])
 def test_search_hits_with_non_finite_scores_are_refused(score: float) -> None:
     parse, _ = SCHEMAS["reply:shard.search"]
-    refused(parse, {"results": {"0": [[hit(score)]], "1": [[]]}})
+    refused(parse, {"results": {"0": hits([(1, score)]), "1": hits([])}})
 
 
 def test_search_reply_must_answer_exactly_the_shards_asked_with_one_row_per_query() -> None:
     parse, _ = SCHEMAS["reply:shard.search"]
-    refused(parse, {"results": {"0": [[]], "7": [[]]}})  # a shard nobody asked for
-    refused(parse, {"results": {"0": [[], []], "1": [[]]}})  # two rows for one query
-    refused(parse, {"results": {"0": [[hit(), hit(), hit()]], "1": [[]]}})  # over k
-    refused(parse, {"results": {"0": [[hit(0.1), hit(0.9)]], "1": [[]]}})  # not best first
+    good = parse({"results": {"0": hits([(11, 0.9), (12, 0.9)]), "1": hits([])}})
+    assert [r[0].tolist() for r in good.results[0].rows()] == [[11, 12]]
+    refused(parse, {"results": {"0": hits([]), "7": hits([])}})  # a shard nobody asked for
+    refused(parse, {"results": {"0": hits([])}})  # a shard missing
+    refused(parse, {"results": {"0": hits([], []), "1": hits([])}})  # two rows for one query
+    refused(parse, {"results": {"0": hits([(1, .3), (2, .2), (3, .1)]), "1": hits([])}})  # > k
+    refused(parse, {"results": {"0": hits([(1, 0.1), (2, 0.9)]), "1": hits([])}})  # order
+    refused(parse, {"results": {"0": hits([(1, 0.9), (1, 0.1)]), "1": hits([])}})  # twice
+    refused(parse, {"results": {"0": hits([(-1, 0.9)]), "1": hits([])}})  # negative id
+    short = hits([(1, 0.9), (2, 0.5)])
+    refused(parse, {"results": {"0": {**short, "scores": short["scores"][:4]},
+                                "1": hits([])}})  # fewer scores than ids
+    refused(parse, {"results": {"0": {**short, "counts": b"\x05\x00\x00\x00"},
+                                "1": hits([])}})  # counts over the ids
+    refused(parse, {"results": {"0": {**short, "extra": 1}, "1": hits([])}})  # unknown key
+    refused(parse, {"results": {"0": {"ids": short["ids"]}, "1": hits([])}})  # missing keys
+
+
+def test_fetch_reply_answers_only_ids_asked_each_once_under_their_own_key() -> None:
+    assert parse_fetch({"chunks": [fetched()], "done": 1}).chunks[int(FETCH_IDS[0])].doc_id == "d1"
+    assert parse_fetch({"chunks": [], "done": 2}).done == 2  # both deleted since the search
+    refused(parse_fetch, {"chunks": [fetched(99)], "done": 2})  # an id nobody asked for
+    refused(parse_fetch, {"chunks": [fetched(), fetched()], "done": 2})  # twice
+    refused(parse_fetch, {"chunks": [fetched(int(FETCH_IDS[1]))], "done": 1})  # beyond done
+    refused(parse_fetch, {"chunks": [fetched(doc_id="other")], "done": 2})  # wrong key
+    refused(parse_fetch, {"chunks": [], "done": 0})  # no progress
+    refused(parse_fetch, {"chunks": [], "done": 3})  # more than asked
+    refused(parse_fetch, {"chunks": [fetched()[:3]], "done": 1})  # keys only, text asked
+    refused(parse_fetch, {"chunks": [[*fetched()[:4], {"x": math.nan}]], "done": 1})
+    refused(parse_fetch, {"chunks": [fetched()]})  # missing done
 
 
 def test_embed_reply_must_have_one_vector_per_text() -> None:
@@ -170,16 +225,48 @@ def test_documents_need_one_vector_per_chunk_of_the_collection_width() -> None:
 def test_the_search_budget_refuses_amplification_and_plans_requests_that_fit() -> None:
     budget = SearchBudget()
     with pytest.raises(JobError) as caught:
-        check_search(1, 1000, 1000, budget)
+        check_search(1000, 1000, 2, budget)
     assert caught.value.code is ErrorCode.BAD_REQUEST and "search budget" in caught.value.message
-    per_block, groups = plan_search(1, 1000, list(range(64)), budget)
-    assert per_block == 1 and sorted(s for g in groups for s in g) == list(range(64))
-    for group in groups:
-        check_search(per_block, 1000, len(group), budget)
-    per_block, groups = plan_search(500, 10, [0, 1, 2], budget)
-    assert per_block * 10 <= budget.max_hits
-    for group in groups:
-        check_search(per_block, 10, len(group), budget)
+    with pytest.raises(JobError):
+        check_search(1, 1, 5000, budget)  # more shards than a reply map may hold
+    for queries, k, shards in ((1000, 1000, 16), (1000, 1000, 64), (1, 1000, 64),
+                               (500, 10, 3), (225, 100, 16), (1, 1, 4096)):
+        per_block, groups = plan_search(queries, k, list(range(shards)), budget)
+        assert sorted(s for g in groups for s in g) == list(range(shards))
+        for group in groups:
+            check_search(per_block, k, len(group), budget)
+    per_block, groups = plan_search(1000, 1000, list(range(16)), budget)
+    assert per_block == 349 and len(groups) == 16  # 1000 x 1000: 3 blocks x 16 shards
+    assert budget.search_bytes(per_block, 1000, 1) <= budget.plan_bytes < budget.max_bytes
+
+
+def test_a_search_reply_of_the_largest_plan_fits_the_frame_limits() -> None:
+    """The planned reply, encoded as a holder encodes it, passes the receiver's frame limits
+    (bytes, objects, the largest bin)."""
+    from calinode.protocol.codec import pack, scan
+    from calinode.protocol.job_replies import ShardHits
+    budget = SearchBudget()
+    per_block, groups = plan_search(1000, 1000, list(range(16)), budget)
+    rows = [(np.arange(1000, dtype=np.int64) + 10 * q, np.linspace(1, 0, 1000))
+            for q in range(per_block)]
+    shard_hits = ShardHits.from_rows(rows)
+    reply = {"results": {str(s): shard_hits.to_wire() for s in groups[0]}}
+    payload = pack(reply, limits=budget.limits)
+    scan(payload, budget.limits)
+    assert len(payload) <= budget.max_bytes
+    assert len(payload) >= per_block * 1000 * SEARCH_HIT_BYTES
+
+
+def test_a_fetch_page_stops_before_the_budget_and_always_takes_one_entry() -> None:
+    budget = SearchBudget()
+    page = FetchPage(budget)
+    assert page.admit(budget.max_bytes * 2, 1)  # the first always (it came in one frame)
+    assert not page.admit(1, 1)
+    page = FetchPage(budget)
+    taken = 0
+    while page.admit(1_000_000, 10):
+        taken += 1
+    assert taken == budget.max_bytes // 1_000_000
 
 
 # -- fuzz -------------------------------------------------------------------------------------
