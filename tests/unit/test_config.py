@@ -18,7 +18,8 @@ def test_defaults() -> None:
 
 
 def test_precedence_flags_over_env_over_toml() -> None:
-    toml = {"api": "127.0.0.1:1000", "log_level": "debug", "bootstrap": ["/ip4/1.2.3.4/tcp/1/p2p/" + PEER_A]}
+    toml = {"api": "127.0.0.1:1000", "log_level": "debug",
+            "bootstrap": ["/ip4/1.2.3.4/tcp/1/p2p/" + PEER_A]}
     env = {"CALINODE_API": "127.0.0.1:2000", "CALINODE_MDNS": "1"}
     flags = {"api": "127.0.0.1:3000", "bootstrap": None, "listen": []}
     config = resolve_config(flags=flags, env=env, toml=toml, home=HOME)
@@ -39,7 +40,8 @@ def test_stream_interval_from_each_source() -> None:
 
 
 def test_env_lists_are_comma_separated() -> None:
-    env = {"CALINODE_BOOTSTRAP": f"/ip4/1.1.1.1/tcp/1/p2p/{PEER_A}, /ip4/2.2.2.2/tcp/2/p2p/{PEER_B}",
+    env = {"CALINODE_BOOTSTRAP":
+           f"/ip4/1.1.1.1/tcp/1/p2p/{PEER_A}, /ip4/2.2.2.2/tcp/2/p2p/{PEER_B}",
            "CALINODE_ALLOW": "A,B"}
     config = resolve_config(flags={}, env=env, toml={}, home=HOME)
     assert config.bootstrap == (f"/ip4/1.1.1.1/tcp/1/p2p/{PEER_A}",
