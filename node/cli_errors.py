@@ -10,9 +10,9 @@ message; what to do next``, and the command exits with the status of its code
 
 A reader that stops reading (``calinode peers --json | head``) ends the command quietly
 with status 141 (128 + SIGPIPE), as a shell tool does. Anything else is a bug: one line
-``internal error ...; please report it with the log at PATH``, the traceback written to PATH (and on stderr with ``--debug``). An exception group
-from the daemon's nurseries is looked through for the first expected error, else collapsed
-(``collapse_group``).
+``internal error ...; please report it with the log at PATH``, the traceback written to PATH
+(and on stderr with ``--debug``). An exception group from the daemon's nurseries is looked
+through for the first expected error, else collapsed (``collapse_group``).
 """
 
 from __future__ import annotations
