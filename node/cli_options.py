@@ -32,6 +32,7 @@ SHARED_HELP = {
     "k": "how many hits to use",
     "collection": "the collection (see: calinode collections list)",
     "shards": "shards the collection is split into",
+    "replicas": "copies of every shard",
     "timeout": "seconds to wait for the answer",
     "max_tokens": "most tokens to generate",
     "temperature": "sampling temperature (default: the model's)",
