@@ -166,3 +166,29 @@ def test_debug_prints_the_traceback_too(capsys: pytest.CaptureFixture[str]) -> N
         assert report(error, debug=True) == EXIT_CONFIG
     err = capsys.readouterr().err
     assert "Traceback" in err and err.endswith("calinode: error: CONFIG: bad\n")
+
+
+def test_library_info_lines_on_the_root_logger_are_quiet_unless_verbose(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from calinode.node.log_setup import configure_logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure_logging("info")
+        logging.info('Quantization parameters for tensor:"x" not specified')  # onnxruntime's way
+        logging.getLogger("calinode.node.daemon").info("calinode line")
+        logging.warning("a library warning")
+        err = capsys.readouterr().err
+        assert "Quantization" not in err and "calinode line" in err and "library warning" in err
+        configure_logging("info", verbose=True)
+        logging.info("Quantization parameters")
+        assert "Quantization" in capsys.readouterr().err
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
