@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from calinode.node import __version__
-from calinode.node.cli_errors import report
+from calinode.node.cli_errors import EXIT_BROKEN_PIPE, report
 from calinode.node.cli_models import add_models_parser, cmd_models
 from calinode.node.cli_options import CalinodeParser, add_common_options
 from calinode.node.cli_rag import add_rag_parsers, cmd_rag
@@ -38,7 +38,7 @@ and --token for the commands that use a node's API.
 
 exit status (an error prints one line "calinode: error: CODE: message; what to do next"
 on stderr; a bug prints "internal error ...; please report it with the log at PATH"):
-""" + exit_status_table() + "\n"
+""" + exit_status_table() + f"\n  {EXIT_BROKEN_PIPE}  the reader of the output went away\n"
 
 
 def _add_client_args(parser: argparse.ArgumentParser) -> None:
