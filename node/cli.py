@@ -260,17 +260,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def capability_summary(caps: dict[str, Any]) -> str:
+    """A peer's capabilities in a few words: ``embed:minilm-l6-int8 gen:smollm2-135m index``
+    (``-`` for a peer that serves only the built-in jobs)."""
+    words = [f"embed:{m.get('name', '?')}" for m in caps.get("embed") or []]
+    words += [f"gen:{m.get('name', '?')}" for m in caps.get("generate") or []]
+    if caps.get("index"):
+        words.append("index")
+    return " ".join(words) or "-"
+
+
 def cmd_peers(args: argparse.Namespace) -> int:
     with _client(args) as client:
         rows = client.peers()
-    lines = [f"{'PEER ID':<54} {'ALIVE':<6} {'SEEN':>7} {'RTT ms':>7} {'JOBS':>5}  ADDRESS"]
+    lines = [f"{'PEER ID':<54} {'ALIVE':<6} {'SEEN':>7} {'RTT ms':>7} {'JOBS':>5}  "
+             f"{'ADDRESS':<46}  CAPABILITIES"]
     for row in rows:
         seen = "self" if row["self"] else (
             "-" if row["last_seen"] is None else f"{row['last_seen']:.1f}s")
         rtt = "-" if row["rtt_ms"] is None else f"{row['rtt_ms']:.1f}"
         addr = row["addrs"][0] if row["addrs"] else "-"
         lines.append(f"{row['peer_id']:<54} {'yes' if row['alive'] else 'DEAD':<6} {seen:>7} "
-                     f"{rtt:>7} {row['load']['in_flight']:>5}  {addr}")
+                     f"{rtt:>7} {row['load']['in_flight']:>5}  {addr:<46}  "
+                     f"{capability_summary(row.get('capabilities') or {})}")
     _emit(rows, args.json, "\n".join(lines))
     return 0
 

@@ -198,3 +198,9 @@ def test_models_take_home_and_json_anywhere(tmp_path: Path) -> None:
                  ["models", "list", "--home", home, "--json"],
                  ["--json", "models", "list", "--home", home]):
         assert json.loads(run_cli(*argv).stdout) == [], argv
+
+
+def test_peers_has_a_capabilities_column(node: Daemon) -> None:
+    lines = run_cli("peers", "--home", str(node.home)).stdout.splitlines()
+    assert lines[0].rstrip().endswith("CAPABILITIES")
+    assert lines[1].startswith(node.peer_id) and lines[1].rstrip().endswith("-")  # no models

@@ -192,3 +192,12 @@ def test_library_info_lines_on_the_root_logger_are_quiet_unless_verbose(
         for handler in saved[0]:
             root.addHandler(handler)
         root.setLevel(saved[1])
+
+
+def test_peers_shows_each_peer_s_capabilities_in_a_few_words() -> None:
+    from calinode.node.cli import capability_summary
+
+    caps = {"jobs": ["ping", "embed"], "embed": [{"name": "minilm-l6-int8"}],
+            "generate": [{"name": "smollm2-135m"}], "index": True}
+    assert capability_summary(caps) == "embed:minilm-l6-int8 gen:smollm2-135m index"
+    assert capability_summary({"jobs": ["ping"], "embed": [], "generate": []}) == "-"
