@@ -132,7 +132,11 @@ def report(exc: BaseException, *, debug: bool) -> int:
         traceback.print_exception(exc, file=sys.stderr)
     error = expected_error(exc)
     if error is not None:
-        print(f"calinode: error: {error.code.value}: {error.message}", file=sys.stderr)
+        message = error.message
+        if error.code is ErrorCode.INTERNAL and "please report" not in message:
+            # a bug the node reported (an API 500): its traceback is in the node's log
+            message += "; please report it with the node's log"
+        print(f"calinode: error: {error.code.value}: {message}", file=sys.stderr)
         return exit_status(error.code)
     bug = exc.__cause__ if isinstance(exc, CalinodeError) and exc.__cause__ else exc
     if isinstance(bug, BaseExceptionGroup):

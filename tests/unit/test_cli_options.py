@@ -201,3 +201,12 @@ def test_peers_shows_each_peer_s_capabilities_in_a_few_words() -> None:
             "generate": [{"name": "smollm2-135m"}], "index": True}
     assert capability_summary(caps) == "embed:minilm-l6-int8 gen:smollm2-135m index"
     assert capability_summary({"jobs": ["ping"], "embed": [], "generate": []}) == "-"
+
+
+def test_a_bug_the_node_reported_asks_for_a_report_with_the_node_s_log(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from calinode.protocol.errors import ApiError
+
+    assert report(ApiError("internal error: KeyError"), debug=False) == EXIT_INTERNAL
+    assert capsys.readouterr().err == ("calinode: error: INTERNAL: internal error: KeyError; "
+                                       "please report it with the node's log\n")
