@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -19,15 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from calinode.node import __version__
+from calinode.node.cli_errors import EXIT_BROKEN_PIPE, report
 from calinode.node.cli_models import add_models_parser, cmd_models
+from calinode.node.cli_options import CalinodeParser, add_common_options
 from calinode.node.cli_rag import add_rag_parsers, cmd_rag
-from calinode.protocol.errors import (
-    EXIT_INTERRUPTED,
-    CalinodeError,
-    collapse_group,
-    exit_status,
-    exit_status_table,
-)
+from calinode.node.log_setup import configure_logging
+from calinode.protocol.errors import exit_status_table
 
 EXAMPLES = """\
 first node:     calinode start
@@ -36,38 +32,40 @@ private swarm:  calinode keygen --out swarm.key   (copy it to every node)
                 calinode start --swarm-key swarm.key
 inspect:        calinode status; calinode peers --json; calinode ping 12D3KooW...
 
-exit status (an error prints one line "calinode: error: CODE: message" on stderr):
-""" + exit_status_table() + "\n"
+options that every command takes, before or after its name: --home DIR, --json,
+--debug (a traceback with any error), --verbose (library log lines); --api HOST:PORT
+and --token for the commands that use a node's API.
+
+exit status (an error prints one line "calinode: error: CODE: message; what to do next"
+on stderr; a bug prints "internal error ...; please report it with the log at PATH"):
+""" + exit_status_table() + f"\n  {EXIT_BROKEN_PIPE}  the reader of the output went away\n"
 
 
 def _add_client_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--api", help="node API HOST:PORT (default: from the home's node.json, "
-                        "$CALINODE_API, or 127.0.0.1:7412)")
-    parser.add_argument("--home", help="node home holding node.json (default $CALINODE_HOME)")
-    parser.add_argument("--token", help="API token (default: $CALINODE_TOKEN, or the home's "
-                        "api.token); needed for a node whose home is on another machine")
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    """The options of a command that talks to a node's API (``cli_options`` adds them all:
+    ``--api``, ``--token``, ``--home``, ``--json``); kept for ``add_rag_parsers``."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CalinodeParser(
         prog="calinode",
-        description="Peer-to-peer worker daemon for decentralized RAG.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description="Peer-to-peer worker daemon for decentralized RAG.", epilog=EXAMPLES)
     parser.add_argument("--version", action="version", version=f"calinode {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     start = sub.add_parser("start", help="run a node in the foreground",
                            description="Run a calinode node until Ctrl-C or SIGTERM. Every "
                            "flag can also be set as CALINODE_<FLAG> or in calinode.toml in "
-                           "the home (flags win over env, env over the file).")
+                           "the home (flags win over env, env over the file). With --json: "
+                           "one JSON line on stdout once ready (peer_id, addrs, api, ...).")
     start.add_argument("--home", help="state folder: identity, config, node.json "
                        "(default $CALINODE_HOME or ~/.local/share/calinode)")
     start.add_argument("--listen", action="append", metavar="MULTIADDR",
                        help="address to listen on, repeatable (default /ip4/0.0.0.0/tcp/7411)")
     start.add_argument("--bootstrap", action="append", metavar="MULTIADDR",
                        help="a peer to join, /ip4/HOST/tcp/PORT/p2p/PEER_ID; repeatable")
-    start.add_argument("--api", metavar="HOST:PORT", help="local HTTP API (default 127.0.0.1:7412)")
+    start.add_argument("--api", metavar="HOST:PORT",
+                       help="serve the local HTTP API here (default 127.0.0.1:7412)")
     start.add_argument("--join", metavar="INVITE",
                        help="join a private swarm with the invite another node printed "
                             "(calinode invite): its addresses and swarm key in one paste")
@@ -86,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="discover peers on the LAN with mDNS")
     start.add_argument("--mdns-interface", action="append", dest="mdns_interfaces",
                        metavar="IP", help="restrict mDNS to this interface address; repeatable")
-    start.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    start.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                       help="log level (default info; --debug: debug)")
     start.add_argument("--heartbeat-interval", type=float, metavar="SECONDS",
                        help="seconds between peer exchanges (default 1)")
     start.add_argument("--dead-after", type=float, metavar="SECONDS",
@@ -116,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     kind.add_argument("--passage", dest="input_type", action="store_const", const="passage",
                       help="embed as documents (default)")
     embed.add_argument("--dimensions", type=int, help="keep the first N dimensions")
-    embed.add_argument("--timeout", type=float, default=120.0)
+    embed.add_argument("--timeout", type=float, default=120.0, help="seconds to wait")
     _add_client_args(embed)
 
     generate = sub.add_parser("generate", help="generate text (streamed with --stream)")
@@ -124,11 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--model", help="generation model (default: the node's)")
     generate.add_argument("--completion", action="store_true",
                           help="send PROMPT as a raw completion prompt instead of a chat turn")
-    generate.add_argument("--max-tokens", type=int, default=256)
-    generate.add_argument("--temperature", type=float)
-    generate.add_argument("--seed", type=int)
+    generate.add_argument("--max-tokens", type=int, default=256,
+                          help="most tokens to generate")
+    generate.add_argument("--temperature", type=float,
+                          help="sampling temperature (default: the model's)")
+    generate.add_argument("--seed", type=int, help="sampling seed, for repeatable output")
     generate.add_argument("--stream", action="store_true", help="print tokens as they arrive")
-    generate.add_argument("--timeout", type=float, default=300.0)
+    generate.add_argument("--timeout", type=float, default=300.0, help="seconds to wait")
     _add_client_args(generate)
 
     add_models_parser(sub)
@@ -136,16 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     keygen = sub.add_parser("keygen", help="write a new private swarm key")
     keygen.add_argument("--out", required=True, metavar="FILE", help="where to write (mode 0600)")
-    keygen.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
-    ident = sub.add_parser("id", help="print this home's peer id (creating the identity)")
-    ident.add_argument("--home", help="node home (default $CALINODE_HOME)")
-    ident.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    sub.add_parser("id", help="print this home's peer id (creating the identity)")
 
-    token = sub.add_parser("token", help="print the local API's bearer token (for scripts and "
-                           "OpenAI clients: api_key=<token>)")
-    token.add_argument("--home", help="node home (default $CALINODE_HOME)")
-    token.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    sub.add_parser("token", help="print the local API's bearer token (for scripts and "
+                   "OpenAI clients: api_key=<token>)")
 
     invite = sub.add_parser("invite", help="print the one-paste invite that joins another "
                             "machine to this node's private swarm (calinode start --join ...)")
@@ -157,9 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_args(peers)
     ping = sub.add_parser("ping", help="round-trip a ping job to a peer")
     ping.add_argument("peer_id", metavar="PEER_ID")
-    ping.add_argument("-c", "--count", type=int, default=3, help="pings to send (default 3)")
-    ping.add_argument("--timeout", type=float, default=5.0, help="seconds per ping (default 5)")
+    ping.add_argument("-c", "--count", type=int, default=3, help="pings to send")
+    ping.add_argument("--timeout", type=float, default=5.0, help="seconds per ping")
     _add_client_args(ping)
+    add_common_options(parser)
     return parser
 
 
@@ -167,24 +164,20 @@ def _emit(data: Any, as_json: bool, text: str) -> None:
     print(json.dumps(data, indent=2) if as_json else text)
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    if level.lower() != "debug":
-        for noisy in ("libp2p", "multiaddr", "hypercorn", "zeroconf", "async_service"):
-            logging.getLogger(noisy).setLevel(logging.ERROR)
-
-
 def cmd_start(args: argparse.Namespace) -> int:
+    import functools
+
     import trio
 
     from calinode.node.config import load_config
     from calinode.node.daemon import run_node
 
     flags = {key: value for key, value in vars(args).items() if key != "command"}
+    if args.debug and not args.log_level:
+        flags["log_level"] = "debug"
     config = load_config(flags)
-    _configure_logging(config.log_level)
-    trio.run(run_node, config)
+    configure_logging(config.log_level, verbose=args.verbose or args.debug, native=True)
+    trio.run(functools.partial(run_node, config, ready_json=args.json))
     return 0
 
 
@@ -267,17 +260,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def capability_summary(caps: dict[str, Any]) -> str:
+    """A peer's capabilities in a few words: ``embed:minilm-l6-int8 gen:smollm2-135m index``
+    (``-`` for a peer that serves only the built-in jobs)."""
+    words = [f"embed:{m.get('name', '?')}" for m in caps.get("embed") or []]
+    words += [f"gen:{m.get('name', '?')}" for m in caps.get("generate") or []]
+    if caps.get("index"):
+        words.append("index")
+    return " ".join(words) or "-"
+
+
 def cmd_peers(args: argparse.Namespace) -> int:
     with _client(args) as client:
         rows = client.peers()
-    lines = [f"{'PEER ID':<54} {'ALIVE':<6} {'SEEN':>7} {'RTT ms':>7} {'JOBS':>5}  ADDRESS"]
+    lines = [f"{'PEER ID':<54} {'ALIVE':<6} {'SEEN':>7} {'RTT ms':>7} {'JOBS':>5}  "
+             f"{'ADDRESS':<46}  CAPABILITIES"]
     for row in rows:
         seen = "self" if row["self"] else (
             "-" if row["last_seen"] is None else f"{row['last_seen']:.1f}s")
         rtt = "-" if row["rtt_ms"] is None else f"{row['rtt_ms']:.1f}"
         addr = row["addrs"][0] if row["addrs"] else "-"
         lines.append(f"{row['peer_id']:<54} {'yes' if row['alive'] else 'DEAD':<6} {seen:>7} "
-                     f"{rtt:>7} {row['load']['in_flight']:>5}  {addr}")
+                     f"{rtt:>7} {row['load']['in_flight']:>5}  {addr:<46}  "
+                     f"{capability_summary(row.get('capabilities') or {})}")
     _emit(rows, args.json, "\n".join(lines))
     return 0
 
@@ -337,8 +342,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_rag_command(args: argparse.Namespace) -> int:
+    from calinode.protocol.errors import ApiError, ErrorCode
+
     with _client(args) as client:
-        return cmd_rag(args, client)
+        try:
+            return cmd_rag(args, client)
+        except ApiError as exc:
+            if (exc.code is not ErrorCode.UNKNOWN_COLLECTION
+                    or getattr(args, "collections_command", None) != "drop"):
+                raise
+            # the node's message suggests creating the collection: not for a drop
+            known = exc.message.split("; create it")[0]
+            raise ApiError(f"{known}; nothing to drop (see: calinode collections list)",
+                           code=exc.code) from None
 
 
 COMMANDS = {"start": cmd_start, "keygen": cmd_keygen, "id": cmd_id, "token": cmd_token,
@@ -350,17 +366,16 @@ COMMANDS = {"start": cmd_start, "keygen": cmd_keygen, "id": cmd_id, "token": cmd
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)  # a usage error exits 2 here (EXIT_USAGE)
+    """Run one command; every error goes through ``cli_errors.report`` (one line, the status
+    of its code). A usage error exits 2 (``EXIT_USAGE``) inside ``parse_args``."""
+    args = build_parser().parse_args(argv)  # cli_options.finish_namespace included
+    if args.command != "start":  # start sets up its own logging from its configuration
+        configure_logging("debug" if args.debug else "warning",
+                          verbose=args.verbose or args.debug)
     try:
-        try:
-            return COMMANDS[args.command](args)
-        except BaseExceptionGroup as group:  # e.g. from the daemon's nursery at start-up
-            raise collapse_group(group) from None
-    except CalinodeError as exc:
-        print(f"calinode: error: {exc}", file=sys.stderr)
-        return exit_status(exc.code)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return COMMANDS[args.command](args)
+    except (Exception, KeyboardInterrupt, BaseExceptionGroup) as exc:
+        return report(exc, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -164,23 +164,31 @@ def cmd_models(args: argparse.Namespace) -> int:
             prepare_default,
         )
 
+        prepared = []
         for name in args.names or [DEFAULT_EMBED_MODEL, DEFAULT_GEN_MODEL]:
             print(f"preparing {name}", file=sys.stderr)
             try:
                 manifest = prepare_default(name, registry, progress=_progress, force=args.force)
             except KeyError:
                 raise ConfigError(f"{name} is not an embedded default") from None
-            print(f"{manifest.name}\t{manifest.sha256}")
+            prepared.append({"name": manifest.name, "kind": manifest.kind,
+                             "sha256": manifest.sha256})
+            if not args.json:
+                print(f"{manifest.name}\t{manifest.sha256}")
             _serve_hint(args, manifest)
+        if args.json:
+            print(json.dumps(prepared, indent=2))
         return 0
     if action == "add":
         manifest = _add(args, registry)
-        print(f"installed {manifest.name} ({manifest.kind}, sha256 {manifest.sha256[:16]})")
+        print(json.dumps({"installed": manifest.name, "kind": manifest.kind,
+                          "sha256": manifest.sha256}) if args.json else
+              f"installed {manifest.name} ({manifest.kind}, sha256 {manifest.sha256[:16]})")
         _serve_hint(args, manifest)
         return 0
     if action == "remove":
         _remove(args, registry)
-        print(f"removed {args.name}")
+        print(json.dumps({"removed": args.name}) if args.json else f"removed {args.name}")
         return 0
     if action == "verify":
         report = {name: registry.verify(name) for name in (args.names or registry.names())}
@@ -197,6 +205,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             raise ConfigError("export needs torch: pip install 'calinode[export]'") from exc
         exported = export_checkpoint(Path(args.checkpoint).expanduser(), args.name, registry,
                                      int8=args.int8, progress=_progress)
-        print(exported)
+        print(json.dumps({"exported": [{"name": m.name, "kind": m.kind, "sha256": m.sha256}
+                                       for m in exported.manifests]})
+              if args.json else exported)
         return 0
     raise ConfigError(f"unknown models action {action}")

@@ -79,8 +79,7 @@ def add_rag_parsers(sub: Any, client_args: Any) -> None:
     delete.add_argument("--collection", required=True)
     client_args(delete)
 
-    search = sub.add_parser("search", help="search a collection", epilog=SEARCH_EPILOG,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    search = sub.add_parser("search", help="search a collection", epilog=SEARCH_EPILOG)
     search.add_argument("query", nargs="?")
     search.add_argument("--collection", required=True)
     search.add_argument("-k", type=int, default=10)

@@ -76,6 +76,8 @@ class NodeConfig:
         for addr in (*self.listen, *self.bootstrap):
             if not addr.startswith("/"):
                 raise ConfigError(f"{addr!r} is not a multiaddr (expected /ip4/HOST/tcp/PORT...)")
+        for addr in self.bootstrap:
+            _check_bootstrap(addr)
         if not self.listen:
             raise ConfigError("at least one --listen address is required")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
@@ -104,6 +106,23 @@ class NodeConfig:
     @property
     def api_port(self) -> int:
         return int(self.api.rpartition(":")[2])
+
+
+def _check_bootstrap(addr: str) -> None:
+    """A ``--bootstrap`` address must parse and name its peer (``/p2p/PEER_ID``): a one-line
+    ``CONFIG`` error here, instead of a failure once the daemon is half started."""
+    from multiaddr import Multiaddr
+
+    try:
+        names = [protocol.name for protocol in Multiaddr(addr).protocols()]
+    except Exception as exc:
+        raise ConfigError(f"bad --bootstrap address {addr!r} ({exc}); expected "
+                          "/ip4/HOST/tcp/PORT/p2p/PEER_ID: copy the --bootstrap line another "
+                          "node printed") from None
+    if "p2p" not in names:
+        raise ConfigError(f"--bootstrap address {addr!r} has no /p2p/PEER_ID; copy the whole "
+                          "--bootstrap line another node printed "
+                          "(/ip4/HOST/tcp/PORT/p2p/PEER_ID)")
 
 
 _TRUE = {"1", "true", "yes", "on"}

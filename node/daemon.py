@@ -10,6 +10,7 @@ node removes ``node.json`` on the way out.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import signal
@@ -242,6 +243,18 @@ def _banner(node: Node) -> str:
     return "\n".join(lines)
 
 
+def ready_line(node: Node) -> str:
+    """``calinode start --json``: the one JSON line printed once the node is ready."""
+    return json.dumps({
+        "ready": True, "peer_id": node.peer_id, "addrs": list(node.addrs),
+        "api": node.api_url, "home": str(node.config.home), "swarm": node.swarm_mode,
+        "version": VERSION,
+        # the same secret the banner prints: the invite carries the swarm key
+        "join": (f"calinode start --join {node.invite()}" if node.swarm_key is not None
+                 else f"calinode start --bootstrap {node.routable_addrs()[0]}"),
+    })
+
+
 async def build_node(config: NodeConfig) -> Node:
     """The node's parts; its files (identity, swarm key, collections) are read off the loop."""
     key_pair = await trio.to_thread.run_sync(load_or_create_identity, config.home)
@@ -313,9 +326,13 @@ async def run_node(
     *,
     handle_signals: bool = True,
     announce: bool = True,
+    ready_json: bool = False,
     task_status: TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a node until cancelled (or until SIGINT/SIGTERM when ``handle_signals``).
+
+    Once ready it prints the banner (``announce``), or one JSON line (``ready_json``:
+    :func:`ready_line`) for scripts.
 
     The home is made private and locked first (one daemon per home), and the listen addresses
     are checked to be free: each is a one-line ``ConfigError`` before anything else starts."""
@@ -325,13 +342,13 @@ async def run_node(
         await trio.to_thread.run_sync(check_free, config.listen)
         await trio.to_thread.run_sync(check_api_free, config.api)
         await _run_locked(config, handle_signals=handle_signals, announce=announce,
-                          task_status=task_status)
+                          ready_json=ready_json, task_status=task_status)
     finally:
         unlock_home(lock)
 
 
 async def _run_locked(config: NodeConfig, *, handle_signals: bool, announce: bool,
-                      task_status: TaskStatus[Node]) -> None:
+                      ready_json: bool, task_status: TaskStatus[Node]) -> None:
     from calinode.node.api import serve_api  # the HTTP stack is only needed by a running node
 
     node = await build_node(config)
@@ -379,7 +396,9 @@ async def _run_locked(config: NodeConfig, *, handle_signals: bool, announce: boo
                 "api": node.api_url.removeprefix("http://"), "pid": os.getpid(),
                 "version": VERSION,
             })
-            if announce:
+            if ready_json:
+                print(ready_line(node), flush=True)
+            elif announce:
                 print(_banner(node), flush=True)
             task_status.started(node)
             try:

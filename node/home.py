@@ -33,9 +33,13 @@ LOCK_FILE = "daemon.lock"
 
 def make_private_home(home: Path) -> None:
     """Create ``home`` (0700) or tighten an existing one; new files get 0600 (umask 077)."""
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if home.stat().st_mode & 0o077:
-        home.chmod(0o700)
+    try:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if home.stat().st_mode & 0o077:
+            home.chmod(0o700)
+    except OSError as exc:
+        raise ConfigError(f"cannot use {home} as the node's home: {exc.strerror}; give "
+                          "another --home (or $CALINODE_HOME)") from exc
     os.umask(0o077)
 
 

@@ -21,15 +21,15 @@ import pytest
 import trio
 import trio.testing
 
+from calinode.models.shard_digest import chunk_faiss_id
 from calinode.node.dispatch import Dispatcher
 from calinode.node.inference_api import StreamingEndpoint
 from calinode.node.job_client import JobResult
+from calinode.node.placement import shard_of
 from calinode.node.rag import Coordinator
 from calinode.protocol.capabilities import Capabilities, ModelOffer
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import ErrorCode, JobError
-from calinode.models.shard_digest import chunk_faiss_id
-from calinode.node.placement import shard_of
 from calinode.protocol.job_params import ShardFetchParams
 from calinode.protocol.job_replies import ShardHits, ShardSearchReply
 from calinode.protocol.vectors import decode_vectors, encode_vectors
@@ -448,6 +448,7 @@ async def test_chat_with_a_collection_that_has_nothing_relevant_says_so(
 async def test_a_streamed_chat_stops_generating_when_its_client_disconnects(
         autojump_clock: trio.testing.MockClock) -> None:
     produced: list[int] = []
+    generating = trio.Event()
 
     async def slow_tokens(params: dict[str, Any], emit: Callable[[dict[str, Any]],
                                                                  Awaitable[None]]
@@ -455,6 +456,7 @@ async def test_a_streamed_chat_stops_generating_when_its_client_disconnects(
         for n in range(100):
             await trio.sleep(0.1)
             produced.append(n)
+            generating.set()
             await emit({"text": f"t{n} "})
         raise AssertionError("the generation should have been cancelled")
 
@@ -463,8 +465,7 @@ async def test_a_streamed_chat_stops_generating_when_its_client_disconnects(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client.run, StreamingEndpoint(node, "openai"),  # type: ignore[arg-type]
                            "/v1/chat/completions")
-        while not produced:  # retrieval runs merge steps in threads: wait for the tokens
-            await trio.sleep(0.01)
+        await generating.wait()  # retrieval done, the first token out
         await trio.sleep(1.0)
         client.disconnect.set()
     assert 5 <= len(produced) <= 15  # stopped at the disconnect, far short of 100 tokens

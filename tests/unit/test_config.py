@@ -7,6 +7,8 @@ from calinode.protocol.errors import ConfigError
 
 HOME = Path("/tmp/calinode-test-home")
 
+PEER_A = "12D3KooWQJSEkT4RjJURkjpnpsgKBz2SjVArSSyCEQtZtcug4Ccm"
+PEER_B = "12D3KooWNFLqZ6bozaRYfaDDw9iCb5VDB2SH9VmzHyAvyM1jE6HQ"
 
 def test_defaults() -> None:
     config = resolve_config(flags={}, env={}, toml={}, home=HOME)
@@ -16,14 +18,15 @@ def test_defaults() -> None:
 
 
 def test_precedence_flags_over_env_over_toml() -> None:
-    toml = {"api": "127.0.0.1:1000", "log_level": "debug", "bootstrap": ["/ip4/1.2.3.4/tcp/1"]}
+    toml = {"api": "127.0.0.1:1000", "log_level": "debug",
+            "bootstrap": ["/ip4/1.2.3.4/tcp/1/p2p/" + PEER_A]}
     env = {"CALINODE_API": "127.0.0.1:2000", "CALINODE_MDNS": "1"}
     flags = {"api": "127.0.0.1:3000", "bootstrap": None, "listen": []}
     config = resolve_config(flags=flags, env=env, toml=toml, home=HOME)
     assert config.api == "127.0.0.1:3000"  # flag beats env and toml
     assert config.mdns is True  # env beats default
     assert config.log_level == "debug"  # toml beats default
-    assert config.bootstrap == ("/ip4/1.2.3.4/tcp/1",)  # unset flag does not override
+    assert config.bootstrap == ("/ip4/1.2.3.4/tcp/1/p2p/" + PEER_A,)  # unset flag does not override
     env_only = resolve_config(flags={}, env=env, toml=toml, home=HOME)
     assert env_only.api == "127.0.0.1:2000"
 
@@ -37,10 +40,12 @@ def test_stream_interval_from_each_source() -> None:
 
 
 def test_env_lists_are_comma_separated() -> None:
-    env = {"CALINODE_BOOTSTRAP": "/ip4/1.1.1.1/tcp/1/p2p/A, /ip4/2.2.2.2/tcp/2/p2p/B",
+    env = {"CALINODE_BOOTSTRAP":
+           f"/ip4/1.1.1.1/tcp/1/p2p/{PEER_A}, /ip4/2.2.2.2/tcp/2/p2p/{PEER_B}",
            "CALINODE_ALLOW": "A,B"}
     config = resolve_config(flags={}, env=env, toml={}, home=HOME)
-    assert config.bootstrap == ("/ip4/1.1.1.1/tcp/1/p2p/A", "/ip4/2.2.2.2/tcp/2/p2p/B")
+    assert config.bootstrap == (f"/ip4/1.1.1.1/tcp/1/p2p/{PEER_A}",
+                                f"/ip4/2.2.2.2/tcp/2/p2p/{PEER_B}")
     assert config.allow == ("A", "B")
 
 
@@ -83,3 +88,10 @@ def test_broken_toml_is_a_config_error(tmp_path: Path) -> None:
 def test_api_host_port() -> None:
     config = NodeConfig(home=HOME, api="127.0.0.1:0")
     assert (config.api_host, config.api_port) == ("127.0.0.1", 0)
+
+
+@pytest.mark.parametrize("addr", ["/ip4/127.0.0.1/tcp/8111", "/ip4/127.0.0.1/tcp/8111/p2p/xyz",
+                                  "/ip4/999.0.0.1/tcp/1/p2p/" + PEER_A])
+def test_a_bootstrap_address_without_a_valid_peer_id_is_a_config_error(addr: str) -> None:
+    with pytest.raises(ConfigError, match="/ip4/HOST/tcp/PORT/p2p/PEER_ID"):
+        resolve_config(flags={"bootstrap": [addr]}, env={}, toml={}, home=HOME)
