@@ -33,7 +33,7 @@ from calinode.node.chunking import content_hash, make_document_text
 from calinode.node.collections_book import sign_definition
 from calinode.node.inference_jobs import bad
 from calinode.node.local_index import docs_to_wire, records_from_wire
-from calinode.node.placement import PlacementMap, may_drop_replica, shard_of
+from calinode.node.placement import PlacementCache, PlacementMap, may_drop_replica, shard_of
 from calinode.node.rejections import RateLimitedLog
 from calinode.node.result_merge import ShardHit, merge_topk, missing_shards
 from calinode.node.write_quorum import DocSettlement, ReplicaAnswer, settle
@@ -89,6 +89,8 @@ class Coordinator:
         #: the hit budget of one shard.search request: the same function the serving nodes
         #: refuse requests with, so this node's own searches are always split to fit
         self.search_budget = SearchBudget()
+        #: collection -> its placement over the live index peers it was last built for
+        self._placements = PlacementCache()
 
     # -- views of the swarm ----------------------------------------------------------------
 
@@ -102,8 +104,10 @@ class Coordinator:
         return sorted(peers)
 
     def placement(self, definition: CollectionDef) -> PlacementMap:
-        return PlacementMap.build(definition.name, definition.shards, self.index_peers(),
-                                  definition.replicas)
+        """The collection's placement over the live index peers: built once per (shards,
+        replicas, peer set), not on every search, write batch and sync round."""
+        return self._placements.get(definition.name, definition.shards, self.index_peers(),
+                                    definition.replicas)
 
     def holders(self, definition: CollectionDef) -> dict[int, dict[str, str]]:
         """shard -> {peer: digest} for live holders (this node included)."""
