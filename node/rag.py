@@ -18,10 +18,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ from calinode.node.local_index import docs_to_wire, records_from_wire
 from calinode.node.placement import PlacementCache, PlacementMap, may_drop_replica, shard_of
 from calinode.node.rejections import RateLimitedLog
 from calinode.node.result_merge import ShardHit, merge_topk, missing_shards
+from calinode.node.routing import Candidate
 from calinode.node.write_quorum import DocSettlement, ReplicaAnswer, settle
 from calinode.protocol.capabilities import Capabilities, ModelOffer
 from calinode.protocol.collections import CollectionDef
@@ -59,7 +61,8 @@ quiet = RateLimitedLog(log)
 _SUMMARY_KEY = {"inserted": "added", "replaced": "replaced", "unchanged": "unchanged"}
 
 INGEST_BATCH = 16
-MAX_BATCHES_IN_FLIGHT = 4
+BATCHES_PER_EMBEDDER = 2
+MAX_BATCHES_IN_FLIGHT = 8
 HEDGE_AFTER = 0.25  # seconds before a second holder is asked for a slow shard
 SYNC_INTERVAL = 2.0
 WRITE_TIMEOUT = 30.0
@@ -76,6 +79,32 @@ class ShardPlan:
 
 def _apply(store: ShardStore, *, records: list[DocRecord]) -> object:
     return store.apply(records)
+
+
+class _EmbedderSpread:
+    """The embedding peers one ingest keeps busy, and how many of its batches each has.
+
+    The dispatcher ranks peers by the load their records advertised, which is seconds old:
+    an ingest that sent its batches by that rank alone piled them on one peer while another
+    idled. Here each batch goes first to the peer with the fewest of this ingest's batches
+    (the dispatcher's rank breaks ties, and stays the order of the fallbacks)."""
+
+    def __init__(self) -> None:
+        self._batches: dict[str, int] = {}
+
+    def order(self, ranked: list[Candidate]) -> list[Candidate]:
+        rank = {c.peer_id: n for n, c in enumerate(ranked)}
+        return sorted(ranked, key=lambda c: (self._batches.get(c.peer_id, 0), rank[c.peer_id]))
+
+    @contextlib.contextmanager
+    def running(self, peer: str) -> Iterator[None]:
+        self._batches[peer] = self._batches.get(peer, 0) + 1
+        try:
+            yield
+        finally:
+            self._batches[peer] -= 1
+            if not self._batches[peer]:
+                del self._batches[peer]
 
 
 class Coordinator:
@@ -202,17 +231,21 @@ class Coordinator:
         summary: dict[str, Any] = {"collection": name, "documents": len(docs), "chunks": 0,
                                    "acknowledged": 0, "added": 0, "replaced": 0,
                                    "unchanged": 0, "failed": []}
-        # several batches in flight, so that while this node's embedder is busy the next
-        # batch goes to another embedding peer (the dispatcher ranks a busy node last)
+        # BATCHES_PER_EMBEDDER batches in flight per embedding peer: while one batch is
+        # written to its shards, the next is already queued at the embedder, so the model
+        # never waits for the writes (with one batch per embedder it did after every batch)
         embedders = len(self.node.dispatcher.candidates("embed", definition.model, definition))
-        limiter = trio.CapacityLimiter(max(1, min(MAX_BATCHES_IN_FLIGHT, embedders)))
+        limiter = trio.CapacityLimiter(
+            max(1, min(MAX_BATCHES_IN_FLIGHT, BATCHES_PER_EMBEDDER * embedders)))
+        spread = _EmbedderSpread()
         done = 0
 
         async def run(batch: list[dict[str, Any]]) -> None:
             nonlocal done
             async with limiter:
                 try:
-                    settled, failed, chunks = await self._ingest_batch(definition, batch)
+                    settled, failed, chunks = await self._ingest_batch(definition, batch,
+                                                                       spread)
                 except CalinodeError as exc:
                     settled, failed, chunks = [], [{"_id": d.get("_id"), "error": exc.code.value,
                                                     "message": exc.message} for d in batch], 0
@@ -236,7 +269,8 @@ class Coordinator:
         summary["seconds"] = round(trio.current_time() - started, 3)
         return summary
 
-    async def _ingest_batch(self, definition: CollectionDef, batch: list[dict[str, Any]]
+    async def _ingest_batch(self, definition: CollectionDef, batch: list[dict[str, Any]],
+                            spread: _EmbedderSpread | None = None,
                             ) -> tuple[list[DocSettlement], list[dict[str, Any]], int]:
         """Each valid document's settlement, the documents refused before writing, and the
         number of chunks written."""
@@ -251,11 +285,14 @@ class Coordinator:
                   "chunk_overlap": definition.chunk_overlap}
         dispatcher = self.node.dispatcher
         order = dispatcher.candidates("embed", definition.model, definition)
+        spread = spread or _EmbedderSpread()
+        order = spread.order(order)
         deadline = trio.current_time() + 120
         count = len(texts)
-        reply, _ = await dispatcher.run_with_retry(
-            order, "embed_chunks", params, deadline,
-            lambda wire: EmbedChunksReply.from_wire(wire, docs=count, dim=definition.dim))
+        with spread.running(order[0].peer_id if order else ""):
+            reply, _ = await dispatcher.run_with_retry(
+                order, "embed_chunks", params, deadline,
+                lambda wire: EmbedChunksReply.from_wire(wire, docs=count, dim=definition.dim))
         if reply.sha256 != definition.model_sha256:
             raise JobError("the embedding peer runs another file of the collection's model",
                            code=ErrorCode.UNKNOWN_MODEL)
