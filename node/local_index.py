@@ -161,9 +161,10 @@ class LocalIndex:
                     return await trio.to_thread.run_sync(fn, store, limiter=self.limiter)
                 # the write and its new digest in one worker-thread hop (the store keeps its
                 # digest current as it writes: reading it costs one hash)
-                result, self._digests[key] = await trio.to_thread.run_sync(
+                done: tuple[T, str] = await trio.to_thread.run_sync(
                     _with_digest, fn, store, limiter=self.limiter)
-                return result
+                self._digests[key] = done[1]
+                return done[0]
 
     async def call_many(self, definition: CollectionDef, shards: list[int],
                         fn: Callable[[ShardStore], T]) -> list[T]:
