@@ -1,9 +1,15 @@
-"""The sharded index vs one in-process FAISS index, in one run on this machine.
+"""Ingest vs the raw embedder, and the sharded index vs one in-process FAISS index, in one run.
 
-    python bench/bench_index.py [--vectors 100000] [--queries 200] [--models-home HOME]
+    python bench/bench_index.py [--threads 1] [--docs 1400] [--vectors 100000]
+                                [--queries 200] [--models-home HOME] [--skip-ingest|--ingest-only]
 
-1. Ingest (real embeddings): Cranfield's 1400 documents through ``calinode ingest``, into a
-   swarm of 1 index node and of 3 index nodes (16 shards, R=2): documents/s.
+1. Ingest (real embeddings, minilm-l6-int8): Cranfield's documents through ``calinode ingest``
+   into a swarm of 1 index node and of 3 index nodes (16 shards, R=min(2, nodes)), every
+   daemon started with ``--threads T``: chunks/s, beside the raw embedder (``OnnxEmbedder``
+   in this process, no node) embedding the very same chunks (cut by the same code with the
+   collection's default window) with the same thread count: ``T`` for one node, and
+   ``min(3 T, cores)`` for three nodes (three daemons of ``T`` threads share this machine's
+   cores). The ratio says how close ingest comes to the model's own speed.
 2. Search (100k synthetic 384-d unit vectors, k=10, one query per request): p50/p95 of a single
    in-process FAISS ``IndexFlatIP`` vs calinode with 1 index node vs 3 index nodes (16 shards,
    R=2), measured from a coordinating node inside the swarm, and recall@10 against FAISS.
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -31,13 +38,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cranfield
 from bench_models import prepared_models_home, start_daemon
 
+from calinode.models.embedder import OnnxEmbedder
+from calinode.models.registry import ModelRegistry
 from calinode.models.shard_store import ChunkWrite, DocRecord
+from calinode.node.chunking import chunk_text, make_document_text
 from calinode.node.config import NodeConfig
 from calinode.node.daemon import Node, run_node
 from calinode.node.placement import shard_of
 
 CALINODE = str(Path(sys.executable).with_name("calinode"))
 DIM = 384
+MODEL = "minilm-l6-int8"
 
 
 def cli(home: Path, *args: str) -> Any:
@@ -46,13 +57,15 @@ def cli(home: Path, *args: str) -> Any:
     return json.loads(out)
 
 
-def swarm(work: Path, models: Path, count: int, *extra: str) -> tuple[list[Any], Path]:
+def swarm(work: Path, models: Path, count: int, *extra: str, threads: int = 1
+          ) -> tuple[list[Any], Path]:
     procs, homes, bootstrap = [], [], []
     for i in range(count):
         home = work / f"n{i}"
         home.mkdir(parents=True)
         (home / "models").symlink_to(models, target_is_directory=True)
-        proc, info = start_daemon(home, "--index", "--threads", "1", *extra, *bootstrap)
+        proc, info = start_daemon(home, "--index", "--threads", str(threads), *extra,
+                                  *bootstrap)
         bootstrap = bootstrap or ["--bootstrap", info["addrs"][0]]
         procs.append(proc)
         homes.append(home)
@@ -70,18 +83,83 @@ def stop(procs: list[Any]) -> None:
         proc.wait(30)
 
 
-def bench_ingest(work: Path, models: Path, corpus: Path) -> dict[int, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_ingest(work: Path, models: Path, corpus: Path, threads: int
+                 ) -> dict[int, tuple[int, float, float]]:
+    """Swarm size -> (chunks written, chunks/s, chunks per CPU second of all the daemons) of
+    ``calinode ingest``. CPU time is what a busy shared machine does not distort: wall
+    time there measures the neighbours too."""
     rates = {}
     for count in (1, 3):
-        procs, home = swarm(work / f"ingest{count}", models, count)
+        procs, home = swarm(work / f"ingest{count}", models, count, threads=threads)
         try:
             cli(home, "collections", "create", "cran", "--shards", "16", "--replicas",
-                str(min(2, count)))
+                str(min(2, count)), "--model", MODEL)
+            cpu = sum(cpu_seconds(p.pid) for p in procs)
             summary = cli(home, "ingest", str(corpus), "--collection", "cran")
-            rates[count] = summary["acknowledged"] / summary["seconds"]
+            cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu
+            assert not summary["failed"], summary["failed"][:3]
+            rates[count] = (summary["chunks"], summary["chunks"] / summary["seconds"],
+                            summary["chunks"] / cpu)
         finally:
             stop(procs)
     return rates
+
+
+def corpus_chunks(embedder: OnnxEmbedder, docs: list[dict[str, Any]]) -> list[str]:
+    """The chunks ``embed_chunks`` makes of ``docs`` with a collection's default window."""
+    from calinode.protocol.collections import CollectionDef
+
+    window = CollectionDef.__dataclass_fields__
+    budget = min(int(window["chunk_tokens"].default), embedder.chunk_budget)
+    overlap = int(window["chunk_overlap"].default)
+    texts = [make_document_text(d.get("title"), d["text"]) for d in docs]
+    return [c.text for text, spans in zip(texts, embedder.token_offsets(texts), strict=True)
+            for c in chunk_text(text, offsets=spans, max_tokens=budget, overlap=overlap)]
+
+
+def bench_embedder(models: Path, docs: list[dict[str, Any]], threads: int
+                   ) -> tuple[int, float, float]:
+    """(chunks, chunks/s, chunks per CPU second) of the raw embedder on the corpus' chunks
+    (passages, as ingest embeds them)."""
+    registry = ModelRegistry(models)
+    embedder = OnnxEmbedder(registry.get(MODEL), registry.folder(MODEL), threads=threads)
+    chunks = corpus_chunks(embedder, docs)
+    embedder.embed(chunks[:8])  # warm-up, as a daemon's first batch is
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    embedder.embed(chunks, input_type="passage")
+    cpu = time.process_time() - cpu0
+    return len(chunks), len(chunks) / (time.perf_counter() - t0), len(chunks) / cpu
+
+
+def ingest_table(work: Path, models: Path, docs: list[dict[str, Any]], threads: int) -> None:
+    corpus = work / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    cores = os.cpu_count() or 1
+    raw = {1: bench_embedder(models, docs, threads),
+           3: bench_embedder(models, docs, min(3 * threads, cores))}
+    rates = bench_ingest(work, models, corpus, threads)
+    print(f"ingest, Cranfield {len(docs)} documents, {MODEL}, daemons with --threads "
+          f"{threads}, {cores} cores\n")
+    print("| swarm | chunks | ingest chunks/s | raw embedder chunks/s (threads) | ratio | "
+          "ingest chunks/CPU-s | raw chunks/CPU-s | CPU ratio |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|")
+    for count, (chunks, rate, per_cpu) in rates.items():
+        raw_chunks, raw_rate, raw_per_cpu = raw[count]
+        assert chunks == raw_chunks, (chunks, raw_chunks)  # the very same chunks
+        embed_threads = threads if count == 1 else min(3 * threads, cores)
+        name = f"{count} index node{'s' if count > 1 else ''} (16 shards, R={min(2, count)})"
+        print(f"| {name} | {chunks} | {rate:.1f} | {raw_rate:.1f} ({embed_threads}) | "
+              f"{rate / raw_rate:.2f}x | {per_cpu:.1f} | {raw_per_cpu:.1f} | "
+              f"{per_cpu / raw_per_cpu:.2f}x |")
+    load = os.getloadavg()[0]
+    print(f"\n(1-minute load average at the end: {load:.1f} on {cores} cores; the CPU "
+          "columns hold on a busy machine, the wall-clock ones only on an idle one)\n")
 
 
 async def bench_search(work: Path, models: Path, n: int, queries: int, count: int,
@@ -143,21 +221,21 @@ def main() -> None:
     parser.add_argument("--vectors", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--models-home", help="a home whose models/ is already prepared")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="compute threads of each daemon and of the raw embedder")
+    parser.add_argument("--docs", type=int, default=1400, help="Cranfield documents to ingest")
     parser.add_argument("--skip-ingest", action="store_true")
+    parser.add_argument("--ingest-only", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="calinode-bench-index-"))
     models_home = prepared_models_home(args.models_home, work)
     models = models_home / "models"
 
     if not args.skip_ingest:
-        corpus = work / "corpus.jsonl"
-        corpus.write_text("".join(json.dumps(d) + "\n" for d in cranfield.corpus()))
-        rates = bench_ingest(work, models, corpus)
-        print("ingest, Cranfield 1400 documents (real embeddings, minilm-l6-int8)\n")
-        print("| swarm | documents/s |\n|---|---:|")
-        for count, rate in rates.items():
-            print(f"| {count} index node{'s' if count > 1 else ''} | {rate:.1f} |")
-        print()
+        docs = [d for d in cranfield.corpus() if d["text"].strip()][:args.docs]
+        ingest_table(work, models, docs, args.threads)
+    if args.ingest_only:
+        return
 
     rng = np.random.default_rng(7)
     data = rng.standard_normal((args.vectors, DIM)).astype(np.float32)

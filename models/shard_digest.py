@@ -13,8 +13,13 @@
   rewrites chunks (a newer version only advances the stored version: :attr:`Outcome.BUMP`).
   The stored state is therefore always the maximum of every state a replica has seen, whatever
   their order: replicas that have seen the same writes hold the same states.
-- :func:`shard_digest`: a hash of the sorted ``(doc_id, content_hash, version, deleted)`` rows
-  of a shard; two replicas holding the same document states have the same digest.
+- :func:`shard_digest`: a hash of the set of ``(doc_id, content_hash, version, deleted)`` rows
+  of a shard; two replicas holding the same document states have the same digest. It is a
+  sum: every row hashes to a 256-bit number (:func:`row_hash`), the rows' numbers are added
+  modulo 2**256 (:class:`DigestSum`), and the digest is a hash of that sum. Because a sum
+  does not depend on order and a row can be subtracted again, a store keeps its digest
+  current on every write in time proportional to the write (the rows it changed), never to
+  the shard: it never re-reads the whole docs table under its lock.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from collections.abc import Iterable
 from enum import Enum
 from typing import Final, NamedTuple
 
-__all__ = ["MAX_VERSION", "DocState", "Outcome", "chunk_faiss_id", "resolve", "shard_digest"]
+__all__ = ["MAX_VERSION", "DigestSum", "DocState", "Outcome", "chunk_faiss_id", "resolve",
+           "row_hash", "shard_digest"]
 
 #: Versions are SQLite INTEGERs: 0 <= version <= MAX_VERSION.
 MAX_VERSION: Final = 2**63 - 1
@@ -81,20 +87,51 @@ def resolve(incoming: DocState, stored: DocState | None) -> Outcome:
     return Outcome.INSERT if stored.deleted else Outcome.REPLACE
 
 
-def shard_digest(rows: Iterable[tuple[str, str, int, bool | int]]) -> str:
-    """Hex digest of ``(doc_id, content_hash, version, deleted)`` rows sorted by ``doc_id``.
+_SUM_MODULUS: Final = 2**256
 
-    The rows must come sorted by ``doc_id`` in code-point order, which is also the UTF-8 byte
-    order of SQLite's default ``BINARY`` collation (``ORDER BY doc_id``). Every field is
-    length-prefixed or fixed-width, so different row sets cannot hash the same input.
-    """
-    h = hashlib.blake2b(digest_size=32, person=b"calinode.shard")
-    for doc_id, content_hash, version, deleted in rows:
-        doc = doc_id.encode("utf-8")
-        content = content_hash.encode("utf-8")
-        h.update(_CHUNK.pack(len(doc)))
-        h.update(doc)
-        h.update(_CHUNK.pack(len(content)))
-        h.update(content)
-        h.update(_ROW_TAIL.pack(version, bool(deleted)))
-    return h.hexdigest()
+
+def row_hash(doc_id: str, content_hash: str, version: int, deleted: bool | int) -> int:
+    """The 256-bit number of one docs row. Every field is length-prefixed or fixed-width, so
+    different rows cannot hash the same input."""
+    doc = doc_id.encode("utf-8")
+    content = content_hash.encode("utf-8")
+    h = hashlib.blake2b(digest_size=32, person=b"calinode.row")
+    h.update(_CHUNK.pack(len(doc)))
+    h.update(doc)
+    h.update(_CHUNK.pack(len(content)))
+    h.update(content)
+    h.update(_ROW_TAIL.pack(version, bool(deleted)))
+    return int.from_bytes(h.digest(), "big")
+
+
+class DigestSum:
+    """The running sum of a shard's row hashes: :meth:`add` a row when it is written,
+    :meth:`remove` the row it replaced; :meth:`hexdigest` is then :func:`shard_digest` of the
+    rows the shard holds."""
+
+    __slots__ = ("total",)
+
+    def __init__(self, rows: Iterable[tuple[str, str, int, bool | int]] = ()) -> None:
+        self.total = 0
+        for row in rows:
+            self.add(*row)
+
+    def add(self, doc_id: str, content_hash: str, version: int, deleted: bool | int) -> None:
+        self.total = (self.total + row_hash(doc_id, content_hash, version, deleted)) \
+            % _SUM_MODULUS
+
+    def remove(self, doc_id: str, content_hash: str, version: int, deleted: bool | int) -> None:
+        self.total = (self.total - row_hash(doc_id, content_hash, version, deleted)) \
+            % _SUM_MODULUS
+
+    def hexdigest(self) -> str:
+        h = hashlib.blake2b(self.total.to_bytes(32, "big"), digest_size=32,
+                            person=b"calinode.shard")
+        return h.hexdigest()
+
+
+def shard_digest(rows: Iterable[tuple[str, str, int, bool | int]]) -> str:
+    """Hex digest of the set of ``(doc_id, content_hash, version, deleted)`` rows (in any
+    order; a shard holds each ``doc_id`` once): the hash of the sum of their
+    :func:`row_hash` numbers modulo 2**256. The empty shard has a digest too."""
+    return DigestSum(rows).hexdigest()

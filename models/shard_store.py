@@ -77,6 +77,7 @@ import numpy.typing as npt
 
 from calinode.models.shard_digest import (
     MAX_VERSION,
+    DigestSum,
     DocState,
     Outcome,
     chunk_faiss_id,
@@ -465,7 +466,9 @@ class ShardStore:
         self._conn: sqlite3.Connection | None = None
         self._index: _VectorIndex | None = None
         self._lock_fd: int | None = None
-        self._digest: str | None = None
+        #: the sum behind :meth:`digest`: read from SQLite once at open, then kept current by
+        #: every write (the rows it changed), so a write never re-reads the docs table
+        self._digest: DigestSum | None = None
         self._rebuild_seconds = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -514,12 +517,15 @@ class ShardStore:
                 if created:
                     _fsync_dir(self.path)
                 index = self._build_index(conn)
+                digest = DigestSum(conn.execute(
+                    "SELECT doc_id, content_hash, version, deleted FROM docs"))
             except BaseException:
                 if conn is not None:
                     conn.close()
                 os.close(fd)
                 raise
             self._conn, self._index, self._lock_fd = conn, index, fd
+            self._digest = digest
 
     def _init_schema(self, conn: sqlite3.Connection) -> None:
         wanted = {"schema": SCHEMA, "dim": str(self.dim), "metric": self.metric,
@@ -624,6 +630,9 @@ class ShardStore:
         removed: list[int] = []
         added_ids: list[int] = []
         added_vectors: list[npt.NDArray[np.float32]] = []
+        #: docs rows this write replaces and writes: the digest moves by them after COMMIT
+        rows_out: list[tuple[str, str, int, bool]] = []
+        rows_in: list[tuple[str, str, int, bool]] = []
         with self._lock:
             conn, index = self._require()
             if not items:
@@ -643,16 +652,30 @@ class ShardStore:
                     if outcome in (Outcome.INSERT, Outcome.REPLACE):
                         added_ids.extend(_insert_chunks(conn, item))
                         added_vectors.append(item.vectors)
+                    if outcome in (Outcome.UNCHANGED, Outcome.STALE):
+                        continue
+                    before = stored.get(doc_id)
+                    if before is not None:
+                        rows_out.append((doc_id, before.content_hash, before.version,
+                                         before.deleted))
                     if outcome is Outcome.BUMP:
                         conn.execute("UPDATE docs SET version = ?, updated_ms = ? WHERE doc_id = ?",
                                      (state.version, now, doc_id))
                         conn.execute("UPDATE chunks SET version = ? WHERE doc_id = ?",
                                      (state.version, doc_id))
-                    elif outcome not in (Outcome.UNCHANGED, Outcome.STALE):
+                        rows_in.append((doc_id, before.content_hash if before else "",
+                                        state.version, False))
+                    else:
                         conn.execute(_UPSERT_DOC, (doc_id, state.content_hash, state.version,
                                                    len(item.texts), int(state.deleted), now))
-            if counts[Outcome.UNCHANGED] + counts[Outcome.STALE] < len(items):
-                self._digest = None
+                        rows_in.append((doc_id, state.content_hash, state.version,
+                                        state.deleted))
+            digest = self._digest
+            assert digest is not None  # set by _open with the connection
+            for row in rows_out:
+                digest.remove(*row)
+            for row in rows_in:
+                digest.add(*row)
             self._update_index(conn, index, removed, added_ids, added_vectors)
         return UpsertResult(
             inserted=counts[Outcome.INSERT],
@@ -819,14 +842,20 @@ class ShardStore:
             return [row[0] for row in rows]
 
     def digest(self) -> str:
-        """Hash of every document state, tombstones included (see :func:`shard_digest`)."""
+        """Hash of every document state, tombstones included (see :func:`shard_digest`);
+        kept current by every write, so this costs one hash, whatever the shard's size."""
+        with self._lock:
+            self._require()
+            assert self._digest is not None  # set by _open with the connection
+            return self._digest.hexdigest()
+
+    def full_digest(self) -> str:
+        """:meth:`digest` recomputed from every docs row (what the running sum must equal;
+        for tests and checks, it reads the whole table)."""
         with self._lock:
             conn, _ = self._require()
-            if self._digest is None:
-                self._digest = shard_digest(conn.execute(
-                    "SELECT doc_id, content_hash, version, deleted FROM docs ORDER BY doc_id"
-                ))
-            return self._digest
+            return shard_digest(conn.execute(
+                "SELECT doc_id, content_hash, version, deleted FROM docs"))
 
     def changes(
         self, since_version: int = 0, limit: int = 1000, *, after_doc_id: str = ""
@@ -865,6 +894,16 @@ class ShardStore:
             DocRecord(doc_id, content_hash, version, bool(deleted), tuple(chunks.get(doc_id, ())))
             for doc_id, content_hash, version, deleted in docs
         ]
+
+    def quick_check(self) -> list[str]:
+        """The cheap part of :meth:`check`: live FAISS vectors against chunk rows, by count
+        (no row is read or hashed)."""
+        with self._lock:
+            conn, index = self._require()
+            rows = int(conn.execute("SELECT count(*) FROM chunks").fetchone()[0])
+            if index.live != rows:
+                return [f"FAISS holds {index.live} live vectors for {rows} chunk rows"]
+        return []
 
     def check(self) -> list[str]:
         """Consistency problems of FAISS against SQLite and of SQLite itself ([]: none).

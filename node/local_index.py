@@ -213,11 +213,14 @@ class LocalIndex:
                 if writes and self._stores.get(key) is not store:
                     continue  # dropped while we waited: a write starts the replica again
                 self._check_current(key, store)
-                result = await trio.to_thread.run_sync(fn, store, limiter=self.limiter)
-                if writes:
-                    self._digests[key] = await trio.to_thread.run_sync(
-                        store.digest, limiter=self.limiter)
-                return result
+                if not writes:
+                    return await trio.to_thread.run_sync(fn, store, limiter=self.limiter)
+                # the write and its new digest in one worker-thread hop (the store keeps its
+                # digest current as it writes: reading it costs one hash)
+                done: tuple[T, str] = await trio.to_thread.run_sync(
+                    _with_digest, fn, store, limiter=self.limiter)
+                self._digests[key] = done[1]
+                return done[0]
 
     async def call_many(self, definition: CollectionDef, shards: list[int],
                         fn: Callable[[ShardStore], T]) -> list[T]:
@@ -323,6 +326,11 @@ def _open_replica(folder: Path, *, dim: int, index_kind: str,
     if created and not marker.exists():
         _write_marker(marker, str(created))
     return store, store.digest(), (folder / "READY").exists()
+
+
+def _with_digest(fn: Callable[[ShardStore], T], store: ShardStore) -> tuple[T, str]:
+    """Blocking: ``fn(store)`` and the store's digest after it."""
+    return fn(store), store.digest()
 
 
 def _replica_folders(root: Path) -> dict[str, list[int]]:
@@ -491,14 +499,22 @@ def register_index_jobs(registry: JobRegistry, index: LocalIndex,
         return {"docs": docs_to_wire(records), "digest": index.digest_of(definition.name, shard)}
 
     async def info(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-        definition = book.get(ShardInfoParams.from_wire(params).collection)
+        """Counts, digest and problems of every replica held. The digest is kept current by
+        the writes; the problems come from :meth:`ShardStore.quick_check` (counts) unless the
+        caller asks for the full ``check``, which reads and hashes every chunk row."""
+        request = ShardInfoParams.from_wire(params)
+        definition = book.get(request.collection)
         rules.require_read(ctx.caller, definition)
         rows = []
+
+        def look(store: ShardStore) -> tuple[tuple[int, int], list[str]]:
+            return store.count(), store.check() if request.check else store.quick_check()
+
         for shard in range(definition.shards):
             if not index.has(definition.name, shard):
                 continue
             try:
-                counts = await index.call(definition, shard, lambda s: (s.count(), s.check()))
+                counts = await index.call(definition, shard, look)
             except JobError as exc:
                 if exc.code is not ErrorCode.SHARD_UNAVAILABLE:
                     raise

@@ -23,16 +23,20 @@ change of hash, digest size or byte order relocates every document of every coll
 
 :class:`PlacementMap` is the whole map of one collection for one set of index peers; the
 daemon rebuilds it when membership changes and asks :func:`moves` what to pull or drop.
+:class:`PlacementCache` keeps the map of each collection for the current peer set, so that
+searches, write batches and sync rounds do not hash ``shards x peers`` weights each time.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
 
 __all__ = [
     "Move",
+    "PlacementCache",
     "PlacementMap",
     "moves",
     "replica_weight",
@@ -155,6 +159,42 @@ class PlacementMap:
         return [
             {"shard": shard, "owners": list(owners)} for shard, owners in enumerate(self.assignment)
         ]
+
+
+class PlacementCache:
+    """The :class:`PlacementMap` of each collection for the peer set it was last asked with.
+
+    A map is a pure function of ``(collection, shards, r, peer set)``: :meth:`get` builds it
+    once per such key and hands the same map back until the peer set, the shard count or the
+    replication factor changes (then it builds the new one). At most ``max_entries``
+    collections are kept, the least recently used going first, so the cache is bounded
+    however many collection names the swarm has seen.
+    """
+
+    def __init__(self, max_entries: int = 256) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be >= 1, got {max_entries}")
+        self.max_entries = max_entries
+        self.builds = 0  # maps built (for tests and status: a hit builds nothing)
+        self._maps: OrderedDict[str, PlacementMap] = OrderedDict()
+
+    def get(self, collection: str, shards: int, peers: Iterable[str], r: int) -> PlacementMap:
+        members = tuple(sorted(set(peers)))
+        cached = self._maps.get(collection)
+        if (cached is not None and cached.peers == members and cached.shards == shards
+                and cached.r == r):
+            self._maps.move_to_end(collection)
+            return cached
+        placement = PlacementMap.build(collection, shards, members, r)
+        self.builds += 1
+        self._maps[collection] = placement
+        self._maps.move_to_end(collection)
+        while len(self._maps) > self.max_entries:
+            self._maps.popitem(last=False)
+        return placement
+
+    def __len__(self) -> int:
+        return len(self._maps)
 
 
 def moves(old: PlacementMap, new: PlacementMap) -> list[Move]:

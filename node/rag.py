@@ -25,11 +25,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -41,9 +42,10 @@ from calinode.models.shard_store import ChunkWrite, DocRecord, ShardStore
 from calinode.node.chunking import content_hash, make_document_text
 from calinode.node.collections_book import sign_definition
 from calinode.node.local_index import docs_to_wire, records_from_wire
-from calinode.node.placement import PlacementMap, may_drop_replica, shard_of
+from calinode.node.placement import PlacementCache, PlacementMap, may_drop_replica, shard_of
 from calinode.node.rejections import RateLimitedLog
 from calinode.node.result_merge import ShardHit, cut_candidates, merge_topk, missing_shards
+from calinode.node.routing import Candidate
 from calinode.node.write_quorum import DocSettlement, ReplicaAnswer, settle
 from calinode.protocol.capabilities import Capabilities, ModelOffer
 from calinode.protocol.collections import CollectionDef
@@ -81,7 +83,8 @@ quiet = RateLimitedLog(log)
 _SUMMARY_KEY = {"inserted": "added", "replaced": "replaced", "unchanged": "unchanged"}
 
 INGEST_BATCH = 16
-MAX_BATCHES_IN_FLIGHT = 4
+BATCHES_PER_EMBEDDER = 2
+MAX_BATCHES_IN_FLIGHT = 8
 HEDGE_AFTER = 0.25  # seconds before a second holder is asked for a slow shard ...
 HEDGE_BYTES_PER_SECOND = 20e6  # ... plus the time its reply may take to arrive at this rate
 SYNC_INTERVAL = 2.0
@@ -192,6 +195,76 @@ def _apply(store: ShardStore, *, records: list[DocRecord]) -> object:
     return store.apply(records)
 
 
+def _text_size(doc: Any) -> int:
+    if not isinstance(doc, dict):
+        return 1
+    return 1 + sum(len(v) for v in (doc.get("title"), doc.get("text")) if isinstance(v, str))
+
+
+def ingest_batches(docs: list[Any], embedders: int) -> list[list[Any]]:
+    """``docs`` cut into contiguous batches for ``embed_chunks``: about ``INGEST_BATCH``
+    documents each, their number a multiple of ``embedders`` (when there are documents
+    enough), and of about equal text (what the embedding time grows with).
+
+    Why: the embedders work on one request's batches at once; batches of 16 documents, 4 of
+    them for 3 embedders, kept one embedder busy twice as long as the others, which then
+    idled until the request's last batch was done (three nodes ingested at 0.52x the model)."""
+    if not docs:
+        return []
+    count = -(-len(docs) // INGEST_BATCH)
+    if embedders > 1 and len(docs) >= embedders:
+        count = -(-count // embedders) * embedders
+    count = min(count, len(docs))
+    sizes = [_text_size(doc) for doc in docs]
+    total = sum(sizes)
+    batches: list[list[Any]] = []
+    start, seen = 0, 0
+    for n in range(1, count):
+        # the end of batch n: where the running text size passes n/count of the total,
+        # leaving at least one document for every batch still to come
+        target = total * n / count
+        end = start + 1
+        seen += sizes[start]
+        while end < len(docs) - (count - n) and seen + sizes[end] <= target:
+            seen += sizes[end]
+            end += 1
+        batches.append(docs[start:end])
+        start = end
+    batches.append(docs[start:])
+    # a few huge documents can leave many small ones to one batch: no batch is longer than
+    # twice the usual (an embed_chunks request has a bounded number of documents)
+    return [batch[at:at + INGEST_BATCH] if len(batch) > 2 * INGEST_BATCH else batch
+            for batch in batches
+            for at in range(0, len(batch) if len(batch) > 2 * INGEST_BATCH else 1,
+                            INGEST_BATCH)]
+
+
+class _EmbedderSpread:
+    """The embedding peers one ingest keeps busy, and how many of its batches each has.
+
+    The dispatcher ranks peers by the load their records advertised, which is seconds old:
+    an ingest that sent its batches by that rank alone piled them on one peer while another
+    idled. Here each batch goes first to the peer with the fewest of this ingest's batches
+    (the dispatcher's rank breaks ties, and stays the order of the fallbacks)."""
+
+    def __init__(self) -> None:
+        self._batches: dict[str, int] = {}
+
+    def order(self, ranked: list[Candidate]) -> list[Candidate]:
+        rank = {c.peer_id: n for n, c in enumerate(ranked)}
+        return sorted(ranked, key=lambda c: (self._batches.get(c.peer_id, 0), rank[c.peer_id]))
+
+    @contextlib.contextmanager
+    def running(self, peer: str) -> Iterator[None]:
+        self._batches[peer] = self._batches.get(peer, 0) + 1
+        try:
+            yield
+        finally:
+            self._batches[peer] -= 1
+            if not self._batches[peer]:
+                del self._batches[peer]
+
+
 class Coordinator:
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -203,6 +276,8 @@ class Coordinator:
         #: the hit budget of one shard.search request: the same function the serving nodes
         #: refuse requests with, so this node's own searches are always split to fit
         self.search_budget = SearchBudget()
+        #: collection -> its placement over the live index peers it was last built for
+        self._placements = PlacementCache()
 
     # -- views of the swarm ----------------------------------------------------------------
 
@@ -216,8 +291,10 @@ class Coordinator:
         return sorted(peers)
 
     def placement(self, definition: CollectionDef) -> PlacementMap:
-        return PlacementMap.build(definition.name, definition.shards, self.index_peers(),
-                                  definition.replicas)
+        """The collection's placement over the live index peers: built once per (shards,
+        replicas, peer set), not on every search, write batch and sync round."""
+        return self._placements.get(definition.name, definition.shards, self.index_peers(),
+                                    definition.replicas)
 
     def holders(self, definition: CollectionDef) -> dict[int, dict[str, str]]:
         """shard -> {peer: digest} for live holders (this node included)."""
@@ -387,17 +464,21 @@ class Coordinator:
         summary: dict[str, Any] = {"collection": name, "documents": len(docs), "chunks": 0,
                                    "acknowledged": 0, "added": 0, "replaced": 0,
                                    "unchanged": 0, "failed": []}
-        # several batches in flight, so that while this node's embedder is busy the next
-        # batch goes to another embedding peer (the dispatcher ranks a busy node last)
+        # BATCHES_PER_EMBEDDER batches in flight per embedding peer: while one batch is
+        # written to its shards, the next is already queued at the embedder, so the model
+        # never waits for the writes (with one batch per embedder it did after every batch)
         embedders = len(self.node.dispatcher.candidates("embed", definition.model, definition))
-        limiter = trio.CapacityLimiter(max(1, min(MAX_BATCHES_IN_FLIGHT, embedders)))
+        limiter = trio.CapacityLimiter(
+            max(1, min(MAX_BATCHES_IN_FLIGHT, BATCHES_PER_EMBEDDER * embedders)))
+        spread = _EmbedderSpread()
         done = 0
 
         async def run(batch: list[dict[str, Any]]) -> None:
             nonlocal done
             async with limiter:
                 try:
-                    settled, failed, chunks = await self._ingest_batch(definition, batch)
+                    settled, failed, chunks = await self._ingest_batch(definition, batch,
+                                                                       spread)
                 except CalinodeError as exc:
                     settled, failed, chunks = [], [{"_id": d.get("_id"), "error": exc.code.value,
                                                     "message": exc.message} for d in batch], 0
@@ -417,12 +498,13 @@ class Coordinator:
 
         with groups_collapsed():
             async with trio.open_nursery() as nursery:
-                for start in range(0, len(docs), INGEST_BATCH):
-                    nursery.start_soon(run, docs[start:start + INGEST_BATCH])
+                for batch in ingest_batches(docs, embedders):
+                    nursery.start_soon(run, batch)
         summary["seconds"] = round(trio.current_time() - started, 3)
         return summary
 
-    async def _ingest_batch(self, definition: CollectionDef, batch: list[dict[str, Any]]
+    async def _ingest_batch(self, definition: CollectionDef, batch: list[dict[str, Any]],
+                            spread: _EmbedderSpread | None = None,
                             ) -> tuple[list[DocSettlement], list[dict[str, Any]], int]:
         """Each valid document's settlement, the documents refused before writing, and the
         number of chunks written."""
@@ -437,11 +519,14 @@ class Coordinator:
                   "chunk_overlap": definition.chunk_overlap}
         dispatcher = self.node.dispatcher
         order = dispatcher.candidates("embed", definition.model, definition)
+        spread = spread or _EmbedderSpread()
+        order = spread.order(order)
         deadline = trio.current_time() + 120
         count = len(texts)
-        reply, _ = await dispatcher.run_with_retry(
-            order, "embed_chunks", params, deadline,
-            lambda wire: EmbedChunksReply.from_wire(wire, docs=count, dim=definition.dim))
+        with spread.running(order[0].peer_id if order else ""):
+            reply, _ = await dispatcher.run_with_retry(
+                order, "embed_chunks", params, deadline,
+                lambda wire: EmbedChunksReply.from_wire(wire, docs=count, dim=definition.dim))
         if reply.sha256 != definition.model_sha256:
             raise JobError("the embedding peer runs another file of the collection's model",
                            code=ErrorCode.UNKNOWN_MODEL)

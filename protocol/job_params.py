@@ -647,17 +647,23 @@ class ShardChangesParams:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ShardInfoParams:
+    """``shard.info``: counts and digests of the replicas held. ``check`` asks for the full
+    consistency check (it reads and hashes every chunk row); without it only the cheap
+    checks run (counts of FAISS vectors against chunk rows)."""
+
     collection: str
+    check: bool = False
 
     def __post_init__(self) -> None:
         _collection(self.collection)
+        check_instance("check", self.check, bool)
 
     @classmethod
     def from_wire(cls, data: object) -> ShardInfoParams:
         with from_peer():
-            wire = check_keys("shard.info params", data, frozenset({"collection"}),
+            wire = check_keys("shard.info params", data, frozenset({"collection", "check"}),
                               frozenset({"collection"}))
-            return cls(collection=wire["collection"])
+            return cls(collection=wire["collection"], check=wire.get("check", False))
 
     def to_wire(self) -> dict[str, Any]:
-        return {"collection": self.collection}
+        return {"collection": self.collection, "check": self.check}
