@@ -23,7 +23,7 @@ from calinode.node.cli_models import add_models_parser, cmd_models
 from calinode.node.cli_options import CalinodeParser, add_common_options
 from calinode.node.cli_rag import add_rag_parsers, cmd_rag
 from calinode.node.log_setup import configure_logging
-from calinode.protocol.errors import exit_status_table
+from calinode.protocol.errors import BadRequest, exit_status_table
 
 EXAMPLES = """\
 first node:     calinode start
@@ -172,6 +172,9 @@ def cmd_start(args: argparse.Namespace) -> int:
     from calinode.node.config import load_config
     from calinode.node.daemon import run_node
 
+    if args.no_models and (args.embed_models or args.gen_models):
+        given = "--embed-model" if args.embed_models else "--gen-model"
+        raise BadRequest(f"{given} and --no-models contradict each other: give one of them")
     flags = {key: value for key, value in vars(args).items() if key != "command"}
     if args.debug and not args.log_level:
         flags["log_level"] = "debug"

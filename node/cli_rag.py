@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from calinode.protocol.errors import EXIT_DOCS_FAILED, EXIT_PARTIAL, ConfigError
+from calinode.node.ingest_input import DEFAULT_ENCODING, MAX_DOCUMENT_CHARS, prepare, read_path
+from calinode.protocol.errors import EXIT_DOCS_FAILED, EXIT_PARTIAL, BadRequest, ConfigError
 
 #: documents per ingest request: the node cuts each request into batches for all its
 #: embedders at once, and between two requests they idle, so a request is large (at 64, the
@@ -72,9 +73,17 @@ def add_rag_parsers(sub: Any, client_args: Any) -> None:
             parser.add_argument("name")
         client_args(parser)
 
-    ingest = sub.add_parser("ingest", help="add documents to a collection")
-    ingest.add_argument("path", help="a folder of .txt/.md, a .jsonl file, or - for stdin")
+    ingest = sub.add_parser("ingest", help="add documents to a collection", epilog=(
+        f"A document is at most {MAX_DOCUMENT_CHARS} characters (title and text); the node "
+        "chunks it. A _id given twice keeps its last version (the summary names it). exit "
+        f"status: {EXIT_DOCS_FAILED} when any document failed (the summary lists them)."))
+    ingest.add_argument("path", help="a folder of .txt/.md (one document a file, id: its "
+                        "path in the folder), one .txt/.md file (one document, id: its name), "
+                        "a .jsonl file of {_id, title, text, ...}, or - for JSONL on stdin")
     ingest.add_argument("--collection", required=True)
+    ingest.add_argument("--encoding", default=DEFAULT_ENCODING,
+                        help="text encoding of the input (default %(default)s); a file that "
+                             "does not decode fails, it is never stored altered")
     client_args(ingest)
 
     delete = sub.add_parser("delete", help="remove documents from a collection")
@@ -109,24 +118,8 @@ def add_rag_parsers(sub: Any, client_args: Any) -> None:
     client_args(shards)
 
 
-def read_documents(path: str) -> Iterator[dict[str, Any]]:
-    if path == "-":
-        yield from _jsonl(sys.stdin, "stdin")
-        return
-    source = Path(path).expanduser()
-    if source.is_dir():
-        for file in sorted(source.rglob("*")):
-            if file.suffix.lower() in (".txt", ".md") and file.is_file():
-                yield {"_id": str(file.relative_to(source)), "title": file.stem,
-                       "text": file.read_text(encoding="utf-8", errors="replace")}
-        return
-    if not source.is_file():
-        raise ConfigError(f"{source}: no such file or folder")
-    with source.open(encoding="utf-8") as fh:
-        yield from _jsonl(fh, str(source))
-
-
 def _jsonl(lines: Any, name: str) -> Iterator[dict[str, Any]]:
+    """``search --queries``: one JSON object a line."""
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -147,13 +140,19 @@ def _bar(done: int, total: int, chunks: int, started: float) -> str:
 
 
 def cmd_ingest(args: argparse.Namespace, client: Any) -> dict[str, Any]:
-    docs = list(read_documents(args.path))
-    if not docs:
+    """Read the input (node/ingest_input.py: undecodable files and oversize documents fail
+    here, the last version of a repeated ``_id`` wins), send it in batches, sum the replies."""
+    read = read_path(args.path, sys.stdin.buffer, args.encoding)
+    if not read:
         raise ConfigError(f"{args.path}: no documents found")
+    prepared = prepare(read, read_failures=True)
+    docs = prepared.docs
     started = time.monotonic()
-    summary: dict[str, Any] = {"collection": args.collection, "documents": len(docs),
+    summary: dict[str, Any] = {"collection": args.collection, "documents": prepared.read,
                                "chunks": 0, "acknowledged": 0, "added": 0, "replaced": 0,
-                               "unchanged": 0, "failed": []}
+                               "unchanged": 0, "failed": list(prepared.failed),
+                               "duplicates": prepared.duplicates,
+                               "duplicate_lines": prepared.duplicate_lines}
     for start in range(0, len(docs), SEND_BATCH):
         part = client.ingest(args.collection, docs[start:start + SEND_BATCH])
         for key in ("chunks", "acknowledged", "added", "replaced", "unchanged"):
@@ -168,11 +167,28 @@ def cmd_ingest(args: argparse.Namespace, client: Any) -> dict[str, Any]:
     return summary
 
 
+def collection_summary(data: dict[str, Any]) -> str:
+    """``collections info`` for a person: the definition's meaning, the effective write quorum
+    once (the wire's ``write_quorum`` 0 means "a majority"; ``quorum`` is what applies)."""
+    rule = ("a majority" if not data.get("write_quorum") else "set explicitly")
+    access = "".join(f"\n  {role}: {', '.join(data[role])}"
+                     for role in ("admins", "writers", "readers") if data.get(role))
+    return (f"{data['name']} (version {data['version']}{', dropped' if data['dropped'] else ''})"
+            f"\n  model: {data['model']} ({data['dim']}-d, {data['metric']}, sha256 "
+            f"{data['model_sha256'][:16]}...)"
+            f"\n  shards: {data['shards']} x {data['replicas']} replicas, {data['index_kind']}"
+            f"\n  write quorum: {data['quorum']} ({rule})"
+            f"\n  chunks: {data['chunk_tokens']} tokens, {data['chunk_overlap']} overlap"
+            f"\n  owner: {data['owner']}{access}")
+
+
 def cmd_search(args: argparse.Namespace, client: Any) -> int:
     """Print the answers; when one is partial, warn on stderr (one line naming the missing
     shards) and exit ``EXIT_PARTIAL`` unless ``--allow-partial``."""
     options = {"k": args.k, "per_doc": args.per_doc, "text": not args.no_text,
                "timeout": SEARCH_TIMEOUT}
+    if args.queries and args.query:
+        raise BadRequest("give a QUERY or --queries FILE, not both")
     if args.queries:
         with Path(args.queries).open(encoding="utf-8") as fh:
             queries = list(_jsonl(fh, args.queries))
@@ -225,7 +241,7 @@ def cmd_rag(args: argparse.Namespace, client: Any) -> int:
                              f"{c['replicas']}" for c in data) or "(no collections)"
         elif action == "info":
             data = client.collection(args.name)
-            text = json.dumps(data, indent=2)
+            text = collection_summary(data)
         else:
             data = client.drop_collection(args.name)
             text = f"dropped {args.name}"
@@ -237,6 +253,12 @@ def cmd_rag(args: argparse.Namespace, client: Any) -> int:
                 f"({data['added']} added, {data['replaced']} replaced, {data['unchanged']} "
                 f"unchanged), {data['chunks']} chunks in {data['seconds']} s; "
                 f"{len(data['failed'])} failed{failed}")
+        if data["duplicates"]:
+            shown = ", ".join(data["duplicates"][:20])
+            more = len(data["duplicates"]) - 20
+            text += (f"\n{data['duplicate_lines']} earlier line(s) replaced by a later line "
+                     f"with the same _id (the last one wins): {shown}"
+                     + (f" and {more} more" if more > 0 else ""))
         if data["failed"]:  # the summary goes to stdout; the verdict to stderr, and a status
             print(json.dumps(data, indent=2) if args.json else text)
             codes = sorted({str(f["error"]) for f in data["failed"]})
@@ -246,10 +268,12 @@ def cmd_rag(args: argparse.Namespace, client: Any) -> int:
             return EXIT_DOCS_FAILED
     elif command == "delete":
         data = client.delete(args.collection, args.doc_ids)
-        text = (f"deleted {len(data['deleted'])}; not found {len(data['not_found'])}"
+        text = (f"deleted {len(data['deleted'])}, not found {len(data['not_found'])}, failed "
+                f"{len(data['failed'])}"
+                + "".join(f"\n  {d}: deleted" for d in data["deleted"])
                 + "".join(f"\n  {d}: not found" for d in data["not_found"])
-                + f"; failed {len(data['failed'])}"
-                + "".join(f"\n  {f['_id']}: {f['message']}" for f in data["failed"]))
+                + "".join(f"\n  {f['_id']}: failed: {f['error']} {f['message']}"
+                          for f in data["failed"]))
     elif command == "search":
         return cmd_search(args, client)
     elif command == "ask":

@@ -3,7 +3,9 @@
 ``GET/POST /v1/collections`` (without ``replicas``: min(2, live index peers), said in the
 reply's ``replicas_default`` and ``notes``), ``GET/DELETE /v1/collections/{name}``, ``PATCH
 /v1/collections/{name}`` (``{replicas, write_quorum?}``: a new signed definition version),
-``POST /v1/ingest`` (``{collection, docs}``), ``POST /v1/search`` (``{collection, query}`` or
+``POST /v1/ingest`` (``{collection, docs}``; a ``_id`` given twice keeps the last version,
+named in the reply's ``duplicates``; a document above ``MAX_DOCUMENT_CHARS`` fails alone),
+``POST /v1/search`` (``{collection, query}`` or
 ``{collection, queries: [{_id, text}]}``, ``k``; ``"group_by": "doc"`` for the k best distinct
 documents, each by its best chunk; ``"text": false`` for hits without text and metadata),
 ``POST /v1/ask`` (``{collection, question, k, model}``), ``GET /v1/shards?collection=NAME``.
@@ -24,6 +26,7 @@ from calinode.node.api_guard import read_json
 from calinode.node.api_json import FastJSONResponse
 from calinode.node.api_stream import Emit, stream_answer
 from calinode.node.inference_api import request_deadline
+from calinode.node.ingest_input import prepare
 from calinode.protocol.errors import BadRequest, CalinodeError, JobError, groups_collapsed
 
 if TYPE_CHECKING:
@@ -131,7 +134,12 @@ def rag_routes(node: Node) -> list[Route]:
         docs = body.get("docs")
         if not isinstance(docs, list) or not docs:
             raise BadRequest("docs must be a non-empty list of {_id, title, text, ...}")
-        summary = await node.coordinator.ingest(_str(body, "collection"), docs)
+        prepared = prepare(docs)  # oversize refused, the last version of a repeated _id wins
+        summary = await node.coordinator.ingest(_str(body, "collection"), prepared.docs)
+        summary["documents"] = prepared.read
+        summary["failed"] = [*prepared.failed, *summary["failed"]]
+        summary["duplicates"] = prepared.duplicates
+        summary["duplicate_lines"] = prepared.duplicate_lines
         return JSONResponse(summary)
 
     async def delete(request: Request) -> JSONResponse:
