@@ -9,13 +9,25 @@ from __future__ import annotations
 import signal
 import socket
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from calinode.protocol.errors import ErrorCode, exit_status
 from daemon_harness import Daemon, Swarm, run_cli, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def error_code(proc: subprocess.CompletedProcess[str]) -> ErrorCode:
+    """The code of the one error line a failed command printed; its exit status must be the
+    code's (protocol/errors.py ``EXIT_STATUS``)."""
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("calinode: error: "), proc.stderr
+    code = ErrorCode(line.removeprefix("calinode: error: ").split(":", 1)[0])
+    assert proc.returncode == exit_status(code), (proc.returncode, line)
+    return code
 
 
 def all_alive(daemons: list[Daemon], expected: set[str]) -> bool:
@@ -80,7 +92,7 @@ def test_sigstopped_peer_is_marked_dead_then_recovers(swarm: Swarm) -> None:
         # jobs to a frozen peer fail with a clear error before their deadline, never hang
         proc = run_cli("ping", n2.peer_id, "-c", "1", "--timeout", "1", "--home", str(n1.home),
                        check=False)
-        assert proc.returncode == 1 and "error:" in proc.stderr
+        assert error_code(proc) in (ErrorCode.DEADLINE_EXCEEDED, ErrorCode.PEER_UNREACHABLE)
     finally:
         n2.signal(signal.SIGCONT)
     wait_for(lambda: all_alive([n1, n2], ids), 20, "resumed peer alive again")
@@ -96,7 +108,7 @@ def test_other_swarm_key_cannot_join_run_jobs_or_see_peers(swarm: Swarm, tmp_pat
     wait_for(lambda: all_alive([n1, n2], {n1.peer_id, n2.peer_id}), 20, "the keyed pair")
     proc = run_cli("ping", n1.peer_id, "-c", "1", "--timeout", "2", "--home",
                    str(outsider.home), check=False)
-    assert proc.returncode == 1 and "UNKNOWN_PEER" in proc.stderr
+    assert error_code(proc) is ErrorCode.UNKNOWN_PEER
     assert set(outsider.peers()) == {outsider.peer_id}
     assert outsider.peer_id not in n1.peers() and outsider.peer_id not in n2.peers()
 
@@ -127,13 +139,13 @@ def test_garbage_on_the_wire_does_not_hurt_the_node(swarm: Swarm) -> None:
 
 def test_cli_errors_are_one_clear_line(swarm: Swarm, tmp_path: Path) -> None:
     proc = run_cli("status", "--api", "127.0.0.1:1", check=False)
-    assert proc.returncode == 1
+    assert error_code(proc) is ErrorCode.PEER_UNREACHABLE
     assert proc.stderr.count("\n") == 1 and "calinode start" in proc.stderr
     n1 = swarm.daemon("n1").start()
     proc = run_cli("ping", "not-a-peer", "--home", str(n1.home), check=False)
-    assert proc.returncode == 1 and "BAD_REQUEST" in proc.stderr
+    assert error_code(proc) is ErrorCode.BAD_REQUEST
     proc = run_cli("start", "--home", str(tmp_path / "x"), "--listen", "nonsense", check=False)
-    assert proc.returncode == 1 and "multiaddr" in proc.stderr
+    assert error_code(proc) is ErrorCode.CONFIG and "multiaddr" in proc.stderr
 
 
 def test_mdns_finds_peers_without_bootstrap(swarm: Swarm) -> None:
