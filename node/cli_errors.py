@@ -23,7 +23,6 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 
 from calinode.protocol.errors import (
@@ -32,6 +31,7 @@ from calinode.protocol.errors import (
     ErrorCode,
     collapse_group,
     exit_status,
+    leaves,
 )
 
 #: the status of a command whose reader closed its stdout (128 + SIGPIPE)
@@ -67,21 +67,13 @@ def expected_os_error(exc: BaseException) -> CalinodeError | None:
     return CalinodeError(f"{what}{where}; {hint}", code=code)
 
 
-def _leaves(error: BaseException) -> Iterator[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield error
-
-
 def expected_error(exc: BaseException) -> CalinodeError | None:
     """The error to show ``exc`` as in one line, or None when ``exc`` is a bug.
 
     A group yields its first expected leaf (the siblings were cancelled or failed for the
     same reason); an ``INTERNAL`` error is a bug whatever raised it."""
     if isinstance(exc, BaseExceptionGroup):
-        for leaf in _leaves(exc):
+        for leaf in leaves(exc):
             found = expected_error(leaf)
             if found is not None:
                 return found
@@ -94,7 +86,7 @@ def expected_error(exc: BaseException) -> CalinodeError | None:
 
 def interrupted(exc: BaseException) -> bool:
     """Ctrl-C, alone or inside a group."""
-    return any(isinstance(leaf, KeyboardInterrupt) for leaf in _leaves(exc))
+    return any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves(exc))
 
 
 def write_crash_log(exc: BaseException) -> Path | None:

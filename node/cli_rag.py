@@ -15,11 +15,16 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from calinode.node.ingest_input import DEFAULT_ENCODING, MAX_DOCUMENT_CHARS, prepare, read_path
+from calinode.node.ingest_input import (
+    DEFAULT_ENCODING,
+    MAX_DOCUMENT_CHARS,
+    json_objects,
+    prepare,
+    read_path,
+)
 from calinode.protocol.errors import EXIT_DOCS_FAILED, EXIT_PARTIAL, BadRequest, ConfigError
 
 #: documents per ingest request: the node cuts each request into batches for all its
@@ -118,20 +123,6 @@ def add_rag_parsers(sub: Any, client_args: Any) -> None:
     client_args(shards)
 
 
-def _jsonl(lines: Any, name: str) -> Iterator[dict[str, Any]]:
-    """``search --queries``: one JSON object a line."""
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            doc = json.loads(line)
-        except ValueError as exc:
-            raise ConfigError(f"{name}:{number}: not JSON ({exc})") from None
-        if not isinstance(doc, dict):
-            raise ConfigError(f"{name}:{number}: each line must be a JSON object")
-        yield doc
-
-
 def _bar(done: int, total: int, chunks: int, started: float) -> str:
     width = 30
     filled = int(width * done / max(1, total))
@@ -191,7 +182,7 @@ def cmd_search(args: argparse.Namespace, client: Any) -> int:
         raise BadRequest("give a QUERY or --queries FILE, not both")
     if args.queries:
         with Path(args.queries).open(encoding="utf-8") as fh:
-            queries = list(_jsonl(fh, args.queries))
+            queries = list(json_objects(fh, args.queries))
         if not queries:
             raise ConfigError(f"{args.queries}: no queries")
         rows = client.search(args.collection, queries=queries, **options)

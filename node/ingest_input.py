@@ -78,11 +78,20 @@ def jsonl_documents(lines: Iterable[bytes], name: str, encoding: str
                     ) -> Iterator[dict[str, Any]]:
     """One document per non-blank line; a line that is not a JSON object (or does not decode)
     refuses the whole input (``CONFIG``), naming the line."""
-    for number, raw in enumerate(lines, start=1):
-        try:
-            line = decode_text(raw, encoding)
-        except ValueError as exc:
-            raise ConfigError(f"{name}:{number}: {exc}") from None
+
+    def decoded() -> Iterator[str]:
+        for number, raw in enumerate(lines, start=1):
+            try:
+                yield decode_text(raw, encoding)
+            except ValueError as exc:
+                raise ConfigError(f"{name}:{number}: {exc}") from None
+
+    yield from json_objects(decoded(), name)
+
+
+def json_objects(lines: Iterable[str], name: str) -> Iterator[dict[str, Any]]:
+    """One JSON object per non-blank line of ``name`` (``CONFIG`` naming a line that is not)."""
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:

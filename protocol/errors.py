@@ -122,10 +122,12 @@ class ApiError(CalinodeError):
 # -- exception groups ---------------------------------------------------------------------------
 
 
-def _leaves(error: BaseException) -> Iterator[BaseException]:
+def leaves(error: BaseException) -> Iterator[BaseException]:
+    """The exceptions inside ``error``, nested groups flattened (``error`` itself if no
+    group)."""
     if isinstance(error, BaseExceptionGroup):
         for inner in error.exceptions:
-            yield from _leaves(inner)
+            yield from leaves(inner)
     else:
         yield error
 
@@ -141,13 +143,13 @@ def collapse_group(group: BaseExceptionGroup[BaseException]) -> BaseException:
     - else an ``INTERNAL`` ``CalinodeError`` naming the first bug, with the bug as its
       ``__cause__`` (its traceback survives for the log).
     """
-    leaves = list(_leaves(group))
-    if any(isinstance(leaf, KeyboardInterrupt | SystemExit) for leaf in leaves):
+    inside = list(leaves(group))
+    if any(isinstance(leaf, KeyboardInterrupt | SystemExit) for leaf in inside):
         return group  # the user or the runner stops everything: never mask that
-    for leaf in leaves:
+    for leaf in inside:
         if isinstance(leaf, CalinodeError):
             return leaf
-    bugs = [leaf for leaf in leaves if isinstance(leaf, Exception)]
+    bugs = [leaf for leaf in inside if isinstance(leaf, Exception)]
     if not bugs:
         return group
     first = bugs[0]
