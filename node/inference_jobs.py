@@ -24,14 +24,8 @@ from calinode.protocol.job_params import (
 )
 from calinode.protocol.vectors import encode_vectors
 
-__all__ = ["INPUT_TYPES", "BadRequest", "bad", "generate_request", "register_inference_jobs",
-           "texts_param"]
+__all__ = ["INPUT_TYPES", "generate_request", "register_inference_jobs", "texts_param"]
 T = TypeVar("T")
-
-
-#: Kept for callers outside the API and job modules: ``bad(...)`` *is* :class:`BadRequest`
-#: (one class, no factory).
-bad = BadRequest
 
 
 def _view(parse: Callable[[], T]) -> T:

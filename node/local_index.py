@@ -45,10 +45,9 @@ from calinode.models.shard_store import ChunkWrite, DocRecord, DocWrite, ShardSt
 from calinode.node.access import AccessPolicy
 from calinode.node.collections_book import CollectionBook
 from calinode.node.hlc import HybridClock
-from calinode.node.inference_jobs import bad
 from calinode.node.job_server import JobContext, JobRegistry
 from calinode.protocol.collections import CollectionDef
-from calinode.protocol.errors import CalinodeError, ErrorCode, JobError
+from calinode.protocol.errors import BadRequest, CalinodeError, ErrorCode, JobError
 from calinode.protocol.job_params import (
     ShardChangesParams,
     ShardFetchParams,
@@ -179,7 +178,7 @@ class LocalIndex:
 
     async def store(self, definition: CollectionDef, shard: int) -> ShardStore:
         if not 0 <= shard < definition.shards:
-            raise bad(f"shard {shard} out of range for {definition.name} "
+            raise BadRequest(f"shard {shard} out of range for {definition.name} "
                       f"({definition.shards} shards)")
         key = (definition.name, shard)
         if key in self._stores and definition.created > self._created.get(key, 0):
@@ -403,7 +402,7 @@ def fetch_reply(ids: list[int], found: dict[int, tuple[str, int, str, str]], *, 
 
 def _in_range(shard: int, definition: CollectionDef) -> int:
     if not 0 <= shard < definition.shards:
-        raise bad(f"shard must be 0..{definition.shards - 1}")
+        raise BadRequest(f"shard must be 0..{definition.shards - 1}")
     return shard
 
 
@@ -432,7 +431,7 @@ def register_index_jobs(registry: JobRegistry, index: LocalIndex,
             return {"inserted": 0, "replaced": 0, "deleted": 0, "unchanged": 0, "stale": 0,
                     "outcomes": {}}
         if not request.docs:
-            raise bad("docs must be a non-empty list")
+            raise BadRequest("docs must be a non-empty list")
         records = records_from_wire(request.docs, definition.dim)
         for record in records:  # a version chosen far ahead would win over every later write
             hlc.check(record.version)
@@ -450,7 +449,7 @@ def register_index_jobs(registry: JobRegistry, index: LocalIndex,
         rules.require_read(ctx.caller, definition)
         shards = [_in_range(shard, definition) for shard in request.shards]
         if request.vectors.shape[1] != definition.dim:
-            raise bad(f"expected query vectors of dimension {definition.dim}, "
+            raise BadRequest(f"expected query vectors of dimension {definition.dim}, "
                       f"got {request.vectors.shape[1]}")
         try:  # refused before any work: the search thread cannot be cancelled
             check_search(request.queries, request.k, len(shards), budget)
