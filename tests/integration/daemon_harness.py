@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,10 +26,27 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("CALINODE_")}
 
 
+def _worker_ports() -> range:
+    """Ports this test process picks from: one range per pytest-xdist worker, all below the
+    kernel's ephemeral range (32768+, where ``port 0`` binds land), so two workers never pick
+    the same port between its probe and the daemon's bind."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    n = int(worker) if worker.isdigit() else 0
+    return range(10_000 + 2_000 * (n % 10), 12_000 + 2_000 * (n % 10))
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free right now on 127.0.0.1, from this worker's range (see ``_worker_ports``)."""
+    ports = _worker_ports()
+    for _ in range(200):
+        port = random.choice(ports)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {ports}")
 
 
 def run_cli(
