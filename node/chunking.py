@@ -28,6 +28,12 @@ A chunk may begin inside a word (the overlap counts tokens, not words): re-token
 can then differ from the original pieces by a token or so. Callers size ``max_tokens`` with
 the model's limit minus its special tokens and a small margin.
 
+A document longer than one ``embed_chunks`` request may carry is first cut by
+:func:`text_pieces` into pieces of at most ``max_chars`` characters, each cut at a paragraph,
+sentence or word boundary near its end; each piece is chunked as above and the chunks' offsets
+are moved by the piece's offset. A piece boundary therefore also ends a chunk (no chunk spans
+two pieces, and there is no overlap across that one boundary).
+
 Document identity for idempotent ingest: :func:`make_document_text` is what gets chunked and
 embedded (the BEIR convention: title, blank line, text), and :func:`content_hash` says whether
 a re-ingested document changed.
@@ -47,6 +53,7 @@ __all__ = [
     "chunk_text",
     "content_hash",
     "make_document_text",
+    "text_pieces",
     "token_windows",
 ]
 
@@ -206,3 +213,34 @@ def content_hash(doc: Mapping[str, Any]) -> str:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"document content is not JSON: {exc}") from exc
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+#: Where a long text is preferably cut into pieces, best first: a paragraph, a line, a
+#: sentence, a word.
+_PIECE_BREAKS = ("\n\n", "\n", ". ", " ")
+
+
+def text_pieces(text: str, max_chars: int) -> list[tuple[int, str]]:
+    """``text`` cut into ``(offset, piece)`` of at most ``max_chars`` characters each, with
+    ``text[offset:offset + len(piece)] == piece`` and the pieces covering the text in order.
+
+    Each cut falls after the last paragraph break, else line break, else sentence end, else
+    space in the last fifth of the window, else exactly at ``max_chars`` (a text without
+    spaces). Pieces that are only whitespace are left out: they carry no chunk."""
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be >= 1, got {max_chars}")
+    pieces: list[tuple[int, str]] = []
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + max_chars)
+        if end < len(text):
+            low = start + max_chars - max_chars // 5
+            for mark in _PIECE_BREAKS:
+                at = text.rfind(mark, low, end)
+                if at >= 0:
+                    end = at + len(mark)
+                    break
+        if text[start:end].strip():
+            pieces.append((start, text[start:end]))
+        start = end
+    return pieces

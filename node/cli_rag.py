@@ -21,9 +21,11 @@ from typing import Any
 from calinode.node.ingest_input import (
     DEFAULT_ENCODING,
     MAX_DOCUMENT_CHARS,
+    document_size,
     json_objects,
     prepare,
     read_path,
+    send_batches,
 )
 from calinode.protocol.errors import EXIT_DOCS_FAILED, EXIT_PARTIAL, BadRequest, ConfigError
 
@@ -79,9 +81,10 @@ def add_rag_parsers(sub: Any, client_args: Any) -> None:
         client_args(parser)
 
     ingest = sub.add_parser("ingest", help="add documents to a collection", epilog=(
-        f"A document is at most {MAX_DOCUMENT_CHARS} characters (title and text); the node "
-        "chunks it. A _id given twice keeps its last version (the summary names it). exit "
-        f"status: {EXIT_DOCS_FAILED} when any document failed (the summary lists them)."))
+        f"A document is at most {MAX_DOCUMENT_CHARS:,} characters (title and text); the node "
+        "chunks it, whatever its length up to there. A _id given twice keeps its last "
+        f"version (the summary names it). exit status: {EXIT_DOCS_FAILED} when any document "
+        "failed (the summary lists them)."))
     ingest.add_argument("path", help="a folder of .txt/.md (one document a file, id: its "
                         "path in the folder), one .txt/.md file (one document, id: its name), "
                         "a .jsonl file of {_id, title, text, ...}, or - for JSONL on stdin")
@@ -144,14 +147,19 @@ def cmd_ingest(args: argparse.Namespace, client: Any) -> dict[str, Any]:
                                "unchanged": 0, "failed": list(prepared.failed),
                                "duplicates": prepared.duplicates,
                                "duplicate_lines": prepared.duplicate_lines}
-    for start in range(0, len(docs), SEND_BATCH):
-        part = client.ingest(args.collection, docs[start:start + SEND_BATCH])
+    sent = 0
+    for batch in send_batches(docs, SEND_BATCH):
+        chars = sum(document_size(doc) or 0 for doc in batch)
+        # a request of long documents gets longer: at 5000 characters a second (a slow
+        # embedder) an 8-million-character document takes 27 minutes
+        part = client.ingest(args.collection, batch, timeout=max(600.0, chars / 5000))
         for key in ("chunks", "acknowledged", "added", "replaced", "unchanged"):
             summary[key] += part[key]
         summary["failed"].extend(part["failed"])
+        sent += len(batch)
         if not args.json:
-            print(_bar(min(start + SEND_BATCH, len(docs)), len(docs), summary["chunks"],
-                       started), end="", file=sys.stderr, flush=True)
+            print(_bar(sent, len(docs), summary["chunks"], started), end="", file=sys.stderr,
+                  flush=True)
     if not args.json:
         print(file=sys.stderr)
     summary["seconds"] = round(time.monotonic() - started, 2)
@@ -160,8 +168,8 @@ def cmd_ingest(args: argparse.Namespace, client: Any) -> dict[str, Any]:
 
 def collection_summary(data: dict[str, Any]) -> str:
     """``collections info`` for a person: the definition's meaning, the effective write quorum
-    once (the wire's ``write_quorum`` 0 means "a majority"; ``quorum`` is what applies)."""
-    rule = ("a majority" if not data.get("write_quorum") else "set explicitly")
+    once (``quorum``, and ``quorum_rule``: a majority or set explicitly)."""
+    rule = "set explicitly" if data.get("quorum_rule") == "set" else "a majority"
     access = "".join(f"\n  {role}: {', '.join(data[role])}"
                      for role in ("admins", "writers", "readers") if data.get(role))
     return (f"{data['name']} (version {data['version']}{', dropped' if data['dropped'] else ''})"

@@ -13,9 +13,10 @@ that both paths agree:
 - **Text must decode**: a file that is not valid in the chosen encoding (UTF-8 unless
   ``--encoding``) is a per-file failure (``BAD_REQUEST: not UTF-8 ...``), never stored with
   replacement characters.
-- **A document is at most** :data:`MAX_DOCUMENT_CHARS` characters of title and text (what one
-  ``embed_chunks`` request may carry, ``protocol/job_params.MAX_TEXT_CHARS``; the embedder
-  chunks it); a longer one is a per-document failure naming the maximum.
+- **A document is at most** :data:`MAX_DOCUMENT_CHARS` characters of title and text; the node
+  chunks it whatever its length up to there (a text longer than one ``embed_chunks`` request,
+  ``protocol/job_params.MAX_TEXT_CHARS``, is embedded in pieces); a longer one is a
+  per-document failure naming the maximum.
 """
 
 from __future__ import annotations
@@ -28,11 +29,15 @@ from typing import Any, BinaryIO
 
 from calinode.node.chunking import make_document_text
 from calinode.protocol.errors import ConfigError
-from calinode.protocol.job_params import MAX_TEXT_CHARS
 
 #: Longest document (title, a blank line and text, in characters) that ingest accepts; the
-#: node chunks it. Longer documents fail one by one with a message naming this maximum.
-MAX_DOCUMENT_CHARS = MAX_TEXT_CHARS
+#: node chunks it. Longer documents fail one by one with a message naming this maximum. Its
+#: chunks and their vectors must fit one write frame (``protocol/limits.py``: 32 MiB): 8
+#: million characters of English make about 10 000 chunks, 15 MiB of 384-d vectors.
+MAX_DOCUMENT_CHARS = 8_000_000
+#: Most JSON bytes (UTF-8) of documents in one ingest request (the API takes 64 MiB): a
+#: request of many documents stops before this; a larger document travels alone.
+SEND_BYTES = 16 * 1024 * 1024
 TEXT_SUFFIXES = (".txt", ".md")
 DEFAULT_ENCODING = "utf-8"
 
@@ -150,9 +155,9 @@ def prepare(docs: Iterable[Any], *, read_failures: bool = False) -> PreparedInpu
             size = document_size(doc)
             if size is not None and size > MAX_DOCUMENT_CHARS:
                 out.failed.append(failure(doc.get("_id"), (
-                    f"the document has {size} characters; the maximum document size is "
-                    f"{MAX_DOCUMENT_CHARS} characters (title and text): split it into "
-                    "several documents")))
+                    f"the document has {size:,} characters, more than the maximum document "
+                    f"size of {MAX_DOCUMENT_CHARS:,} (title and text; the node chunks any "
+                    "document up to that size): split it into parts of at most that size")))
                 continue
             doc_id = doc.get("_id")
             if isinstance(doc_id, str) and doc_id:
@@ -166,3 +171,20 @@ def prepare(docs: Iterable[Any], *, read_failures: bool = False) -> PreparedInpu
         candidates.append(doc)
     out.docs = [doc for position, doc in enumerate(candidates) if position not in replaced]
     return out
+
+
+def send_batches(docs: list[Any], max_docs: int, max_bytes: int = SEND_BYTES
+                 ) -> Iterator[list[Any]]:
+    """``docs`` in order, cut into requests of at most ``max_docs`` documents and
+    ``max_bytes`` of JSON (a larger document alone in its request)."""
+    batch: list[Any] = []
+    size = 0
+    for doc in docs:
+        doc_bytes = len(json.dumps(doc, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        if batch and (len(batch) >= max_docs or size + doc_bytes > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(doc)
+        size += doc_bytes
+    if batch:
+        yield batch

@@ -39,13 +39,15 @@ import trio
 
 from calinode.models.shard_digest import chunk_faiss_id
 from calinode.models.shard_store import ChunkWrite, DocRecord, ShardStore
-from calinode.node.chunking import content_hash, make_document_text
+from calinode.node.chunking import content_hash, make_document_text, text_pieces
 from calinode.node.collections_book import sign_definition
+from calinode.node.ingest_input import MAX_DOCUMENT_CHARS, document_size
 from calinode.node.local_index import docs_to_wire, records_from_wire
 from calinode.node.placement import PlacementCache, PlacementMap, may_drop_replica, shard_of
 from calinode.node.rejections import RateLimitedLog
 from calinode.node.result_merge import ShardHit, cut_candidates, merge_topk, missing_shards
 from calinode.node.routing import Candidate
+from calinode.node.write_frames import too_large, write_groups
 from calinode.node.write_quorum import DocSettlement, ReplicaAnswer, settle
 from calinode.protocol.capabilities import Capabilities, ModelOffer
 from calinode.protocol.collections import CollectionDef
@@ -60,6 +62,7 @@ from calinode.protocol.errors import (
 from calinode.protocol.job_params import (
     MAX_FETCH_IDS,
     MAX_K,
+    MAX_TEXT_CHARS,
     ShardChangesParams,
     ShardFetchParams,
     ShardSearchParams,
@@ -98,6 +101,8 @@ REQUEST_PATIENCE = 60.0  # seconds one shard.search request may take, plus its r
 REQUEST_MIN_BYTES_PER_SECOND = 1e6  # ... at this (very slow) rate; then its next holder
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
 _T = TypeVar("_T")
+#: One chunk of an embedded document: its text, its offsets into the document, its vector.
+_EmbeddedChunk = tuple[str, int, int, "np.ndarray[Any, np.dtype[np.float32]]"]
 
 
 def deadline_of(deadline: float | None, timeout: float) -> float:
@@ -514,13 +519,78 @@ class Coordinator:
         if not batch:
             return [], rejected, 0
         texts = [make_document_text(doc.get("title"), doc["text"]) for doc in batch]
+        embedded = await self._embed_documents(definition, texts, spread or _EmbedderSpread())
+        version = self.node.clock.tick()
+        writes: dict[int, list[DocRecord]] = {}
+        row = 0
+        for doc, (doc_id, chash), chunks in zip(batch, valid, embedded, strict=True):
+            metadata = {k: v for k, v in doc.items() if k not in ("_id", "text")}
+            chunk_writes = [
+                ChunkWrite(text=text, vector=vector,
+                           metadata={**metadata, "position": position, "start": begin,
+                                     "end": end})
+                for position, (text, begin, end, vector) in enumerate(chunks)]
+            record = DocRecord(doc_id=doc_id, content_hash=chash, version=version,
+                               deleted=False, chunks=chunk_writes)
+            problem = too_large(record)
+            if problem is not None:  # its chunks would not fit one write: it fails alone
+                rejected.append({"_id": doc_id, "error": ErrorCode.PAYLOAD_TOO_LARGE.value,
+                                 "message": problem})
+                continue
+            row += len(chunk_writes)
+            writes.setdefault(shard_of(doc_id, definition.shards), []).append(record)
+        return await self._write_all(definition, writes), rejected, row
+
+    async def _embed_documents(self, definition: CollectionDef, texts: list[str],
+                               spread: _EmbedderSpread) -> list[list[_EmbeddedChunk]]:
+        """Every text cut into chunks and embedded: per text its chunks ``(text, start, end,
+        vector)``, offsets into that text.
+
+        One ``embed_chunks`` request carries the texts of up to ``MAX_TEXT_CHARS``
+        characters; a longer one (up to ``MAX_DOCUMENT_CHARS``) is cut into pieces
+        (``text_pieces``), each piece a request of its own, run on the embedders at once, and
+        its chunks' offsets moved back into the whole text."""
+        short = [i for i, text in enumerate(texts) if len(text) <= MAX_TEXT_CHARS]
+        requests: list[list[tuple[int, int, str]]] = []  # (text index, offset, text) each
+        if short:
+            requests.append([(i, 0, texts[i]) for i in short])
+        for i, text in enumerate(texts):
+            if len(text) > MAX_TEXT_CHARS:
+                requests.extend([(i, offset, piece)]
+                                for offset, piece in text_pieces(text, MAX_TEXT_CHARS))
+        out: list[list[_EmbeddedChunk]] = [[] for _ in texts]
+        replies: list[EmbedChunksReply | None] = [None] * len(requests)
+        embedders = len(self.node.dispatcher.candidates("embed", definition.model, definition))
+        limiter = trio.CapacityLimiter(max(1, BATCHES_PER_EMBEDDER * embedders))
+
+        async def embed(n: int) -> None:
+            async with limiter:
+                replies[n] = await self._embed_request(
+                    definition, [text for _, _, text in requests[n]], spread)
+
+        with groups_collapsed():
+            async with trio.open_nursery() as nursery:
+                for n in range(len(requests)):
+                    nursery.start_soon(embed, n)
+        for request, reply in zip(requests, replies, strict=True):
+            assert reply is not None
+            row = 0
+            for (i, offset, _), spans in zip(request, reply.chunks, strict=True):
+                for span in spans:
+                    out[i].append((span.text, offset + span.start, offset + span.end,
+                                   np.array(reply.vectors[row], dtype=np.float32)))
+                    row += 1
+        return out
+
+    async def _embed_request(self, definition: CollectionDef, texts: list[str],
+                             spread: _EmbedderSpread) -> EmbedChunksReply:
+        """One ``embed_chunks`` request, on the embedder with the fewest of this ingest's
+        requests (the others its fallbacks)."""
         params = {"model": definition.model, "docs": texts,
                   "chunk_tokens": definition.chunk_tokens,
                   "chunk_overlap": definition.chunk_overlap}
         dispatcher = self.node.dispatcher
-        order = dispatcher.candidates("embed", definition.model, definition)
-        spread = spread or _EmbedderSpread()
-        order = spread.order(order)
+        order = spread.order(dispatcher.candidates("embed", definition.model, definition))
         deadline = trio.current_time() + 120
         count = len(texts)
         with spread.running(order[0].peer_id if order else ""):
@@ -530,23 +600,7 @@ class Coordinator:
         if reply.sha256 != definition.model_sha256:
             raise JobError("the embedding peer runs another file of the collection's model",
                            code=ErrorCode.UNKNOWN_MODEL)
-        vectors = reply.vectors
-        version = self.node.clock.tick()
-        writes: dict[int, list[DocRecord]] = {}
-        row = 0
-        for doc, (doc_id, chash), chunks in zip(batch, valid, reply.chunks, strict=True):
-            metadata = {k: v for k, v in doc.items() if k not in ("_id", "text")}
-            chunk_writes = []
-            for position, chunk in enumerate(chunks):
-                chunk_writes.append(ChunkWrite(
-                    text=chunk.text, vector=np.array(vectors[row], dtype=np.float32),
-                    metadata={**metadata, "position": position, "start": chunk.start,
-                              "end": chunk.end}))
-                row += 1
-            writes.setdefault(shard_of(doc_id, definition.shards), []).append(
-                DocRecord(doc_id=doc_id, content_hash=chash, version=version, deleted=False,
-                          chunks=chunk_writes))
-        return await self._write_all(definition, writes), rejected, row
+        return reply
 
     async def _write_all(self, definition: CollectionDef, writes: dict[int, list[DocRecord]]
                          ) -> list[DocSettlement]:
@@ -572,6 +626,17 @@ class Coordinator:
             outcomes[shard] = settle(doc_ids, [], definition.quorum, unavailable=(
                 f"shard {shard}: {len(owners)} live index peers, quorum {definition.quorum}"))
             return
+        settled: list[DocSettlement] = []
+        for group in write_groups(docs) or [docs]:  # frames of a bounded size, in order
+            settled.extend(await self._write_group(definition, owners, shard, group,
+                                                   seed_empty))
+        outcomes[shard] = settled
+
+    async def _write_group(self, definition: CollectionDef, owners: tuple[str, ...],
+                           shard: int,
+                           docs: list[DocRecord], seed_empty: bool) -> list[DocSettlement]:
+        """One ``shard.write`` of ``docs`` to every owner; what became of each document."""
+        doc_ids = [d.doc_id for d in docs]
         seed = seed_empty or not self.holders(definition).get(shard)  # no ready replica yet
         params = {"collection": definition.name, "definition": definition.to_wire(),
                   "shard": shard, "docs": docs_to_wire(docs), "seed": seed}
@@ -597,9 +662,9 @@ class Coordinator:
             async with trio.open_nursery() as nursery:
                 for peer in owners:
                     nursery.start_soon(one, peer)
-        outcomes[shard] = settle(doc_ids, answers, definition.quorum)
         if seed_empty and not any(a.outcomes is not None for a in answers):
             log.warning("collection %s: shard %s could not be seeded yet", definition.name, shard)
+        return settle(doc_ids, answers, definition.quorum)
 
     async def delete(self, name: str, doc_ids: list[str]) -> dict[str, Any]:
         """Tombstone documents on every owner of their shards (quorum acknowledged)."""
@@ -635,6 +700,9 @@ class Coordinator:
                 problem = f"document {i} of the batch needs a non-empty string _id"
             elif not isinstance(text, str) or not text.strip():
                 problem = "the document has no text"
+            elif (size := document_size(doc) or 0) > MAX_DOCUMENT_CHARS:
+                problem = (f"the document has {size:,} characters, more than the maximum "
+                           f"document size of {MAX_DOCUMENT_CHARS:,} (title and text)")
             else:
                 try:
                     out.append((doc_id, content_hash(doc)))

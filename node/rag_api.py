@@ -27,11 +27,22 @@ from calinode.node.api_json import FastJSONResponse
 from calinode.node.api_stream import Emit, stream_answer
 from calinode.node.inference_api import request_deadline
 from calinode.node.ingest_input import prepare
+from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import BadRequest, CalinodeError, JobError, groups_collapsed
 
 if TYPE_CHECKING:
     from calinode.node.daemon import Node
 
+
+
+def collection_info(definition: CollectionDef) -> dict[str, Any]:
+    """A definition for people and scripts: the write quorum once, as it applies (``quorum``)
+    and why (``quorum_rule``: ``majority`` of the replicas, or ``set`` by ``--write-quorum``);
+    the wire's ``write_quorum`` (0 for "a majority") is left out."""
+    info = definition.to_wire()
+    info["quorum_rule"] = "set" if info.pop("write_quorum") else "majority"
+    info["quorum"] = definition.quorum
+    return info
 
 def _int(body: dict[str, Any], name: str, default: int) -> int:
     value = body.get(name, default)
@@ -126,8 +137,7 @@ def rag_routes(node: Node) -> list[Route]:
                 name, replicas=_int(body, "replicas", 0), write_quorum=quorum)
             return JSONResponse({**changed.to_wire(), "quorum": changed.quorum,
                                  "notes": notes})
-        definition = node.book.get(name)
-        return JSONResponse({**definition.to_wire(), "quorum": definition.quorum})
+        return JSONResponse(collection_info(node.book.get(name)))
 
     async def ingest(request: Request) -> JSONResponse:
         body = await read_json(request)

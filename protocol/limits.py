@@ -48,8 +48,10 @@ class Limits:
     ``int``; a bad value raises :class:`~calinode.protocol.errors.ConfigError`.
     """
 
-    #: Largest frame payload (the length prefix not included).
-    max_frame: int = 16 * _MIB
+    #: Largest frame payload (the length prefix not included). 32 MiB: one ``shard.write`` or
+    #: ``shard.changes`` page must carry a whole document of the largest size ingest accepts
+    #: (8 million characters: about 10 000 chunks, 15 MiB of 384-d vectors plus their texts).
+    max_frame: int = 32 * _MIB
     #: Total msgpack objects in one frame: every container, key and value counts as one.
     max_objects: int = 200_000
     #: Deepest container nesting; the top-level map is depth 1.

@@ -128,8 +128,31 @@ def test_a_document_above_the_maximum_fails_naming_it(node: Daemon, tmp_path: Pa
         {"_id": "small", "text": "a small document"}]))
     assert status == EXIT_DOCS_FAILED
     assert [f["_id"] for f in summary["failed"]] == ["big"]
-    assert f"maximum document size is {MAX_DOCUMENT_CHARS}" in summary["failed"][0]["message"]
+    assert f"maximum document size of {MAX_DOCUMENT_CHARS:,}" in summary["failed"][0]["message"]
     assert summary["acknowledged"] == 1
+
+
+def test_a_document_longer_than_one_embed_request_is_chunked_whole(
+        node: Daemon, tmp_path: Path) -> None:
+    """250 000 characters: two pieces embedded separately (``MAX_TEXT_CHARS`` is 200 000),
+    their chunks one document whose offsets point into the whole text."""
+    animals = ["otter", "heron", "badger", "lynx", "marten", "beaver", "stoat"]
+    sentences = [f"Section {i} describes the {animals[i % 7]} living near river "
+                 f"{i * 7919 % 1000}. " for i in range(4_400)]
+    sentences[4_200] = "The zeppelin landed on the glacier at dawn. "
+    text = "".join(sentences)
+    assert 200_000 < len(text) < 400_000 and text.index("zeppelin") > 200_000
+    status, summary, stderr = ingest(node, jsonl(tmp_path / "long.jsonl",
+                                                 [{"_id": "long", "text": text}]))
+    assert status == 0, stderr
+    assert summary["acknowledged"] == 1 and summary["chunks"] > 250
+    proc = cli(node, "search", "zeppelin landed on the glacier", "--collection", "c",
+               "--json", "-k", "3")
+    hit = json.loads(proc.stdout)["hits"][0]
+    assert hit["doc_id"] == "long" and "zeppelin" in hit["text"]
+    meta = hit["metadata"]
+    assert text[meta["start"]:meta["end"]] == hit["text"]
+    assert meta["position"] > summary["chunks"] // 2
 
 
 def test_delete_twice_says_not_found_the_second_time(node: Daemon, tmp_path: Path) -> None:
@@ -149,6 +172,7 @@ def test_collections_info_is_readable_and_json_on_request(node: Daemon) -> None:
     assert "write quorum: 1 (a majority)" in text and "write_quorum" not in text
     data = json.loads(cli(node, "collections", "info", "c", "--json").stdout)
     assert data["quorum"] == 1 and data["name"] == "c"
+    assert data["quorum_rule"] == "majority" and "write_quorum" not in data
 
 
 @pytest.mark.parametrize("args", [

@@ -1,16 +1,17 @@
 """Request floods against a real daemon (an OS process), from a real py-libp2p peer.
 
-The 40 x 16 MiB flood: one hostile peer opens 40 job streams at once and writes a request
-frame of 16 MiB - 1 bytes on each. Admission takes a stream's slot before reading anything and
-charges the frame's length prefix before its body is read, so the daemon buffers at most the
-per-peer byte budget of requests (``default_bytes_per_peer``: two largest frames + 1 MiB) and
-the rest stay unread in the peer's yamux window (256 KiB each) until they are refused.
+The 40 x 32 MiB flood: one hostile peer opens 40 job streams at once and writes a request
+frame of the largest size (32 MiB - 1 bytes) on each. Admission takes a stream's slot before
+reading anything and charges the frame's length prefix before its body is read, so the daemon
+buffers at most the per-peer byte budget of requests (``default_bytes_per_peer``: two largest
+frames + 1 MiB) and the rest stay unread in the peer's yamux window (256 KiB each) until they
+are refused.
 
 The bound on the peak RSS growth (``VmHWM`` after minus ``VmRSS`` before):
 
 - per admitted request, at most ~5 copies of its frame are alive at once (the decoder's buffer,
   the frame bytes, the decoded bin, and for ``echo`` the encoded reply and its frame): with the
-  per-peer budget of ~33 MiB that is 5 x 33 = 165 MiB;
+  per-peer budget of ~65 MiB that is 5 x 65 = 325 MiB;
 - 40 streams x one 256 KiB yamux receive window = 10 MiB;
 - 64 MiB of slack for the allocator, trio and py-libp2p bookkeeping.
 
@@ -34,7 +35,7 @@ from hostile_peer import NO_LIMITS, HostilePeer, decode_last, open_hostile_peer,
 
 MIB = 1024 * 1024
 STREAMS = 40
-PAYLOAD_BYTES = 16 * MIB - 1
+PAYLOAD_BYTES = DEFAULT_LIMITS.max_frame - 1
 WINDOW = 256 * 1024
 BOUND = 5 * default_bytes_per_peer(DEFAULT_LIMITS) + STREAMS * WINDOW + 64 * MIB
 
@@ -67,7 +68,7 @@ async def ping(peer: HostilePeer, target: str) -> dict[str, object]:
 
 
 @pytest.mark.slow
-async def test_forty_streams_of_16_mib_requests_stay_within_the_byte_budget(
+async def test_forty_streams_of_largest_frame_requests_stay_within_the_byte_budget(
     swarm: Swarm
 ) -> None:
     daemon = swarm.daemon("victim").start()

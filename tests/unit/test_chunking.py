@@ -271,3 +271,34 @@ def test_content_hash_covers_title_text_and_metadata_only() -> None:
 def test_content_hash_rejects_bad_documents(doc: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         content_hash(doc)
+
+
+# -- text_pieces: a document longer than one embed_chunks request --------------------------
+
+
+@given(st.text(alphabet=st.sampled_from("ab .\n"), max_size=400), st.integers(1, 60))
+def test_text_pieces_cover_the_text_in_order_within_the_size(text: str, size: int) -> None:
+    from calinode.node.chunking import text_pieces
+
+    pieces = text_pieces(text, size)
+    assert all(1 <= len(piece) <= size for _, piece in pieces)
+    assert all(text[offset:offset + len(piece)] == piece for offset, piece in pieces)
+    assert all(a + len(p) <= b for (a, p), (b, _) in itertools.pairwise(pieces))
+    # what is left out between pieces is whitespace only
+    covered = "".join(piece for _, piece in pieces)
+    assert covered.split() == text.split() or "".join(covered.split()) == "".join(text.split())
+
+
+def test_text_pieces_cut_at_a_paragraph_then_a_sentence_then_a_word() -> None:
+    from calinode.node.chunking import text_pieces
+
+    text = "x" * 90 + "\n\n" + "y" * 50 + ". " + "z" * 30 + " tail"
+    pieces = text_pieces(text, 100)
+    assert pieces[0] == (0, "x" * 90 + "\n\n")
+    words = "ab " * 40  # a space in every window's last fifth: no word is cut
+    assert all(piece.endswith(" ") for _, piece in text_pieces(words, 20)[:-1])
+    sentences = "A b c. " * 30
+    assert all(piece.endswith(". ") for _, piece in text_pieces(sentences, 40)[:-1])
+    assert [len(p) for _, p in text_pieces("x" * 250, 100)] == [100, 100, 50]
+    with pytest.raises(ValueError):
+        text_pieces("x", 0)

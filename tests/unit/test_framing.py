@@ -197,7 +197,7 @@ def test_feeding_and_draining_are_linear() -> None:
 
 
 def test_default_limits_are_the_documented_ones() -> None:
-    assert DEFAULT_LIMITS.max_frame == 16 * 1024 * 1024
+    assert DEFAULT_LIMITS.max_frame == 32 * 1024 * 1024
     assert DEFAULT_LIMITS.max_objects == 200_000
     assert DEFAULT_LIMITS.max_depth == 32
     assert DEFAULT_LIMITS.max_str == 4 * 1024 * 1024

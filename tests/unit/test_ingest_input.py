@@ -32,7 +32,7 @@ def test_a_document_above_the_maximum_fails_alone_naming_it() -> None:
     out = prepare(docs)
     assert [d["_id"] for d in out.docs] == ["fits"]
     assert out.failed[0]["_id"] == "big" and out.failed[0]["error"] == "BAD_REQUEST"
-    assert str(MAX_DOCUMENT_CHARS) in out.failed[0]["message"]
+    assert f"{MAX_DOCUMENT_CHARS:,}" in out.failed[0]["message"]
 
 
 def test_a_single_text_file_is_one_document(tmp_path: Path) -> None:

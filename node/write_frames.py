@@ -1,0 +1,79 @@
+"""How many documents one ``shard.write`` (or one ``shard.changes`` page) carries: by size.
+
+Pure logic. A frame is at most ``DEFAULT_LIMITS.max_frame`` bytes (32 MiB) and one bin (a
+document's vectors) at most ``max_bin`` (16 MiB). A document's wire size is estimated from
+what dominates it (chunk texts in UTF-8, metadata as JSON, 4 bytes per vector component, a
+small overhead per chunk and per document); the estimate is an upper bound of its msgpack form
+for the shapes ingest makes, so a group within :data:`GROUP_BYTES` always encodes.
+
+- Several documents go together up to :data:`GROUP_BYTES` (a quarter of a frame, so the
+  replicas' admission budget of two frames per peer admits a few writes at once).
+- One document larger than that travels alone, up to :data:`MAX_DOC_BYTES` (a frame less
+  1 MiB for the request's envelope and the collection definition).
+- A document over :data:`MAX_DOC_BYTES`, or whose vectors exceed one bin, cannot be written:
+  :func:`too_large` says why, and ingest reports it as that document's failure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Final
+
+from calinode.models.shard_store import DocRecord
+from calinode.protocol.limits import DEFAULT_LIMITS
+
+__all__ = ["GROUP_BYTES", "MAX_DOC_BYTES", "doc_wire_bytes", "too_large", "write_groups"]
+
+MAX_DOC_BYTES: Final = DEFAULT_LIMITS.max_frame - 1024 * 1024
+GROUP_BYTES: Final = DEFAULT_LIMITS.max_frame // 4
+MAX_VECTOR_BYTES: Final = DEFAULT_LIMITS.max_bin
+_CHUNK_OVERHEAD: Final = 32
+_DOC_OVERHEAD: Final = 256
+
+
+def _vector_bytes(doc: DocRecord) -> int:
+    size = 0
+    for chunk in doc.chunks:
+        size += 4 * len(chunk.vector)
+    return size
+
+
+def doc_wire_bytes(doc: DocRecord) -> int:
+    """An upper estimate of ``doc``'s size on the wire (``docs_to_wire`` then msgpack)."""
+    size = _DOC_OVERHEAD + len(doc.doc_id.encode("utf-8", "surrogatepass"))
+    for chunk in doc.chunks:
+        size += (_CHUNK_OVERHEAD + len(chunk.text.encode("utf-8", "surrogatepass"))
+                 + len(json.dumps(chunk.metadata, ensure_ascii=False).encode(
+                     "utf-8", "surrogatepass")))
+    return size + _vector_bytes(doc)
+
+
+def too_large(doc: DocRecord) -> str | None:
+    """Why ``doc`` cannot be written in one frame, or None when it can."""
+    vectors = _vector_bytes(doc)
+    if vectors > MAX_VECTOR_BYTES:
+        return (f"the document makes {len(doc.chunks):,} chunks whose vectors take "
+                f"{vectors / 2**20:.1f} MiB, more than one write carries "
+                f"({MAX_VECTOR_BYTES / 2**20:.0f} MiB): split it into smaller documents")
+    size = doc_wire_bytes(doc)
+    if size > MAX_DOC_BYTES:
+        return (f"the document makes {len(doc.chunks):,} chunks, {size / 2**20:.1f} MiB with "
+                f"their vectors, more than one write carries ({MAX_DOC_BYTES / 2**20:.0f} MiB):"
+                " split it into smaller documents")
+    return None
+
+
+def write_groups(docs: Sequence[DocRecord], budget: int = GROUP_BYTES) -> list[list[DocRecord]]:
+    """``docs`` in order, cut into groups of at most ``budget`` estimated bytes (a document
+    larger than ``budget`` alone in its group)."""
+    groups: list[list[DocRecord]] = []
+    size = 0
+    for doc in docs:
+        bytes_ = doc_wire_bytes(doc)
+        if not groups or size + bytes_ > budget:
+            groups.append([])
+            size = 0
+        groups[-1].append(doc)
+        size += bytes_
+    return groups
