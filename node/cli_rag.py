@@ -34,7 +34,7 @@ from calinode.protocol.errors import EXIT_DOCS_FAILED, EXIT_PARTIAL, BadRequest,
 #: pause between requests and the uneven last batches cost about a tenth of ingest speed)
 SEND_BATCH = 256
 #: How long ``calinode search`` lets the node work on one request (all its queries).
-SEARCH_TIMEOUT = 600.0
+CLI_SEARCH_BUDGET = 600.0
 SEARCH_EPILOG = f"""\
 exit status: 0 when every answer is complete; {EXIT_PARTIAL} when an answer is partial (shards
 with no live replica, named on stderr) unless --allow-partial; otherwise the status of the
@@ -185,7 +185,7 @@ def cmd_search(args: argparse.Namespace, client: Any) -> int:
     """Print the answers; when one is partial, warn on stderr (one line naming the missing
     shards) and exit ``EXIT_PARTIAL`` unless ``--allow-partial``."""
     options = {"k": args.k, "per_doc": args.per_doc, "text": not args.no_text,
-               "timeout": SEARCH_TIMEOUT}
+               "timeout": CLI_SEARCH_BUDGET}
     if args.queries and args.query:
         raise BadRequest("give a QUERY or --queries FILE, not both")
     if args.queries:

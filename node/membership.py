@@ -74,7 +74,13 @@ from calinode.node.record_verdicts import VALID, RecordVerdicts, Verdict
 from calinode.node.records import verify_record
 from calinode.node.rejections import RateLimitedLog, Rejections
 from calinode.protocol.codec import pack
-from calinode.protocol.errors import CalinodeError, ErrorCode, RecordError, RemoteProtocolError
+from calinode.protocol.errors import (
+    CalinodeError,
+    ConfigError,
+    ErrorCode,
+    RecordError,
+    RemoteProtocolError,
+)
 from calinode.protocol.ids import META_PROTOCOL
 from calinode.protocol.messages import CapabilityRecord, PeerExchange
 from calinode.protocol.records import MAX_RECORD_BYTES, META_LIMITS, record_size
@@ -116,7 +122,7 @@ def parse_bootstrap(addr: str) -> PeerInfo:
     try:
         return info_from_p2p_addr(Multiaddr(addr))
     except Exception as exc:
-        raise CalinodeError(
+        raise ConfigError(
             f"bad bootstrap address {addr!r}: expected /ip4/HOST/tcp/PORT/p2p/PEER_ID "
             f"(copy the --bootstrap line another node printed) ({exc})"
         ) from exc

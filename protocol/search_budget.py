@@ -69,7 +69,10 @@ class SearchBudget:
 
     @property
     def max_bytes(self) -> int:
-        return int(self.limits.max_frame * _MARGIN) - ENVELOPE_BYTES
+        # one shard's hit array is one bin: a reply is kept within a bin's limit as well as
+        # a frame's (frames are larger, for whole documents in writes)
+        size = min(self.limits.max_frame, self.limits.max_bin)
+        return int(size * _MARGIN) - ENVELOPE_BYTES
 
     @property
     def max_objects(self) -> int:

@@ -122,6 +122,39 @@ def test_a_home_that_cannot_exist_is_one_config_line() -> None:
     assert "--home" in proc.stderr
 
 
+def as_another_user(*args: str) -> subprocess.CompletedProcess[str]:
+    """``calinode ARGS`` as a user without rights to the test's files: ``nobody`` when the
+    tests run as root (CI; root would pass every permission check), else this user (the
+    files are then made unreadable with chmod)."""
+    prefix = (["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+              if os.geteuid() == 0 else [])
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CALINODE_")}
+    return subprocess.run([*prefix, CALINODE, *args], capture_output=True, text=True,
+                          timeout=120, env=base | {"HOME": "/tmp"})
+
+
+def test_a_file_without_read_permission_is_one_config_line(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.jsonl"
+    secret.write_text('{"_id": "a", "text": "private"}\n')
+    secret.chmod(0o000)
+    tmp_path.chmod(0o755)  # the folder may be entered; the file may not be read
+    proc = as_another_user("ingest", str(secret), "--collection", "c",
+                           "--api", "127.0.0.1:9", "--token", "t")
+    one_error_line(proc, ErrorCode.CONFIG)
+    assert "secret.jsonl" in proc.stderr and "owner and mode" in proc.stderr
+
+
+def test_a_home_without_write_permission_is_one_config_line(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    locked.chmod(0o555)
+    tmp_path.chmod(0o755)
+    proc = as_another_user("start", "--home", str(locked / "home"), "--no-models",
+                           "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0")
+    one_error_line(proc, ErrorCode.CONFIG)
+    assert "owner and mode" in proc.stderr
+
+
 def test_a_second_daemon_on_a_home_is_one_config_line(node: Daemon) -> None:
     proc = start(node.home, "--no-models")
     one_error_line(proc, ErrorCode.CONFIG)

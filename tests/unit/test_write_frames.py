@@ -19,7 +19,8 @@ from calinode.node.write_frames import (
 from calinode.protocol.codec import pack
 from calinode.protocol.limits import DEFAULT_LIMITS
 
-WORDS = "the river flows past the mill where the miller grinds wheat into flour ".split()
+WORDS = ["the", "river", "flows", "past", "the", "mill", "where", "the", "miller", "grinds",
+         "wheat", "into", "flour"]
 
 
 def document(doc_id: str, chunks: int, chars: int = 900, dim: int = 384) -> DocRecord:
