@@ -46,6 +46,7 @@ from calinode.node.access import AccessPolicy
 from calinode.node.collections_book import CollectionBook
 from calinode.node.hlc import HybridClock
 from calinode.node.job_server import JobContext, JobRegistry
+from calinode.node.write_frames import MAX_DOC_BYTES, write_groups
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import BadRequest, CalinodeError, ErrorCode, JobError
 from calinode.protocol.job_params import (
@@ -495,7 +496,10 @@ def register_index_jobs(registry: JobRegistry, index: LocalIndex,
         since, after, limit = request.since_version, request.after_doc_id, request.limit
         records = await index.call(definition, shard,
                                    lambda s: s.changes(since, limit, after_doc_id=after))
-        return {"docs": docs_to_wire(records), "digest": index.digest_of(definition.name, shard)}
+        # the page ends where one more document would overflow a frame (at least one: a
+        # document of the maximum size fits a frame alone); the puller asks on from there
+        page = write_groups(records, MAX_DOC_BYTES)[0] if records else []
+        return {"docs": docs_to_wire(page), "digest": index.digest_of(definition.name, shard)}
 
     async def info(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         """Counts, digest and problems of every replica held. The digest is kept current by
