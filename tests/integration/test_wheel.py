@@ -41,7 +41,7 @@ def test_wheel_installs_and_imports_every_module(tmp_path: Path) -> None:
     subprocess.run([str(python), "-m", "pip", "install", "-q", str(wheel)], check=True,
                    timeout=900)
     modules = source_modules()
-    assert "calinode.protocol.messages" in modules and "calinode.node.cli" in modules
+    assert "calinode.protocol.messages" in modules and "calinode.node.cli.main" in modules
     script = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n"
     subprocess.run([str(python), "-c", script, *modules], check=True, timeout=120,
                    cwd=tmp_path)

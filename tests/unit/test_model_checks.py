@@ -32,7 +32,7 @@ from calinode.models.manifest import ModelFile, ModelManifest
 from calinode.models.prepare_gguf import _smollm2_source
 from calinode.models.prepare_minilm import locate_sources
 from calinode.models.registry import ModelRegistry
-from calinode.node.model_use import (
+from calinode.node.cli.model_use import (
     RunningNode,
     pinning_collections,
     removal_breaks,

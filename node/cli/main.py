@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from calinode.node import __version__
-from calinode.node.cli_errors import EXIT_BROKEN_PIPE, report
-from calinode.node.cli_models import add_models_parser, cmd_models
-from calinode.node.cli_options import CalinodeParser, add_common_options
-from calinode.node.cli_rag import add_rag_parsers, cmd_rag
-from calinode.node.log_setup import configure_logging
+from calinode.node.cli.errors import EXIT_BROKEN_PIPE, report
+from calinode.node.cli.log_setup import configure_logging
+from calinode.node.cli.models import add_models_parser, cmd_models
+from calinode.node.cli.options import CalinodeParser, add_common_options
+from calinode.node.cli.rag import add_rag_parsers, cmd_rag
 from calinode.protocol.errors import BadRequest, exit_status_table
 
 EXAMPLES = """\
