@@ -349,7 +349,7 @@ async def run_node(
 
 async def _run_locked(config: NodeConfig, *, handle_signals: bool, announce: bool,
                       ready_json: bool, task_status: TaskStatus[Node]) -> None:
-    from calinode.node.api import serve_api  # the HTTP stack is only needed by a running node
+    from calinode.node.api.app import serve_api  # the HTTP stack is only needed by a running node
 
     node = await build_node(config)
     node.started_at = time.monotonic()

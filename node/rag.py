@@ -964,7 +964,7 @@ class Coordinator:
         """Retrieve, then generate, both by one ``deadline`` (trio time, set once at the edge;
         ``timeout`` from now only for a caller without a budget). No hits: the answer says
         so and ``no_sources`` is true (see :meth:`no_sources_reply`)."""
-        from calinode.node.inference_api import default_model
+        from calinode.node.api.inference_routes import default_model
 
         deadline = deadline_of(deadline, timeout)
         messages, sources, found = await self.rag_messages(name, question, k=k,

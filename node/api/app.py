@@ -21,10 +21,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from calinode.node.api_errors import error_response
-from calinode.node.api_guard import ApiGuard, read_json
-from calinode.node.inference_api import inference_routes
-from calinode.node.rag_api import rag_routes
+from calinode.node.api.errors import error_response
+from calinode.node.api.guard import ApiGuard, read_json
+from calinode.node.api.inference_routes import inference_routes
+from calinode.node.api.rag_routes import rag_routes
 from calinode.protocol.errors import BadRequest, CalinodeError, ErrorCode, collapse_group
 
 if TYPE_CHECKING:

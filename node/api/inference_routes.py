@@ -25,11 +25,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from calinode.node.api_errors import error_response
-from calinode.node.api_guard import read_json
-from calinode.node.api_json import FastJSONResponse
-from calinode.node.api_stream import Emit, stream_answer
-from calinode.node.inference_jobs import INPUT_TYPES, generate_request
+from calinode.node.api.errors import error_response
+from calinode.node.api.guard import read_json
+from calinode.node.api.json_response import FastJSONResponse
+from calinode.node.api.stream import Emit, stream_answer
+from calinode.node.inference_jobs import INPUT_TYPES, generate_request, texts_param
 from calinode.protocol.errors import BadRequest, CalinodeError
 
 if TYPE_CHECKING:
@@ -73,8 +73,6 @@ async def _embed(node: Node, body: dict[str, Any], texts: Any) -> Any:
     dimensions = body.get("dimensions")
     if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)):
         raise BadRequest("dimensions must be an integer")
-    from calinode.node.inference_jobs import texts_param
-
     texts = texts_param({"texts": texts})
     model = body.get("model") or default_model(node, "embed")
     if not isinstance(model, str):
