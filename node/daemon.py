@@ -29,10 +29,8 @@ from multiaddr import Multiaddr
 from calinode import node as _node_pkg
 from calinode.models.registry import ModelRegistry
 from calinode.node.access import AccessPolicy
-from calinode.node.builtin_jobs import register_builtin_jobs
 from calinode.node.collections_book import CollectionBook
 from calinode.node.config import NodeConfig
-from calinode.node.dispatch import Dispatcher
 from calinode.node.hlc import HybridClock
 from calinode.node.home import (
     check_api_free,
@@ -45,8 +43,10 @@ from calinode.node.home import (
 from calinode.node.identity import load_or_create_identity
 from calinode.node.inference_jobs import register_inference_jobs
 from calinode.node.invite import decode_invite, encode_invite
-from calinode.node.job_client import JobClient, JobResult
-from calinode.node.job_server import JobRegistry, JobServer
+from calinode.node.jobs.builtin import register_builtin_jobs
+from calinode.node.jobs.client import JobClient, JobResult
+from calinode.node.jobs.dispatch import Dispatcher
+from calinode.node.jobs.server import JobRegistry, JobServer
 from calinode.node.local_index import LocalIndex, register_index_jobs
 from calinode.node.local_models import LocalModels
 from calinode.node.membership import Membership

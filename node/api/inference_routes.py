@@ -30,6 +30,7 @@ from calinode.node.api.guard import read_json
 from calinode.node.api.json_response import FastJSONResponse
 from calinode.node.api.stream import Emit, stream_answer
 from calinode.node.inference_jobs import INPUT_TYPES, generate_request, texts_param
+from calinode.node.jobs.dispatch import default_model
 from calinode.protocol.errors import BadRequest, CalinodeError
 
 if TYPE_CHECKING:
@@ -49,17 +50,6 @@ def request_deadline(body: dict[str, Any]) -> float:
     """The one deadline (trio time) of this request, from its ``timeout``: set here, at the
     edge, and spent by every step (embed, shard search, generation) and every job of it."""
     return trio.current_time() + timeout_of(body)
-
-
-def default_model(node: Node, kind: str) -> str:
-    local = node.models.embed if kind == "embed" else node.models.generate
-    if local:
-        return next(iter(local))
-    for entry in node.table.alive():
-        for model in entry.caps.models(kind):
-            return model.name
-    configured = node.config.embed_models if kind == "embed" else node.config.gen_models
-    return configured[0] if configured else ""
 
 
 async def _embed(node: Node, body: dict[str, Any], texts: Any) -> Any:

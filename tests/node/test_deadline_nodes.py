@@ -31,7 +31,7 @@ from calinode.models.generator import GenerationChunk, GenerationParams
 from calinode.models.manifest import ModelFile, ModelManifest
 from calinode.node.collections_book import sign_definition
 from calinode.node.daemon import Node
-from calinode.node.job_server import JobContext
+from calinode.node.jobs.server import JobContext
 from calinode.node.local_models import EmbedService, GenerateService
 from calinode.protocol.capabilities import Capabilities
 from calinode.protocol.codec import unpack

@@ -39,7 +39,7 @@ from calinode.node.cli.model_use import (
     serve_hint,
     served_models,
 )
-from calinode.node.routing import require_candidates
+from calinode.node.jobs.routing import require_candidates
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import BadRequest, ErrorCode, JobError
 

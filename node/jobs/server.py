@@ -21,7 +21,7 @@ from typing import Any
 import trio
 from libp2p.abc import INetStream
 
-from calinode.node.job_admission import AdmissionTicket, JobAdmission
+from calinode.node.jobs.admission import AdmissionTicket, JobAdmission
 from calinode.node.p2p.framed_stream import FramedStream
 from calinode.node.p2p.host import remote_peer_id
 from calinode.node.rejections import RateLimitedLog, Rejections
