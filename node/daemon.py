@@ -41,14 +41,14 @@ from calinode.node.home import (
     unlock_home,
 )
 from calinode.node.identity import load_or_create_identity
-from calinode.node.inference_jobs import register_inference_jobs
+from calinode.node.inference.jobs import register_inference_jobs
+from calinode.node.inference.services import LocalModels
 from calinode.node.invite import decode_invite, encode_invite
 from calinode.node.jobs.builtin import register_builtin_jobs
 from calinode.node.jobs.client import JobClient, JobResult
 from calinode.node.jobs.dispatch import Dispatcher
 from calinode.node.jobs.server import JobRegistry, JobServer
 from calinode.node.local_index import LocalIndex, register_index_jobs
-from calinode.node.local_models import LocalModels
 from calinode.node.membership import Membership
 from calinode.node.node_file import remove_node_file, write_node_file
 from calinode.node.p2p.addresses import expand_wildcards, interface_ipv4_addresses

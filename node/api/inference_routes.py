@@ -29,7 +29,7 @@ from calinode.node.api.errors import error_response
 from calinode.node.api.guard import read_json
 from calinode.node.api.json_response import FastJSONResponse
 from calinode.node.api.stream import Emit, stream_answer
-from calinode.node.inference_jobs import INPUT_TYPES, generate_request, texts_param
+from calinode.node.inference.jobs import INPUT_TYPES, generate_request, texts_param
 from calinode.node.jobs.dispatch import default_model
 from calinode.protocol.errors import BadRequest, CalinodeError
 

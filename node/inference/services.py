@@ -26,7 +26,7 @@ import numpy as np
 import trio
 
 from calinode.node.config import STREAM_INTERVAL
-from calinode.node.thread_stream import run_streaming
+from calinode.node.inference.thread_stream import run_streaming
 from calinode.protocol.errors import ErrorCode, JobError
 
 if TYPE_CHECKING:
