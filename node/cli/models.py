@@ -5,7 +5,7 @@ folder with tokenizer.json, or a GGUF file), ``remove NAME``, ``verify [NAME...]
 ``export CHECKPOINT_DIR --name NAME [--int8]`` (needs the optional ``export`` extra: torch).
 A running node loads models at start: restart it to pick up changes.
 
-``add`` installs a model only once it has passed the checks of ``models/checks.py`` on the
+``add`` installs a model only once it has passed the checks of ``models/prepare/checks.py`` on the
 copied bytes (it loads and runs as the node will run it). ``remove`` refuses a model that a
 collection of the home pins or that the home's running node serves, unless ``--force``, which
 says what breaks (``node/cli/model_use.py``). ``prepare`` and ``add`` end with how to serve the
@@ -80,8 +80,8 @@ def _progress(message: str) -> None:
 
 
 def _add(args: argparse.Namespace, registry: Any) -> Any:
-    from calinode.models.checks import check_model
     from calinode.models.manifest import ModelFile, ModelManifest
+    from calinode.models.prepare.checks import check_model
 
     path = Path(args.path).expanduser()
     placeholder = (ModelFile(path="x", sha256="0" * 64, size=0),)
@@ -200,7 +200,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0 if not any(report.values()) else 1
     if action == "export":
         try:
-            from calinode.models.export import export_checkpoint
+            from calinode.models.prepare.export import export_checkpoint
         except ImportError as exc:
             raise ConfigError("export needs torch: pip install 'calinode[export]'") from exc
         exported = export_checkpoint(Path(args.checkpoint).expanduser(), args.name, registry,
