@@ -3,7 +3,7 @@
 Routes: ``GET /healthz``, ``GET /v1/status``, ``GET /v1/peers``, ``POST /v1/ping``
 (``{"peer_id", "count"}``), ``POST /v1/jobs`` (``{"peer_id", "kind", "params", "timeout"}``).
 Every error is JSON, ``{"error": {"code", "message", "type"}}``, with an HTTP status derived
-from the code (``api_errors.py``): an exception group is collapsed into its ``CalinodeError``
+from the code (``node/api/errors.py``): an exception group is collapsed into its ``CalinodeError``
 (``protocol/errors.py``), and a bug is a 500 ``INTERNAL`` with a JSON body too.
 """
 

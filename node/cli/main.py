@@ -42,7 +42,7 @@ on stderr; a bug prints "internal error ...; please report it with the log at PA
 
 
 def _add_client_args(parser: argparse.ArgumentParser) -> None:
-    """The options of a command that talks to a node's API (``cli_options`` adds them all:
+    """The options of a command that talks to a node's API (``options`` adds them all:
     ``--api``, ``--token``, ``--home``, ``--json``); kept for ``add_rag_parsers``."""
 
 
@@ -369,9 +369,9 @@ COMMANDS = {"start": cmd_start, "keygen": cmd_keygen, "id": cmd_id, "token": cmd
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; every error goes through ``cli_errors.report`` (one line, the status
+    """Run one command; every error goes through ``errors.report`` (one line, the status
     of its code). A usage error exits 2 (``EXIT_USAGE``) inside ``parse_args``."""
-    args = build_parser().parse_args(argv)  # cli_options.finish_namespace included
+    args = build_parser().parse_args(argv)  # options.finish_namespace included
     if args.command != "start":  # start sets up its own logging from its configuration
         configure_logging("debug" if args.debug else "warning",
                           verbose=args.verbose or args.debug)
