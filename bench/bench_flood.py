@@ -23,10 +23,10 @@ from typing import Any
 import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 
-from calinode.node.host import PeerPolicy, build_host
 from calinode.node.membership import Membership
-from calinode.node.peer_table import PeerTable
-from calinode.node.records import RecordSigner
+from calinode.node.p2p.host import PeerPolicy, build_host
+from calinode.node.p2p.peer_table import PeerTable
+from calinode.node.p2p.records import RecordSigner
 from calinode.protocol.codec import pack
 from calinode.protocol.framing import encode_frame
 from calinode.protocol.ids import PROTOCOL_VERSION

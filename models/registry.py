@@ -20,7 +20,7 @@ from calinode.protocol.errors import ConfigError, ErrorCode, JobError
 
 Progress = Callable[[str], None]
 #: Called with the final manifest and the staging folder before a model becomes visible;
-#: raising refuses the model (e.g. :func:`calinode.models.checks.check_model`).
+#: raising refuses the model (e.g. :func:`calinode.models.prepare.checks.check_model`).
 Check = Callable[[ModelManifest, Path], None]
 
 

@@ -1,30 +1,33 @@
 """calinode.node: the daemon, its CLI and everything that does I/O.
 
-Map of the package:
+Map of the package. Imports point one way: ``cli`` -> ``client`` (HTTP); ``api`` -> ``rag``
+-> ``inference`` -> ``index`` -> ``jobs`` -> ``p2p`` -> ``protocol``; the daemon builds them
+all (``tests/unit/test_import_direction.py`` holds the rule and its exceptions).
 
-- ``Node``, ``run_node`` (daemon.py): the root nursery; start-up order; ``node.json``.
+- ``Node``, ``run_node`` (daemon.py): the root nursery; start-up order; ``node.json``. The
+  composition root: it builds every part below.
 - ``NodeConfig``, ``load_config`` (config.py): flags > ``CALINODE_*`` env > ``calinode.toml``.
-- ``load_or_create_identity``, swarm keys (identity.py): the node key and the PSK on disk.
-- ``build_host``, ``guarded``, ``PeerGate`` (host.py): a Noise-only libp2p host and the guards
-  that keep one bad stream or an unknown peer from reaching, or killing, the node.
-- ``FramedStream`` (framed_stream.py): protocol messages over a stream, reads under deadlines.
-- ``PeerTable`` (peer_table.py): pure freshness and liveness logic for capability records.
-- ``RecordSigner``, ``verify_record`` (records.py): signed capability records.
-- ``Membership`` (membership.py): bootstrap, peer exchange, heartbeats, dead-peer detection.
-- ``JobServer``, ``JobRegistry`` (job_server.py), ``JobClient`` (job_client.py): jobs on
-  ``/calinode/job/1.0.0``; ``ping`` and ``echo`` (builtin_jobs.py).
-- ``LocalModels`` (local_models.py): this node's embedders (merged batches) and generators,
-  off the event loop; ``run_streaming`` (thread_stream.py) carries tokens out of a thread.
-- ``embed``/``generate``/``embed_chunks`` job kinds (inference_jobs.py); ``Dispatcher``
-  (dispatch.py) routes them by the pure rules of routing.py.
-- ``CollectionBook`` (collections_book.py), ``PlacementMap`` (placement.py), ``chunk_text``
-  (chunking.py), ``merge_topk`` (result_merge.py): the pure logic of the sharded index.
-- ``LocalIndex`` and the ``shard.*`` job kinds (local_index.py): the replicas this node hosts.
-- ``Coordinator`` (rag.py): create, ingest, search, ask, replica sync across the swarm.
-- ``serve_api`` (api.py) with inference_api.py, rag_api.py: the local HTTP API (OpenAI routes
-  included); ``CalinodeClient`` (client.py) talks to it.
-- ``run_mdns`` (mdns.py): optional LAN discovery.
-- ``main`` (cli.py, cli_models.py, cli_rag.py): the ``calinode`` command.
+- ``load_or_create_identity``, swarm keys (identity.py): the node key and the PSK on disk;
+  the home (home.py, private_files.py, node_file.py), invites (invite.py), who is a member
+  (access.py), ``Rejections`` (rejections.py), ``supervised`` (supervision.py),
+  ``HybridClock`` (hlc.py): the foundations every layer may use.
+- ``CalinodeClient`` (client.py): the local API over HTTP, for the CLI and for scripts.
+- ``p2p/``: the libp2p host and its guards, framed streams, signed records, the peer table,
+  relayed candidates, identity conflicts, mDNS; ``Membership`` (membership.py, moves to
+  ``p2p/`` in step 2 of issue 11): bootstrap, peer exchange, heartbeats, dead-peer detection.
+- ``jobs/``: jobs on ``/calinode/job/1.0.0`` (server, admission, client, builtin ``ping`` and
+  ``echo``) and where embed and generate run (routing, dispatch).
+- ``inference/``: this node's own models off the event loop (services, thread_stream) and the
+  ``embed``/``embed_chunks``/``generate`` job kinds (jobs.py).
+- The sharded index (moves to ``index/`` in step 2): ``CollectionBook``
+  (collections_book.py), ``PlacementMap`` (placement.py), ``chunk_text`` (chunking.py),
+  ``merge_topk`` (result_merge.py), write frames (write_frames.py): pure logic;
+  ``LocalIndex`` and the ``shard.*`` job kinds (local_index.py): the replicas this node hosts.
+- ``Coordinator`` (rag.py, moves to ``rag/`` in step 2): create, ingest, search, ask, replica
+  sync across the swarm; how a write settles (write_quorum.py); what ingest takes
+  (ingest_input.py).
+- ``api/``: the local HTTP API (OpenAI routes included).
+- ``cli/``: the ``calinode`` command.
 """
 
 from importlib.metadata import PackageNotFoundError, version

@@ -204,7 +204,7 @@ def read_toml(home: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"cannot read {path}: {exc}; fix its TOML syntax") from exc
     # any other OSError (a permission, a folder in its place) goes up as it is: the CLI's
-    # one error path names it and says what to do (node/cli_errors.py)
+    # one error path names it and says what to do (node/cli/errors.py)
 
 
 def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> NodeConfig:

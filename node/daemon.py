@@ -29,11 +29,8 @@ from multiaddr import Multiaddr
 from calinode import node as _node_pkg
 from calinode.models.registry import ModelRegistry
 from calinode.node.access import AccessPolicy
-from calinode.node.addresses import expand_wildcards, interface_ipv4_addresses
-from calinode.node.builtin_jobs import register_builtin_jobs
 from calinode.node.collections_book import CollectionBook
 from calinode.node.config import NodeConfig
-from calinode.node.dispatch import Dispatcher
 from calinode.node.hlc import HybridClock
 from calinode.node.home import (
     check_api_free,
@@ -43,21 +40,24 @@ from calinode.node.home import (
     resolve_swarm_key,
     unlock_home,
 )
-from calinode.node.host import GuardStats, PeerGate, PeerPolicy, build_host, guarded
 from calinode.node.identity import load_or_create_identity
-from calinode.node.identity_conflict import IdentityConflicts, OwnIdWatch
-from calinode.node.inference_jobs import register_inference_jobs
+from calinode.node.inference.jobs import register_inference_jobs
+from calinode.node.inference.services import LocalModels
 from calinode.node.invite import decode_invite, encode_invite
-from calinode.node.job_client import JobClient, JobResult
-from calinode.node.job_server import JobRegistry, JobServer
+from calinode.node.jobs.builtin import register_builtin_jobs
+from calinode.node.jobs.client import JobClient, JobResult
+from calinode.node.jobs.dispatch import Dispatcher
+from calinode.node.jobs.server import JobRegistry, JobServer
 from calinode.node.local_index import LocalIndex, register_index_jobs
-from calinode.node.local_models import LocalModels
 from calinode.node.membership import Membership
 from calinode.node.node_file import remove_node_file, write_node_file
-from calinode.node.peer_table import PeerTable
+from calinode.node.p2p.addresses import expand_wildcards, interface_ipv4_addresses
+from calinode.node.p2p.host import GuardStats, PeerGate, PeerPolicy, build_host, guarded
+from calinode.node.p2p.identity_conflict import IdentityConflicts, OwnIdWatch
+from calinode.node.p2p.peer_table import PeerTable
+from calinode.node.p2p.records import SEQ_FILE, RecordSigner
 from calinode.node.private_files import load_or_create_api_token
 from calinode.node.rag import Coordinator
-from calinode.node.records import SEQ_FILE, RecordSigner
 from calinode.node.rejections import Rejections
 from calinode.node.supervision import supervised
 from calinode.protocol.capabilities import Capabilities, ModelOffer
@@ -349,7 +349,7 @@ async def run_node(
 
 async def _run_locked(config: NodeConfig, *, handle_signals: bool, announce: bool,
                       ready_json: bool, task_status: TaskStatus[Node]) -> None:
-    from calinode.node.api import serve_api  # the HTTP stack is only needed by a running node
+    from calinode.node.api.app import serve_api  # the HTTP stack is only needed by a running node
 
     node = await build_node(config)
     node.started_at = time.monotonic()
@@ -385,7 +385,7 @@ async def _run_locked(config: NodeConfig, *, handle_signals: bool, announce: boo
                 rejections=node.rejections))
             await nursery.start(supervised, "membership", node.membership.run)
             if config.mdns:
-                from calinode.node.mdns import run_mdns
+                from calinode.node.p2p.mdns import run_mdns
 
                 await nursery.start(run_mdns, node)
             node.api_token = await trio.to_thread.run_sync(load_or_create_api_token, config.home)

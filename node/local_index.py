@@ -45,7 +45,7 @@ from calinode.models.shard_store import ChunkWrite, DocRecord, DocWrite, ShardSt
 from calinode.node.access import AccessPolicy
 from calinode.node.collections_book import CollectionBook
 from calinode.node.hlc import HybridClock
-from calinode.node.job_server import JobContext, JobRegistry
+from calinode.node.jobs.server import JobContext, JobRegistry
 from calinode.node.write_frames import MAX_DOC_BYTES, write_groups
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import BadRequest, CalinodeError, ErrorCode, JobError

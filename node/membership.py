@@ -58,11 +58,11 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from multiaddr import Multiaddr
 
-from calinode.node.candidates import DialBudget, RelayedCandidates, Want
-from calinode.node.framed_stream import FramedStream
-from calinode.node.host import PeerPolicy, PeerStoreGuard, remote_peer_id
-from calinode.node.identity_conflict import IdentityConflicts
-from calinode.node.peer_table import (
+from calinode.node.p2p.candidates import DialBudget, RelayedCandidates, Want
+from calinode.node.p2p.framed_stream import FramedStream
+from calinode.node.p2p.host import PeerPolicy, PeerStoreGuard, remote_peer_id
+from calinode.node.p2p.identity_conflict import IdentityConflicts
+from calinode.node.p2p.peer_table import (
     MAX_RELAY_AGE_MS,
     BadCapabilities,
     PeerTable,
@@ -70,8 +70,8 @@ from calinode.node.peer_table import (
     TableFull,
     parse_capabilities,
 )
-from calinode.node.record_verdicts import VALID, RecordVerdicts, Verdict
-from calinode.node.records import verify_record
+from calinode.node.p2p.record_verdicts import VALID, RecordVerdicts, Verdict
+from calinode.node.p2p.records import verify_record
 from calinode.node.rejections import RateLimitedLog, Rejections
 from calinode.protocol.codec import pack
 from calinode.protocol.errors import (

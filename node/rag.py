@@ -42,11 +42,11 @@ from calinode.models.shard_store import ChunkWrite, DocRecord, ShardStore
 from calinode.node.chunking import content_hash, make_document_text, text_pieces
 from calinode.node.collections_book import sign_definition
 from calinode.node.ingest_input import MAX_DOCUMENT_CHARS, document_size
+from calinode.node.jobs.routing import Candidate
 from calinode.node.local_index import docs_to_wire, records_from_wire
 from calinode.node.placement import PlacementCache, PlacementMap, may_drop_replica, shard_of
 from calinode.node.rejections import RateLimitedLog
 from calinode.node.result_merge import ShardHit, cut_candidates, merge_topk, missing_shards
-from calinode.node.routing import Candidate
 from calinode.node.write_frames import too_large, write_groups
 from calinode.node.write_quorum import DocSettlement, ReplicaAnswer, settle
 from calinode.protocol.capabilities import Capabilities, ModelOffer
@@ -964,7 +964,7 @@ class Coordinator:
         """Retrieve, then generate, both by one ``deadline`` (trio time, set once at the edge;
         ``timeout`` from now only for a caller without a budget). No hits: the answer says
         so and ``no_sources`` is true (see :meth:`no_sources_reply`)."""
-        from calinode.node.inference_api import default_model
+        from calinode.node.jobs.dispatch import default_model
 
         deadline = deadline_of(deadline, timeout)
         messages, sources, found = await self.rag_messages(name, question, k=k,

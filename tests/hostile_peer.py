@@ -31,8 +31,8 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
-from calinode.node.host import build_host
 from calinode.node.identity import read_swarm_key
+from calinode.node.p2p.host import build_host
 from calinode.protocol.codec import pack
 from calinode.protocol.framing import encode_frame
 from calinode.protocol.ids import JOB_PROTOCOL, META_PROTOCOL, PROTOCOL_VERSION

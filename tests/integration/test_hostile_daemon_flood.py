@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import trio
 
-from calinode.node.candidates import RelayedCandidates
+from calinode.node.p2p.candidates import RelayedCandidates
 from daemon_harness import Daemon, Swarm, wait_for
 from hostile_peer import (
     HostilePeer,

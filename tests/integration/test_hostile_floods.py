@@ -26,7 +26,7 @@ import msgpack
 import pytest
 import trio
 
-from calinode.node.job_server import default_bytes_per_peer
+from calinode.node.jobs.server import default_bytes_per_peer
 from calinode.protocol.framing import encode_frame
 from calinode.protocol.ids import JOB_PROTOCOL
 from calinode.protocol.limits import DEFAULT_LIMITS

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from calinode.models.checks import read_gguf_header
+from calinode.models.prepare.checks import read_gguf_header
 from daemon_harness import Swarm, run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 import venv
 from pathlib import Path
 
@@ -41,10 +42,19 @@ def test_wheel_installs_and_imports_every_module(tmp_path: Path) -> None:
     subprocess.run([str(python), "-m", "pip", "install", "-q", str(wheel)], check=True,
                    timeout=900)
     modules = source_modules()
-    assert "calinode.protocol.messages" in modules and "calinode.node.cli" in modules
+    assert "calinode.protocol.messages" in modules and "calinode.node.cli.main" in modules
+    # every folder with an __init__.py is a package of the wheel, and every listed one exists
+    packages = {".".join((package, *init.parent.relative_to(ROOT / folder).parts))
+                for folder, package in PACKAGES.items()
+                for init in (ROOT / folder).rglob("__init__.py")}
+    with (ROOT / "pyproject.toml").open("rb") as fh:
+        assert set(tomllib.load(fh)["tool"]["setuptools"]["packages"]) == packages
     script = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n"
     subprocess.run([str(python), "-c", script, *modules], check=True, timeout=120,
                    cwd=tmp_path)
     proc = subprocess.run([str(env_dir / "bin" / "calinode"), "--help"], capture_output=True,
                           text=True, check=True, timeout=60, cwd=tmp_path)
+    assert "start" in proc.stdout and "peers" in proc.stdout
+    proc = subprocess.run([str(python), "-m", "calinode.node.cli", "--help"],
+                          capture_output=True, text=True, check=True, timeout=60, cwd=tmp_path)
     assert "start" in proc.stdout and "peers" in proc.stdout

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from calinode.models.embedder import OnnxEmbedder
-from calinode.models.prepare_minilm import FLOAT_NAME, INT8_NAME, locate_sources, prepare_minilm
+from calinode.models.prepare.minilm import FLOAT_NAME, INT8_NAME, locate_sources, prepare_minilm
 from calinode.models.registry import ModelRegistry
 
 THREADS = 2

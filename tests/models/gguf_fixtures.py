@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from calinode.models.generator import GgufGenerator
-from calinode.models.prepare_gguf import prepare_gemma3, prepare_smollm2
+from calinode.models.prepare.gguf import prepare_gemma3, prepare_smollm2
 from calinode.models.registry import ModelRegistry
 
 THREADS = 2

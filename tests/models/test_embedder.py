@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from calinode.models.embedder import InputType, OnnxEmbedder, _graph_inputs
-from calinode.models.prepare_minilm import FLOAT_NAME, INT8_NAME
+from calinode.models.prepare.minilm import FLOAT_NAME, INT8_NAME
 from calinode.models.registry import ModelRegistry
 from calinode.protocol.errors import ConfigError, ErrorCode, JobError
 

@@ -21,9 +21,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from calinode.models import export
-from calinode.models.export import ExportReport, export_checkpoint, read_checkpoint
 from calinode.models.manifest import sha256_file
+from calinode.models.prepare import export
+from calinode.models.prepare.export import ExportReport, export_checkpoint, read_checkpoint
 from calinode.models.registry import ModelRegistry
 from calinode.protocol.errors import ConfigError, JobError
 

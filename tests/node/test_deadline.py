@@ -22,9 +22,9 @@ import trio
 import trio.testing
 
 from calinode.models.shard_digest import chunk_faiss_id
-from calinode.node.dispatch import Dispatcher
-from calinode.node.inference_api import StreamingEndpoint
-from calinode.node.job_client import JobResult
+from calinode.node.api.inference_routes import StreamingEndpoint
+from calinode.node.jobs.client import JobResult
+from calinode.node.jobs.dispatch import Dispatcher
 from calinode.node.placement import shard_of
 from calinode.node.rag import Coordinator
 from calinode.protocol.capabilities import Capabilities, ModelOffer

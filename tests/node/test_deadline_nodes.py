@@ -31,8 +31,8 @@ from calinode.models.generator import GenerationChunk, GenerationParams
 from calinode.models.manifest import ModelFile, ModelManifest
 from calinode.node.collections_book import sign_definition
 from calinode.node.daemon import Node
-from calinode.node.job_server import JobContext
-from calinode.node.local_models import EmbedService, GenerateService
+from calinode.node.inference.services import EmbedService, GenerateService
+from calinode.node.jobs.server import JobContext
 from calinode.protocol.capabilities import Capabilities
 from calinode.protocol.codec import unpack
 from calinode.protocol.errors import CalinodeError, ConfigError, ErrorCode, JobError

@@ -12,7 +12,7 @@ import trio
 
 from calinode.models.embedder import EmbedResult
 from calinode.models.manifest import ModelFile, ModelManifest
-from calinode.node.local_models import EmbedService
+from calinode.node.inference.services import EmbedService
 from calinode.protocol.errors import ErrorCode, JobError
 
 MANIFEST = ModelManifest(name="fake", kind="embed", dim=4, pooling="mean",

@@ -9,7 +9,7 @@ from typing import Any
 import trio
 
 from calinode.models.generator import GenerationChunk, GenerationParams
-from calinode.node.local_models import GenerateService
+from calinode.node.inference.services import GenerateService
 
 WORDS = ["Red", ",", " green", " and", " blue", "."]
 

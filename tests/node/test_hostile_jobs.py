@@ -19,8 +19,8 @@ from test_embed_merging import FakeEmbedder
 
 from calinode.node.collections_book import sign_definition
 from calinode.node.daemon import Node
+from calinode.node.inference.services import EmbedService
 from calinode.node.local_index import STORE_THREADS
-from calinode.node.local_models import EmbedService
 from calinode.node.placement import shard_of
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.limits import Limits

@@ -26,12 +26,12 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
 from calinode.node import daemon
-from calinode.node.candidates import DialBudget
 from calinode.node.config import NodeConfig
 from calinode.node.daemon import Node, run_node
-from calinode.node.host import PeerStoreGuard, build_host
 from calinode.node.identity import IDENTITY_FILE, write_swarm_key
-from calinode.node.records import RecordSigner, wall_clock_ms
+from calinode.node.p2p.candidates import DialBudget
+from calinode.node.p2p.host import PeerStoreGuard, build_host
+from calinode.node.p2p.records import RecordSigner, wall_clock_ms
 from calinode.protocol.ids import META_PROTOCOL
 from calinode.protocol.records import MAX_RECORD_BYTES, record_size
 from hostile_peer import (

@@ -13,7 +13,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from calinode.node.daemon import Node
-from calinode.node.job_server import JobContext
+from calinode.node.jobs.server import JobContext
 from calinode.protocol.errors import ErrorCode, JobError
 from calinode.protocol.ids import JOB_PROTOCOL
 from calinode.protocol.messages import ErrorReply, MessageDecoder

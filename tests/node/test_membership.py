@@ -10,7 +10,7 @@ import trio
 import trio.lowlevel
 
 from calinode.node.daemon import Node
-from calinode.node.records import sign_record, verify_record
+from calinode.node.p2p.records import sign_record, verify_record
 from calinode.protocol.errors import RecordError
 from calinode.protocol.messages import PeerExchange
 from node_harness import open_nodes, wait_until

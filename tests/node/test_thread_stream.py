@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import trio
 
-from calinode.node.thread_stream import run_streaming
+from calinode.node.inference.thread_stream import run_streaming
 from calinode.protocol.errors import ErrorCode, JobError
 
 

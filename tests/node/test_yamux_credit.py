@@ -1,4 +1,4 @@
-"""Yamux credit in steps (node/yamux_credit.py) between two real py-libp2p hosts."""
+"""Yamux credit in steps (node/p2p/yamux_credit.py) between two real py-libp2p hosts."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.stream_muxer.yamux.yamux import YamuxStream
 from multiaddr import Multiaddr
 
-from calinode.node import yamux_credit
-from calinode.node.host import build_host
+from calinode.node.p2p import yamux_credit
+from calinode.node.p2p.host import build_host
 
 SINK = TProtocol("/calinode-test/sink/1")
 
@@ -95,7 +95,7 @@ async def small_messages_cost(window_updates: list[int]) -> tuple[int, int]:
 async def test_small_messages_cost_one_window_update_per_16_kib(
     window_updates: list[int],
 ) -> None:
-    yamux_credit.install()  # as importing calinode.node.host does
+    yamux_credit.install()  # as importing calinode.node.p2p.host does
     updates, reads = await small_messages_cost(window_updates)
     assert reads > 100 and updates <= 400 * 100 // yamux_credit.MIN_CREDIT + 1
 

@@ -1,4 +1,4 @@
-from calinode.node.addresses import expand_wildcards, interface_ipv4_addresses, order_addresses
+from calinode.node.p2p.addresses import expand_wildcards, interface_ipv4_addresses, order_addresses
 
 
 def test_expand_wildcards_replaces_any_address() -> None:

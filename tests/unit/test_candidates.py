@@ -3,7 +3,7 @@ signature), refreshes, dial budget."""
 
 from __future__ import annotations
 
-from calinode.node.candidates import RETRY_AFTER, DialBudget, RelayedCandidates, Want
+from calinode.node.p2p.candidates import RETRY_AFTER, DialBudget, RelayedCandidates, Want
 from calinode.protocol.capabilities import Capabilities
 from calinode.protocol.records import CapabilityRecord, Load
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from calinode.node.cli import build_parser, main
-from calinode.node.cli_errors import EXIT_BROKEN_PIPE, expected_error, report
-from calinode.node.cli_options import API_COMMANDS, parsers
+from calinode.node.cli.errors import EXIT_BROKEN_PIPE, expected_error, report
+from calinode.node.cli.main import build_parser, main
+from calinode.node.cli.options import API_COMMANDS, parsers
 from calinode.protocol.errors import (
     EXIT_CONFIG,
     EXIT_INTERNAL,
@@ -172,7 +172,7 @@ def test_library_info_lines_on_the_root_logger_are_quiet_unless_verbose(
         capsys: pytest.CaptureFixture[str]) -> None:
     import logging
 
-    from calinode.node.log_setup import configure_logging
+    from calinode.node.cli.log_setup import configure_logging
 
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
@@ -195,7 +195,7 @@ def test_library_info_lines_on_the_root_logger_are_quiet_unless_verbose(
 
 
 def test_peers_shows_each_peer_s_capabilities_in_a_few_words() -> None:
-    from calinode.node.cli import capability_summary
+    from calinode.node.cli.main import capability_summary
 
     caps = {"jobs": ["ping", "embed"], "embed": [{"name": "minilm-l6-int8"}],
             "generate": [{"name": "smollm2-135m"}], "index": True}

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from calinode.node.cli import build_parser
-from calinode.node.cli_rag import cmd_search
+from calinode.node.cli.main import build_parser
+from calinode.node.cli.rag import cmd_search
 from calinode.protocol.errors import EXIT_PARTIAL
 
 

@@ -3,8 +3,8 @@ each, not by the seconds-old load their records advertised."""
 
 from __future__ import annotations
 
+from calinode.node.jobs.routing import Candidate
 from calinode.node.rag import _EmbedderSpread
-from calinode.node.routing import Candidate
 
 
 def _candidates(*peers: str) -> list[Candidate]:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from calinode.node.cli import build_parser, main
-from calinode.node.cli_rag import cmd_rag
+from calinode.node.cli.main import build_parser, main
+from calinode.node.cli.rag import cmd_rag
 from calinode.protocol.errors import (
     EXIT_DEADLINE,
     EXIT_STATUS,

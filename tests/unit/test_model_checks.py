@@ -1,4 +1,4 @@
-"""The checks ``calinode models add`` runs before installing a model (models/checks.py).
+"""The checks ``calinode models add`` runs before installing a model (models/prepare/checks.py).
 
 The GGUF header reader is tested on headers built here byte by byte (every truncation, hostile
 lengths, missing keys) and on the real SmolLM2 file; the load checks run the real ONNX Runtime
@@ -20,7 +20,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from calinode.models.checks import (
+from calinode.models.manifest import ModelFile, ModelManifest
+from calinode.models.prepare.checks import (
     MAX_GGUF_METADATA,
     GgufArray,
     GgufFormatError,
@@ -28,18 +29,17 @@ from calinode.models.checks import (
     generation_problems,
     read_gguf_header,
 )
-from calinode.models.manifest import ModelFile, ModelManifest
-from calinode.models.prepare_gguf import _smollm2_source
-from calinode.models.prepare_minilm import locate_sources
+from calinode.models.prepare.gguf import _smollm2_source
+from calinode.models.prepare.minilm import locate_sources
 from calinode.models.registry import ModelRegistry
-from calinode.node.model_use import (
+from calinode.node.cli.model_use import (
     RunningNode,
     pinning_collections,
     removal_breaks,
     serve_hint,
     served_models,
 )
-from calinode.node.routing import require_candidates
+from calinode.node.jobs.routing import require_candidates
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import BadRequest, ErrorCode, JobError
 

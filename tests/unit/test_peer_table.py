@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from calinode.node.peer_table import MAX_RELAY_AGE_MS, BadCapabilities, PeerTable, TableFull
+from calinode.node.p2p.peer_table import MAX_RELAY_AGE_MS, BadCapabilities, PeerTable, TableFull
 from calinode.protocol.errors import RecordError
 from calinode.protocol.messages import CapabilityRecord, Load
 from calinode.protocol.records import record_size

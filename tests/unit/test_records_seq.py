@@ -11,8 +11,8 @@ import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair
 
-from calinode.node.peer_table import PeerTable, StaleRecord
-from calinode.node.records import (
+from calinode.node.p2p.peer_table import PeerTable, StaleRecord
+from calinode.node.p2p.records import (
     SEQ_FILE,
     SEQ_RESERVE,
     RecordSigner,

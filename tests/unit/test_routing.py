@@ -1,6 +1,6 @@
 import itertools
 
-from calinode.node.routing import Candidate, model_offers, rank_candidates, split_batch
+from calinode.node.jobs.routing import Candidate, model_offers, rank_candidates, split_batch
 from calinode.protocol.capabilities import Capabilities, ModelOffer
 
 A, B, G = "a" * 64, "b" * 64, "c" * 64

@@ -5,10 +5,10 @@ folder with tokenizer.json, or a GGUF file), ``remove NAME``, ``verify [NAME...]
 ``export CHECKPOINT_DIR --name NAME [--int8]`` (needs the optional ``export`` extra: torch).
 A running node loads models at start: restart it to pick up changes.
 
-``add`` installs a model only once it has passed the checks of ``models/checks.py`` on the
+``add`` installs a model only once it has passed the checks of ``models/prepare/checks.py`` on the
 copied bytes (it loads and runs as the node will run it). ``remove`` refuses a model that a
 collection of the home pins or that the home's running node serves, unless ``--force``, which
-says what breaks (``node/model_use.py``). ``prepare`` and ``add`` end with how to serve the
+says what breaks (``node/cli/model_use.py``). ``prepare`` and ``add`` end with how to serve the
 model when the home's running node does not.
 """
 
@@ -80,8 +80,8 @@ def _progress(message: str) -> None:
 
 
 def _add(args: argparse.Namespace, registry: Any) -> Any:
-    from calinode.models.checks import check_model
     from calinode.models.manifest import ModelFile, ModelManifest
+    from calinode.models.prepare.checks import check_model
 
     path = Path(args.path).expanduser()
     placeholder = (ModelFile(path="x", sha256="0" * 64, size=0),)
@@ -115,7 +115,7 @@ def _add(args: argparse.Namespace, registry: Any) -> Any:
 def _serve_hint(args: argparse.Namespace, manifest: Any) -> None:
     """Say how to serve ``manifest``'s model when the home's running node does not."""
     from calinode.models.defaults import DEFAULT_EMBED_MODEL, DEFAULT_GEN_MODEL
-    from calinode.node.model_use import running_node, serve_hint
+    from calinode.node.cli.model_use import running_node, serve_hint
 
     hint = serve_hint(manifest.name, manifest.kind, running_node(_home(args)),
                       default=manifest.name in (DEFAULT_EMBED_MODEL, DEFAULT_GEN_MODEL))
@@ -126,7 +126,7 @@ def _serve_hint(args: argparse.Namespace, manifest: Any) -> None:
 def _remove(args: argparse.Namespace, registry: Any) -> None:
     """Remove a model, refusing one in use unless ``--force`` (then say what breaks)."""
     from calinode.models.defaults import PREPARABLE
-    from calinode.node.model_use import pinning_collections, removal_breaks, running_node
+    from calinode.node.cli.model_use import pinning_collections, removal_breaks, running_node
 
     manifest = registry.get(args.name)  # UNKNOWN_MODEL when not installed
     home = _home(args)
@@ -200,7 +200,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0 if not any(report.values()) else 1
     if action == "export":
         try:
-            from calinode.models.export import export_checkpoint
+            from calinode.models.prepare.export import export_checkpoint
         except ImportError as exc:
             raise ConfigError("export needs torch: pip install 'calinode[export]'") from exc
         exported = export_checkpoint(Path(args.checkpoint).expanduser(), args.name, registry,

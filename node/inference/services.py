@@ -10,7 +10,7 @@
 
 Each service runs its blocking calls under its own ``trio.CapacityLimiter`` (``limiter``), not
 trio's shared default one, so a flood of one model's jobs cannot starve another resource of
-worker threads (shard stores have theirs in ``local_index.py``).
+worker threads (shard stores have theirs in ``node/local_index.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 import trio
 
 from calinode.node.config import STREAM_INTERVAL
-from calinode.node.thread_stream import run_streaming
+from calinode.node.inference.thread_stream import run_streaming
 from calinode.protocol.errors import ErrorCode, JobError
 
 if TYPE_CHECKING:

@@ -29,9 +29,9 @@ from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
-from calinode.node.framed_stream import FramedStream
-from calinode.node.host import peer_id_from_str
-from calinode.node.job_server import JobServer
+from calinode.node.jobs.server import JobServer
+from calinode.node.p2p.framed_stream import FramedStream
+from calinode.node.p2p.host import peer_id_from_str
 from calinode.protocol.errors import ErrorCode, JobError, ProtocolError, RemoteProtocolError
 from calinode.protocol.ids import JOB_PROTOCOL
 from calinode.protocol.limits import DEFAULT_LIMITS, Limits

@@ -6,7 +6,7 @@ py-libp2p 0.8.1 needs help (see ``shared/notes/py-libp2p-0.8.1.md``):
   security option;
 - it stalls 250 ms after every dial: importing this module zeroes ``_HAPPY_EYEBALLS_DELAY``;
 - its yamux answers every read with a window update: importing this module installs
-  credit in 16 KiB steps (:mod:`calinode.node.yamux_credit`);
+  credit in 16 KiB steps (:mod:`calinode.node.p2p.yamux_credit`);
 - one raising stream handler kills the whole host: :func:`guarded` catches everything, logs
   it (rate limited) and resets the stream; :func:`build_host` wraps py-libp2p's own handlers
   (identify, identify-push, ping) the same way;
@@ -39,7 +39,7 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from multiaddr import Multiaddr
 
-from calinode.node import yamux_credit
+from calinode.node.p2p import yamux_credit
 from calinode.node.rejections import RateLimitedLog, Rejections
 
 _swarm._HAPPY_EYEBALLS_DELAY = 0.0  # defect 2: a fixed 250 ms stall after every dial

@@ -8,7 +8,7 @@ error reply with a stable code, and never touch other jobs or the node.
 Admission is non-blocking and comes before the request is read: a peer with ``max_per_peer``
 jobs in flight, or a node with ``max_total``, or a request frame over the byte budget (per
 peer and in total, charged from its length prefix), gets ``OVERLOADED`` at once so the caller
-can go elsewhere (see ``job_admission.py``).
+can go elsewhere (see ``admission.py``).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any
 import trio
 from libp2p.abc import INetStream
 
-from calinode.node.framed_stream import FramedStream
-from calinode.node.host import remote_peer_id
-from calinode.node.job_admission import AdmissionTicket, JobAdmission
+from calinode.node.jobs.admission import AdmissionTicket, JobAdmission
+from calinode.node.p2p.framed_stream import FramedStream
+from calinode.node.p2p.host import remote_peer_id
 from calinode.node.rejections import RateLimitedLog, Rejections
 from calinode.protocol.errors import (
     BadRequest,
@@ -60,7 +60,7 @@ class JobContext:
         return max(0.0, self.deadline - trio.current_time())
 
     def reject(self, reason: str, detail: str) -> None:
-        """Count this job's request as refused input of the caller (see ``rejections.py``)."""
+        """Count this job's request as refused input of the caller (see ``node/rejections.py``)."""
         if self.rejections is not None:
             self.rejections.reject(reason, self.caller, f"{self.kind}: {detail}")
 
@@ -118,7 +118,7 @@ REFUSED_DRAIN_GRACE = 1.0
 
 
 class JobServer:
-    """Serves ``JOB_PROTOCOL`` streams under admission control (see ``job_admission.py``).
+    """Serves ``JOB_PROTOCOL`` streams under admission control (see ``admission.py``).
 
     Every refusal a peer can cause is counted in ``rejections`` (``bad_frame``,
     ``bad_params``, ``overloaded``) with a rate-limited log line; a handler bug logs its

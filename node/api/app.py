@@ -3,7 +3,7 @@
 Routes: ``GET /healthz``, ``GET /v1/status``, ``GET /v1/peers``, ``POST /v1/ping``
 (``{"peer_id", "count"}``), ``POST /v1/jobs`` (``{"peer_id", "kind", "params", "timeout"}``).
 Every error is JSON, ``{"error": {"code", "message", "type"}}``, with an HTTP status derived
-from the code (``api_errors.py``): an exception group is collapsed into its ``CalinodeError``
+from the code (``node/api/errors.py``): an exception group is collapsed into its ``CalinodeError``
 (``protocol/errors.py``), and a bug is a 500 ``INTERNAL`` with a JSON body too.
 """
 
@@ -21,10 +21,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from calinode.node.api_errors import error_response
-from calinode.node.api_guard import ApiGuard, read_json
-from calinode.node.inference_api import inference_routes
-from calinode.node.rag_api import rag_routes
+from calinode.node.api.errors import error_response
+from calinode.node.api.guard import ApiGuard, read_json
+from calinode.node.api.inference_routes import inference_routes
+from calinode.node.api.rag_routes import rag_routes
 from calinode.protocol.errors import BadRequest, CalinodeError, ErrorCode, collapse_group
 
 if TYPE_CHECKING:

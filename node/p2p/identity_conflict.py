@@ -25,8 +25,8 @@ from collections.abc import Iterable
 import trio
 from libp2p.abc import INetConn, INetwork
 
-from calinode.node.host import ConnectionWatch
-from calinode.node.records import RecordSigner, verify_record
+from calinode.node.p2p.host import ConnectionWatch
+from calinode.node.p2p.records import RecordSigner, verify_record
 from calinode.node.rejections import RateLimitedLog, Rejections
 from calinode.protocol.errors import RecordError
 from calinode.protocol.messages import CapabilityRecord

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import trio
 
-from calinode.node.job_client import ReplyParser
-from calinode.node.routing import (
+from calinode.node.jobs.client import ReplyParser
+from calinode.node.jobs.routing import (
     Candidate,
     model_offers,
     rank_candidates,
@@ -43,6 +43,19 @@ V = TypeVar("V")
 RETRYABLE = {ErrorCode.PEER_UNREACHABLE, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.OVERLOADED,
              ErrorCode.UNKNOWN_MODEL, ErrorCode.UNKNOWN_KIND, ErrorCode.INTERNAL}
 MIN_SPLIT = 32  # texts per part below which a batch is not worth splitting
+
+
+def default_model(node: Node, kind: str) -> str:
+    """The model a request names none for: a local one of ``kind``, else one a live peer
+    offers, else the first configured (empty: none known)."""
+    local = node.models.embed if kind == "embed" else node.models.generate
+    if local:
+        return next(iter(local))
+    for entry in node.table.alive():
+        for model in entry.caps.models(kind):
+            return model.name
+    configured = node.config.embed_models if kind == "embed" else node.config.gen_models
+    return configured[0] if configured else ""
 
 
 @dataclass

@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 import trio
 
 from calinode.node.chunking import Chunk, chunk_text
-from calinode.node.job_server import JobContext, JobRegistry
-from calinode.node.local_models import LocalModels
+from calinode.node.inference.services import LocalModels
+from calinode.node.jobs.server import JobContext, JobRegistry
 from calinode.protocol.errors import BadRequest, ProtocolError
 from calinode.protocol.job_params import (
     INPUT_TYPES,

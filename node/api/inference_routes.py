@@ -25,11 +25,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from calinode.node.api_errors import error_response
-from calinode.node.api_guard import read_json
-from calinode.node.api_json import FastJSONResponse
-from calinode.node.api_stream import Emit, stream_answer
-from calinode.node.inference_jobs import INPUT_TYPES, generate_request
+from calinode.node.api.errors import error_response
+from calinode.node.api.guard import read_json
+from calinode.node.api.json_response import FastJSONResponse
+from calinode.node.api.stream import Emit, stream_answer
+from calinode.node.inference.jobs import INPUT_TYPES, generate_request, texts_param
+from calinode.node.jobs.dispatch import default_model
 from calinode.protocol.errors import BadRequest, CalinodeError
 
 if TYPE_CHECKING:
@@ -51,17 +52,6 @@ def request_deadline(body: dict[str, Any]) -> float:
     return trio.current_time() + timeout_of(body)
 
 
-def default_model(node: Node, kind: str) -> str:
-    local = node.models.embed if kind == "embed" else node.models.generate
-    if local:
-        return next(iter(local))
-    for entry in node.table.alive():
-        for model in entry.caps.models(kind):
-            return model.name
-    configured = node.config.embed_models if kind == "embed" else node.config.gen_models
-    return configured[0] if configured else ""
-
-
 async def _embed(node: Node, body: dict[str, Any], texts: Any) -> Any:
     if not isinstance(texts, list) or not texts:
         raise BadRequest("input must be a non-empty string or list of strings")
@@ -73,8 +63,6 @@ async def _embed(node: Node, body: dict[str, Any], texts: Any) -> Any:
     dimensions = body.get("dimensions")
     if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)):
         raise BadRequest("dimensions must be an integer")
-    from calinode.node.inference_jobs import texts_param
-
     texts = texts_param({"texts": texts})
     model = body.get("model") or default_model(node, "embed")
     if not isinstance(model, str):

@@ -21,11 +21,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from calinode.node.api_errors import error_response
-from calinode.node.api_guard import read_json
-from calinode.node.api_json import FastJSONResponse
-from calinode.node.api_stream import Emit, stream_answer
-from calinode.node.inference_api import request_deadline
+from calinode.node.api.errors import error_response
+from calinode.node.api.guard import read_json
+from calinode.node.api.inference_routes import request_deadline
+from calinode.node.api.json_response import FastJSONResponse
+from calinode.node.api.stream import Emit, stream_answer
 from calinode.node.ingest_input import prepare
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import BadRequest, CalinodeError, JobError, groups_collapsed

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from calinode.node.job_server import JobContext, JobRegistry
+from calinode.node.jobs.server import JobContext, JobRegistry
 from calinode.protocol.job_params import EchoParams, PingParams
 
 

@@ -3,7 +3,7 @@
 A peer exchange carries records of third peers. Those records are signed by their peers, but
 nothing says the peers exist or want to hear from us: a hostile member can relay thousands of
 self-made records. So a relayed record of a peer we have never talked to does not enter the
-:class:`~calinode.node.peer_table.PeerTable` (nor py-libp2p's peer store); it waits here as a
+:class:`~calinode.node.p2p.peer_table.PeerTable` (nor py-libp2p's peer store); it waits here as a
 *candidate* until a peer exchange with that peer succeeds. The table is capped twice:
 
 - per sender (``per_sender``, default 32): one peer cannot fill the table alone;

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from calinode.node import __version__
-from calinode.node.cli_errors import EXIT_BROKEN_PIPE, report
-from calinode.node.cli_models import add_models_parser, cmd_models
-from calinode.node.cli_options import CalinodeParser, add_common_options
-from calinode.node.cli_rag import add_rag_parsers, cmd_rag
-from calinode.node.log_setup import configure_logging
+from calinode.node.cli.errors import EXIT_BROKEN_PIPE, report
+from calinode.node.cli.log_setup import configure_logging
+from calinode.node.cli.models import add_models_parser, cmd_models
+from calinode.node.cli.options import CalinodeParser, add_common_options
+from calinode.node.cli.rag import add_rag_parsers, cmd_rag
 from calinode.protocol.errors import BadRequest, exit_status_table
 
 EXAMPLES = """\
@@ -42,7 +42,7 @@ on stderr; a bug prints "internal error ...; please report it with the log at PA
 
 
 def _add_client_args(parser: argparse.ArgumentParser) -> None:
-    """The options of a command that talks to a node's API (``cli_options`` adds them all:
+    """The options of a command that talks to a node's API (``options`` adds them all:
     ``--api``, ``--token``, ``--home``, ``--json``); kept for ``add_rag_parsers``."""
 
 
@@ -369,9 +369,9 @@ COMMANDS = {"start": cmd_start, "keygen": cmd_keygen, "id": cmd_id, "token": cmd
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; every error goes through ``cli_errors.report`` (one line, the status
+    """Run one command; every error goes through ``errors.report`` (one line, the status
     of its code). A usage error exits 2 (``EXIT_USAGE``) inside ``parse_args``."""
-    args = build_parser().parse_args(argv)  # cli_options.finish_namespace included
+    args = build_parser().parse_args(argv)  # options.finish_namespace included
     if args.command != "start":  # start sets up its own logging from its configuration
         configure_logging("debug" if args.debug else "warning",
                           verbose=args.verbose or args.debug)

@@ -1,0 +1,16 @@
+"""calinode.node.api: the local HTTP API (Starlette under hypercorn, on trio). Routes turn a
+request into a call of the coordinator (``node.coordinator``), the dispatcher or the peer
+table; nothing here speaks to a peer itself.
+
+Map of the package:
+
+- ``serve_api``, ``build_app`` (app.py): the app, its routes (status, peers, ping) and the
+  hypercorn server the daemon starts.
+- ``ApiGuard``, ``read_json`` (guard.py): bearer token, Host and Origin checks, body size caps.
+- ``error_response`` (errors.py): ``{"error": {code, message, type}}`` with one status table.
+- ``FastJSONResponse`` (json_response.py): JSON bodies with numpy arrays serialized by orjson.
+- ``stream_answer`` (stream.py): the one writer of streamed (SSE/NDJSON) answers.
+- ``inference_routes`` (inference_routes.py): ``/v1/embed``, ``/v1/generate`` and the
+  OpenAI-compatible routes.
+- ``rag_routes`` (rag_routes.py): collections, ingest, search, ask and shards.
+"""

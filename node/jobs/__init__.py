@@ -1,0 +1,17 @@
+"""calinode.node.jobs: jobs on ``/calinode/job/1.0.0`` (one request and its answer per stream,
+under a deadline) and where an ``embed`` or ``generate`` job runs. Imports
+:mod:`calinode.node.p2p` (streams, hosts) below it, never the work above it (inference,
+index, rag).
+
+Map of the package:
+
+- ``JobServer``, ``JobRegistry``, ``JobContext`` (server.py): the handler of job streams;
+  job kinds register here.
+- ``JobAdmission`` (admission.py): slots and request bytes per peer and in total (pure).
+- ``JobClient`` (client.py): ``call`` sends a job to a peer, or to this node itself, with the
+  remaining budget; ``call_parsed`` parses the reply into its typed view.
+- ``register_builtin_jobs`` (builtin.py): ``ping`` and ``echo``.
+- ``rank_candidates``, ``split_batch`` (routing.py): where a job runs (pure rules).
+- ``Dispatcher``, ``default_model`` (dispatch.py): embed and generate on whichever node has
+  the model, batches split and retried within one deadline.
+"""
