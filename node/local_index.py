@@ -20,7 +20,8 @@ Job kinds (``shard.*``): ``write`` (whole documents with chunk vectors; durable 
 reply), ``delete``, ``search`` (several shards of one collection in one request; hits are
 chunk ids and scores only, per chunk or per document), ``fetch`` (the keys, texts and metadata
 of chunk ids of one shard, paged to the reply budget), ``changes`` (paged export for replica
-sync) and ``info``.
+sync: whole documents, a keys-only listing of document states, or whole documents by id) and
+``info``.
 """
 
 from __future__ import annotations
@@ -493,8 +494,16 @@ def register_index_jobs(registry: JobRegistry, index: LocalIndex,
         if not index.has(definition.name, shard):
             raise shard_unavailable(definition.name, shard)
         since, after, limit = request.since_version, request.after_doc_id, request.limit
-        records = await index.call(definition, shard,
-                                   lambda s: s.changes(since, limit, after_doc_id=after))
+        if request.keys_only:  # states only, in doc_id order: what sync compares first
+            keys = await index.call(definition, shard, lambda s: s.keys(after, limit))
+            return {"keys": [list(key) for key in keys],
+                    "digest": index.digest_of(definition.name, shard)}
+        if request.doc_ids:  # the documents a keys-only comparison found missing
+            ids = request.doc_ids
+            records = await index.call(definition, shard, lambda s: s.records(ids))
+        else:
+            records = await index.call(definition, shard,
+                                       lambda s: s.changes(since, limit, after_doc_id=after))
         return {"docs": docs_to_wire(records), "digest": index.digest_of(definition.name, shard)}
 
     async def info(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:

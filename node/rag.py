@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import trio
 
-from calinode.models.shard_digest import chunk_faiss_id
+from calinode.models.shard_digest import DocState, Outcome, chunk_faiss_id, resolve
 from calinode.models.shard_store import ChunkWrite, DocRecord, ShardStore
 from calinode.node.chunking import content_hash, make_document_text
 from calinode.node.collections_book import sign_definition
@@ -55,6 +55,7 @@ from calinode.protocol.errors import (
     ErrorCode,
     JobError,
     ProtocolError,
+    RemoteProtocolError,
     groups_collapsed,
 )
 from calinode.protocol.job_params import (
@@ -70,6 +71,7 @@ from calinode.protocol.job_replies import (
     ShardChangesReply,
     ShardFetchReply,
     ShardHits,
+    ShardKeysReply,
     ShardSearchReply,
     ShardWriteReply,
 )
@@ -90,7 +92,8 @@ HEDGE_BYTES_PER_SECOND = 20e6  # ... plus the time its reply may take to arrive 
 SYNC_INTERVAL = 2.0
 WRITE_TIMEOUT = 30.0
 DEFAULT_REPLICAS = 2  # replicas of a new collection, at most the live index peers
-PULL_PAGE = 200  # documents per shard.changes page
+PULL_PAGE = 200  # documents per shard.changes request of whole documents
+KEYS_PAGE = 1000  # document states per keys-only shard.changes page
 SEARCH_BLOCKS = 4  # query blocks of one search in flight at once
 SEARCH_TIMEOUT = 30.0  # budget of a search whose caller has none of its own
 SEARCH_REQUESTS_PER_PEER = 2  # shard.search requests of one block in flight to one holder
@@ -193,6 +196,10 @@ def merged_results(answers: ShardAnswers, fetched: dict[int, dict[int, FetchedCh
 
 def _apply(store: ShardStore, *, records: list[DocRecord]) -> object:
     return store.apply(records)
+
+
+def _states(store: ShardStore, *, doc_ids: list[str]) -> dict[str, DocState]:
+    return store.states(doc_ids)
 
 
 def _text_size(doc: Any) -> int:
@@ -1042,42 +1049,96 @@ class Coordinator:
 
     async def _pull(self, definition: CollectionDef, shard: int, peer: str, *,
                     missing_ok: bool = False) -> bool:
-        """Copy every document of ``peer``'s replica; True when the whole copy succeeded
-        (with ``missing_ok`` also when ``peer`` holds no copy of the shard at all)."""
+        """Copy from ``peer``'s replica every document whose state there wins over ours;
+        True when the whole pass succeeded (with ``missing_ok`` also when ``peer`` holds no
+        copy of the shard at all).
+
+        Keys first: a keys-only listing of the peer's document states (doc_id order, paged)
+        is compared with ours, and only the documents whose state there would change ours
+        (:func:`~calinode.models.shard_digest.resolve`: newer, or deleted there) are fetched
+        whole, by id. Applying the rest would change nothing, which is why this converges as
+        the whole copy did: after it, every state the peer held is ours or older than ours.
+        A replica behind on a few in-flight writes costs one listing, not its whole shard."""
         index = self.node.index
         assert index is not None
-        since, after, pulled = 0, "", 0
+        after, listed, pulled = "", 0, 0
         while True:
             ask = ShardChangesParams(collection=definition.name, shard=shard,
-                                     since_version=since, after_doc_id=after, limit=PULL_PAGE)
+                                     after_doc_id=after, limit=KEYS_PAGE, keys_only=True)
             try:
                 reply, _ = await self.node.client.call_parsed(
                     peer, "shard.changes", ask.to_wire(),
-                    lambda wire: ShardChangesReply.from_wire(wire, limit=PULL_PAGE),
+                    functools.partial(ShardKeysReply.from_wire, after=after, limit=KEYS_PAGE),
                     timeout=30)
-                records = records_from_wire(reply.docs, definition.dim)
             except (JobError, ProtocolError) as exc:  # a bad reply is one failed holder
-                if missing_ok and not pulled and exc.code in (
+                if missing_ok and not listed and exc.code in (
                         ErrorCode.SHARD_UNAVAILABLE, ErrorCode.UNKNOWN_COLLECTION):
                     return True  # no copy there: nothing this replica can have missed
-                if isinstance(exc, ProtocolError):
-                    self.node.rejections.reject("bad_reply", peer, f"shard.changes: {exc}")
-                log.info("pull of %s/%s from %s failed: %s", definition.name, shard, peer,
-                         exc.code.value)
+                self._pull_failed(definition, shard, peer, exc)
                 return False
-            if not records:
+            if not listed and reply.digest == index.digest_of(definition.name, shard):
+                return True  # the very same document states: nothing to compare
+            listed += len(reply.keys)
+            if not reply.keys:
                 break
-            if (records[0].version, records[0].doc_id) <= (since, after) and pulled:
-                self.node.rejections.reject("bad_reply", peer, "shard.changes went backwards")
+            if any(shard_of(key.doc_id, definition.shards) != shard for key in reply.keys):
+                self._pull_failed(definition, shard, peer, RemoteProtocolError(
+                    "shard.changes listed a document of another shard",
+                    code=ErrorCode.BAD_REQUEST))
                 return False
-            await index.call(definition, shard, functools.partial(_apply, records=records),
-                             writes=True)
-            pulled += len(records)
-            since, after = records[-1].version, records[-1].doc_id
+            ids = [key.doc_id for key in reply.keys]
+            mine = await index.call(definition, shard, functools.partial(_states, doc_ids=ids))
+            wanted = [key.doc_id for key in reply.keys if resolve(
+                DocState(key.version, key.deleted, key.content_hash), mine.get(key.doc_id))
+                not in (Outcome.UNCHANGED, Outcome.STALE)]
+            for start in range(0, len(wanted), PULL_PAGE):
+                got = await self._pull_docs(definition, shard, peer,
+                                            wanted[start:start + PULL_PAGE])
+                if got is None:
+                    return False
+                pulled += got
+            if len(reply.keys) < KEYS_PAGE:
+                break
+            after = reply.keys[-1].doc_id
         if pulled:
             log.info("synced %s/%s: %d documents from %s", definition.name, shard, pulled,
                      peer[:16])
         return True
+
+    async def _pull_docs(self, definition: CollectionDef, shard: int, peer: str,
+                         doc_ids: list[str]) -> int | None:
+        """Fetch the whole documents ``doc_ids`` from ``peer`` and apply them; how many came
+        (a document the peer no longer has is simply absent), ``None`` when the request or
+        its reply failed. A reply naming a document we did not ask for is refused whole."""
+        index = self.node.index
+        assert index is not None
+        ask = ShardChangesParams(collection=definition.name, shard=shard,
+                                 doc_ids=tuple(doc_ids), limit=len(doc_ids))
+        try:
+            reply, _ = await self.node.client.call_parsed(
+                peer, "shard.changes", ask.to_wire(),
+                lambda wire: ShardChangesReply.from_wire(wire, limit=len(doc_ids)),
+                timeout=30)
+            asked = set(doc_ids)
+            names = [doc.doc_id for doc in reply.docs]
+            if not asked.issuperset(names) or len(set(names)) != len(names):
+                raise RemoteProtocolError("shard.changes answered documents not asked for",
+                                          code=ErrorCode.BAD_REQUEST)
+            records = records_from_wire(reply.docs, definition.dim)
+        except (JobError, ProtocolError) as exc:
+            self._pull_failed(definition, shard, peer, exc)
+            return None
+        if records:
+            await index.call(definition, shard, functools.partial(_apply, records=records),
+                             writes=True)
+        return len(records)
+
+    def _pull_failed(self, definition: CollectionDef, shard: int, peer: str,
+                     exc: JobError | ProtocolError) -> None:
+        if isinstance(exc, ProtocolError):
+            self.node.rejections.reject("bad_reply", peer, f"shard.changes: {exc}")
+        log.info("pull of %s/%s from %s failed: %s", definition.name, shard, peer,
+                 exc.code.value)
 
     async def run_sync(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Sync rounds forever (items fail alone, see :meth:`sync_once`; the daemon restarts

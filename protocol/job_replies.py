@@ -16,7 +16,8 @@ kind                   view
 ``shard.write``        :class:`ShardWriteReply`
 ``shard.search``       :class:`ShardSearchReply` (per shard, :class:`ShardHits`)
 ``shard.fetch``        :class:`ShardFetchReply` (:class:`FetchedChunk` by chunk id)
-``shard.changes``      :class:`ShardChangesReply` (documents as ``WireDoc``)
+``shard.changes``      :class:`ShardChangesReply` (documents as ``WireDoc``), or with
+                       ``keys_only`` :class:`ShardKeysReply` (:class:`DocKey` states)
 ``shard.info``         :class:`ShardInfoReply`
 =====================  ===============================================
 """
@@ -33,9 +34,11 @@ import numpy.typing as npt
 from .collections import MAX_SHARDS
 from .job_params import (
     MAX_CHANGES_LIMIT,
+    MAX_CONTENT_HASH,
     MAX_DOC_CHUNKS,
     MAX_DOC_ID_CHARS,
     MAX_K,
+    MAX_KEYS_LIMIT,
     MAX_TEXT_CHARS,
     WireDoc,
     check_json,
@@ -60,6 +63,7 @@ from .vectors import decode_vectors, encode_vectors
 
 __all__ = [
     "FINISH_REASONS",
+    "DocKey",
     "EmbedChunksReply",
     "EmbedReply",
     "FetchedChunk",
@@ -69,6 +73,7 @@ __all__ = [
     "ShardHits",
     "ShardInfoReply",
     "ShardInfoRow",
+    "ShardKeysReply",
     "ShardSearchReply",
     "ShardWriteReply",
     "TextSpan",
@@ -459,6 +464,63 @@ class ShardChangesReply:
 
     def to_wire(self) -> dict[str, Any]:
         return {"docs": [d.to_wire() for d in self.docs], "digest": self.digest}
+
+
+@dataclass(frozen=True, slots=True)
+class DocKey:
+    """One document's state in a keys-only ``shard.changes`` page (a tombstone: ``deleted``
+    and an empty ``content_hash``; a live document: a non-empty one)."""
+
+    doc_id: str
+    content_hash: str
+    version: int
+    deleted: bool
+
+    def __post_init__(self) -> None:
+        check_str("doc_id", self.doc_id, max_len=MAX_DOC_ID_CHARS)
+        check_instance("deleted", self.deleted, bool)
+        check_str("content_hash", self.content_hash, min_len=0 if self.deleted else 1,
+                  max_len=0 if self.deleted else MAX_CONTENT_HASH)
+        check_int("version", self.version, lo=0, hi=MAX_INT64)
+
+    @classmethod
+    def from_wire(cls, data: object) -> DocKey:
+        item = check_list("key", data, min_len=4, max_len=4)
+        return cls(item[0], item[1], item[2], item[3])
+
+    def to_wire(self) -> list[Any]:
+        return [self.doc_id, self.content_hash, self.version, self.deleted]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShardKeysReply:
+    """``shard.changes`` with ``keys_only``: up to the asked ``limit`` document states after
+    the asked ``after_doc_id``, in strictly increasing doc_id order (so a page never repeats
+    or goes back, and paging ends), and the digest of the serving replica."""
+
+    keys: tuple[DocKey, ...]
+    digest: str
+
+    def __post_init__(self) -> None:
+        check_str("digest", self.digest, max_len=128, pattern=DIGEST)
+
+    @classmethod
+    def from_wire(cls, data: object, *, after: str = "", limit: int = MAX_KEYS_LIMIT
+                  ) -> ShardKeysReply:
+        with from_peer():
+            keys = frozenset({"keys", "digest"})
+            wire = check_keys("shard.changes keys reply", data, keys, keys)
+            items = tuple(DocKey.from_wire(k) for k in check_list(
+                "keys", wire["keys"], max_len=min(limit, MAX_KEYS_LIMIT)))
+            last = after
+            for key in items:
+                if key.doc_id <= last:
+                    invalid(f"keys must come after {after!r} in increasing doc_id order")
+                last = key.doc_id
+            return cls(keys=items, digest=wire["digest"])
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"keys": [k.to_wire() for k in self.keys], "digest": self.digest}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

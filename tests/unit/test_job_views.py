@@ -41,6 +41,7 @@ from calinode.protocol.job_replies import (
     EmbedReply,
     GenerateReply,
     ShardChangesReply,
+    ShardKeysReply,
     ShardFetchReply,
     ShardInfoReply,
     ShardSearchReply,
@@ -111,6 +112,11 @@ SCHEMAS: dict[str, tuple[Callable[[Any], object], dict[str, Any]]] = {
     "shard.changes": (ShardChangesParams.from_wire, {
         "collection": "papers", "shard": 0, "since_version": 3, "after_doc_id": "a",
         "limit": 200}),
+    "shard.changes:keys": (ShardChangesParams.from_wire, {
+        "collection": "papers", "shard": 0, "after_doc_id": "a", "limit": 2000,
+        "keys_only": True}),
+    "shard.changes:ids": (ShardChangesParams.from_wire, {
+        "collection": "papers", "shard": 0, "doc_ids": ["a", "b"], "limit": 2}),
     "shard.info": (ShardInfoParams.from_wire, {"collection": "papers"}),
     "reply:embed": (lambda w: EmbedReply.from_wire(w, texts=2), {
         "model": "m", "sha256": SHA, "dim": 4, "vectors": vec(2), "token_counts": [3, 4],
@@ -131,6 +137,8 @@ SCHEMAS: dict[str, tuple[Callable[[Any], object], dict[str, Any]]] = {
                                                                       3)], "done": 2}),
     "reply:shard.changes": (ShardChangesReply.from_wire, {
         "docs": [doc("a", version=1), doc("b", version=2)], "digest": "ab12"}),
+    "reply:shard.changes:keys": (lambda w: ShardKeysReply.from_wire(w, after="a", limit=3), {
+        "keys": [["b", "h1", 4, False], ["c", "", 9, True]], "digest": "ab12"}),
     "reply:shard.info": (ShardInfoReply.from_wire, {"shards": [
         {"shard": 0, "docs": 1, "chunks": 2, "problems": [], "ready": True, "digest": "ab"}]}),
 }
@@ -157,6 +165,50 @@ def refused(parse: Callable[[Any], object], wire: object) -> CalinodeError:
 
 def test_a_changes_reply_without_docs_is_refused_cleanly() -> None:
     assert "docs" in refused(ShardChangesReply.from_wire, {"digest": "ab"}).message
+
+
+def test_keys_only_and_by_id_changes_requests_are_bounded_and_not_mixed() -> None:
+    parse, good = SCHEMAS["shard.changes:keys"]
+    assert parse(good).keys_only and parse(good).limit == 2000
+    refused(parse, {**good, "limit": 2001})  # a keys page: at most MAX_KEYS_LIMIT
+    refused(parse, {**good, "since_version": 3})  # keys come in doc_id order
+    refused(parse, {**good, "keys_only": 1})
+    refused(ShardChangesParams.from_wire, {"collection": "papers", "shard": 0,
+                                          "limit": 501})  # whole documents: 500 at most
+    parse, good = SCHEMAS["shard.changes:ids"]
+    assert parse(good).doc_ids == ("a", "b")
+    refused(parse, {**good, "doc_ids": ["a", "a"]})
+    refused(parse, {**good, "doc_ids": ["a", 3]})
+    refused(parse, {**good, "doc_ids": [f"d{i}" for i in range(501)]})
+    refused(parse, {**good, "doc_ids": "ab"})
+    refused(parse, {**good, "keys_only": True})
+    refused(parse, {**good, "after_doc_id": "a"})
+    # the new fields travel only when used: a plain page request is what it always was
+    plain = ShardChangesParams(collection="papers", shard=0).to_wire()
+    assert "keys_only" not in plain and "doc_ids" not in plain
+
+
+def test_a_keys_reply_goes_strictly_forward_within_its_limit_and_types_every_key() -> None:
+    parse, good = SCHEMAS["reply:shard.changes:keys"]
+    view = parse(good)
+    assert [(k.doc_id, k.version, k.deleted) for k in view.keys] == [("b", 4, False),
+                                                                    ("c", 9, True)]
+    keys = good["keys"]
+    refused(parse, {**good, "keys": [keys[1], keys[0]]})  # backwards
+    refused(parse, {**good, "keys": [keys[0], keys[0]]})  # repeated
+    refused(parse, {**good, "keys": [["a", "h", 1, False]]})  # not after the cursor
+    refused(parse, {**good, "keys": [*keys, ["d", "h", 1, False], ["e", "h", 1, False]]})
+    refused(parse, {**good, "keys": [["b", "h1", 4, 0]]})  # deleted must be a bool
+    refused(parse, {**good, "keys": [["b", "h1", -1, False]]})
+    refused(parse, {**good, "keys": [["b", "h1", 2**63, False]]})
+    refused(parse, {**good, "keys": [["b", "h1", 4]]})  # three fields
+    refused(parse, {**good, "keys": [["b", "", 4, False]]})  # a live document has a hash
+    refused(parse, {**good, "keys": [["c", "h", 9, True]]})  # a tombstone has none
+    refused(parse, {**good, "keys": [["b", "h" * 257, 4, False]]})
+    refused(parse, {**good, "keys": [["x" * 1025, "h", 4, False]]})
+    refused(parse, {"keys": keys})  # no digest
+    refused(parse, {**good, "digest": "not hex"})
+    refused(parse, {**good, "extra": 1})
 
 
 @pytest.mark.parametrize("score", [math.nan, math.inf, -math.inf, 1e38])
