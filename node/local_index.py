@@ -93,6 +93,9 @@ class LocalIndex:
         self._recovering: set[tuple[str, int]] = set()
         #: the incarnation (``CollectionDef.created``) each open replica belongs to
         self._created: dict[tuple[str, int], int] = {}
+        #: when each replica last took a write from a coordinator (``shard.write``, not a
+        #: sync pull): see :meth:`written_within`
+        self._written: dict[tuple[str, int], float] = {}
         self._open_lock = trio.Lock()
         #: Worker threads of the shard stores (not trio's shared default limiter): a flood of
         #: searches or writes waits here and never starves the embedders or the generator.
@@ -199,6 +202,16 @@ class LocalIndex:
                     self._recovering.add(key)
         return self._stores[key]
 
+    def note_write(self, collection: str, shard: int) -> None:
+        """A coordinator's write reached this replica now (its peers get theirs at the same
+        time: the replicas are writing, not diverging)."""
+        self._written[(collection, shard)] = trio.current_time()
+
+    def written_within(self, collection: str, shard: int, seconds: float) -> bool:
+        """This replica took a coordinator's write in the last ``seconds``."""
+        last = self._written.get((collection, shard))
+        return last is not None and trio.current_time() - last < seconds
+
     def has(self, collection: str, shard: int) -> bool:
         return (collection, shard) in self._stores
 
@@ -259,6 +272,7 @@ class LocalIndex:
                 self._digests.pop(key, None)
                 self._ready.discard(key)
                 self._recovering.discard(key)
+                self._written.pop(key, None)
                 self._created.pop(key, None)
                 await trio.to_thread.run_sync(store.close, limiter=self.limiter)
                 await trio.to_thread.run_sync(shutil.rmtree, self.folder(collection, shard),
@@ -401,6 +415,15 @@ def fetch_reply(ids: list[int], found: dict[int, tuple[str, int, str, str]], *, 
     return {"chunks": entries, "done": done}
 
 
+def _known(book: CollectionBook, definition: CollectionDef) -> bool:
+    """The book holds this very definition: nothing to verify or merge (every write of an
+    ingest carries it), so no worker-thread hop for it."""
+    try:
+        return book.get(definition.name, include_dropped=True) == definition
+    except JobError:
+        return False
+
+
 def _in_range(shard: int, definition: CollectionDef) -> int:
     if not 0 <= shard < definition.shards:
         raise BadRequest(f"shard must be 0..{definition.shards - 1}")
@@ -420,7 +443,7 @@ def register_index_jobs(registry: JobRegistry, index: LocalIndex,
 
     async def write(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         request = ShardWriteParams.from_wire(params)
-        if request.definition is not None:
+        if request.definition is not None and not _known(book, request.definition):
             await trio.to_thread.run_sync(functools.partial(
                 book.admit, request.definition, may_own=rules.may_own))
         definition = book.get(request.collection)
@@ -437,6 +460,7 @@ def register_index_jobs(registry: JobRegistry, index: LocalIndex,
         for record in records:  # a version chosen far ahead would win over every later write
             hlc.check(record.version)
         result = await index.call(definition, shard, lambda s: s.apply(records), writes=True)
+        index.note_write(definition.name, shard)
         hlc.observe(max(record.version for record in records))
         if request.seed:  # the writer saw no ready replica: this one starts it (unless it
             await index.mark_ready(definition.name, shard)  # is recovering: see mark_ready)

@@ -9,9 +9,12 @@
   holder when the first is slow or fails; per-query results are merged exactly. A shard with no
   live holder makes the answer ``partial`` and is named in ``missing_shards``.
 - **Sync** (every ``SYNC_INTERVAL``): definitions are merged from peers' records; a node opens
-  the shards it owns, and for every shard it holds pulls whole documents from any live holder
-  whose shard digest differs from its own (both sides do, so replicas converge, deletes
-  included). A replica a node holds but no longer owns is kept in sync until all R owners have
+  the shards it owns, and for every shard it holds compares with any live holder whose shard
+  digest differs from its own: it lists the holder's document states (keys only) and pulls
+  whole only the documents whose state there wins over its own (both sides do, so replicas
+  converge, deletes included). A ready replica taking a coordinator's writes waits with this
+  until they pause (``SYNC_QUIET``), at most ``MAX_SYNC_DEFER`` seconds. A replica a node
+  holds but no longer owns is kept in sync until all R owners have
   held the same documents (equal digests) for ``replica_gc_after`` seconds without a break;
   then it is deleted (``may_drop_replica``, ``LocalIndex.drop``). A replica ready before its
   node restarted is *recovering*: it serves again only once this node knows the live swarm
@@ -90,6 +93,14 @@ MAX_BATCHES_IN_FLIGHT = 8
 HEDGE_AFTER = 0.25  # seconds before a second holder is asked for a slow shard ...
 HEDGE_BYTES_PER_SECOND = 20e6  # ... plus the time its reply may take to arrive at this rate
 SYNC_INTERVAL = 2.0
+#: A ready replica that took a coordinator's write in the last SYNC_QUIET seconds skips its
+#: sync round: while an ingest runs, every replica's digest differs from its peers' by the
+#: writes in flight to them, and comparing (a keys listing per holder, each round) would only
+#: find those. It compares again once the writes pause, and at least every MAX_SYNC_DEFER
+#: seconds whatever the writes, so a write one replica missed is still found under a
+#: continuous load. Recovering and not yet ready replicas never wait.
+SYNC_QUIET = SYNC_INTERVAL
+MAX_SYNC_DEFER = 30.0
 WRITE_TIMEOUT = 30.0
 DEFAULT_REPLICAS = 2  # replicas of a new collection, at most the live index peers
 PULL_PAGE = 200  # documents per shard.changes request of whole documents
@@ -278,6 +289,8 @@ class Coordinator:
         # (collection, shard) -> since when this node's non-owned replica has been covered by
         # all of the shard's owners (see may_drop_replica)
         self._covered_since: dict[tuple[str, int], float] = {}
+        #: (collection, shard) -> when its replica here last compared with the holders
+        self._synced_at: dict[tuple[str, int], float] = {}
         #: (collection, shard) -> why its last sync round failed (cleared by a good round)
         self.sync_failures: dict[tuple[str, int], str] = {}
         #: the hit budget of one shard.search request: the same function the serving nodes
@@ -986,6 +999,11 @@ class Coordinator:
             return
         mine = index.held(ready_only=False)[definition.name][shard]
         ready = index.is_ready(definition.name, shard)
+        key, now = (definition.name, shard), trio.current_time()
+        if ready and index.written_within(definition.name, shard, SYNC_QUIET) \
+                and now - self._synced_at.setdefault(key, now) < MAX_SYNC_DEFER:
+            return  # writes in flight: the digests differ by them, not by a missed write
+        self._synced_at[key] = now
         for peer, digest in holders.items():
             stale = peer != self.node.peer_id and (digest != mine or not ready)
             if stale and await self._pull(definition, shard, peer):

@@ -8,6 +8,8 @@ state there wins over its own. Here:
 - two replicas that differ both ways (a replica down while writes and a delete were
   acknowledged, and a delete and a newer version that reached only the other copy) converge
   to the same digests and documents, and only the differing documents travel;
+- under writes that never pause, a replica still finds a write it missed (a replica taking
+  writes defers its sync round, at most ``MAX_SYNC_DEFER`` seconds);
 - a hostile holder answering the keys-only listing or the fetch by id with broken replies
   (out of order, over the asked limit, a tombstone with a hash, no digest, a key of another
   shard, a document nobody asked for, vectors of another width) is counted as a bad reply
@@ -29,9 +31,11 @@ from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 
 from calinode.models.shard_store import ChunkWrite, DocRecord, ShardStore
+from calinode.node import rag
 from calinode.node.collections_book import sign_definition
 from calinode.node.daemon import Node
 from calinode.node.hlc import COUNTER_BITS
+from calinode.node.local_index import docs_to_wire
 from calinode.node.placement import shard_of
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.ids import JOB_PROTOCOL, META_PROTOCOL
@@ -281,3 +285,46 @@ async def test_a_hostile_keys_or_fetch_reply_is_refused_and_the_node_keeps_synci
         assert answer["t"] == "res", answer
         assert set(await live_docs(node, definition)) == set(COMMON)
         assert node.index.held(ready_only=False) == before
+
+
+async def test_a_write_one_replica_missed_is_found_while_writes_keep_coming(
+    tmp_path: Path, bootstrap_of: Bootstrap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replicas taking writes defer their sync round (their digests differ by the writes in
+    flight), but never longer than MAX_SYNC_DEFER: under writes that never pause, a document
+    only one replica has still reaches the other."""
+    monkeypatch.setattr(rag, "MAX_SYNC_DEFER", 4.0)
+    async with open_nodes(tmp_path) as start:
+        a = await start("a", index=True)
+        b = await start("b", index=True, bootstrap=(bootstrap_of(a),))
+        await wait_until(lambda: sees(a, b) and sees(b, a), SAFETY)
+        definition = definition_of(a)
+        version = now_version()
+        for node in (a, b):
+            await apply(node, definition, [record(d, version) for d in COMMON])
+        missed = record("missed", version + 1)
+        shard = shard_of("missed", SHARDS)
+
+        async def keep_writing() -> None:
+            """A coordinator's writes to both replicas of the shard, never pausing long
+            enough (SYNC_QUIET) for a sync round."""
+            for n in range(100_000):
+                docs = docs_to_wire([record(f"w{n}-{i}", version + 2)
+                                     for i in range(50) if shard_of(f"w{n}-{i}", SHARDS)
+                                     == shard][:1])
+                for node in (a, b):
+                    await a.client.call(node.peer_id, "shard.write", {
+                        "collection": "papers", "definition": definition.to_wire(),
+                        "shard": shard, "docs": docs}, timeout=30)
+                await trio.sleep(0.2)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keep_writing)
+            await wait_until(lambda: b.index is not None and b.index.written_within(
+                "papers", shard, rag.SYNC_QUIET), SAFETY)
+            assert a.index is not None
+            await a.index.call(definition, shard, lambda s: s.apply([missed]), writes=True)
+            with trio.fail_after(SAFETY):
+                while "missed" not in await live_docs(b, definition):  # noqa: ASYNC110
+                    await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
