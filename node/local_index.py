@@ -17,7 +17,8 @@ replica folder also records its collection's incarnation (``INCARNATION``,
 opened for the new one; ``purge`` deletes every replica of a dropped collection.
 
 Job kinds (``shard.*``): ``write`` (whole documents with chunk vectors; durable before the
-reply), ``delete``, ``search`` (several shards of one collection in one request; hits are
+reply), ``write_many`` (the writes of several shards in one request, each shard answered
+alone), ``delete``, ``search`` (several shards of one collection in one request; hits are
 chunk ids and scores only, per chunk or per document), ``fetch`` (the keys, texts and metadata
 of chunk ids of one shard, paged to the reply budget), ``changes`` (paged export for replica
 sync: whole documents, a keys-only listing of document states, or whole documents by id) and
@@ -48,16 +49,24 @@ from calinode.node.collections_book import CollectionBook
 from calinode.node.hlc import HybridClock
 from calinode.node.job_server import JobContext, JobRegistry
 from calinode.protocol.collections import CollectionDef
-from calinode.protocol.errors import BadRequest, CalinodeError, ErrorCode, JobError
+from calinode.protocol.errors import (
+    BadRequest,
+    CalinodeError,
+    ErrorCode,
+    JobError,
+    groups_collapsed,
+)
 from calinode.protocol.job_params import (
     ShardChangesParams,
     ShardFetchParams,
     ShardInfoParams,
     ShardSearchParams,
+    ShardWriteItem,
+    ShardWriteManyParams,
     ShardWriteParams,
     WireDoc,
 )
-from calinode.protocol.job_replies import ShardHits, ShardSearchReply
+from calinode.protocol.job_replies import MAX_ERROR_MESSAGE, ShardHits, ShardSearchReply
 from calinode.protocol.search_budget import (
     DEFAULT_SEARCH_BUDGET,
     FETCH_ENTRY_BYTES,
@@ -441,32 +450,64 @@ def register_index_jobs(registry: JobRegistry, index: LocalIndex,
     rules = access or AccessPolicy(self_id="", private=True)
     hlc = clock or HybridClock()
 
-    async def write(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-        request = ShardWriteParams.from_wire(params)
-        if request.definition is not None and not _known(book, request.definition):
+    async def writable(ctx: JobContext, collection: str,
+                       sent: CollectionDef | None) -> CollectionDef:
+        """The collection a write goes to (admitting the definition it carries), once the
+        caller may write it."""
+        if sent is not None and not _known(book, sent):
             await trio.to_thread.run_sync(functools.partial(
-                book.admit, request.definition, may_own=rules.may_own))
-        definition = book.get(request.collection)
+                book.admit, sent, may_own=rules.may_own))
+        definition = book.get(collection)
         rules.require_write(ctx.caller, definition)
-        shard = _in_range(request.shard, definition)
-        if request.seed and not request.docs:  # a new collection: every shard starts empty
+        return definition
+
+    async def write_docs(definition: CollectionDef, shard: int, docs: tuple[WireDoc, ...],
+                         seed: bool) -> dict[str, Any]:
+        shard = _in_range(shard, definition)
+        if seed and not docs:  # a new collection: every shard starts empty
             await index.store(definition, shard)
             await index.mark_ready(definition.name, shard)
             return {"inserted": 0, "replaced": 0, "deleted": 0, "unchanged": 0, "stale": 0,
                     "outcomes": {}}
-        if not request.docs:
+        if not docs:
             raise BadRequest("docs must be a non-empty list")
-        records = records_from_wire(request.docs, definition.dim)
+        records = records_from_wire(docs, definition.dim)
         for record in records:  # a version chosen far ahead would win over every later write
             hlc.check(record.version)
         result = await index.call(definition, shard, lambda s: s.apply(records), writes=True)
         index.note_write(definition.name, shard)
         hlc.observe(max(record.version for record in records))
-        if request.seed:  # the writer saw no ready replica: this one starts it (unless it
+        if seed:  # the writer saw no ready replica: this one starts it (unless it
             await index.mark_ready(definition.name, shard)  # is recovering: see mark_ready)
         return {"inserted": result.inserted, "replaced": result.replaced,
                 "deleted": result.deleted, "unchanged": result.unchanged, "stale": result.stale,
                 "outcomes": result.outcomes}
+
+    async def write(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+        request = ShardWriteParams.from_wire(params)
+        definition = await writable(ctx, request.collection, request.definition)
+        return await write_docs(definition, request.shard, request.docs, request.seed)
+
+    async def write_many(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+        """Several shards' writes in one request, the shards written at once; each shard
+        answers alone (its reply, or its error's code and message), as ``shard.write``."""
+        request = ShardWriteManyParams.from_wire(params)
+        definition = await writable(ctx, request.collection, request.definition)
+        answers: dict[int, dict[str, Any]] = {}
+
+        async def one(item: ShardWriteItem) -> None:
+            try:
+                answers[item.shard] = {"shard": item.shard, "result": await write_docs(
+                    definition, item.shard, item.docs, item.seed)}
+            except CalinodeError as exc:
+                answers[item.shard] = {"shard": item.shard, "error": exc.code.value,
+                                       "message": exc.message[:MAX_ERROR_MESSAGE]}
+
+        with groups_collapsed():
+            async with trio.open_nursery() as nursery:
+                for item in request.writes:
+                    nursery.start_soon(one, item)
+        return {"shards": [answers[item.shard] for item in request.writes]}
 
     async def search(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         request = ShardSearchParams.from_wire(params)  # shards sorted, each once
@@ -559,6 +600,7 @@ def register_index_jobs(registry: JobRegistry, index: LocalIndex,
         return {"shards": rows}
 
     registry.register("shard.write", write)
+    registry.register("shard.write_many", write_many)
     registry.register("shard.search", search)
     registry.register("shard.fetch", fetch)
     registry.register("shard.changes", changes)

@@ -76,6 +76,7 @@ from calinode.protocol.job_replies import (
     ShardHits,
     ShardKeysReply,
     ShardSearchReply,
+    ShardWriteManyReply,
     ShardWriteReply,
 )
 from calinode.protocol.search_budget import SearchBudget, plan_search
@@ -570,14 +571,63 @@ class Coordinator:
 
     async def _write_all(self, definition: CollectionDef, writes: dict[int, list[DocRecord]]
                          ) -> list[DocSettlement]:
-        """Write each shard's documents to its owners; every document's settlement."""
+        """Write each shard's documents to its owners; every document's settlement.
+
+        One ``shard.write_many`` per owner carries all the shards it owns of these writes (a
+        batch of 16 documents falls in up to 16 shards: a request per shard and owner cost a
+        stream each, the coordinator's largest cost after the model). Each shard is still
+        settled alone, by the answers of its own owners."""
         placement = self.placement(definition)
+        ready = self.holders(definition)
         outcomes: dict[int, list[DocSettlement]] = {}
+        answers: dict[int, list[ReplicaAnswer]] = {}
+        by_owner: dict[str, list[int]] = {}
+        for shard in writes:
+            owners = placement.owners(shard)
+            if len(owners) < definition.quorum:
+                outcomes[shard] = settle([d.doc_id for d in writes[shard]], [],
+                                         definition.quorum, unavailable=(
+                    f"shard {shard}: {len(owners)} live index peers, quorum "
+                    f"{definition.quorum}"))
+                continue
+            answers[shard] = []
+            for peer in owners:
+                by_owner.setdefault(peer, []).append(shard)
+        items = {shard: {"shard": shard, "docs": docs_to_wire(writes[shard]),
+                         "seed": not ready.get(shard)}  # no ready replica yet: start it
+                 for shard in answers}
+
+        async def one(peer: str, shards: list[int]) -> None:
+            params = {"collection": definition.name, "definition": definition.to_wire(),
+                      "writes": [items[shard] for shard in shards]}
+            deadline = trio.current_time() + WRITE_TIMEOUT
+            for attempt in range(8):
+                try:
+                    reply, _ = await self.node.client.call_parsed(
+                        peer, "shard.write_many", params,
+                        functools.partial(ShardWriteManyReply.from_wire, shards=shards),
+                        timeout=max(0.1, deadline - trio.current_time()))
+                    for shard, result in reply.results.items():
+                        answers[shard].append(
+                            ReplicaAnswer(peer, result.outcomes)
+                            if isinstance(result, ShardWriteReply)
+                            else ReplicaAnswer(peer, None, result.code))
+                    return
+                except JobError as exc:
+                    if exc.code != ErrorCode.OVERLOADED or attempt == 7:
+                        for shard in shards:
+                            answers[shard].append(ReplicaAnswer(peer, None, exc.code.value))
+                        return
+                # the replica is busy with other writes: back off (jittered) and try again
+                await trio.sleep(min(2.0, 0.02 * 2 ** attempt) * (0.5 + random.random()))
+
         with groups_collapsed():
             async with trio.open_nursery() as nursery:
-                for shard, docs in writes.items():
-                    nursery.start_soon(self._write_shard, definition, placement, shard, docs,
-                                       outcomes)
+                for peer, shards in by_owner.items():
+                    nursery.start_soon(one, peer, shards)
+        for shard, given in answers.items():
+            outcomes[shard] = settle([d.doc_id for d in writes[shard]], given,
+                                     definition.quorum)
         return [doc for shard in writes for doc in outcomes[shard]]
 
     async def _write_shard(self, definition: CollectionDef, placement: PlacementMap, shard: int,

@@ -17,6 +17,7 @@ kind                   view
 ``embed_chunks``       :class:`EmbedChunksParams`
 ``generate``           :class:`GenerateParams`
 ``shard.write``        :class:`ShardWriteParams` (documents as :class:`WireDoc`)
+``shard.write_many``   :class:`ShardWriteManyParams` (per shard, :class:`ShardWriteItem`)
 ``shard.search``       :class:`ShardSearchParams` (shards de-duplicated)
 ``shard.fetch``        :class:`ShardFetchParams` (chunk ids of one shard)
 ``shard.changes``      :class:`ShardChangesParams`
@@ -57,6 +58,8 @@ __all__ = [
     "ShardFetchParams",
     "ShardInfoParams",
     "ShardSearchParams",
+    "ShardWriteItem",
+    "ShardWriteManyParams",
     "ShardWriteParams",
     "WireChunk",
     "WireDoc",
@@ -505,6 +508,78 @@ class ShardWriteParams:
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"collection": self.collection, "shard": self.shard,
                                "docs": [d.to_wire() for d in self.docs], "seed": self.seed}
+        if self.definition is not None:
+            out["definition"] = self.definition.to_wire()
+        return out
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShardWriteItem:
+    """One shard's part of a ``shard.write_many``: as a ``shard.write`` would carry it."""
+
+    shard: int
+    docs: tuple[WireDoc, ...]
+    seed: bool = False
+
+    def __post_init__(self) -> None:
+        _shard(self.shard)
+        check_instance("seed", self.seed, bool)
+        if not self.docs:
+            invalid(f"shard {self.shard}: docs must be a non-empty list")
+
+    _KEYS: ClassVar[frozenset[str]] = frozenset({"shard", "docs", "seed"})
+
+    @classmethod
+    def from_wire(cls, data: object) -> ShardWriteItem:
+        wire = check_keys("shard.write_many item", data, cls._KEYS,
+                          frozenset({"shard", "docs"}))
+        return cls(shard=wire["shard"], docs=_docs(wire["docs"], min_len=1, max_len=MAX_BATCH),
+                   seed=wire.get("seed", False))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"shard": self.shard, "docs": [d.to_wire() for d in self.docs],
+                "seed": self.seed}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShardWriteManyParams:
+    """``shard.write_many``: the writes of one ingest batch to one owner, for several shards
+    of one collection in one request (a batch's documents fall in many shards, and a request
+    per shard and owner costs a stream each). Each shard at most once; all the documents
+    together at most ``MAX_BATCH``, as one ``shard.write`` (so the frame limits hold)."""
+
+    collection: str
+    definition: CollectionDef | None
+    writes: tuple[ShardWriteItem, ...]
+
+    def __post_init__(self) -> None:
+        _collection(self.collection)
+        if self.definition is not None and self.definition.name != self.collection:
+            invalid("definition is of another collection")
+        check_list("writes", list(self.writes), min_len=1, max_len=MAX_SHARDS)
+        shards = [item.shard for item in self.writes]
+        if len(set(shards)) != len(shards):
+            invalid("writes must name each shard once")
+        if sum(len(item.docs) for item in self.writes) > MAX_BATCH:
+            invalid(f"writes may carry at most {MAX_BATCH} documents together")
+
+    _KEYS: ClassVar[frozenset[str]] = frozenset({"collection", "definition", "writes"})
+
+    @classmethod
+    def from_wire(cls, data: object) -> ShardWriteManyParams:
+        with from_peer():
+            wire = check_keys("shard.write_many params", data, cls._KEYS,
+                              frozenset({"collection", "writes"}))
+            definition = wire.get("definition")
+            return cls(collection=wire["collection"],
+                       definition=None if definition is None else CollectionDef.from_wire(
+                           definition),
+                       writes=tuple(ShardWriteItem.from_wire(item) for item in check_list(
+                           "writes", wire["writes"], min_len=1, max_len=MAX_SHARDS)))
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"collection": self.collection,
+                               "writes": [item.to_wire() for item in self.writes]}
         if self.definition is not None:
             out["definition"] = self.definition.to_wire()
         return out

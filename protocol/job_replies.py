@@ -14,6 +14,7 @@ kind                   view
 ``embed_chunks``       :class:`EmbedChunksReply`
 ``generate``           :class:`GenerateReply`
 ``shard.write``        :class:`ShardWriteReply`
+``shard.write_many``   :class:`ShardWriteManyReply` (per shard, a reply or a failure)
 ``shard.search``       :class:`ShardSearchReply` (per shard, :class:`ShardHits`)
 ``shard.fetch``        :class:`ShardFetchReply` (:class:`FetchedChunk` by chunk id)
 ``shard.changes``      :class:`ShardChangesReply` (documents as ``WireDoc``), or with
@@ -32,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .collections import MAX_SHARDS
+from .errors import ErrorCode
 from .job_params import (
     MAX_CHANGES_LIMIT,
     MAX_CONTENT_HASH,
@@ -75,11 +77,16 @@ __all__ = [
     "ShardInfoRow",
     "ShardKeysReply",
     "ShardSearchReply",
+    "ShardWriteFailure",
+    "ShardWriteManyReply",
     "ShardWriteReply",
     "TextSpan",
 ]
 
 FINISH_REASONS: Final = ("stop", "length", "cancelled")
+_ERROR_CODES: Final = frozenset(code.value for code in ErrorCode)
+#: Longest error message a ``shard.write_many`` reply may carry for one shard.
+MAX_ERROR_MESSAGE: Final = 1024
 MAX_SCORE: Final = 1e30
 MAX_PROBLEMS: Final = 64
 
@@ -289,6 +296,59 @@ class ShardWriteReply:
         return {"inserted": self.inserted, "replaced": self.replaced, "deleted": self.deleted,
                 "unchanged": self.unchanged, "stale": self.stale,
                 "outcomes": dict(self.outcomes)}
+
+
+@dataclass(frozen=True, slots=True)
+class ShardWriteFailure:
+    """One shard of a ``shard.write_many`` that failed on the replica: the error's code (one
+    of :class:`~calinode.protocol.errors.ErrorCode`) and message."""
+
+    code: str
+    message: str
+
+    def __post_init__(self) -> None:
+        check_str("code", self.code, max_len=64)
+        if self.code not in _ERROR_CODES:
+            invalid(f"unknown error code {self.code!r}"[:120])
+        check_str("message", self.message, min_len=0, max_len=MAX_ERROR_MESSAGE)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShardWriteManyReply:
+    """``shard.write_many``: for every shard asked, exactly once, its ``shard.write`` reply
+    or its failure (a shard fails alone, as its own ``shard.write`` would have)."""
+
+    results: Mapping[int, ShardWriteReply | ShardWriteFailure]
+
+    @classmethod
+    def from_wire(cls, data: object, *, shards: Sequence[int]) -> ShardWriteManyReply:
+        with from_peer():
+            wire = check_keys("shard.write_many reply", data, frozenset({"shards"}),
+                              frozenset({"shards"}))
+            items = check_list("shards", wire["shards"], max_len=len(shards))
+            results: dict[int, ShardWriteReply | ShardWriteFailure] = {}
+            for item in items:
+                entry = check_keys("shard.write_many result", item,
+                                   frozenset({"shard", "result", "error", "message"}),
+                                   frozenset({"shard"}))
+                shard = entry["shard"]
+                check_int("shard", shard, lo=0, hi=MAX_SHARDS - 1)
+                if shard in results:
+                    invalid(f"shard {shard} answered twice")
+                if ("result" in entry) == ("error" in entry):
+                    invalid(f"shard {shard}: a result or an error, exactly one")
+                results[shard] = (ShardWriteReply.from_wire(entry["result"]) if "result" in entry
+                                  else ShardWriteFailure(entry["error"],
+                                                         entry.get("message", "")))
+            if sorted(results) != sorted(shards):
+                invalid("the reply must answer exactly the shards asked")
+            return cls(results=results)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"shards": [
+            {"shard": shard, "result": r.to_wire()} if isinstance(r, ShardWriteReply)
+            else {"shard": shard, "error": r.code, "message": r.message}
+            for shard, r in sorted(self.results.items())]}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False)

@@ -459,7 +459,7 @@ def test_keys_page_in_doc_id_order_and_records_come_by_id(store: ShardStore) -> 
     store.upsert([workload_doc(f"d{i}", 9 - i, DIM) for i in range(8)])
     store.delete(["d3", "zz"], 20)
     keys = store.keys("", 100)
-    assert [k[0] for k in keys] == sorted(f"d{i}" for i in range(8)) + ["zz"]
+    assert [k[0] for k in keys] == [*sorted(f"d{i}" for i in range(8)), "zz"]
     assert keys[3][1:] == ("", 20, True)  # a tombstone: no hash
     paged: list[tuple[str, str, int, bool]] = []
     after = ""

@@ -32,6 +32,7 @@ from calinode.protocol.job_params import (
     ShardFetchParams,
     ShardInfoParams,
     ShardSearchParams,
+    ShardWriteManyParams,
     ShardWriteParams,
     WireDoc,
     encode_ids,
@@ -41,10 +42,12 @@ from calinode.protocol.job_replies import (
     EmbedReply,
     GenerateReply,
     ShardChangesReply,
-    ShardKeysReply,
     ShardFetchReply,
     ShardInfoReply,
+    ShardKeysReply,
     ShardSearchReply,
+    ShardWriteFailure,
+    ShardWriteManyReply,
     ShardWriteReply,
 )
 from calinode.protocol.search_budget import (
@@ -112,6 +115,10 @@ SCHEMAS: dict[str, tuple[Callable[[Any], object], dict[str, Any]]] = {
     "shard.changes": (ShardChangesParams.from_wire, {
         "collection": "papers", "shard": 0, "since_version": 3, "after_doc_id": "a",
         "limit": 200}),
+    "shard.write_many": (ShardWriteManyParams.from_wire, {
+        "collection": "papers", "definition": DEF.to_wire(),
+        "writes": [{"shard": 1, "docs": [doc("a")], "seed": True},
+                   {"shard": 3, "docs": [doc("b"), doc("c")]}]}),
     "shard.changes:keys": (ShardChangesParams.from_wire, {
         "collection": "papers", "shard": 0, "after_doc_id": "a", "limit": 2000,
         "keys_only": True}),
@@ -137,6 +144,11 @@ SCHEMAS: dict[str, tuple[Callable[[Any], object], dict[str, Any]]] = {
                                                                       3)], "done": 2}),
     "reply:shard.changes": (ShardChangesReply.from_wire, {
         "docs": [doc("a", version=1), doc("b", version=2)], "digest": "ab12"}),
+    "reply:shard.write_many": (lambda w: ShardWriteManyReply.from_wire(w, shards=[1, 3]), {
+        "shards": [{"shard": 3, "error": "SHARD_UNAVAILABLE", "message": "gone"},
+                   {"shard": 1, "result": {"inserted": 1, "replaced": 0, "deleted": 0,
+                                           "unchanged": 0, "stale": 0,
+                                           "outcomes": {"a": "inserted"}}}]}),
     "reply:shard.changes:keys": (lambda w: ShardKeysReply.from_wire(w, after="a", limit=3), {
         "keys": [["b", "h1", 4, False], ["c", "", 9, True]], "digest": "ab12"}),
     "reply:shard.info": (ShardInfoReply.from_wire, {"shards": [
@@ -150,7 +162,8 @@ def test_valid_maps_parse_and_round_trip(name: str) -> None:
     view = parse(wire)
     to_wire = getattr(view, "to_wire", None)
     if to_wire is not None:
-        assert parse(to_wire()) == view or name in ("shard.write", "shard.search",
+        assert parse(to_wire()) == view or name in ("shard.write", "shard.write_many",
+                                                    "shard.search",
                                                     "shard.fetch", "reply:shard.search",
                                                     "reply:embed", "reply:embed_chunks",
                                                     "reply:shard.changes")
@@ -165,6 +178,39 @@ def refused(parse: Callable[[Any], object], wire: object) -> CalinodeError:
 
 def test_a_changes_reply_without_docs_is_refused_cleanly() -> None:
     assert "docs" in refused(ShardChangesReply.from_wire, {"digest": "ab"}).message
+
+
+def test_a_write_many_request_names_each_shard_once_within_one_batch() -> None:
+    parse, good = SCHEMAS["shard.write_many"]
+    view = parse(good)
+    assert [(w.shard, len(w.docs), w.seed) for w in view.writes] == [(1, 1, True),
+                                                                      (3, 2, False)]
+    first, _second = good["writes"]
+    refused(parse, {**good, "writes": [first, first]})  # a shard twice
+    refused(parse, {**good, "writes": []})
+    refused(parse, {**good, "writes": [{**first, "docs": []}]})
+    refused(parse, {**good, "writes": [{**first, "shard": -1}]})
+    refused(parse, {**good, "writes": [{**first, "extra": 1}]})
+    refused(parse, {**good, "writes": [{"shard": s, "docs": [doc(f"d{s}-{i}", chunks=1)
+                                                              for i in range(200)]}
+                                       for s in range(11)]})  # over MAX_BATCH together
+
+
+def test_a_write_many_reply_answers_exactly_the_shards_asked() -> None:
+    parse, good = SCHEMAS["reply:shard.write_many"]
+    view = parse(good)
+    assert isinstance(view.results[3], ShardWriteFailure)
+    assert view.results[3].code == "SHARD_UNAVAILABLE"
+    assert view.results[1].outcomes == {"a": "inserted"}  # type: ignore[union-attr]
+    failed, done = good["shards"]
+    refused(parse, {"shards": [done]})  # shard 3 unanswered
+    refused(parse, {"shards": [done, done]})
+    refused(parse, {"shards": [done, {**failed, "shard": 2}]})  # a shard nobody asked for
+    refused(parse, {"shards": [done, {**failed, "error": "NO_SUCH_CODE"}]})
+    refused(parse, {"shards": [done, {**failed, "message": "m" * 1025}]})
+    refused(parse, {"shards": [done, {**failed, "result": done["result"]}]})  # both
+    refused(parse, {"shards": [done, {"shard": 3}]})  # neither
+    refused(parse, {"shards": [done, failed, failed]})  # more than asked
 
 
 def test_keys_only_and_by_id_changes_requests_are_bounded_and_not_mixed() -> None:
