@@ -6,8 +6,9 @@ ingest at the model's speed), with real nodes and a real hostile libp2p peer.
   whole, and the node keeps serving with nothing else changed.
 - Answered by a hostile owner: a broken reply (a shard missing, a shard nobody asked for,
   an unknown error code, no map at all) is one failed replica for each of its shards (the
-  typed view's refusals counted as a bad reply); the honest owner's copy is written, and the documents are reported
-  failed (the quorum of 2 was not reached), never acknowledged on a broken answer.
+  typed view's refusals counted as a bad reply); the honest owner's copy is written, and
+  the documents are reported failed (the quorum of 2 was not reached), never acknowledged
+  on a broken answer.
 """
 
 from __future__ import annotations
