@@ -92,11 +92,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+#: seconds the swarm is left alone after an ingest before its idle CPU is measured, and the
+#: seconds measured
+IDLE_SETTLE, IDLE_SPAN = 10.0, 30.0
+
+
 def bench_ingest(work: Path, models: Path, corpus: Path, threads: int
-                 ) -> dict[int, tuple[int, float, float]]:
-    """Swarm size -> (chunks written, chunks/s, chunks per CPU second of all the daemons) of
-    ``calinode ingest``. CPU time is what a busy shared machine does not distort: wall
-    time there measures the neighbours too."""
+                 ) -> dict[int, tuple[int, float, float, float]]:
+    """Swarm size -> (chunks written, chunks/s, chunks per CPU second of all the daemons,
+    CPU-s/s of all the daemons idle after the ingest) of ``calinode ingest``. CPU time is
+    what a busy shared machine does not distort: wall time there measures the neighbours
+    too. The idle cost is what the swarm spends holding the ingested collection (membership,
+    replica sync) with nothing asked of it."""
     rates = {}
     for count in (1, 3):
         procs, home = swarm(work / f"ingest{count}", models, count, threads=threads)
@@ -107,8 +114,12 @@ def bench_ingest(work: Path, models: Path, corpus: Path, threads: int
             summary = cli(home, "ingest", str(corpus), "--collection", "cran")
             cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu
             assert not summary["failed"], summary["failed"][:3]
+            time.sleep(IDLE_SETTLE)
+            idle = sum(cpu_seconds(p.pid) for p in procs)
+            time.sleep(IDLE_SPAN)
+            idle = (sum(cpu_seconds(p.pid) for p in procs) - idle) / IDLE_SPAN
             rates[count] = (summary["chunks"], summary["chunks"] / summary["seconds"],
-                            summary["chunks"] / cpu)
+                            summary["chunks"] / cpu, idle)
         finally:
             stop(procs)
     return rates
@@ -150,16 +161,16 @@ def ingest_table(work: Path, models: Path, docs: list[dict[str, Any]], threads: 
     print(f"ingest, Cranfield {len(docs)} documents, {MODEL}, daemons with --threads "
           f"{threads}, {cores} cores\n")
     print("| swarm | chunks | ingest chunks/s | raw embedder chunks/s (threads) | ratio | "
-          "ingest chunks/CPU-s | raw chunks/CPU-s | CPU ratio |\n"
-          "|---|---:|---:|---:|---:|---:|---:|---:|")
-    for count, (chunks, rate, per_cpu) in rates.items():
+          "ingest chunks/CPU-s | raw chunks/CPU-s | CPU ratio | idle CPU-s/s |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for count, (chunks, rate, per_cpu, idle) in rates.items():
         raw_chunks, raw_rate, raw_per_cpu = raw[count]
         assert chunks == raw_chunks, (chunks, raw_chunks)  # the very same chunks
         embed_threads = threads if count == 1 else min(3 * threads, cores)
         name = f"{count} index node{'s' if count > 1 else ''} (16 shards, R={min(2, count)})"
         print(f"| {name} | {chunks} | {rate:.1f} | {raw_rate:.1f} ({embed_threads}) | "
               f"{rate / raw_rate:.2f}x | {per_cpu:.1f} | {raw_per_cpu:.1f} | "
-              f"{per_cpu / raw_per_cpu:.2f}x |")
+              f"{per_cpu / raw_per_cpu:.2f}x | {idle:.3f} |")
     load = os.getloadavg()[0]
     print(f"\n(1-minute load average at the end: {load:.1f} on {cores} cores; the CPU "
           "columns hold on a busy machine, the wall-clock ones only on an idle one)\n")

@@ -867,8 +867,7 @@ class ShardStore:
         to page, pass the last record's version and doc_id.
         """
         _check_version(since_version, "since_version")
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            _bad(f"limit must be a positive int, not {limit!r}")
+        _check_limit(limit)
         if not isinstance(after_doc_id, str):
             _bad("after_doc_id must be a string")
         with self._lock:
@@ -878,22 +877,44 @@ class ShardStore:
                 " WHERE (version, doc_id) > (?, ?) ORDER BY version, doc_id LIMIT ?",
                 (since_version, after_doc_id, limit),
             ).fetchall()
-            chunks: dict[str, list[ChunkWrite]] = {}
-            for batch in _batches([row[0] for row in docs if not row[3]]):
-                rows = conn.execute(
-                    "SELECT doc_id, text, metadata, vector FROM chunks"
-                    f" WHERE doc_id IN ({_marks(len(batch))}) ORDER BY doc_id, chunk",
-                    batch,
-                )
-                for doc_id, text, metadata, blob in rows:
-                    vector = np.frombuffer(blob, dtype="<f4")
-                    chunks.setdefault(doc_id, []).append(
-                        ChunkWrite(text, vector, json.loads(metadata))
-                    )
-        return [
-            DocRecord(doc_id, content_hash, version, bool(deleted), tuple(chunks.get(doc_id, ())))
-            for doc_id, content_hash, version, deleted in docs
-        ]
+            return _records(conn, docs)
+
+    def records(self, doc_ids: Sequence[str]) -> list[DocRecord]:
+        """The whole documents (tombstones included) of those of ``doc_ids`` this replica
+        has ever seen, in ``(version, doc_id)`` order: what a replica pulls once it knows,
+        from :meth:`keys`, which documents it misses."""
+        ids = list(dict.fromkeys(_check_doc_id(doc_id) for doc_id in doc_ids))
+        with self._lock:
+            conn, _ = self._require()
+            docs = []
+            for batch in _batches(ids):
+                docs.extend(conn.execute(
+                    "SELECT doc_id, content_hash, version, deleted FROM docs"
+                    f" WHERE doc_id IN ({_marks(len(batch))})", batch).fetchall())
+            docs.sort(key=lambda row: (row[2], row[0]))
+            return _records(conn, docs)
+
+    def keys(self, after_doc_id: str = "", limit: int = 1000) -> list[tuple[str, str, int, bool]]:
+        """Up to ``limit`` document states ``(doc_id, content_hash, version, deleted)``
+        after ``after_doc_id`` in doc_id order, tombstones included: the keys-only listing
+        replica sync compares before it pulls whole documents (no chunk row is read)."""
+        _check_limit(limit)
+        if not isinstance(after_doc_id, str):
+            _bad("after_doc_id must be a string")
+        with self._lock:
+            conn, _ = self._require()
+            rows = conn.execute(
+                "SELECT doc_id, content_hash, version, deleted FROM docs"
+                " WHERE doc_id > ? ORDER BY doc_id LIMIT ?", (after_doc_id, limit))
+            return [(doc_id, content_hash, version, bool(deleted))
+                    for doc_id, content_hash, version, deleted in rows]
+
+    def states(self, doc_ids: Sequence[str]) -> dict[str, DocState]:
+        """The stored state of each of ``doc_ids`` this replica has seen (tombstones too)."""
+        ids = list(dict.fromkeys(_check_doc_id(doc_id) for doc_id in doc_ids))
+        with self._lock:
+            conn, _ = self._require()
+            return _stored_states(conn, ids)
 
     def quick_check(self) -> list[str]:
         """The cheap part of :meth:`check`: live FAISS vectors against chunk rows, by count
@@ -1000,6 +1021,30 @@ class _transaction:
                 raise
         if self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
+
+
+def _check_limit(limit: object) -> None:
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        _bad(f"limit must be a positive int, not {limit!r}")
+
+
+def _records(conn: sqlite3.Connection, docs: list[Any]) -> list[DocRecord]:
+    """Whole records of the docs rows ``docs`` (doc_id, content_hash, version, deleted), in
+    their order, with the chunks of the live ones."""
+    chunks: dict[str, list[ChunkWrite]] = {}
+    for batch in _batches([row[0] for row in docs if not row[3]]):
+        rows = conn.execute(
+            "SELECT doc_id, text, metadata, vector FROM chunks"
+            f" WHERE doc_id IN ({_marks(len(batch))}) ORDER BY doc_id, chunk",
+            batch,
+        )
+        for doc_id, text, metadata, blob in rows:
+            vector = np.frombuffer(blob, dtype="<f4")
+            chunks.setdefault(doc_id, []).append(ChunkWrite(text, vector, json.loads(metadata)))
+    return [
+        DocRecord(doc_id, content_hash, version, bool(deleted), tuple(chunks.get(doc_id, ())))
+        for doc_id, content_hash, version, deleted in docs
+    ]
 
 
 def _stored_states(conn: sqlite3.Connection, doc_ids: list[str]) -> dict[str, DocState]:

@@ -17,10 +17,12 @@ replica folder also records its collection's incarnation (``INCARNATION``,
 opened for the new one; ``purge`` deletes every replica of a dropped collection.
 
 Job kinds (``shard.*``): ``write`` (whole documents with chunk vectors; durable before the
-reply), ``delete``, ``search`` (several shards of one collection in one request; hits are
+reply), ``write_many`` (the writes of several shards in one request, each shard answered
+alone), ``delete``, ``search`` (several shards of one collection in one request; hits are
 chunk ids and scores only, per chunk or per document), ``fetch`` (the keys, texts and metadata
 of chunk ids of one shard, paged to the reply budget), ``changes`` (paged export for replica
-sync) and ``info``.
+sync: whole documents, a keys-only listing of document states, or whole documents by id) and
+``info``.
 """
 
 from __future__ import annotations
@@ -48,16 +50,24 @@ from calinode.node.hlc import HybridClock
 from calinode.node.jobs.server import JobContext, JobRegistry
 from calinode.node.write_frames import MAX_DOC_BYTES, write_groups
 from calinode.protocol.collections import CollectionDef
-from calinode.protocol.errors import BadRequest, CalinodeError, ErrorCode, JobError
+from calinode.protocol.errors import (
+    BadRequest,
+    CalinodeError,
+    ErrorCode,
+    JobError,
+    groups_collapsed,
+)
 from calinode.protocol.job_params import (
     ShardChangesParams,
     ShardFetchParams,
     ShardInfoParams,
     ShardSearchParams,
+    ShardWriteItem,
+    ShardWriteManyParams,
     ShardWriteParams,
     WireDoc,
 )
-from calinode.protocol.job_replies import ShardHits, ShardSearchReply
+from calinode.protocol.job_replies import MAX_ERROR_MESSAGE, ShardHits, ShardSearchReply
 from calinode.protocol.search_budget import (
     DEFAULT_SEARCH_BUDGET,
     FETCH_ENTRY_BYTES,
@@ -93,6 +103,9 @@ class LocalIndex:
         self._recovering: set[tuple[str, int]] = set()
         #: the incarnation (``CollectionDef.created``) each open replica belongs to
         self._created: dict[tuple[str, int], int] = {}
+        #: when each replica last took a write from a coordinator (``shard.write``, not a
+        #: sync pull): see :meth:`written_within`
+        self._written: dict[tuple[str, int], float] = {}
         self._open_lock = trio.Lock()
         #: Worker threads of the shard stores (not trio's shared default limiter): a flood of
         #: searches or writes waits here and never starves the embedders or the generator.
@@ -199,6 +212,16 @@ class LocalIndex:
                     self._recovering.add(key)
         return self._stores[key]
 
+    def note_write(self, collection: str, shard: int) -> None:
+        """A coordinator's write reached this replica now (its peers get theirs at the same
+        time: the replicas are writing, not diverging)."""
+        self._written[(collection, shard)] = trio.current_time()
+
+    def written_within(self, collection: str, shard: int, seconds: float) -> bool:
+        """This replica took a coordinator's write in the last ``seconds``."""
+        last = self._written.get((collection, shard))
+        return last is not None and trio.current_time() - last < seconds
+
     def has(self, collection: str, shard: int) -> bool:
         return (collection, shard) in self._stores
 
@@ -259,6 +282,7 @@ class LocalIndex:
                 self._digests.pop(key, None)
                 self._ready.discard(key)
                 self._recovering.discard(key)
+                self._written.pop(key, None)
                 self._created.pop(key, None)
                 await trio.to_thread.run_sync(store.close, limiter=self.limiter)
                 await trio.to_thread.run_sync(shutil.rmtree, self.folder(collection, shard),
@@ -401,6 +425,15 @@ def fetch_reply(ids: list[int], found: dict[int, tuple[str, int, str, str]], *, 
     return {"chunks": entries, "done": done}
 
 
+def _known(book: CollectionBook, definition: CollectionDef) -> bool:
+    """The book holds this very definition: nothing to verify or merge (every write of an
+    ingest carries it), so no worker-thread hop for it."""
+    try:
+        return book.get(definition.name, include_dropped=True) == definition
+    except JobError:
+        return False
+
+
 def _in_range(shard: int, definition: CollectionDef) -> int:
     if not 0 <= shard < definition.shards:
         raise BadRequest(f"shard must be 0..{definition.shards - 1}")
@@ -418,31 +451,64 @@ def register_index_jobs(registry: JobRegistry, index: LocalIndex,
     rules = access or AccessPolicy(self_id="", private=True)
     hlc = clock or HybridClock()
 
-    async def write(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-        request = ShardWriteParams.from_wire(params)
-        if request.definition is not None:
+    async def writable(ctx: JobContext, collection: str,
+                       sent: CollectionDef | None) -> CollectionDef:
+        """The collection a write goes to (admitting the definition it carries), once the
+        caller may write it."""
+        if sent is not None and not _known(book, sent):
             await trio.to_thread.run_sync(functools.partial(
-                book.admit, request.definition, may_own=rules.may_own))
-        definition = book.get(request.collection)
+                book.admit, sent, may_own=rules.may_own))
+        definition = book.get(collection)
         rules.require_write(ctx.caller, definition)
-        shard = _in_range(request.shard, definition)
-        if request.seed and not request.docs:  # a new collection: every shard starts empty
+        return definition
+
+    async def write_docs(definition: CollectionDef, shard: int, docs: tuple[WireDoc, ...],
+                         seed: bool) -> dict[str, Any]:
+        shard = _in_range(shard, definition)
+        if seed and not docs:  # a new collection: every shard starts empty
             await index.store(definition, shard)
             await index.mark_ready(definition.name, shard)
             return {"inserted": 0, "replaced": 0, "deleted": 0, "unchanged": 0, "stale": 0,
                     "outcomes": {}}
-        if not request.docs:
+        if not docs:
             raise BadRequest("docs must be a non-empty list")
-        records = records_from_wire(request.docs, definition.dim)
+        records = records_from_wire(docs, definition.dim)
         for record in records:  # a version chosen far ahead would win over every later write
             hlc.check(record.version)
         result = await index.call(definition, shard, lambda s: s.apply(records), writes=True)
+        index.note_write(definition.name, shard)
         hlc.observe(max(record.version for record in records))
-        if request.seed:  # the writer saw no ready replica: this one starts it (unless it
+        if seed:  # the writer saw no ready replica: this one starts it (unless it
             await index.mark_ready(definition.name, shard)  # is recovering: see mark_ready)
         return {"inserted": result.inserted, "replaced": result.replaced,
                 "deleted": result.deleted, "unchanged": result.unchanged, "stale": result.stale,
                 "outcomes": result.outcomes}
+
+    async def write(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+        request = ShardWriteParams.from_wire(params)
+        definition = await writable(ctx, request.collection, request.definition)
+        return await write_docs(definition, request.shard, request.docs, request.seed)
+
+    async def write_many(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+        """Several shards' writes in one request, the shards written at once; each shard
+        answers alone (its reply, or its error's code and message), as ``shard.write``."""
+        request = ShardWriteManyParams.from_wire(params)
+        definition = await writable(ctx, request.collection, request.definition)
+        answers: dict[int, dict[str, Any]] = {}
+
+        async def one(item: ShardWriteItem) -> None:
+            try:
+                answers[item.shard] = {"shard": item.shard, "result": await write_docs(
+                    definition, item.shard, item.docs, item.seed)}
+            except CalinodeError as exc:
+                answers[item.shard] = {"shard": item.shard, "error": exc.code.value,
+                                       "message": exc.message[:MAX_ERROR_MESSAGE]}
+
+        with groups_collapsed():
+            async with trio.open_nursery() as nursery:
+                for item in request.writes:
+                    nursery.start_soon(one, item)
+        return {"shards": [answers[item.shard] for item in request.writes]}
 
     async def search(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         request = ShardSearchParams.from_wire(params)  # shards sorted, each once
@@ -494,8 +560,16 @@ def register_index_jobs(registry: JobRegistry, index: LocalIndex,
         if not index.has(definition.name, shard):
             raise shard_unavailable(definition.name, shard)
         since, after, limit = request.since_version, request.after_doc_id, request.limit
-        records = await index.call(definition, shard,
-                                   lambda s: s.changes(since, limit, after_doc_id=after))
+        if request.keys_only:  # states only, in doc_id order: what sync compares first
+            keys = await index.call(definition, shard, lambda s: s.keys(after, limit))
+            return {"keys": [list(key) for key in keys],
+                    "digest": index.digest_of(definition.name, shard)}
+        if request.doc_ids:  # the documents a keys-only comparison found missing
+            ids = request.doc_ids
+            records = await index.call(definition, shard, lambda s: s.records(ids))
+        else:
+            records = await index.call(definition, shard,
+                                       lambda s: s.changes(since, limit, after_doc_id=after))
         # the page ends where one more document would overflow a frame (at least one: a
         # document of the maximum size fits a frame alone); the puller asks on from there
         page = write_groups(records, MAX_DOC_BYTES)[0] if records else []
@@ -530,6 +604,7 @@ def register_index_jobs(registry: JobRegistry, index: LocalIndex,
         return {"shards": rows}
 
     registry.register("shard.write", write)
+    registry.register("shard.write_many", write_many)
     registry.register("shard.search", search)
     registry.register("shard.fetch", fetch)
     registry.register("shard.changes", changes)

@@ -9,9 +9,12 @@
   holder when the first is slow or fails; per-query results are merged exactly. A shard with no
   live holder makes the answer ``partial`` and is named in ``missing_shards``.
 - **Sync** (every ``SYNC_INTERVAL``): definitions are merged from peers' records; a node opens
-  the shards it owns, and for every shard it holds pulls whole documents from any live holder
-  whose shard digest differs from its own (both sides do, so replicas converge, deletes
-  included). A replica a node holds but no longer owns is kept in sync until all R owners have
+  the shards it owns, and for every shard it holds compares with any live holder whose shard
+  digest differs from its own: it lists the holder's document states (keys only) and pulls
+  whole only the documents whose state there wins over its own (both sides do, so replicas
+  converge, deletes included). A ready replica taking a coordinator's writes waits with this
+  until they pause (``SYNC_QUIET``), at most ``MAX_SYNC_DEFER`` seconds. A replica a node
+  holds but no longer owns is kept in sync until all R owners have
   held the same documents (equal digests) for ``replica_gc_after`` seconds without a break;
   then it is deleted (``may_drop_replica``, ``LocalIndex.drop``). A replica ready before its
   node restarted is *recovering*: it serves again only once this node knows the live swarm
@@ -37,7 +40,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import trio
 
-from calinode.models.shard_digest import chunk_faiss_id
+from calinode.models.shard_digest import DocState, Outcome, chunk_faiss_id, resolve
 from calinode.models.shard_store import ChunkWrite, DocRecord, ShardStore
 from calinode.node.chunking import content_hash, make_document_text, text_pieces
 from calinode.node.collections_book import sign_definition
@@ -47,7 +50,7 @@ from calinode.node.local_index import docs_to_wire, records_from_wire
 from calinode.node.placement import PlacementCache, PlacementMap, may_drop_replica, shard_of
 from calinode.node.rejections import RateLimitedLog
 from calinode.node.result_merge import ShardHit, cut_candidates, merge_topk, missing_shards
-from calinode.node.write_frames import too_large, write_groups
+from calinode.node.write_frames import too_large, write_rounds
 from calinode.node.write_quorum import DocSettlement, ReplicaAnswer, settle
 from calinode.protocol.capabilities import Capabilities, ModelOffer
 from calinode.protocol.collections import CollectionDef
@@ -57,6 +60,7 @@ from calinode.protocol.errors import (
     ErrorCode,
     JobError,
     ProtocolError,
+    RemoteProtocolError,
     groups_collapsed,
 )
 from calinode.protocol.job_params import (
@@ -73,7 +77,9 @@ from calinode.protocol.job_replies import (
     ShardChangesReply,
     ShardFetchReply,
     ShardHits,
+    ShardKeysReply,
     ShardSearchReply,
+    ShardWriteManyReply,
     ShardWriteReply,
 )
 from calinode.protocol.search_budget import SearchBudget, plan_search
@@ -91,9 +97,18 @@ MAX_BATCHES_IN_FLIGHT = 8
 HEDGE_AFTER = 0.25  # seconds before a second holder is asked for a slow shard ...
 HEDGE_BYTES_PER_SECOND = 20e6  # ... plus the time its reply may take to arrive at this rate
 SYNC_INTERVAL = 2.0
+#: A ready replica that took a coordinator's write in the last SYNC_QUIET seconds skips its
+#: sync round: while an ingest runs, every replica's digest differs from its peers' by the
+#: writes in flight to them, and comparing (a keys listing per holder, each round) would only
+#: find those. It compares again once the writes pause, and at least every MAX_SYNC_DEFER
+#: seconds whatever the writes, so a write one replica missed is still found under a
+#: continuous load. Recovering and not yet ready replicas never wait.
+SYNC_QUIET = SYNC_INTERVAL
+MAX_SYNC_DEFER = 30.0
 WRITE_TIMEOUT = 30.0
 DEFAULT_REPLICAS = 2  # replicas of a new collection, at most the live index peers
-PULL_PAGE = 200  # documents per shard.changes page
+PULL_PAGE = 200  # documents per shard.changes request of whole documents
+KEYS_PAGE = 1000  # document states per keys-only shard.changes page
 SEARCH_BLOCKS = 4  # query blocks of one search in flight at once
 SEARCH_TIMEOUT = 30.0  # budget of a search whose caller has none of its own
 SEARCH_REQUESTS_PER_PEER = 2  # shard.search requests of one block in flight to one holder
@@ -200,6 +215,10 @@ def _apply(store: ShardStore, *, records: list[DocRecord]) -> object:
     return store.apply(records)
 
 
+def _states(store: ShardStore, *, doc_ids: list[str]) -> dict[str, DocState]:
+    return store.states(doc_ids)
+
+
 def _text_size(doc: Any) -> int:
     if not isinstance(doc, dict):
         return 1
@@ -276,6 +295,8 @@ class Coordinator:
         # (collection, shard) -> since when this node's non-owned replica has been covered by
         # all of the shard's owners (see may_drop_replica)
         self._covered_since: dict[tuple[str, int], float] = {}
+        #: (collection, shard) -> when its replica here last compared with the holders
+        self._synced_at: dict[tuple[str, int], float] = {}
         #: (collection, shard) -> why its last sync round failed (cleared by a good round)
         self.sync_failures: dict[tuple[str, int], str] = {}
         #: the hit budget of one shard.search request: the same function the serving nodes
@@ -604,14 +625,73 @@ class Coordinator:
 
     async def _write_all(self, definition: CollectionDef, writes: dict[int, list[DocRecord]]
                          ) -> list[DocSettlement]:
-        """Write each shard's documents to its owners; every document's settlement."""
+        """Write each shard's documents to its owners; every document's settlement. The
+        writes go in rounds of a bounded size (``write_rounds``: one round for a usual batch;
+        a document of millions of characters in a round of its own), one after the other."""
+        settled: list[DocSettlement] = []
+        for writes_of_round in write_rounds(writes):
+            settled.extend(await self._write_round(definition, writes_of_round))
+        return settled
+
+    async def _write_round(self, definition: CollectionDef, writes: dict[int, list[DocRecord]]
+                           ) -> list[DocSettlement]:
+        """Write each shard's documents to its owners; every document's settlement.
+
+        One ``shard.write_many`` per owner carries all the shards it owns of these writes (a
+        batch of 16 documents falls in up to 16 shards: a request per shard and owner cost a
+        stream each, the coordinator's largest cost after the model). Each shard is still
+        settled alone, by the answers of its own owners."""
         placement = self.placement(definition)
+        ready = self.holders(definition)
         outcomes: dict[int, list[DocSettlement]] = {}
+        answers: dict[int, list[ReplicaAnswer]] = {}
+        by_owner: dict[str, list[int]] = {}
+        for shard in writes:
+            owners = placement.owners(shard)
+            if len(owners) < definition.quorum:
+                outcomes[shard] = settle([d.doc_id for d in writes[shard]], [],
+                                         definition.quorum, unavailable=(
+                    f"shard {shard}: {len(owners)} live index peers, quorum "
+                    f"{definition.quorum}"))
+                continue
+            answers[shard] = []
+            for peer in owners:
+                by_owner.setdefault(peer, []).append(shard)
+        items = {shard: {"shard": shard, "docs": docs_to_wire(writes[shard]),
+                         "seed": not ready.get(shard)}  # no ready replica yet: start it
+                 for shard in answers}
+
+        async def one(peer: str, shards: list[int]) -> None:
+            params = {"collection": definition.name, "definition": definition.to_wire(),
+                      "writes": [items[shard] for shard in shards]}
+            deadline = trio.current_time() + WRITE_TIMEOUT
+            for attempt in range(8):
+                try:
+                    reply, _ = await self.node.client.call_parsed(
+                        peer, "shard.write_many", params,
+                        functools.partial(ShardWriteManyReply.from_wire, shards=shards),
+                        timeout=max(0.1, deadline - trio.current_time()))
+                    for shard, result in reply.results.items():
+                        answers[shard].append(
+                            ReplicaAnswer(peer, result.outcomes)
+                            if isinstance(result, ShardWriteReply)
+                            else ReplicaAnswer(peer, None, result.code))
+                    return
+                except JobError as exc:
+                    if exc.code != ErrorCode.OVERLOADED or attempt == 7:
+                        for shard in shards:
+                            answers[shard].append(ReplicaAnswer(peer, None, exc.code.value))
+                        return
+                # the replica is busy with other writes: back off (jittered) and try again
+                await trio.sleep(min(2.0, 0.02 * 2 ** attempt) * (0.5 + random.random()))
+
         with groups_collapsed():
             async with trio.open_nursery() as nursery:
-                for shard, docs in writes.items():
-                    nursery.start_soon(self._write_shard, definition, placement, shard, docs,
-                                       outcomes)
+                for peer, shards in by_owner.items():
+                    nursery.start_soon(one, peer, shards)
+        for shard, given in answers.items():
+            outcomes[shard] = settle([d.doc_id for d in writes[shard]], given,
+                                     definition.quorum)
         return [doc for shard in writes for doc in outcomes[shard]]
 
     async def _write_shard(self, definition: CollectionDef, placement: PlacementMap, shard: int,
@@ -626,17 +706,6 @@ class Coordinator:
             outcomes[shard] = settle(doc_ids, [], definition.quorum, unavailable=(
                 f"shard {shard}: {len(owners)} live index peers, quorum {definition.quorum}"))
             return
-        settled: list[DocSettlement] = []
-        for group in write_groups(docs) or [docs]:  # frames of a bounded size, in order
-            settled.extend(await self._write_group(definition, owners, shard, group,
-                                                   seed_empty))
-        outcomes[shard] = settled
-
-    async def _write_group(self, definition: CollectionDef, owners: tuple[str, ...],
-                           shard: int,
-                           docs: list[DocRecord], seed_empty: bool) -> list[DocSettlement]:
-        """One ``shard.write`` of ``docs`` to every owner; what became of each document."""
-        doc_ids = [d.doc_id for d in docs]
         seed = seed_empty or not self.holders(definition).get(shard)  # no ready replica yet
         params = {"collection": definition.name, "definition": definition.to_wire(),
                   "shard": shard, "docs": docs_to_wire(docs), "seed": seed}
@@ -662,9 +731,9 @@ class Coordinator:
             async with trio.open_nursery() as nursery:
                 for peer in owners:
                     nursery.start_soon(one, peer)
+        outcomes[shard] = settle(doc_ids, answers, definition.quorum)
         if seed_empty and not any(a.outcomes is not None for a in answers):
             log.warning("collection %s: shard %s could not be seeded yet", definition.name, shard)
-        return settle(doc_ids, answers, definition.quorum)
 
     async def delete(self, name: str, doc_ids: list[str]) -> dict[str, Any]:
         """Tombstone documents on every owner of their shards (quorum acknowledged)."""
@@ -1047,6 +1116,11 @@ class Coordinator:
             return
         mine = index.held(ready_only=False)[definition.name][shard]
         ready = index.is_ready(definition.name, shard)
+        key, now = (definition.name, shard), trio.current_time()
+        if ready and index.written_within(definition.name, shard, SYNC_QUIET) \
+                and now - self._synced_at.setdefault(key, now) < MAX_SYNC_DEFER:
+            return  # writes in flight: the digests differ by them, not by a missed write
+        self._synced_at[key] = now
         for peer, digest in holders.items():
             stale = peer != self.node.peer_id and (digest != mine or not ready)
             if stale and await self._pull(definition, shard, peer):
@@ -1110,42 +1184,113 @@ class Coordinator:
 
     async def _pull(self, definition: CollectionDef, shard: int, peer: str, *,
                     missing_ok: bool = False) -> bool:
-        """Copy every document of ``peer``'s replica; True when the whole copy succeeded
-        (with ``missing_ok`` also when ``peer`` holds no copy of the shard at all)."""
+        """Copy from ``peer``'s replica every document whose state there wins over ours;
+        True when the whole pass succeeded (with ``missing_ok`` also when ``peer`` holds no
+        copy of the shard at all).
+
+        Keys first: a keys-only listing of the peer's document states (doc_id order, paged)
+        is compared with ours, and only the documents whose state there would change ours
+        (:func:`~calinode.models.shard_digest.resolve`: newer, or deleted there) are fetched
+        whole, by id. Applying the rest would change nothing, which is why this converges as
+        the whole copy did: after it, every state the peer held is ours or older than ours.
+        A replica behind on a few in-flight writes costs one listing, not its whole shard."""
         index = self.node.index
         assert index is not None
-        since, after, pulled = 0, "", 0
+        after, listed, pulled = "", 0, 0
         while True:
             ask = ShardChangesParams(collection=definition.name, shard=shard,
-                                     since_version=since, after_doc_id=after, limit=PULL_PAGE)
+                                     after_doc_id=after, limit=KEYS_PAGE, keys_only=True)
             try:
                 reply, _ = await self.node.client.call_parsed(
                     peer, "shard.changes", ask.to_wire(),
-                    lambda wire: ShardChangesReply.from_wire(wire, limit=PULL_PAGE),
+                    functools.partial(ShardKeysReply.from_wire, after=after, limit=KEYS_PAGE),
                     timeout=30)
-                records = records_from_wire(reply.docs, definition.dim)
             except (JobError, ProtocolError) as exc:  # a bad reply is one failed holder
-                if missing_ok and not pulled and exc.code in (
+                if missing_ok and not listed and exc.code in (
                         ErrorCode.SHARD_UNAVAILABLE, ErrorCode.UNKNOWN_COLLECTION):
                     return True  # no copy there: nothing this replica can have missed
-                if isinstance(exc, ProtocolError):
-                    self.node.rejections.reject("bad_reply", peer, f"shard.changes: {exc}")
-                log.info("pull of %s/%s from %s failed: %s", definition.name, shard, peer,
-                         exc.code.value)
+                self._pull_failed(definition, shard, peer, exc)
                 return False
-            if not records:
+            if not listed and reply.digest == index.digest_of(definition.name, shard):
+                return True  # the very same document states: nothing to compare
+            listed += len(reply.keys)
+            if not reply.keys:
                 break
-            if (records[0].version, records[0].doc_id) <= (since, after) and pulled:
-                self.node.rejections.reject("bad_reply", peer, "shard.changes went backwards")
+            if any(shard_of(key.doc_id, definition.shards) != shard for key in reply.keys):
+                self._pull_failed(definition, shard, peer, RemoteProtocolError(
+                    "shard.changes listed a document of another shard",
+                    code=ErrorCode.BAD_REQUEST))
                 return False
-            await index.call(definition, shard, functools.partial(_apply, records=records),
-                             writes=True)
-            pulled += len(records)
-            since, after = records[-1].version, records[-1].doc_id
+            ids = [key.doc_id for key in reply.keys]
+            mine = await index.call(definition, shard, functools.partial(_states, doc_ids=ids))
+            wanted = [key.doc_id for key in reply.keys if resolve(
+                DocState(key.version, key.deleted, key.content_hash), mine.get(key.doc_id))
+                not in (Outcome.UNCHANGED, Outcome.STALE)]
+            for start in range(0, len(wanted), PULL_PAGE):
+                got = await self._pull_docs(definition, shard, peer,
+                                            wanted[start:start + PULL_PAGE])
+                if got is None:
+                    return False
+                pulled += got
+            if len(reply.keys) < KEYS_PAGE:
+                break
+            after = reply.keys[-1].doc_id
         if pulled:
             log.info("synced %s/%s: %d documents from %s", definition.name, shard, pulled,
                      peer[:16])
         return True
+
+    async def _pull_docs(self, definition: CollectionDef, shard: int, peer: str,
+                         doc_ids: list[str]) -> int | None:
+        """Fetch the whole documents ``doc_ids`` from ``peer`` and apply them; how many came
+        (a document the peer no longer has is simply absent), ``None`` when a request or its
+        reply failed. The holder ends a reply where one more document would overflow a frame
+        (documents of millions of characters): the rest are asked for again, until a reply
+        brings none of them."""
+        pulled = 0
+        while doc_ids:
+            got = await self._pull_page(definition, shard, peer, doc_ids)
+            if got is None:
+                return None
+            if not got:
+                break
+            pulled += len(got)
+            doc_ids = [doc_id for doc_id in doc_ids if doc_id not in got]
+        return pulled
+
+    async def _pull_page(self, definition: CollectionDef, shard: int, peer: str,
+                         doc_ids: list[str]) -> set[str] | None:
+        """One request of :meth:`_pull_docs`: the ids of the documents that came and were
+        applied. A reply naming a document we did not ask for is refused whole."""
+        index = self.node.index
+        assert index is not None
+        ask = ShardChangesParams(collection=definition.name, shard=shard,
+                                 doc_ids=tuple(doc_ids), limit=len(doc_ids))
+        try:
+            reply, _ = await self.node.client.call_parsed(
+                peer, "shard.changes", ask.to_wire(),
+                lambda wire: ShardChangesReply.from_wire(wire, limit=len(doc_ids)),
+                timeout=30)
+            asked = set(doc_ids)
+            names = [doc.doc_id for doc in reply.docs]
+            if not asked.issuperset(names) or len(set(names)) != len(names):
+                raise RemoteProtocolError("shard.changes answered documents not asked for",
+                                          code=ErrorCode.BAD_REQUEST)
+            records = records_from_wire(reply.docs, definition.dim)
+        except (JobError, ProtocolError) as exc:
+            self._pull_failed(definition, shard, peer, exc)
+            return None
+        if records:
+            await index.call(definition, shard, functools.partial(_apply, records=records),
+                             writes=True)
+        return {record.doc_id for record in records}
+
+    def _pull_failed(self, definition: CollectionDef, shard: int, peer: str,
+                     exc: JobError | ProtocolError) -> None:
+        if isinstance(exc, ProtocolError):
+            self.node.rejections.reject("bad_reply", peer, f"shard.changes: {exc}")
+        log.info("pull of %s/%s from %s failed: %s", definition.name, shard, peer,
+                 exc.code.value)
 
     async def run_sync(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Sync rounds forever (items fail alone, see :meth:`sync_once`; the daemon restarts

@@ -7,7 +7,8 @@ small overhead per chunk and per document); the estimate is an upper bound of it
 for the shapes ingest makes, so a group within :data:`GROUP_BYTES` always encodes.
 
 - Several documents go together up to :data:`GROUP_BYTES` (a quarter of a frame, so the
-  replicas' admission budget of two frames per peer admits a few writes at once).
+  replicas' admission budget of two frames per peer admits a few writes at once) and
+  ``MAX_BATCH`` documents.
 - One document larger than that travels alone, up to :data:`MAX_DOC_BYTES` (a frame less
   1 MiB for the request's envelope and the collection definition).
 - A document over :data:`MAX_DOC_BYTES`, or whose vectors exceed one bin, cannot be written:
@@ -17,13 +18,15 @@ for the shapes ingest makes, so a group within :data:`GROUP_BYTES` always encode
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from calinode.models.shard_store import DocRecord
+from calinode.protocol.job_params import MAX_BATCH
 from calinode.protocol.limits import DEFAULT_LIMITS
 
-__all__ = ["GROUP_BYTES", "MAX_DOC_BYTES", "doc_wire_bytes", "too_large", "write_groups"]
+__all__ = ["GROUP_BYTES", "MAX_DOC_BYTES", "doc_wire_bytes", "too_large", "write_groups",
+           "write_rounds"]
 
 MAX_DOC_BYTES: Final = DEFAULT_LIMITS.max_frame - 1024 * 1024
 GROUP_BYTES: Final = DEFAULT_LIMITS.max_frame // 4
@@ -77,3 +80,26 @@ def write_groups(docs: Sequence[DocRecord], budget: int = GROUP_BYTES) -> list[l
         groups[-1].append(doc)
         size += bytes_
     return groups
+
+
+def write_rounds(writes: Mapping[int, Sequence[DocRecord]], budget: int = GROUP_BYTES,
+                 max_docs: int = MAX_BATCH) -> list[dict[int, list[DocRecord]]]:
+    """The documents of ``writes`` (shard -> documents) cut into rounds of at most ``budget``
+    estimated bytes and ``max_docs`` documents in all (a document larger than ``budget``
+    alone in its round), in order: every owner's ``shard.write_many`` of a round then fits a
+    frame, whichever of the round's shards it owns. A shard's documents may span rounds."""
+    rounds: list[dict[int, list[DocRecord]]] = []
+    current: dict[int, list[DocRecord]] = {}
+    size = count = 0
+    for shard, docs in writes.items():
+        for doc in docs:
+            doc_bytes = doc_wire_bytes(doc)
+            if current and (size + doc_bytes > budget or count >= max_docs):
+                rounds.append(current)
+                current, size, count = {}, 0, 0
+            current.setdefault(shard, []).append(doc)
+            size += doc_bytes
+            count += 1
+    if current:
+        rounds.append(current)
+    return rounds

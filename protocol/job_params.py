@@ -17,6 +17,7 @@ kind                   view
 ``embed_chunks``       :class:`EmbedChunksParams`
 ``generate``           :class:`GenerateParams`
 ``shard.write``        :class:`ShardWriteParams` (documents as :class:`WireDoc`)
+``shard.write_many``   :class:`ShardWriteManyParams` (per shard, :class:`ShardWriteItem`)
 ``shard.search``       :class:`ShardSearchParams` (shards de-duplicated)
 ``shard.fetch``        :class:`ShardFetchParams` (chunk ids of one shard)
 ``shard.changes``      :class:`ShardChangesParams`
@@ -57,6 +58,8 @@ __all__ = [
     "ShardFetchParams",
     "ShardInfoParams",
     "ShardSearchParams",
+    "ShardWriteItem",
+    "ShardWriteManyParams",
     "ShardWriteParams",
     "WireChunk",
     "WireDoc",
@@ -84,8 +87,12 @@ MAX_GENERATE_TOKENS: Final = 1 << 20
 MAX_K: Final = 1000
 #: Most chunk ids one ``shard.fetch`` request may ask for (the holder pages its reply).
 MAX_FETCH_IDS: Final = 100_000
-#: Most documents one ``shard.changes`` page may ask for.
+#: Most documents one ``shard.changes`` page may ask for (and most ids one request may name).
 MAX_CHANGES_LIMIT: Final = 500
+#: Most document keys one keys-only ``shard.changes`` page may ask for: at most
+#: MAX_KEYS_LIMIT * (MAX_DOC_ID_CHARS + MAX_CONTENT_HASH + 32) bytes, about 2.6 MB, and five
+#: objects a key, far inside a frame's limits.
+MAX_KEYS_LIMIT: Final = 2000
 #: Most chunks one document may have on the wire.
 MAX_DOC_CHUNKS: Final = 20_000
 MAX_DOC_ID_CHARS: Final = 1024
@@ -506,6 +513,78 @@ class ShardWriteParams:
         return out
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShardWriteItem:
+    """One shard's part of a ``shard.write_many``: as a ``shard.write`` would carry it."""
+
+    shard: int
+    docs: tuple[WireDoc, ...]
+    seed: bool = False
+
+    def __post_init__(self) -> None:
+        _shard(self.shard)
+        check_instance("seed", self.seed, bool)
+        if not self.docs:
+            invalid(f"shard {self.shard}: docs must be a non-empty list")
+
+    _KEYS: ClassVar[frozenset[str]] = frozenset({"shard", "docs", "seed"})
+
+    @classmethod
+    def from_wire(cls, data: object) -> ShardWriteItem:
+        wire = check_keys("shard.write_many item", data, cls._KEYS,
+                          frozenset({"shard", "docs"}))
+        return cls(shard=wire["shard"], docs=_docs(wire["docs"], min_len=1, max_len=MAX_BATCH),
+                   seed=wire.get("seed", False))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"shard": self.shard, "docs": [d.to_wire() for d in self.docs],
+                "seed": self.seed}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShardWriteManyParams:
+    """``shard.write_many``: the writes of one ingest batch to one owner, for several shards
+    of one collection in one request (a batch's documents fall in many shards, and a request
+    per shard and owner costs a stream each). Each shard at most once; all the documents
+    together at most ``MAX_BATCH``, as one ``shard.write`` (so the frame limits hold)."""
+
+    collection: str
+    definition: CollectionDef | None
+    writes: tuple[ShardWriteItem, ...]
+
+    def __post_init__(self) -> None:
+        _collection(self.collection)
+        if self.definition is not None and self.definition.name != self.collection:
+            invalid("definition is of another collection")
+        check_list("writes", list(self.writes), min_len=1, max_len=MAX_SHARDS)
+        shards = [item.shard for item in self.writes]
+        if len(set(shards)) != len(shards):
+            invalid("writes must name each shard once")
+        if sum(len(item.docs) for item in self.writes) > MAX_BATCH:
+            invalid(f"writes may carry at most {MAX_BATCH} documents together")
+
+    _KEYS: ClassVar[frozenset[str]] = frozenset({"collection", "definition", "writes"})
+
+    @classmethod
+    def from_wire(cls, data: object) -> ShardWriteManyParams:
+        with from_peer():
+            wire = check_keys("shard.write_many params", data, cls._KEYS,
+                              frozenset({"collection", "writes"}))
+            definition = wire.get("definition")
+            return cls(collection=wire["collection"],
+                       definition=None if definition is None else CollectionDef.from_wire(
+                           definition),
+                       writes=tuple(ShardWriteItem.from_wire(item) for item in check_list(
+                           "writes", wire["writes"], min_len=1, max_len=MAX_SHARDS)))
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"collection": self.collection,
+                               "writes": [item.to_wire() for item in self.writes]}
+        if self.definition is not None:
+            out["definition"] = self.definition.to_wire()
+        return out
+
+
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False)
 class ShardSearchParams:
     """``shard.search``: the top ``k`` of each query on each of ``shards`` (sorted, each
@@ -614,35 +693,67 @@ class ShardFetchParams:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ShardChangesParams:
-    """``shard.changes``: a page of documents after ``(since_version, after_doc_id)``."""
+    """``shard.changes``, in one of three modes:
+
+    - a page of whole documents after ``(since_version, after_doc_id)`` in (version, doc_id)
+      order (the default);
+    - ``keys_only``: a page of up to ``limit`` (at most ``MAX_KEYS_LIMIT``) document states
+      ``(doc_id, content_hash, version, deleted)`` after ``after_doc_id`` in doc_id order,
+      no chunk: replica sync compares them with its own before pulling anything;
+    - ``doc_ids``: the whole documents of those ids (at most ``MAX_CHANGES_LIMIT``), the ones
+      a keys-only comparison found missing or older here.
+
+    The new keys are sent only when used, so a plain page request reads as it always did."""
 
     collection: str
     shard: int
     since_version: int = 0
     after_doc_id: str = ""
     limit: int = 200
+    keys_only: bool = False
+    doc_ids: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _collection(self.collection)
         _shard(self.shard)
         check_int("since_version", self.since_version, lo=0, hi=MAX_INT64)
         check_str("after_doc_id", self.after_doc_id, min_len=0, max_len=MAX_DOC_ID_CHARS)
-        check_int("limit", self.limit, lo=1, hi=MAX_CHANGES_LIMIT)
+        check_instance("keys_only", self.keys_only, bool)
+        check_int("limit", self.limit, lo=1,
+                  hi=MAX_KEYS_LIMIT if self.keys_only else MAX_CHANGES_LIMIT)
+        check_list("doc_ids", list(self.doc_ids), max_len=MAX_CHANGES_LIMIT)
+        for doc_id in self.doc_ids:
+            check_str("doc_id", doc_id, max_len=MAX_DOC_ID_CHARS)
+        if len(set(self.doc_ids)) != len(self.doc_ids):
+            invalid("doc_ids must name each document once")
+        if self.keys_only and self.since_version:
+            invalid("a keys-only page is in doc_id order: since_version must be 0")
+        if self.doc_ids and (self.keys_only or self.since_version or self.after_doc_id):
+            invalid("doc_ids goes with neither keys_only nor a page cursor")
 
     _KEYS: ClassVar[frozenset[str]] = frozenset(
-        {"collection", "shard", "since_version", "after_doc_id", "limit"})
+        {"collection", "shard", "since_version", "after_doc_id", "limit", "keys_only",
+         "doc_ids"})
 
     @classmethod
     def from_wire(cls, data: object) -> ShardChangesParams:
         with from_peer():
-            wire = check_keys("shard.changes params", data, cls._KEYS,
-                              frozenset({"collection", "shard"}))
+            wire = dict(check_keys("shard.changes params", data, cls._KEYS,
+                                   frozenset({"collection", "shard"})))
+            if "doc_ids" in wire:
+                wire["doc_ids"] = tuple(check_list("doc_ids", wire["doc_ids"],
+                                                   max_len=MAX_CHANGES_LIMIT))
             return cls(**wire)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"collection": self.collection, "shard": self.shard,
-                "since_version": self.since_version, "after_doc_id": self.after_doc_id,
-                "limit": self.limit}
+        wire: dict[str, Any] = {"collection": self.collection, "shard": self.shard,
+                                "since_version": self.since_version,
+                                "after_doc_id": self.after_doc_id, "limit": self.limit}
+        if self.keys_only:
+            wire["keys_only"] = True
+        if self.doc_ids:
+            wire["doc_ids"] = list(self.doc_ids)
+        return wire
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

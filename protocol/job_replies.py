@@ -14,9 +14,11 @@ kind                   view
 ``embed_chunks``       :class:`EmbedChunksReply`
 ``generate``           :class:`GenerateReply`
 ``shard.write``        :class:`ShardWriteReply`
+``shard.write_many``   :class:`ShardWriteManyReply` (per shard, a reply or a failure)
 ``shard.search``       :class:`ShardSearchReply` (per shard, :class:`ShardHits`)
 ``shard.fetch``        :class:`ShardFetchReply` (:class:`FetchedChunk` by chunk id)
-``shard.changes``      :class:`ShardChangesReply` (documents as ``WireDoc``)
+``shard.changes``      :class:`ShardChangesReply` (documents as ``WireDoc``), or with
+                       ``keys_only`` :class:`ShardKeysReply` (:class:`DocKey` states)
 ``shard.info``         :class:`ShardInfoReply`
 =====================  ===============================================
 """
@@ -31,11 +33,14 @@ import numpy as np
 import numpy.typing as npt
 
 from .collections import MAX_SHARDS
+from .errors import ErrorCode
 from .job_params import (
     MAX_CHANGES_LIMIT,
+    MAX_CONTENT_HASH,
     MAX_DOC_CHUNKS,
     MAX_DOC_ID_CHARS,
     MAX_K,
+    MAX_KEYS_LIMIT,
     MAX_TEXT_CHARS,
     WireDoc,
     check_json,
@@ -60,6 +65,7 @@ from .vectors import decode_vectors, encode_vectors
 
 __all__ = [
     "FINISH_REASONS",
+    "DocKey",
     "EmbedChunksReply",
     "EmbedReply",
     "FetchedChunk",
@@ -69,12 +75,18 @@ __all__ = [
     "ShardHits",
     "ShardInfoReply",
     "ShardInfoRow",
+    "ShardKeysReply",
     "ShardSearchReply",
+    "ShardWriteFailure",
+    "ShardWriteManyReply",
     "ShardWriteReply",
     "TextSpan",
 ]
 
 FINISH_REASONS: Final = ("stop", "length", "cancelled")
+_ERROR_CODES: Final = frozenset(code.value for code in ErrorCode)
+#: Longest error message a ``shard.write_many`` reply may carry for one shard.
+MAX_ERROR_MESSAGE: Final = 1024
 MAX_SCORE: Final = 1e30
 MAX_PROBLEMS: Final = 64
 
@@ -286,6 +298,59 @@ class ShardWriteReply:
                 "outcomes": dict(self.outcomes)}
 
 
+@dataclass(frozen=True, slots=True)
+class ShardWriteFailure:
+    """One shard of a ``shard.write_many`` that failed on the replica: the error's code (one
+    of :class:`~calinode.protocol.errors.ErrorCode`) and message."""
+
+    code: str
+    message: str
+
+    def __post_init__(self) -> None:
+        check_str("code", self.code, max_len=64)
+        if self.code not in _ERROR_CODES:
+            invalid(f"unknown error code {self.code!r}"[:120])
+        check_str("message", self.message, min_len=0, max_len=MAX_ERROR_MESSAGE)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShardWriteManyReply:
+    """``shard.write_many``: for every shard asked, exactly once, its ``shard.write`` reply
+    or its failure (a shard fails alone, as its own ``shard.write`` would have)."""
+
+    results: Mapping[int, ShardWriteReply | ShardWriteFailure]
+
+    @classmethod
+    def from_wire(cls, data: object, *, shards: Sequence[int]) -> ShardWriteManyReply:
+        with from_peer():
+            wire = check_keys("shard.write_many reply", data, frozenset({"shards"}),
+                              frozenset({"shards"}))
+            items = check_list("shards", wire["shards"], max_len=len(shards))
+            results: dict[int, ShardWriteReply | ShardWriteFailure] = {}
+            for item in items:
+                entry = check_keys("shard.write_many result", item,
+                                   frozenset({"shard", "result", "error", "message"}),
+                                   frozenset({"shard"}))
+                shard = entry["shard"]
+                check_int("shard", shard, lo=0, hi=MAX_SHARDS - 1)
+                if shard in results:
+                    invalid(f"shard {shard} answered twice")
+                if ("result" in entry) == ("error" in entry):
+                    invalid(f"shard {shard}: a result or an error, exactly one")
+                results[shard] = (ShardWriteReply.from_wire(entry["result"]) if "result" in entry
+                                  else ShardWriteFailure(entry["error"],
+                                                         entry.get("message", "")))
+            if sorted(results) != sorted(shards):
+                invalid("the reply must answer exactly the shards asked")
+            return cls(results=results)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"shards": [
+            {"shard": shard, "result": r.to_wire()} if isinstance(r, ShardWriteReply)
+            else {"shard": shard, "error": r.code, "message": r.message}
+            for shard, r in sorted(self.results.items())]}
+
+
 @dataclass(frozen=True, kw_only=True, slots=True, eq=False)
 class ShardHits:
     """One shard's answer to a search: for each query row, ``counts[q]`` hits, given as chunk
@@ -459,6 +524,63 @@ class ShardChangesReply:
 
     def to_wire(self) -> dict[str, Any]:
         return {"docs": [d.to_wire() for d in self.docs], "digest": self.digest}
+
+
+@dataclass(frozen=True, slots=True)
+class DocKey:
+    """One document's state in a keys-only ``shard.changes`` page (a tombstone: ``deleted``
+    and an empty ``content_hash``; a live document: a non-empty one)."""
+
+    doc_id: str
+    content_hash: str
+    version: int
+    deleted: bool
+
+    def __post_init__(self) -> None:
+        check_str("doc_id", self.doc_id, max_len=MAX_DOC_ID_CHARS)
+        check_instance("deleted", self.deleted, bool)
+        check_str("content_hash", self.content_hash, min_len=0 if self.deleted else 1,
+                  max_len=0 if self.deleted else MAX_CONTENT_HASH)
+        check_int("version", self.version, lo=0, hi=MAX_INT64)
+
+    @classmethod
+    def from_wire(cls, data: object) -> DocKey:
+        item = check_list("key", data, min_len=4, max_len=4)
+        return cls(item[0], item[1], item[2], item[3])
+
+    def to_wire(self) -> list[Any]:
+        return [self.doc_id, self.content_hash, self.version, self.deleted]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ShardKeysReply:
+    """``shard.changes`` with ``keys_only``: up to the asked ``limit`` document states after
+    the asked ``after_doc_id``, in strictly increasing doc_id order (so a page never repeats
+    or goes back, and paging ends), and the digest of the serving replica."""
+
+    keys: tuple[DocKey, ...]
+    digest: str
+
+    def __post_init__(self) -> None:
+        check_str("digest", self.digest, max_len=128, pattern=DIGEST)
+
+    @classmethod
+    def from_wire(cls, data: object, *, after: str = "", limit: int = MAX_KEYS_LIMIT
+                  ) -> ShardKeysReply:
+        with from_peer():
+            keys = frozenset({"keys", "digest"})
+            wire = check_keys("shard.changes keys reply", data, keys, keys)
+            items = tuple(DocKey.from_wire(k) for k in check_list(
+                "keys", wire["keys"], max_len=min(limit, MAX_KEYS_LIMIT)))
+            last = after
+            for key in items:
+                if key.doc_id <= last:
+                    invalid(f"keys must come after {after!r} in increasing doc_id order")
+                last = key.doc_id
+            return cls(keys=items, digest=wire["digest"])
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"keys": [k.to_wire() for k in self.keys], "digest": self.digest}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

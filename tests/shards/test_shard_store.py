@@ -409,6 +409,70 @@ def test_changes_and_apply_converge_two_replicas(tmp_path: Path) -> None:
         assert a.digest() == digest == b.digest()
 
 
+def keys_sync(source: ShardStore, target: ShardStore, limit: int = 7) -> list[str]:
+    """What replica sync does: page the source's keys, compare them with the target's
+    states, and pull (by id) only the documents whose state there wins; the ids pulled."""
+    pulled: list[str] = []
+    after = ""
+    while keys := source.keys(after, limit):
+        mine = target.states([k[0] for k in keys])
+        wanted = [doc_id for doc_id, content_hash, version, deleted in keys
+                  if resolve(DocState(version, deleted, content_hash), mine.get(doc_id))
+                  not in (Outcome.UNCHANGED, Outcome.STALE)]
+        if wanted:
+            records = source.records(wanted)
+            assert [r.doc_id for r in records] == sorted(
+                wanted, key=lambda d: (next(k[2] for k in keys if k[0] == d), d))
+            target.apply(records)
+        pulled += wanted
+        after = keys[-1][0]
+    return pulled
+
+
+def test_keys_then_records_converge_two_replicas_pulling_only_what_differs(
+        tmp_path: Path) -> None:
+    with (
+        ShardStore.open(tmp_path / "a", dim=DIM) as a,
+        ShardStore.open(tmp_path / "b", dim=DIM) as b,
+    ):
+        common = [workload_doc(f"d{i:02d}", 1, DIM) for i in range(40)]
+        a.upsert(common)
+        b.upsert(common)
+        assert keys_sync(a, b) == [] and keys_sync(b, a) == []  # equal: nothing moves
+        a.upsert([workload_doc(f"d{i:02d}", 3, DIM) for i in range(5, 8)])  # newer on a
+        a.upsert([workload_doc(f"n{i}", 1, DIM) for i in range(4)])  # b missed these
+        a.delete(["d10", "d11"], 5)  # deleted on one copy only
+        b.upsert([workload_doc(f"d{i:02d}", 4, DIM) for i in range(7, 9)])  # newer on b
+        b.delete(["d20"], 6)
+        b.delete(["never-seen"], 2)  # a tombstone of a document a never had
+        assert keys_sync(a, b) == ["d05", "d06", "d10", "d11", "n0", "n1", "n2", "n3"]
+        assert keys_sync(b, a) == ["d07", "d08", "d20", "never-seen"]
+        assert a.digest() == b.digest() == a.full_digest()
+        assert a.doc_ids() == b.doc_ids() and a.count() == b.count()
+        assert not {"d10", "d11", "d20"} & set(a.doc_ids())
+        assert a.states(["never-seen"])["never-seen"].deleted
+        assert a.check() == [] and b.check() == []
+        assert keys_sync(a, b) == [] and keys_sync(b, a) == []
+
+
+def test_keys_page_in_doc_id_order_and_records_come_by_id(store: ShardStore) -> None:
+    store.upsert([workload_doc(f"d{i}", 9 - i, DIM) for i in range(8)])
+    store.delete(["d3", "zz"], 20)
+    keys = store.keys("", 100)
+    assert [k[0] for k in keys] == [*sorted(f"d{i}" for i in range(8)), "zz"]
+    assert keys[3][1:] == ("", 20, True)  # a tombstone: no hash
+    paged: list[tuple[str, str, int, bool]] = []
+    after = ""
+    while page := store.keys(after, 3):
+        paged += page
+        after = page[-1][0]
+    assert paged == keys
+    records = store.records(["d1", "d3", "nope", "d1"])
+    assert [(r.doc_id, r.deleted, len(r.chunks)) for r in records] == [
+        ("d1", False, len(workload_doc("d1", 8, DIM).chunks)), ("d3", True, 0)]
+    assert set(store.states(["d1", "zz", "nope"])) == {"d1", "zz"}
+
+
 def test_changes_pages_in_version_order(store: ShardStore) -> None:
     store.upsert([workload_doc(f"d{i}", i % 3, DIM) for i in range(10)])
     store.delete(["gone"], 1)

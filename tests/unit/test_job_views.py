@@ -32,6 +32,7 @@ from calinode.protocol.job_params import (
     ShardFetchParams,
     ShardInfoParams,
     ShardSearchParams,
+    ShardWriteManyParams,
     ShardWriteParams,
     WireDoc,
     encode_ids,
@@ -43,7 +44,10 @@ from calinode.protocol.job_replies import (
     ShardChangesReply,
     ShardFetchReply,
     ShardInfoReply,
+    ShardKeysReply,
     ShardSearchReply,
+    ShardWriteFailure,
+    ShardWriteManyReply,
     ShardWriteReply,
 )
 from calinode.protocol.search_budget import (
@@ -111,6 +115,15 @@ SCHEMAS: dict[str, tuple[Callable[[Any], object], dict[str, Any]]] = {
     "shard.changes": (ShardChangesParams.from_wire, {
         "collection": "papers", "shard": 0, "since_version": 3, "after_doc_id": "a",
         "limit": 200}),
+    "shard.write_many": (ShardWriteManyParams.from_wire, {
+        "collection": "papers", "definition": DEF.to_wire(),
+        "writes": [{"shard": 1, "docs": [doc("a")], "seed": True},
+                   {"shard": 3, "docs": [doc("b"), doc("c")]}]}),
+    "shard.changes:keys": (ShardChangesParams.from_wire, {
+        "collection": "papers", "shard": 0, "after_doc_id": "a", "limit": 2000,
+        "keys_only": True}),
+    "shard.changes:ids": (ShardChangesParams.from_wire, {
+        "collection": "papers", "shard": 0, "doc_ids": ["a", "b"], "limit": 2}),
     "shard.info": (ShardInfoParams.from_wire, {"collection": "papers"}),
     "reply:embed": (lambda w: EmbedReply.from_wire(w, texts=2), {
         "model": "m", "sha256": SHA, "dim": 4, "vectors": vec(2), "token_counts": [3, 4],
@@ -131,6 +144,13 @@ SCHEMAS: dict[str, tuple[Callable[[Any], object], dict[str, Any]]] = {
                                                                       3)], "done": 2}),
     "reply:shard.changes": (ShardChangesReply.from_wire, {
         "docs": [doc("a", version=1), doc("b", version=2)], "digest": "ab12"}),
+    "reply:shard.write_many": (lambda w: ShardWriteManyReply.from_wire(w, shards=[1, 3]), {
+        "shards": [{"shard": 3, "error": "SHARD_UNAVAILABLE", "message": "gone"},
+                   {"shard": 1, "result": {"inserted": 1, "replaced": 0, "deleted": 0,
+                                           "unchanged": 0, "stale": 0,
+                                           "outcomes": {"a": "inserted"}}}]}),
+    "reply:shard.changes:keys": (lambda w: ShardKeysReply.from_wire(w, after="a", limit=3), {
+        "keys": [["b", "h1", 4, False], ["c", "", 9, True]], "digest": "ab12"}),
     "reply:shard.info": (ShardInfoReply.from_wire, {"shards": [
         {"shard": 0, "docs": 1, "chunks": 2, "problems": [], "ready": True, "digest": "ab"}]}),
 }
@@ -142,7 +162,8 @@ def test_valid_maps_parse_and_round_trip(name: str) -> None:
     view = parse(wire)
     to_wire = getattr(view, "to_wire", None)
     if to_wire is not None:
-        assert parse(to_wire()) == view or name in ("shard.write", "shard.search",
+        assert parse(to_wire()) == view or name in ("shard.write", "shard.write_many",
+                                                    "shard.search",
                                                     "shard.fetch", "reply:shard.search",
                                                     "reply:embed", "reply:embed_chunks",
                                                     "reply:shard.changes")
@@ -157,6 +178,83 @@ def refused(parse: Callable[[Any], object], wire: object) -> CalinodeError:
 
 def test_a_changes_reply_without_docs_is_refused_cleanly() -> None:
     assert "docs" in refused(ShardChangesReply.from_wire, {"digest": "ab"}).message
+
+
+def test_a_write_many_request_names_each_shard_once_within_one_batch() -> None:
+    parse, good = SCHEMAS["shard.write_many"]
+    view = parse(good)
+    assert [(w.shard, len(w.docs), w.seed) for w in view.writes] == [(1, 1, True),
+                                                                      (3, 2, False)]
+    first, _second = good["writes"]
+    refused(parse, {**good, "writes": [first, first]})  # a shard twice
+    refused(parse, {**good, "writes": []})
+    refused(parse, {**good, "writes": [{**first, "docs": []}]})
+    refused(parse, {**good, "writes": [{**first, "shard": -1}]})
+    refused(parse, {**good, "writes": [{**first, "extra": 1}]})
+    refused(parse, {**good, "writes": [{"shard": s, "docs": [doc(f"d{s}-{i}", chunks=1)
+                                                              for i in range(200)]}
+                                       for s in range(11)]})  # over MAX_BATCH together
+
+
+def test_a_write_many_reply_answers_exactly_the_shards_asked() -> None:
+    parse, good = SCHEMAS["reply:shard.write_many"]
+    view = parse(good)
+    assert isinstance(view.results[3], ShardWriteFailure)
+    assert view.results[3].code == "SHARD_UNAVAILABLE"
+    assert view.results[1].outcomes == {"a": "inserted"}  # type: ignore[union-attr]
+    failed, done = good["shards"]
+    refused(parse, {"shards": [done]})  # shard 3 unanswered
+    refused(parse, {"shards": [done, done]})
+    refused(parse, {"shards": [done, {**failed, "shard": 2}]})  # a shard nobody asked for
+    refused(parse, {"shards": [done, {**failed, "error": "NO_SUCH_CODE"}]})
+    refused(parse, {"shards": [done, {**failed, "message": "m" * 1025}]})
+    refused(parse, {"shards": [done, {**failed, "result": done["result"]}]})  # both
+    refused(parse, {"shards": [done, {"shard": 3}]})  # neither
+    refused(parse, {"shards": [done, failed, failed]})  # more than asked
+
+
+def test_keys_only_and_by_id_changes_requests_are_bounded_and_not_mixed() -> None:
+    parse, good = SCHEMAS["shard.changes:keys"]
+    assert parse(good).keys_only and parse(good).limit == 2000
+    refused(parse, {**good, "limit": 2001})  # a keys page: at most MAX_KEYS_LIMIT
+    refused(parse, {**good, "since_version": 3})  # keys come in doc_id order
+    refused(parse, {**good, "keys_only": 1})
+    refused(ShardChangesParams.from_wire, {"collection": "papers", "shard": 0,
+                                          "limit": 501})  # whole documents: 500 at most
+    parse, good = SCHEMAS["shard.changes:ids"]
+    assert parse(good).doc_ids == ("a", "b")
+    refused(parse, {**good, "doc_ids": ["a", "a"]})
+    refused(parse, {**good, "doc_ids": ["a", 3]})
+    refused(parse, {**good, "doc_ids": [f"d{i}" for i in range(501)]})
+    refused(parse, {**good, "doc_ids": "ab"})
+    refused(parse, {**good, "keys_only": True})
+    refused(parse, {**good, "after_doc_id": "a"})
+    # the new fields travel only when used: a plain page request is what it always was
+    plain = ShardChangesParams(collection="papers", shard=0).to_wire()
+    assert "keys_only" not in plain and "doc_ids" not in plain
+
+
+def test_a_keys_reply_goes_strictly_forward_within_its_limit_and_types_every_key() -> None:
+    parse, good = SCHEMAS["reply:shard.changes:keys"]
+    view = parse(good)
+    assert [(k.doc_id, k.version, k.deleted) for k in view.keys] == [("b", 4, False),
+                                                                    ("c", 9, True)]
+    keys = good["keys"]
+    refused(parse, {**good, "keys": [keys[1], keys[0]]})  # backwards
+    refused(parse, {**good, "keys": [keys[0], keys[0]]})  # repeated
+    refused(parse, {**good, "keys": [["a", "h", 1, False]]})  # not after the cursor
+    refused(parse, {**good, "keys": [*keys, ["d", "h", 1, False], ["e", "h", 1, False]]})
+    refused(parse, {**good, "keys": [["b", "h1", 4, 0]]})  # deleted must be a bool
+    refused(parse, {**good, "keys": [["b", "h1", -1, False]]})
+    refused(parse, {**good, "keys": [["b", "h1", 2**63, False]]})
+    refused(parse, {**good, "keys": [["b", "h1", 4]]})  # three fields
+    refused(parse, {**good, "keys": [["b", "", 4, False]]})  # a live document has a hash
+    refused(parse, {**good, "keys": [["c", "h", 9, True]]})  # a tombstone has none
+    refused(parse, {**good, "keys": [["b", "h" * 257, 4, False]]})
+    refused(parse, {**good, "keys": [["x" * 1025, "h", 4, False]]})
+    refused(parse, {"keys": keys})  # no digest
+    refused(parse, {**good, "digest": "not hex"})
+    refused(parse, {**good, "extra": 1})
 
 
 @pytest.mark.parametrize("score", [math.nan, math.inf, -math.inf, 1e38])

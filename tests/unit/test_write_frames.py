@@ -72,3 +72,19 @@ def test_send_batches_cut_by_count_and_by_bytes() -> None:
     assert [len(b) for b in send_batches(docs, 100, max_bytes=3_500)] == [3, 3, 3, 1]
     huge = {"_id": "h", "text": "y" * (SEND_BYTES + 10)}
     assert [len(b) for b in send_batches([docs[0], huge, docs[1]], 100)] == [1, 1, 1]
+
+
+def test_write_rounds_keep_every_owner_request_within_a_frame() -> None:
+    from calinode.node.write_frames import write_rounds
+
+    big = document("big", 6_200, chars=950)
+    small = {shard: [document(f"s{shard}-{i}", 2) for i in range(3)] for shard in range(4)}
+    writes = {0: small[0], 1: [*small[1], big], 2: small[2], 3: small[3]}
+    rounds = write_rounds(writes)
+    assert [d.doc_id for r in rounds for docs in r.values() for d in docs] == [
+        d.doc_id for docs in writes.values() for d in docs]  # every document once, in order
+    assert any(list(r) == [1] and r[1] == [big] for r in rounds)  # the big one alone
+    assert all(sum(doc_wire_bytes(d) for docs in r.values() for d in docs) <= GROUP_BYTES
+               for r in rounds if not any(big in docs for docs in r.values()))
+    assert len(write_rounds({0: [document(f"t{i}", 1) for i in range(10)]}, max_docs=4)) == 3
+    assert write_rounds({}) == []
