@@ -276,6 +276,7 @@ def test_content_hash_rejects_bad_documents(doc: dict[str, Any]) -> None:
 # -- text_pieces: a document longer than one embed_chunks request --------------------------
 
 
+@settings(max_examples=300)
 @given(st.text(alphabet=st.sampled_from("ab .\n"), max_size=400), st.integers(1, 60))
 def test_text_pieces_cover_the_text_in_order_within_the_size(text: str, size: int) -> None:
     from calinode.node.chunking import text_pieces
