@@ -70,16 +70,8 @@ def too_large(doc: DocRecord) -> str | None:
 def write_groups(docs: Sequence[DocRecord], budget: int = GROUP_BYTES) -> list[list[DocRecord]]:
     """``docs`` in order, cut into groups of at most ``budget`` estimated bytes (a document
     larger than ``budget`` alone in its group)."""
-    groups: list[list[DocRecord]] = []
-    size = 0
-    for doc in docs:
-        bytes_ = doc_wire_bytes(doc)
-        if not groups or size + bytes_ > budget:
-            groups.append([])
-            size = 0
-        groups[-1].append(doc)
-        size += bytes_
-    return groups
+    # the packing of write_rounds, for one shard and no count bound
+    return [round_[0] for round_ in write_rounds({0: docs}, budget, max_docs=len(docs) or 1)]
 
 
 def write_rounds(writes: Mapping[int, Sequence[DocRecord]], budget: int = GROUP_BYTES,
