@@ -47,7 +47,7 @@ from calinode.node.chunking import chunk_text, make_document_text
 from calinode.node.config import NodeConfig
 from calinode.node.daemon import Node, run_node
 from calinode.node.placement import shard_of
-from calinode.node.write_quorum import DocSettlement
+from calinode.node.rag.write_quorum import DocSettlement
 
 CALINODE = str(Path(sys.executable).with_name("calinode"))
 DIM = 384

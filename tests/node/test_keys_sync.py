@@ -31,12 +31,12 @@ from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 
 from calinode.models.shard_store import ChunkWrite, DocRecord, ShardStore
-from calinode.node import rag
 from calinode.node.collections_book import sign_definition
 from calinode.node.daemon import Node
 from calinode.node.hlc import COUNTER_BITS
 from calinode.node.local_index import docs_to_wire
 from calinode.node.placement import shard_of
+from calinode.node.rag import coordinator as rag
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.ids import JOB_PROTOCOL, META_PROTOCOL
 from calinode.protocol.vectors import encode_vectors

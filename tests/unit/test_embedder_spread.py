@@ -4,7 +4,7 @@ each, not by the seconds-old load their records advertised."""
 from __future__ import annotations
 
 from calinode.node.jobs.routing import Candidate
-from calinode.node.rag import _EmbedderSpread
+from calinode.node.rag.coordinator import _EmbedderSpread
 
 
 def _candidates(*peers: str) -> list[Candidate]:

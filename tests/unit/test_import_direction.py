@@ -66,6 +66,7 @@ PACKAGE_LAYERS = {
     "calinode.node.p2p": "p2p",
     "calinode.node.jobs": "jobs",
     "calinode.node.inference": "inference",
+    "calinode.node.rag": "rag",
     "calinode.node.api": "api",
     "calinode.node.cli": "cli",
 }
@@ -94,9 +95,7 @@ NODE_TOP_LEVEL = {
     "calinode.node.placement": "index",  # -> node/index/
     "calinode.node.result_merge": "index",  # -> node/index/ (merge)
     "calinode.node.write_frames": "index",  # -> node/index/ (how shard writes are cut)
-    "calinode.node.write_quorum": "rag",  # -> node/rag/ (how a write settles: ingest)
     "calinode.node.ingest_input": "rag",  # -> node/rag/ (what ingest sends on)
-    "calinode.node.rag": "rag",  # -> node/rag/ (coordinator, ingest, search, sync...)
 }
 
 #: Imports that point back up today, as (importer, imported). Each needs more than a move to
@@ -110,7 +109,7 @@ KNOWN_BACK_EDGES: dict[tuple[str, str], str] = {
     ("calinode.node.api.inference_routes", "calinode.node.daemon"):
         "inference_routes(node: Node); step 2",
     ("calinode.node.api.rag_routes", "calinode.node.daemon"): "rag_routes(node: Node); step 2",
-    ("calinode.node.rag", "calinode.node.daemon"):
+    ("calinode.node.rag.coordinator", "calinode.node.daemon"):
         "Coordinator(node: Node), built anew by the Node.coordinator property; step 2",
     ("calinode.node.jobs.dispatch", "calinode.node.daemon"):
         "Dispatcher(node: Node) and default_model(node, kind); step 2",

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from calinode.node.rag import INGEST_BATCH, ingest_batches
+from calinode.node.rag.coordinator import INGEST_BATCH, ingest_batches
 
 
 def _docs(rng: random.Random, n: int, longest: int = 3000) -> list[dict[str, str]]:

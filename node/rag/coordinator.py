@@ -48,10 +48,10 @@ from calinode.node.ingest_input import MAX_DOCUMENT_CHARS, document_size
 from calinode.node.jobs.routing import Candidate
 from calinode.node.local_index import docs_to_wire, records_from_wire
 from calinode.node.placement import PlacementCache, PlacementMap, may_drop_replica, shard_of
+from calinode.node.rag.write_quorum import DocSettlement, ReplicaAnswer, settle
 from calinode.node.rejections import RateLimitedLog
 from calinode.node.result_merge import ShardHit, cut_candidates, merge_topk, missing_shards
 from calinode.node.write_frames import too_large, write_rounds
-from calinode.node.write_quorum import DocSettlement, ReplicaAnswer, settle
 from calinode.protocol.capabilities import Capabilities, ModelOffer
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import (
