@@ -213,8 +213,8 @@ async def bench_search(work: Path, models: Path, n: int, queries: int, count: in
             for shard, docs in by_shard.items():
                 for start_at in range(0, len(docs), 500):
                     outcomes: dict[int, list[DocSettlement]] = {}
-                    await coordinator._write_shard(definition, placement, shard,
-                                                   docs[start_at:start_at + 500], outcomes)
+                    await coordinator.writes.write_shard(definition, placement, shard,
+                                                         docs[start_at:start_at + 500], outcomes)
                     assert all(d.acknowledged for d in outcomes[shard]), outcomes[shard][:3]
             await trio.sleep(3)  # let digests reach the coordinator
             latencies, found = [], np.zeros((queries, 10), dtype=np.int64)

@@ -109,8 +109,6 @@ KNOWN_BACK_EDGES: dict[tuple[str, str], str] = {
     ("calinode.node.api.inference_routes", "calinode.node.daemon"):
         "inference_routes(node: Node); step 2",
     ("calinode.node.api.rag_routes", "calinode.node.daemon"): "rag_routes(node: Node); step 2",
-    ("calinode.node.rag.coordinator", "calinode.node.daemon"):
-        "Coordinator(node: Node), built anew by the Node.coordinator property; step 2",
     ("calinode.node.jobs.dispatch", "calinode.node.daemon"):
         "Dispatcher(node: Node) and default_model(node, kind); step 2",
     ("calinode.node.p2p.mdns", "calinode.node.daemon"):
