@@ -18,8 +18,8 @@ import numpy as np
 import trio
 
 from calinode.models.shard_store import ChunkWrite, DocRecord
-from calinode.node.chunking import content_hash, make_document_text, text_pieces
-from calinode.node.ingest_input import MAX_DOCUMENT_CHARS, document_size
+from calinode.node.chunking import content_hash, text_pieces
+from calinode.node.ingest_input import MAX_DOCUMENT_CHARS, document_size, make_document_text
 from calinode.node.placement import shard_of
 from calinode.node.rag.plan import EmbedderSpread, ingest_batches, write_quorum_problem
 from calinode.node.rag.ports import RagNode

@@ -78,6 +78,7 @@ NODE_TOP_LEVEL = {
     "calinode.node.config": "core",
     "calinode.node.hlc": "core",
     "calinode.node.home": "core",
+    "calinode.node.ingest_input": "core",  # what ingest takes: shared by CLI, API, rag
     "calinode.node.identity": "core",
     "calinode.node.invite": "core",
     "calinode.node.node_file": "core",
@@ -95,7 +96,6 @@ NODE_TOP_LEVEL = {
     "calinode.node.placement": "index",  # -> node/index/
     "calinode.node.result_merge": "index",  # -> node/index/ (merge)
     "calinode.node.write_frames": "index",  # -> node/index/ (how shard writes are cut)
-    "calinode.node.ingest_input": "rag",  # -> node/rag/ (what ingest sends on)
 }
 
 #: Imports that point back up today, as (importer, imported). Each needs more than a move to
@@ -113,12 +113,6 @@ KNOWN_BACK_EDGES: dict[tuple[str, str], str] = {
         "Dispatcher(node: Node) and default_model(node, kind); step 2",
     ("calinode.node.p2p.mdns", "calinode.node.daemon"):
         "run_mdns(node: Node) reads config, addrs, peer_id, policy, membership; step 2",
-    # The command reads and checks ingest input (files, JSONL, the maximum document size,
-    # duplicates, request cuts) with the rules POST /v1/ingest applies; they are pure, but
-    # they live with the coordinator's ingest. Removed in step 2: the shared rules move
-    # where the CLI may import them (with make_document_text, from node/chunking.py).
-    ("calinode.node.cli.rag", "calinode.node.ingest_input"):
-        "cmd_ingest/cmd_search use read_path, prepare, send_batches, json_objects; step 2",
 }
 
 
