@@ -43,11 +43,12 @@ from bench_models import prepared_models_home, start_daemon
 from calinode.models.embedder import OnnxEmbedder
 from calinode.models.registry import ModelRegistry
 from calinode.models.shard_store import ChunkWrite, DocRecord
-from calinode.node.chunking import chunk_text, make_document_text
+from calinode.node.chunking import chunk_text
 from calinode.node.config import NodeConfig
 from calinode.node.daemon import Node, run_node
+from calinode.node.ingest_input import make_document_text
 from calinode.node.placement import shard_of
-from calinode.node.write_quorum import DocSettlement
+from calinode.node.rag.write_quorum import DocSettlement
 
 CALINODE = str(Path(sys.executable).with_name("calinode"))
 DIM = 384
@@ -213,8 +214,8 @@ async def bench_search(work: Path, models: Path, n: int, queries: int, count: in
             for shard, docs in by_shard.items():
                 for start_at in range(0, len(docs), 500):
                     outcomes: dict[int, list[DocSettlement]] = {}
-                    await coordinator._write_shard(definition, placement, shard,
-                                                   docs[start_at:start_at + 500], outcomes)
+                    await coordinator.writes.write_shard(definition, placement, shard,
+                                                         docs[start_at:start_at + 500], outcomes)
                     assert all(d.acknowledged for d in outcomes[shard]), outcomes[shard][:3]
             await trio.sleep(3)  # let digests reach the coordinator
             latencies, found = [], np.zeros((queries, 10), dtype=np.int64)

@@ -23,9 +23,10 @@ all (``tests/unit/test_import_direction.py`` holds the rule and its exceptions).
   (collections_book.py), ``PlacementMap`` (placement.py), ``chunk_text`` (chunking.py),
   ``merge_topk`` (result_merge.py), write frames (write_frames.py): pure logic;
   ``LocalIndex`` and the ``shard.*`` job kinds (local_index.py): the replicas this node hosts.
-- ``Coordinator`` (rag.py, moves to ``rag/`` in step 2): create, ingest, search, ask, replica
-  sync across the swarm; how a write settles (write_quorum.py); what ingest takes
-  (ingest_input.py).
+- ``rag/``: the ``Coordinator``: create, ingest, search, ask, replica sync across the swarm
+  (see its map). What ingest takes (ingest_input.py: files and documents read, checked and
+  cut into requests; the text that is chunked) is a foundation: the CLI, the API and the
+  coordinator share it.
 - ``api/``: the local HTTP API (OpenAI routes included).
 - ``cli/``: the ``calinode`` command.
 """

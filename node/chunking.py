@@ -34,9 +34,9 @@ sentence or word boundary near its end; each piece is chunked as above and the c
 are moved by the piece's offset. A piece boundary therefore also ends a chunk (no chunk spans
 two pieces, and there is no overlap across that one boundary).
 
-Document identity for idempotent ingest: :func:`make_document_text` is what gets chunked and
-embedded (the BEIR convention: title, blank line, text), and :func:`content_hash` says whether
-a re-ingested document changed.
+Document identity for idempotent ingest: ``make_document_text`` (node/ingest_input.py, where
+the command line may use it too) is what gets chunked and embedded (the BEIR convention:
+title, blank line, text), and :func:`content_hash` says whether a re-ingested document changed.
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ __all__ = [
     "Chunk",
     "chunk_text",
     "content_hash",
-    "make_document_text",
     "text_pieces",
     "token_windows",
 ]
@@ -162,16 +161,6 @@ def chunk_text(
         start, stop = offsets[first][0], offsets[end - 1][1]
         chunks.append(Chunk(index, text[start:stop], start, stop))
     return chunks
-
-
-def make_document_text(title: str | None, text: str) -> str:
-    """The text that is chunked and embedded: ``title``, a blank line, ``text`` (BEIR style).
-
-    A missing or blank title gives ``text`` alone; the title is stripped of surrounding space.
-    """
-    if title is None or not title.strip():
-        return text
-    return f"{title.strip()}\n\n{text}"
 
 
 def _metadata_of(doc: Mapping[str, Any]) -> dict[str, Any]:

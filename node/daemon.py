@@ -57,7 +57,7 @@ from calinode.node.p2p.identity_conflict import IdentityConflicts, OwnIdWatch
 from calinode.node.p2p.peer_table import PeerTable
 from calinode.node.p2p.records import SEQ_FILE, RecordSigner
 from calinode.node.private_files import load_or_create_api_token
-from calinode.node.rag import Coordinator
+from calinode.node.rag.coordinator import Coordinator
 from calinode.node.rejections import Rejections
 from calinode.node.supervision import supervised
 from calinode.protocol.capabilities import Capabilities, ModelOffer

@@ -1,8 +1,10 @@
 """What ``calinode ingest`` and ``POST /v1/ingest`` send on: documents read, checked, deduplicated.
 
 Pure logic (files in, documents and per-document verdicts out), shared by the CLI (which
-reads a folder, a single file or stdin) and the API route (which gets a list of documents), so
-that both paths agree:
+reads a folder, a single file or stdin), the API route (which gets a list of documents) and
+the coordinator's ingest (node/rag/ingest.py), so that all agree. It is one of the node's
+foundations (a core module, importing nothing of the node), not part of the rag layer: the
+command line may import it, and may not import the running node's layers:
 
 - **A ``_id`` given twice keeps the last** version (the README's "new content replaces old");
   the earlier lines are dropped and reported in ``duplicates`` (the ids) and
@@ -13,6 +15,7 @@ that both paths agree:
 - **Text must decode**: a file that is not valid in the chosen encoding (UTF-8 unless
   ``--encoding``) is a per-file failure (``BAD_REQUEST: not UTF-8 ...``), never stored with
   replacement characters.
+- **What is chunked** is :func:`make_document_text`: the title, a blank line, the text.
 - **A document is at most** :data:`MAX_DOCUMENT_CHARS` characters of title and text; the node
   chunks it whatever its length up to there (a text longer than one ``embed_chunks`` request,
   ``protocol/job_params.MAX_TEXT_CHARS``, is embedded in pieces); a longer one is a
@@ -27,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from calinode.node.chunking import make_document_text
 from calinode.protocol.errors import ConfigError
 
 #: Longest document (title, a blank line and text, in characters) that ingest accepts; the
@@ -40,6 +42,16 @@ MAX_DOCUMENT_CHARS = 8_000_000
 SEND_BYTES = 16 * 1024 * 1024
 TEXT_SUFFIXES = (".txt", ".md")
 DEFAULT_ENCODING = "utf-8"
+
+
+def make_document_text(title: str | None, text: str) -> str:
+    """The text that is chunked and embedded: ``title``, a blank line, ``text`` (BEIR style).
+
+    A missing or blank title gives ``text`` alone; the title is stripped of surrounding space.
+    """
+    if title is None or not title.strip():
+        return text
+    return f"{title.strip()}\n\n{text}"
 
 
 @dataclass

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -28,7 +27,7 @@ from calinode.node.api.json_response import FastJSONResponse
 from calinode.node.api.stream import Emit, stream_answer
 from calinode.node.ingest_input import prepare
 from calinode.protocol.collections import CollectionDef
-from calinode.protocol.errors import BadRequest, CalinodeError, JobError, groups_collapsed
+from calinode.protocol.errors import BadRequest, CalinodeError
 
 if TYPE_CHECKING:
     from calinode.node.daemon import Node
@@ -59,37 +58,8 @@ def _str(body: dict[str, Any], name: str, default: str | None = None) -> str:
 
 
 async def shard_rows(node: Node, name: str) -> list[dict[str, Any]]:
-    coordinator = node.coordinator
-    definition = node.book.get(name)
-    placement = coordinator.placement(definition)
-    holders = coordinator.holders(definition)
-    infos: dict[str, dict[int, dict[str, Any]]] = {}
-
-    async def ask(peer: str) -> None:
-        try:
-            result = await node.client.call(peer, "shard.info", {"collection": name}, timeout=10)
-        except JobError:
-            return
-        infos[peer] = {row["shard"]: row for row in result.result["shards"]}
-
-    peers = {p for shard_holders in holders.values() for p in shard_holders}
-    with groups_collapsed():
-        async with trio.open_nursery() as nursery:
-            for peer in peers:
-                nursery.start_soon(ask, peer)
-    rows = []
-    for shard in range(definition.shards):
-        replicas = []
-        for peer in sorted(holders.get(shard, {})):
-            info = infos.get(peer, {}).get(shard)
-            replicas.append({"peer": peer, "docs": None if info is None else info["docs"],
-                             "chunks": None if info is None else info["chunks"],
-                             "healthy": info is not None and not info["problems"],
-                             "digest": holders[shard][peer][:16]})
-        rows.append({"collection": name, "shard": shard, "owners": list(placement.owners(shard)),
-                     "replicas": replicas, "live_replicas": len(replicas),
-                     "wanted": definition.replicas})
-    return rows
+    """Every shard of ``name`` across the swarm (the coordinator asks the holders)."""
+    return await node.coordinator.shard_rows(name)
 
 
 class RawEndpoint:

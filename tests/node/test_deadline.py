@@ -26,7 +26,7 @@ from calinode.node.api.inference_routes import StreamingEndpoint
 from calinode.node.jobs.client import JobResult
 from calinode.node.jobs.dispatch import Dispatcher
 from calinode.node.placement import shard_of
-from calinode.node.rag import Coordinator
+from calinode.node.rag.coordinator import Coordinator
 from calinode.protocol.capabilities import Capabilities, ModelOffer
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import ErrorCode, JobError

@@ -74,6 +74,18 @@ def bad_fetch(mode: str, params: dict[str, Any]) -> dict[str, Any]:
     raise AssertionError(mode)
 
 
+def bad_info(mode: str) -> dict[str, Any]:
+    """A broken ``shard.info`` result (``GET /v1/shards`` asks every holder for one)."""
+    if mode == "info_missing_keys":
+        return {"shards": [{"shard": 0}]}
+    if mode == "info_not_a_list":
+        return {"shards": "all of them"}
+    if mode == "info_negative_docs":
+        return {"shards": [{"shard": 0, "docs": -5, "chunks": 0, "problems": [],
+                            "ready": True, "digest": "ab" * 8}]}
+    raise AssertionError(mode)
+
+
 class HostileHolder:
     """Serves calinode's job protocol on the hostile peer: a broken reply of ``mode``;
     ``shard.search`` relayed to the real node (a correct answer) while ``mode`` breaks only
@@ -113,6 +125,8 @@ class HostileHolder:
             result = bad_search(self.mode, params)
         elif kind == "shard.fetch":
             result = bad_fetch(self.mode, params)
+        elif kind == "shard.info" and self.mode in INFO_MODES:
+            result = bad_info(self.mode)
         else:
             reply = {"t": "err", "id": request["id"], "code": "UNKNOWN_KIND", "message": kind}
             await stream.write(frame(reply))
@@ -149,6 +163,7 @@ async def seed(evil: HostilePeer, node: Node) -> CollectionDef:
 
 
 SEARCH_MODES = ("missing_keys", "nan", "wrong_shard", "too_many")
+INFO_MODES = ("info_missing_keys", "info_not_a_list", "info_negative_docs")
 MODES = [*SEARCH_MODES, "unknown_ids", "wrong_key", "fetch_missing_keys"]
 
 
@@ -191,5 +206,44 @@ async def test_broken_holder_replies_count_as_one_failed_holder_and_search_stays
             assert holder.asked.get(kind, 0) > asked, f"{mode}: the hostile holder was not asked"
             assert node.rejections.counts["bad_reply"] > refused, mode
         # still serving: a ping and a search answered; nothing stored changed
+        assert (await evil.job(node.peer_id, "ping", {}))["t"] == "res"
+        assert node.index.held(ready_only=False) == before
+
+
+@pytest.mark.slow
+async def test_broken_shard_info_replies_leave_the_shard_report_whole(
+    tmp_path: Path, bootstrap_of: Callable[[Node], str]
+) -> None:
+    """The shard report (``GET /v1/shards``, ``Coordinator.shard_rows``) asks every holder
+    for ``shard.info``: a broken reply is a counted ``bad_reply`` and a replica of unknown
+    size, not healthy; the other replicas are still reported, and the node keeps serving."""
+    async with open_nodes(tmp_path) as start, open_hostile_peer() as evil:
+        node = await start("index", index=True)
+        await evil.connect(bootstrap_of(node))
+        definition = await seed(evil, node)
+        holder = HostileHolder(evil, node)
+        assert node.index is not None
+        before = node.index.held(ready_only=False)
+        ids, _ = corpus()
+        for mode in INFO_MODES:
+            holder.mode = mode
+            await holder.claim_every_shard()
+            await wait_until(lambda: all(evil.peer_id in held for held in
+                                         node.coordinator.holders(definition).values()),
+                             timeout=60)
+            asked, refused = holder.asked.get("shard.info", 0), node.rejections.counts[
+                "bad_reply"]
+            with trio.fail_after(60):
+                rows = await node.coordinator.shard_rows("papers")
+            assert holder.asked.get("shard.info", 0) > asked, mode
+            assert node.rejections.counts["bad_reply"] > refused, mode
+            assert [row["shard"] for row in rows] == list(range(SHARDS))
+            for row in rows:
+                replicas = {r["peer"]: r for r in row["replicas"]}
+                evil_replica, own = replicas[evil.peer_id], replicas[node.peer_id]
+                assert evil_replica["docs"] is None and not evil_replica["healthy"], mode
+                assert own["healthy"] and own["docs"] == sum(
+                    1 for doc_id in ids if shard_of(doc_id, SHARDS) == row["shard"])
+        # still serving: a ping answered; nothing stored changed
         assert (await evil.job(node.peer_id, "ping", {}))["t"] == "res"
         assert node.index.held(ready_only=False) == before

@@ -31,12 +31,12 @@ from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 
 from calinode.models.shard_store import ChunkWrite, DocRecord, ShardStore
-from calinode.node import rag
 from calinode.node.collections_book import sign_definition
 from calinode.node.daemon import Node
 from calinode.node.hlc import COUNTER_BITS
 from calinode.node.local_index import docs_to_wire
 from calinode.node.placement import shard_of
+from calinode.node.rag import sync as rag_sync
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.ids import JOB_PROTOCOL, META_PROTOCOL
 from calinode.protocol.vectors import encode_vectors
@@ -293,7 +293,7 @@ async def test_a_write_one_replica_missed_is_found_while_writes_keep_coming(
     """Replicas taking writes defer their sync round (their digests differ by the writes in
     flight), but never longer than MAX_SYNC_DEFER: under writes that never pause, a document
     only one replica has still reaches the other."""
-    monkeypatch.setattr(rag, "MAX_SYNC_DEFER", 4.0)
+    monkeypatch.setattr(rag_sync, "MAX_SYNC_DEFER", 4.0)
     async with open_nodes(tmp_path) as start:
         a = await start("a", index=True)
         b = await start("b", index=True, bootstrap=(bootstrap_of(a),))
@@ -321,7 +321,7 @@ async def test_a_write_one_replica_missed_is_found_while_writes_keep_coming(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(keep_writing)
             await wait_until(lambda: b.index is not None and b.index.written_within(
-                "papers", shard, rag.SYNC_QUIET), SAFETY)
+                "papers", shard, rag_sync.SYNC_QUIET), SAFETY)
             assert a.index is not None
             await a.index.call(definition, shard, lambda s: s.apply([missed]), writes=True)
             with trio.fail_after(SAFETY):

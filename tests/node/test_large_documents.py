@@ -83,7 +83,7 @@ async def test_a_document_of_the_maximum_size_is_written_and_pulled_whole(
         await trio.to_thread.run_sync(a.book.merge, definition)
         await wait_until(lambda: "books" in b.book.names(), SAFETY)
         with trio.fail_after(SAFETY):
-            settled = await a.coordinator._write_all(  # what ingest writes after embedding
+            settled = await a.coordinator.writes.write_all(  # what ingest writes after embedding
                 definition, {0: [*small[:20], big, tome, *small[20:]]})
         assert all(d.acknowledged for d in settled), [d for d in settled if not d.acknowledged]
         assert await chunk_counts(a, definition) == expected

@@ -189,6 +189,6 @@ async def test_a_stale_write_is_not_acknowledged(tmp_path: Path,
         older = DocRecord(doc_id="d0", content_hash="h-old", version=newer - 5, deleted=False,
                           chunks=[ChunkWrite(text="old",
                                              vector=np.full(4, 0.5, dtype=np.float32))])
-        (settled,) = await node.coordinator._write_all(definition, {shard0: [older]})
+        (settled,) = await node.coordinator.writes.write_all(definition, {shard0: [older]})
         assert not settled.acknowledged and settled.outcome == "CONFLICT"
         assert node.clock.tick() > newer  # and the node's next version comes after the peer's

@@ -174,7 +174,7 @@ async def test_a_hostile_owners_write_many_reply_is_one_failed_replica(
             asked, refused = owner.asked, node.rejections.counts["bad_reply"]
             await evil.exchange(node.peer_id, evil.exchange_wire(owner.record()))
             with trio.fail_after(SAFETY):
-                settled = await node.coordinator._write_all(definition, writes)
+                settled = await node.coordinator.writes.write_all(definition, writes)
             assert owner.asked == asked + 1, mode  # one request for all the shards it owns
             if mode != "not_a_map":  # that one the frame layer refuses (PEER_UNREACHABLE)
                 assert node.rejections.counts["bad_reply"] == refused + 1, mode

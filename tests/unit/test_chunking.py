@@ -16,9 +16,9 @@ from calinode.node.chunking import (
     Chunk,
     chunk_text,
     content_hash,
-    make_document_text,
     token_windows,
 )
+from calinode.node.ingest_input import make_document_text
 
 #: 200 examples with the "dev" profile, 500 with "ci".
 EXAMPLES = max(200, settings().max_examples // 20)

@@ -4,7 +4,7 @@ each, not by the seconds-old load their records advertised."""
 from __future__ import annotations
 
 from calinode.node.jobs.routing import Candidate
-from calinode.node.rag import _EmbedderSpread
+from calinode.node.rag.plan import EmbedderSpread
 
 
 def _candidates(*peers: str) -> list[Candidate]:
@@ -12,7 +12,7 @@ def _candidates(*peers: str) -> list[Candidate]:
 
 
 def test_batches_go_to_the_peer_with_the_fewest_of_ours() -> None:
-    spread = _EmbedderSpread()
+    spread = EmbedderSpread()
     ranked = _candidates("a", "b", "c")  # the dispatcher's rank: a first
     chosen = []
     with spread.running(spread.order(ranked)[0].peer_id):
@@ -27,7 +27,7 @@ def test_batches_go_to_the_peer_with_the_fewest_of_ours() -> None:
 
 
 def test_a_failed_batch_still_settles_its_count() -> None:
-    spread = _EmbedderSpread()
+    spread = EmbedderSpread()
     ranked = _candidates("a", "b")
     try:
         with spread.running("a"):

@@ -66,6 +66,7 @@ PACKAGE_LAYERS = {
     "calinode.node.p2p": "p2p",
     "calinode.node.jobs": "jobs",
     "calinode.node.inference": "inference",
+    "calinode.node.rag": "rag",
     "calinode.node.api": "api",
     "calinode.node.cli": "cli",
 }
@@ -77,6 +78,7 @@ NODE_TOP_LEVEL = {
     "calinode.node.config": "core",
     "calinode.node.hlc": "core",
     "calinode.node.home": "core",
+    "calinode.node.ingest_input": "core",  # what ingest takes: shared by CLI, API, rag
     "calinode.node.identity": "core",
     "calinode.node.invite": "core",
     "calinode.node.node_file": "core",
@@ -94,9 +96,6 @@ NODE_TOP_LEVEL = {
     "calinode.node.placement": "index",  # -> node/index/
     "calinode.node.result_merge": "index",  # -> node/index/ (merge)
     "calinode.node.write_frames": "index",  # -> node/index/ (how shard writes are cut)
-    "calinode.node.write_quorum": "rag",  # -> node/rag/ (how a write settles: ingest)
-    "calinode.node.ingest_input": "rag",  # -> node/rag/ (what ingest sends on)
-    "calinode.node.rag": "rag",  # -> node/rag/ (coordinator, ingest, search, sync...)
 }
 
 #: Imports that point back up today, as (importer, imported). Each needs more than a move to
@@ -110,18 +109,10 @@ KNOWN_BACK_EDGES: dict[tuple[str, str], str] = {
     ("calinode.node.api.inference_routes", "calinode.node.daemon"):
         "inference_routes(node: Node); step 2",
     ("calinode.node.api.rag_routes", "calinode.node.daemon"): "rag_routes(node: Node); step 2",
-    ("calinode.node.rag", "calinode.node.daemon"):
-        "Coordinator(node: Node), built anew by the Node.coordinator property; step 2",
     ("calinode.node.jobs.dispatch", "calinode.node.daemon"):
         "Dispatcher(node: Node) and default_model(node, kind); step 2",
     ("calinode.node.p2p.mdns", "calinode.node.daemon"):
         "run_mdns(node: Node) reads config, addrs, peer_id, policy, membership; step 2",
-    # The command reads and checks ingest input (files, JSONL, the maximum document size,
-    # duplicates, request cuts) with the rules POST /v1/ingest applies; they are pure, but
-    # they live with the coordinator's ingest. Removed in step 2: the shared rules move
-    # where the CLI may import them (with make_document_text, from node/chunking.py).
-    ("calinode.node.cli.rag", "calinode.node.ingest_input"):
-        "cmd_ingest/cmd_search use read_path, prepare, send_batches, json_objects; step 2",
 }
 
 

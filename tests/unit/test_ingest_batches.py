@@ -1,4 +1,4 @@
-"""How one ingest request is cut into embed_chunks batches (node.rag.ingest_batches)."""
+"""How one ingest request is cut into embed_chunks batches (node/rag/plan.py: ingest_batches)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from calinode.node.rag import INGEST_BATCH, ingest_batches
+from calinode.node.rag.plan import INGEST_BATCH, ingest_batches
 
 
 def _docs(rng: random.Random, n: int, longest: int = 3000) -> list[dict[str, str]]:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from calinode.node.write_quorum import ReplicaAnswer, settle
+from calinode.node.rag.write_quorum import ReplicaAnswer, settle
 
 
 def test_stale_is_never_an_acknowledgement() -> None:
