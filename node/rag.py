@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import trio
 
-from calinode.models.shard_digest import DocState, Outcome, chunk_faiss_id, resolve
-from calinode.models.shard_store import ChunkWrite, DocRecord, ShardStore
+from calinode.models.store.digest import DocState, Outcome, chunk_faiss_id, resolve
+from calinode.models.store.shard_store import ChunkWrite, DocRecord, ShardStore
 from calinode.node.chunking import content_hash, make_document_text, text_pieces
 from calinode.node.collections_book import sign_definition
 from calinode.node.ingest_input import MAX_DOCUMENT_CHARS, document_size

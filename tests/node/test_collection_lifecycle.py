@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import trio
 
-from calinode.models.shard_digest import chunk_faiss_id
-from calinode.models.shard_store import ChunkWrite, DocRecord
+from calinode.models.store.digest import chunk_faiss_id
+from calinode.models.store.shard_store import ChunkWrite, DocRecord
 from calinode.node.collections_book import sign_definition
 from calinode.node.daemon import Node
 from calinode.node.hlc import COUNTER_BITS

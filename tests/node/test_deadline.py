@@ -21,7 +21,7 @@ import pytest
 import trio
 import trio.testing
 
-from calinode.models.shard_digest import chunk_faiss_id
+from calinode.models.store.digest import chunk_faiss_id
 from calinode.node.api.inference_routes import StreamingEndpoint
 from calinode.node.jobs.client import JobResult
 from calinode.node.jobs.dispatch import Dispatcher

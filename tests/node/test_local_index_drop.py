@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from calinode.models.shard_store import ChunkWrite, DocRecord, ShardStore
+from calinode.models.store.shard_store import ChunkWrite, DocRecord, ShardStore
 from calinode.node.collections_book import CollectionBook, CollectionDef
 from calinode.node.local_index import LocalIndex
 from calinode.protocol.errors import ErrorCode, JobError

@@ -12,9 +12,9 @@ import numpy.typing as npt
 import pytest
 from shard_workload import unit_vectors, workload_doc
 
-from calinode.models import shard_store
-from calinode.models.shard_digest import DocState, Outcome, chunk_faiss_id, resolve
-from calinode.models.shard_store import (
+from calinode.models.store import shard_store
+from calinode.models.store.digest import DocState, Outcome, chunk_faiss_id, resolve
+from calinode.models.store.shard_store import (
     ChunkWrite,
     DocRecord,
     DocWrite,

@@ -17,7 +17,7 @@ reconcile. A write (:meth:`~ShardStore.upsert`, :meth:`~ShardStore.delete`,
 commit (fsync of the WAL), and updates FAISS after the commit; invalid input raises
 ``JobError(BAD_REQUEST)`` before anything is written.
 
-**Versions** (rules in :mod:`calinode.models.shard_digest`): the same ``doc_id`` with the same
+**Versions** (rules in :mod:`calinode.models.store.digest`): the same ``doc_id`` with the same
 ``content_hash`` changes no chunk (``unchanged``); other content replaces every chunk of the
 document when its ``(version, content_hash)`` is greater than the stored one, and is ignored
 (``stale``) when older; a delete at version v beats a live document of version <= v. Replicas
@@ -75,7 +75,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from calinode.models.shard_digest import (
+from calinode.models.store.digest import (
     MAX_VERSION,
     DigestSum,
     DocState,
