@@ -42,7 +42,7 @@ from bench_models import prepared_models_home, start_daemon
 
 from calinode.models.embedder import OnnxEmbedder
 from calinode.models.registry import ModelRegistry
-from calinode.models.store.shard_store import ChunkWrite, DocRecord
+from calinode.models.store.records import ChunkWrite, DocRecord
 from calinode.node.chunking import chunk_text, make_document_text
 from calinode.node.config import NodeConfig
 from calinode.node.daemon import Node, run_node

@@ -43,7 +43,8 @@ import msgpack
 import numpy as np
 import trio
 
-from calinode.models.store.shard_store import ChunkWrite, DocRecord, DocWrite, ShardStore
+from calinode.models.store.records import ChunkWrite, DocRecord, DocWrite
+from calinode.models.store.shard_store import ShardStore
 from calinode.node.access import AccessPolicy
 from calinode.node.collections_book import CollectionBook
 from calinode.node.hlc import HybridClock

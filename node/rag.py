@@ -41,7 +41,8 @@ import numpy as np
 import trio
 
 from calinode.models.store.digest import DocState, Outcome, chunk_faiss_id, resolve
-from calinode.models.store.shard_store import ChunkWrite, DocRecord, ShardStore
+from calinode.models.store.records import ChunkWrite, DocRecord
+from calinode.models.store.shard_store import ShardStore
 from calinode.node.chunking import content_hash, make_document_text, text_pieces
 from calinode.node.collections_book import sign_definition
 from calinode.node.ingest_input import MAX_DOCUMENT_CHARS, document_size

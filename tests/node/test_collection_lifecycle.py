@@ -23,7 +23,7 @@ import pytest
 import trio
 
 from calinode.models.store.digest import chunk_faiss_id
-from calinode.models.store.shard_store import ChunkWrite, DocRecord
+from calinode.models.store.records import ChunkWrite, DocRecord
 from calinode.node.collections_book import sign_definition
 from calinode.node.daemon import Node
 from calinode.node.hlc import COUNTER_BITS

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calinode.models.store.shard_store import ChunkWrite, DocRecord
+from calinode.models.store.records import ChunkWrite, DocRecord
 from calinode.node.collections_book import sign_definition
 from calinode.node.daemon import Node
 from calinode.protocol.collections import CollectionDef

@@ -9,7 +9,8 @@ import pytest
 import trio
 import trio.testing
 
-from calinode.models.store.shard_store import ChunkWrite, DocRecord, ShardStore
+from calinode.models.store.records import ChunkWrite, DocRecord
+from calinode.models.store.shard_store import ShardStore
 from calinode.node.collections_book import CollectionBook, CollectionDef
 from calinode.node.local_index import LocalIndex
 from calinode.protocol.errors import ErrorCode, JobError

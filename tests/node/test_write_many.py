@@ -24,7 +24,7 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 
-from calinode.models.store.shard_store import ChunkWrite, DocRecord
+from calinode.models.store.records import ChunkWrite, DocRecord
 from calinode.node.collections_book import sign_definition
 from calinode.node.daemon import Node
 from calinode.node.placement import shard_of

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from calinode.models.store.shard_store import ChunkWrite, DocRecord
+from calinode.models.store.records import ChunkWrite, DocRecord
 from calinode.node.ingest_input import SEND_BYTES, send_batches
 from calinode.node.local_index import docs_to_wire
 from calinode.node.write_frames import (
