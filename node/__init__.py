@@ -19,10 +19,10 @@ all (``tests/unit/test_import_direction.py`` holds the rule and its exceptions).
   ``echo``) and where embed and generate run (routing, dispatch).
 - ``inference/``: this node's own models off the event loop (services, thread_stream) and the
   ``embed``/``embed_chunks``/``generate`` job kinds (jobs.py).
-- The sharded index (moves to ``index/`` in step 2): ``CollectionBook``
-  (collections_book.py), ``PlacementMap`` (placement.py), ``chunk_text`` (chunking.py),
-  ``merge_topk`` (result_merge.py), write frames (write_frames.py): pure logic;
-  ``LocalIndex`` and the ``shard.*`` job kinds (local_index.py): the replicas this node hosts.
+- ``index/``: the sharded index: ``CollectionBook`` (collections.py), ``PlacementMap``
+  (placement.py), ``chunk_text`` (chunking.py), ``merge_topk`` (merge.py), write frames
+  (write_frames.py), wire forms (wire.py): pure logic; ``LocalIndex`` (replicas.py): the
+  replicas this node hosts; the ``shard.*`` job kinds (shard_jobs.py).
 - ``Coordinator`` (rag.py, moves to ``rag/`` in step 2): create, ingest, search, ask, replica
   sync across the swarm; how a write settles (write_quorum.py); what ingest takes
   (ingest_input.py).

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from calinode.node.chunking import make_document_text
+from calinode.node.index.chunking import make_document_text
 from calinode.protocol.errors import ConfigError
 
 #: Longest document (title, a blank line and text, in characters) that ingest accepts; the

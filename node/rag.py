@@ -43,15 +43,15 @@ import trio
 from calinode.models.store.digest import DocState, Outcome, chunk_faiss_id, resolve
 from calinode.models.store.records import ChunkWrite, DocRecord
 from calinode.models.store.shard_store import ShardStore
-from calinode.node.chunking import content_hash, make_document_text, text_pieces
-from calinode.node.collections_book import sign_definition
+from calinode.node.index.chunking import content_hash, make_document_text, text_pieces
+from calinode.node.index.collections import sign_definition
+from calinode.node.index.merge import ShardHit, cut_candidates, merge_topk, missing_shards
+from calinode.node.index.placement import PlacementCache, PlacementMap, may_drop_replica, shard_of
+from calinode.node.index.wire import docs_to_wire, records_from_wire
+from calinode.node.index.write_frames import too_large, write_rounds
 from calinode.node.ingest_input import MAX_DOCUMENT_CHARS, document_size
 from calinode.node.jobs.routing import Candidate
-from calinode.node.local_index import docs_to_wire, records_from_wire
-from calinode.node.placement import PlacementCache, PlacementMap, may_drop_replica, shard_of
 from calinode.node.rejections import RateLimitedLog
-from calinode.node.result_merge import ShardHit, cut_candidates, merge_topk, missing_shards
-from calinode.node.write_frames import too_large, write_rounds
 from calinode.node.write_quorum import DocSettlement, ReplicaAnswer, settle
 from calinode.protocol.capabilities import Capabilities, ModelOffer
 from calinode.protocol.collections import CollectionDef

@@ -23,9 +23,9 @@ import trio.testing
 
 from calinode.models.store.digest import chunk_faiss_id
 from calinode.node.api.inference_routes import StreamingEndpoint
+from calinode.node.index.placement import shard_of
 from calinode.node.jobs.client import JobResult
 from calinode.node.jobs.dispatch import Dispatcher
-from calinode.node.placement import shard_of
 from calinode.node.rag import Coordinator
 from calinode.protocol.capabilities import Capabilities, ModelOffer
 from calinode.protocol.collections import CollectionDef

@@ -66,6 +66,7 @@ PACKAGE_LAYERS = {
     "calinode.node.p2p": "p2p",
     "calinode.node.jobs": "jobs",
     "calinode.node.inference": "inference",
+    "calinode.node.index": "index",
     "calinode.node.api": "api",
     "calinode.node.cli": "cli",
 }
@@ -88,12 +89,6 @@ NODE_TOP_LEVEL = {
     # Not moved yet (step 2 of issue 11 moves them into their packages); placed by the
     # package each goes to, so the rule holds for them already.
     "calinode.node.membership": "p2p",  # -> node/p2p/
-    "calinode.node.chunking": "index",  # -> node/index/
-    "calinode.node.collections_book": "index",  # -> node/index/
-    "calinode.node.local_index": "index",  # -> node/index/ (replicas, shard jobs)
-    "calinode.node.placement": "index",  # -> node/index/
-    "calinode.node.result_merge": "index",  # -> node/index/ (merge)
-    "calinode.node.write_frames": "index",  # -> node/index/ (how shard writes are cut)
     "calinode.node.write_quorum": "rag",  # -> node/rag/ (how a write settles: ingest)
     "calinode.node.ingest_input": "rag",  # -> node/rag/ (what ingest sends on)
     "calinode.node.rag": "rag",  # -> node/rag/ (coordinator, ingest, search, sync...)
