@@ -13,8 +13,8 @@ all (``tests/unit/test_import_direction.py`` holds the rule and its exceptions).
   ``HybridClock`` (hlc.py): the foundations every layer may use.
 - ``CalinodeClient`` (client.py): the local API over HTTP, for the CLI and for scripts.
 - ``p2p/``: the libp2p host and its guards, framed streams, signed records, the peer table,
-  relayed candidates, identity conflicts, mDNS; ``Membership`` (membership.py, moves to
-  ``p2p/`` in step 2 of issue 11): bootstrap, peer exchange, heartbeats, dead-peer detection.
+  relayed candidates, identity conflicts, mDNS; ``Membership`` (p2p/membership.py):
+  bootstrap, peer exchange, heartbeats, dead-peer detection.
 - ``jobs/``: jobs on ``/calinode/job/1.0.0`` (server, admission, client, builtin ``ping`` and
   ``echo``) and where embed and generate run (routing, dispatch).
 - ``inference/``: this node's own models off the event loop (services, thread_stream) and the

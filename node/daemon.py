@@ -50,11 +50,11 @@ from calinode.node.jobs.builtin import register_builtin_jobs
 from calinode.node.jobs.client import JobClient, JobResult
 from calinode.node.jobs.dispatch import Dispatcher
 from calinode.node.jobs.server import JobRegistry, JobServer
-from calinode.node.membership import Membership
 from calinode.node.node_file import remove_node_file, write_node_file
 from calinode.node.p2p.addresses import expand_wildcards, interface_ipv4_addresses
 from calinode.node.p2p.host import GuardStats, PeerGate, PeerPolicy, build_host, guarded
 from calinode.node.p2p.identity_conflict import IdentityConflicts, OwnIdWatch
+from calinode.node.p2p.membership import Membership
 from calinode.node.p2p.peer_table import PeerTable
 from calinode.node.p2p.records import SEQ_FILE, RecordSigner
 from calinode.node.private_files import load_or_create_api_token

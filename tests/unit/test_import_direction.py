@@ -88,7 +88,6 @@ NODE_TOP_LEVEL = {
     "calinode.node.daemon": "daemon",
     # Not moved yet (step 2 of issue 11 moves them into their packages); placed by the
     # package each goes to, so the rule holds for them already.
-    "calinode.node.membership": "p2p",  # -> node/p2p/
     "calinode.node.write_quorum": "rag",  # -> node/rag/ (how a write settles: ingest)
     "calinode.node.ingest_input": "rag",  # -> node/rag/ (what ingest sends on)
     "calinode.node.rag": "rag",  # -> node/rag/ (coordinator, ingest, search, sync...)
@@ -109,8 +108,6 @@ KNOWN_BACK_EDGES: dict[tuple[str, str], str] = {
         "Coordinator(node: Node), built anew by the Node.coordinator property; step 2",
     ("calinode.node.jobs.dispatch", "calinode.node.daemon"):
         "Dispatcher(node: Node) and default_model(node, kind); step 2",
-    ("calinode.node.p2p.mdns", "calinode.node.daemon"):
-        "run_mdns(node: Node) reads config, addrs, peer_id, policy, membership; step 2",
     # The command reads and checks ingest input (files, JSONL, the maximum document size,
     # duplicates, request cuts) with the rules POST /v1/ingest applies; they are pure, but
     # they live with the coordinator's ingest. Removed in step 2: the shared rules move
