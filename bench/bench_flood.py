@@ -23,8 +23,8 @@ from typing import Any
 import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 
-from calinode.node.membership import Membership
 from calinode.node.p2p.host import PeerPolicy, build_host
+from calinode.node.p2p.membership import Membership
 from calinode.node.p2p.peer_table import PeerTable
 from calinode.node.p2p.records import RecordSigner
 from calinode.protocol.codec import pack

@@ -42,12 +42,12 @@ from bench_models import prepared_models_home, start_daemon
 
 from calinode.models.embedder import OnnxEmbedder
 from calinode.models.registry import ModelRegistry
-from calinode.models.shard_store import ChunkWrite, DocRecord
-from calinode.node.chunking import chunk_text
+from calinode.models.store.records import ChunkWrite, DocRecord
 from calinode.node.config import NodeConfig
 from calinode.node.daemon import Node, run_node
+from calinode.node.index.chunking import chunk_text
+from calinode.node.index.placement import shard_of
 from calinode.node.ingest_input import make_document_text
-from calinode.node.placement import shard_of
 from calinode.node.rag.write_quorum import DocSettlement
 
 CALINODE = str(Path(sys.executable).with_name("calinode"))

@@ -12,8 +12,9 @@ Map of the package:
   token streaming and cancellation.
 - ``ensure_models`` (defaults.py): the embedded defaults, prepared from PyPI packages when
   missing (by :mod:`calinode.models.prepare`).
-- ``ShardStore`` (shard_store.py, shard_digest.py): one shard replica: SQLite (the truth,
-  fsync per write) with FAISS rebuilt from it at open; search, fetch, digest, changes/apply.
+- ``store/``: ``ShardStore`` (store/shard_store.py): one shard replica: SQLite (the truth,
+  fsync per write) with FAISS rebuilt from it at open; search, fetch, digest, changes/apply;
+  its record types, validation, FAISS wrapper, SQL and digest each in their module.
 - ``prepare/``: how a model gets into the registry: ``prepare_minilm`` (minilm.py),
   ``prepare_smollm2``, ``prepare_gemma3`` (gguf.py), ``export_checkpoint`` (export.py: any
   BERT-family checkpoint to ONNX, verified against torch; optional ``export`` extra),

@@ -13,16 +13,16 @@ all (``tests/unit/test_import_direction.py`` holds the rule and its exceptions).
   ``HybridClock`` (hlc.py): the foundations every layer may use.
 - ``CalinodeClient`` (client.py): the local API over HTTP, for the CLI and for scripts.
 - ``p2p/``: the libp2p host and its guards, framed streams, signed records, the peer table,
-  relayed candidates, identity conflicts, mDNS; ``Membership`` (membership.py, moves to
-  ``p2p/`` in step 2 of issue 11): bootstrap, peer exchange, heartbeats, dead-peer detection.
+  relayed candidates, identity conflicts, mDNS; ``Membership`` (p2p/membership.py):
+  bootstrap, peer exchange, heartbeats, dead-peer detection.
 - ``jobs/``: jobs on ``/calinode/job/1.0.0`` (server, admission, client, builtin ``ping`` and
   ``echo``) and where embed and generate run (routing, dispatch).
 - ``inference/``: this node's own models off the event loop (services, thread_stream) and the
   ``embed``/``embed_chunks``/``generate`` job kinds (jobs.py).
-- The sharded index (moves to ``index/`` in step 2): ``CollectionBook``
-  (collections_book.py), ``PlacementMap`` (placement.py), ``chunk_text`` (chunking.py),
-  ``merge_topk`` (result_merge.py), write frames (write_frames.py): pure logic;
-  ``LocalIndex`` and the ``shard.*`` job kinds (local_index.py): the replicas this node hosts.
+- ``index/``: the sharded index: ``CollectionBook`` (collections.py), ``PlacementMap``
+  (placement.py), ``chunk_text`` (chunking.py), ``merge_topk`` (merge.py), write frames
+  (write_frames.py), wire forms (wire.py): pure logic; ``LocalIndex`` (replicas.py): the
+  replicas this node hosts; the ``shard.*`` job kinds (shard_jobs.py).
 - ``rag/``: the ``Coordinator``: create, ingest, search, ask, replica sync across the swarm
   (see its map). What ingest takes (ingest_input.py: files and documents read, checked and
   cut into requests; the text that is chunked) is a foundation: the CLI, the API and the

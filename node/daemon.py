@@ -29,7 +29,6 @@ from multiaddr import Multiaddr
 from calinode import node as _node_pkg
 from calinode.models.registry import ModelRegistry
 from calinode.node.access import AccessPolicy
-from calinode.node.collections_book import CollectionBook
 from calinode.node.config import NodeConfig
 from calinode.node.hlc import HybridClock
 from calinode.node.home import (
@@ -41,6 +40,9 @@ from calinode.node.home import (
     unlock_home,
 )
 from calinode.node.identity import load_or_create_identity
+from calinode.node.index.collections import CollectionBook
+from calinode.node.index.replicas import LocalIndex
+from calinode.node.index.shard_jobs import register_index_jobs
 from calinode.node.inference.jobs import register_inference_jobs
 from calinode.node.inference.services import LocalModels
 from calinode.node.invite import decode_invite, encode_invite
@@ -48,12 +50,11 @@ from calinode.node.jobs.builtin import register_builtin_jobs
 from calinode.node.jobs.client import JobClient, JobResult
 from calinode.node.jobs.dispatch import Dispatcher
 from calinode.node.jobs.server import JobRegistry, JobServer
-from calinode.node.local_index import LocalIndex, register_index_jobs
-from calinode.node.membership import Membership
 from calinode.node.node_file import remove_node_file, write_node_file
 from calinode.node.p2p.addresses import expand_wildcards, interface_ipv4_addresses
 from calinode.node.p2p.host import GuardStats, PeerGate, PeerPolicy, build_host, guarded
 from calinode.node.p2p.identity_conflict import IdentityConflicts, OwnIdWatch
+from calinode.node.p2p.membership import Membership
 from calinode.node.p2p.peer_table import PeerTable
 from calinode.node.p2p.records import SEQ_FILE, RecordSigner
 from calinode.node.private_files import load_or_create_api_token

@@ -23,7 +23,7 @@ Who may change a collection: a definition records its ``owner`` (the peer that c
 the ``admins`` the owner named, and is signed by its ``signer`` (the owner or an admin) over
 :meth:`CollectionDef.signing_payload`; ``signer_key`` is the signer's serialized public key.
 Checking the signature needs libp2p's crypto, so it happens in ``node/`` (this package stays
-free of it); the rule every node applies (``node/collections_book.py``) is: a new definition
+free of it); the rule every node applies (``node/index/collections.py``) is: a new definition
 needs a valid signature by its owner or one of its admins, and a change of a known collection
 needs the *known* owner or one of the *known* admins. ``writers`` and ``readers`` list the
 peers that may write and read the collection's documents in an ``--open`` swarm (in a private

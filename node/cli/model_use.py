@@ -3,7 +3,7 @@ of this home that serves it. ``calinode models remove`` refuses such a model (un
 ``--force``, which prints what will break) and ``models prepare``/``add`` say how to serve one.
 
 Read-only: collection definitions are read from ``$CALINODE_HOME/collections/*.json`` without
-:class:`~calinode.node.collections_book.CollectionBook` (which sets unreadable files aside: a
+:class:`~calinode.node.index.collections.CollectionBook` (which sets unreadable files aside: a
 CLI that only looks must not move files), and the running node is asked over its local API
 only when this home's ``node.json`` names one.
 """

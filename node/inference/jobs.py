@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from calinode.node.chunking import Chunk, chunk_text
+from calinode.node.index.chunking import Chunk, chunk_text
 from calinode.node.inference.services import LocalModels
 from calinode.node.jobs.server import JobContext, JobRegistry
 from calinode.protocol.errors import BadRequest, ProtocolError

@@ -10,7 +10,7 @@
 
 Each service runs its blocking calls under its own ``trio.CapacityLimiter`` (``limiter``), not
 trio's shared default one, so a flood of one model's jobs cannot starve another resource of
-worker threads (shard stores have theirs in ``node/local_index.py``).
+worker threads (shard stores have theirs in ``node/index/replicas.py``).
 """
 
 from __future__ import annotations

@@ -14,9 +14,10 @@ Map of the package:
 - ``PeerTable`` (peer_table.py): pure freshness and liveness logic for capability records.
 - ``RelayedCandidates``, ``DialBudget`` (candidates.py): peers only heard of, capped, dialled
   under a budget (membership's relayed records; pure).
-- ``IdentityConflicts``, ``OwnIdWatch`` (identity_conflict.py): another node running with
-  this node's identity (a copied home).
-- ``run_mdns`` (mdns.py): optional LAN discovery.
-- ``Membership`` (still ``node/membership.py``; moves here in step 2 of issue 11): bootstrap,
-  peer exchange, heartbeats, dead-peer detection.
+- ``IdentityConflicts``, ``OwnIdWatch``, ``TwinProbes`` (identity_conflict.py): another node
+  running with this node's identity (a copied home).
+- ``run_mdns`` (mdns.py): optional LAN discovery; it reads the node through ``MdnsNode``.
+- ``Membership`` (membership.py): bootstrap, peer exchange, heartbeats, dead-peer detection;
+  the pure decisions of a round (membership_rules.py): targets, relayed news, twin probes,
+  refusal reasons, addresses.
 """

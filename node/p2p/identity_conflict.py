@@ -15,6 +15,8 @@ The evidence, all of it authenticated (only a holder of the key can produce it):
 
 Each new piece of evidence is counted (``seen``), its addresses kept (a bounded list), refused
 as ``identity_conflict`` (``Rejections``) and logged at ERROR at most once a minute.
+:class:`TwinProbes` dials the addresses given for this node's own peer id (membership runs it
+every heartbeat round) to find a copy that listens there.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ import logging
 from collections.abc import Iterable
 
 import trio
-from libp2p.abc import INetConn, INetwork
+from libp2p.abc import IHost, INetConn, INetwork
+from libp2p.peer.peerinfo import PeerInfo
 
 from calinode.node.p2p.host import ConnectionWatch
+from calinode.node.p2p.membership_rules import twin_probes_due
 from calinode.node.p2p.records import RecordSigner, verify_record
 from calinode.node.rejections import RateLimitedLog, Rejections
 from calinode.protocol.errors import RecordError
@@ -116,3 +120,46 @@ class OwnIdWatch(ConnectionWatch):
         self.conflicts.note(addrs, "a connection from a peer with this node's id")
         with trio.move_on_after(2):
             await conn.close()
+
+
+#: Seconds between two dials of one address that claims our own peer id (a copied home).
+TWIN_PROBE_INTERVAL = 10.0
+
+
+class TwinProbes:
+    """Bootstrap or discovered addresses that claim this node's peer id, dialled by membership
+    every round they are due: an answer (the Noise handshake proves the other end holds our
+    key) is evidence of a copied home, noted in :class:`IdentityConflicts`."""
+
+    def __init__(self, host: IHost, identity: IdentityConflicts, *, self_id: str,
+                 timeout: float) -> None:
+        self.host = host
+        self.identity = identity
+        self.self_id = self_id
+        self.timeout = timeout
+        self._probed: dict[str, float] = {}
+
+    def due(self, addresses: Iterable[PeerInfo]) -> list[PeerInfo]:
+        """Bootstrap or discovered addresses that name our own peer id but are not ours: a
+        copied home started elsewhere, or our own invite pasted back. Each is dialled at most
+        every ``TWIN_PROBE_INTERVAL`` seconds, and only once we know our own addresses."""
+        if not self.identity.signer.last_addrs:
+            return []
+        return twin_probes_due(addresses, self.self_id, self.identity.signer.last_addrs,
+                               self._probed, trio.current_time(), TWIN_PROBE_INTERVAL)
+
+    async def probe(self, info: PeerInfo) -> None:
+        """Dial an address that claims our peer id: if it answers (the Noise handshake proves
+        it holds our key), another node runs with our identity."""
+        seen = self.identity.seen
+        try:
+            with trio.fail_after(self.timeout):
+                await self.host.connect(info)
+        except Exception as exc:  # nobody there, or not our key: nothing to report
+            log.debug("no twin at %s: %r", info.addrs, exc)
+            return
+        if self.identity.seen == seen:  # the connection watch may have noted it already
+            self.identity.note([f"{a}/p2p/{self.self_id}" for a in info.addrs],
+                               "an address given for this node's peer id answered with it")
+        with trio.move_on_after(2):
+            await self.host.get_network().close_peer(info.peer_id)

@@ -12,17 +12,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
 
+from calinode.node.p2p.host import PeerPolicy
+from calinode.node.p2p.membership import Membership
+
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
-
-    from calinode.node.daemon import Node
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,34 @@ SERVICE_TYPE = "_calinode._tcp.local."
 RESOLVE_TIMEOUT_MS = 3000
 
 
-def _service_info(node: Node) -> ServiceInfo:
+class MdnsSettings(Protocol):
+    """The settings mDNS reads (``NodeConfig`` has them)."""
+
+    @property
+    def mdns_interfaces(self) -> Sequence[str]: ...
+
+
+class MdnsNode(Protocol):
+    """What :func:`run_mdns` reads of the node: the daemon's ``Node`` satisfies it
+    structurally, so this layer never imports the daemon."""
+
+    @property
+    def config(self) -> MdnsSettings: ...
+
+    @property
+    def peer_id(self) -> str: ...
+
+    @property
+    def addrs(self) -> Sequence[str]: ...
+
+    @property
+    def policy(self) -> PeerPolicy: ...
+
+    @property
+    def membership(self) -> Membership | None: ...
+
+
+def _service_info(node: MdnsNode) -> ServiceInfo:
     ips = sorted({addr.split("/")[2] for addr in node.addrs if addr.startswith("/ip4/")})
     port = next((int(addr.split("/")[4]) for addr in node.addrs if "/tcp/" in addr), 0)
     properties = {f"a{i}": addr for i, addr in enumerate(node.addrs[:8])}
@@ -50,7 +79,8 @@ def _addrs_from(info: ServiceInfo) -> list[str]:
     return out
 
 
-async def run_mdns(node: Node, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run_mdns(node: MdnsNode, *,
+                   task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     interfaces: Any = list(node.config.mdns_interfaces) or None
     zc = await trio.to_thread.run_sync(
         lambda: Zeroconf(interfaces=interfaces, ip_version=IPVersion.V4Only)

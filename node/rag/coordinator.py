@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import trio
 
-from calinode.node.collections_book import sign_definition
+from calinode.node.index.collections import sign_definition
+from calinode.node.index.placement import PlacementMap
 from calinode.node.jobs.dispatch import default_model
-from calinode.node.placement import PlacementMap
 from calinode.node.rag.ingest import Ingest, Progress
 from calinode.node.rag.plan import ShardPlan, deadline_of, replication_notes
 from calinode.node.rag.ports import RagNode

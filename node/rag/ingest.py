@@ -17,16 +17,16 @@ from typing import Any
 import numpy as np
 import trio
 
-from calinode.models.shard_store import ChunkWrite, DocRecord
-from calinode.node.chunking import content_hash, text_pieces
+from calinode.models.store.records import ChunkWrite, DocRecord
+from calinode.node.index.chunking import content_hash, text_pieces
+from calinode.node.index.placement import shard_of
+from calinode.node.index.write_frames import too_large
 from calinode.node.ingest_input import MAX_DOCUMENT_CHARS, document_size, make_document_text
-from calinode.node.placement import shard_of
 from calinode.node.rag.plan import EmbedderSpread, ingest_batches, write_quorum_problem
 from calinode.node.rag.ports import RagNode
 from calinode.node.rag.swarm_view import SwarmView
 from calinode.node.rag.write_quorum import DocSettlement
 from calinode.node.rag.writes import ShardWriter
-from calinode.node.write_frames import too_large
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import (
     BadRequest,

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import trio
 
-from calinode.models.shard_digest import chunk_faiss_id
+from calinode.models.store.digest import chunk_faiss_id
+from calinode.node.index.merge import ShardHit, cut_candidates, merge_topk
+from calinode.node.index.placement import PlacementMap
 from calinode.node.jobs.routing import Candidate
-from calinode.node.placement import PlacementMap
-from calinode.node.result_merge import ShardHit, cut_candidates, merge_topk
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.job_replies import FetchedChunk
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 from typing import Protocol
 
 from calinode.node.access import AccessPolicy
-from calinode.node.collections_book import CollectionBook
 from calinode.node.config import NodeConfig
 from calinode.node.hlc import HybridClock
+from calinode.node.index.collections import CollectionBook
+from calinode.node.index.replicas import LocalIndex
 from calinode.node.inference.services import LocalModels
 from calinode.node.jobs.client import JobClient
 from calinode.node.jobs.dispatch import Dispatcher
-from calinode.node.local_index import LocalIndex
-from calinode.node.membership import Membership
+from calinode.node.p2p.membership import Membership
 from calinode.node.p2p.peer_table import PeerTable
 from calinode.node.p2p.records import RecordSigner
 from calinode.node.rejections import Rejections

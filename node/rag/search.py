@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 import numpy as np
 import trio
 
-from calinode.models.shard_digest import chunk_faiss_id
-from calinode.node.placement import shard_of
+from calinode.models.store.digest import chunk_faiss_id
+from calinode.node.index.merge import missing_shards
+from calinode.node.index.placement import shard_of
 from calinode.node.rag.plan import (
     ShardAnswers,
     ShardPlan,
@@ -28,7 +29,6 @@ from calinode.node.rag.plan import (
 )
 from calinode.node.rag.ports import RagNode
 from calinode.node.rag.swarm_view import SwarmView
-from calinode.node.result_merge import missing_shards
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import BadRequest, ErrorCode, JobError, groups_collapsed
 from calinode.protocol.job_params import MAX_FETCH_IDS, MAX_K, ShardFetchParams, ShardSearchParams

@@ -7,7 +7,7 @@ shared by ingest (where writes go), search (who is asked) and sync (who is compa
 
 from __future__ import annotations
 
-from calinode.node.placement import PlacementCache, PlacementMap
+from calinode.node.index.placement import PlacementCache, PlacementMap
 from calinode.node.rag.plan import ShardPlan, shard_plans
 from calinode.node.rag.ports import RagNode
 from calinode.protocol.capabilities import Capabilities

@@ -22,10 +22,11 @@ from typing import Any
 
 import trio
 
-from calinode.models.shard_digest import DocState, Outcome, resolve
-from calinode.models.shard_store import DocRecord, ShardStore
-from calinode.node.local_index import records_from_wire
-from calinode.node.placement import PlacementMap, may_drop_replica, shard_of
+from calinode.models.store.digest import DocState, Outcome, resolve
+from calinode.models.store.records import DocRecord
+from calinode.models.store.shard_store import ShardStore
+from calinode.node.index.placement import PlacementMap, may_drop_replica, shard_of
+from calinode.node.index.wire import records_from_wire
 from calinode.node.rag.ports import RagNode
 from calinode.node.rag.swarm_view import SwarmView
 from calinode.node.rejections import RateLimitedLog
@@ -234,7 +235,7 @@ class ReplicaSync:
 
         Keys first: a keys-only listing of the peer's document states (doc_id order, paged)
         is compared with ours, and only the documents whose state there would change ours
-        (:func:`~calinode.models.shard_digest.resolve`: newer, or deleted there) are fetched
+        (:func:`~calinode.models.store.digest.resolve`: newer, or deleted there) are fetched
         whole, by id. Applying the rest would change nothing, which is why this converges as
         the whole copy did: after it, every state the peer held is ours or older than ours.
         A replica behind on a few in-flight writes costs one listing, not its whole shard."""

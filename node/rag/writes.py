@@ -17,13 +17,13 @@ from typing import TypeVar
 
 import trio
 
-from calinode.models.shard_store import DocRecord
-from calinode.node.local_index import docs_to_wire
-from calinode.node.placement import PlacementMap
+from calinode.models.store.records import DocRecord
+from calinode.node.index.placement import PlacementMap
+from calinode.node.index.wire import docs_to_wire
+from calinode.node.index.write_frames import write_rounds
 from calinode.node.rag.ports import RagNode
 from calinode.node.rag.swarm_view import SwarmView
 from calinode.node.rag.write_quorum import DocSettlement, ReplicaAnswer, settle
-from calinode.node.write_frames import write_rounds
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import ErrorCode, JobError, groups_collapsed
 from calinode.protocol.job_replies import ShardWriteManyReply, ShardWriteReply

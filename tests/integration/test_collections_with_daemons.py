@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from calinode.node.client import CalinodeClient
-from calinode.node.placement import shard_of
+from calinode.node.index.placement import shard_of
 from calinode.protocol.errors import EXIT_DOCS_FAILED
 from daemon_harness import Daemon, Swarm, run_cli, shards_converged, wait_for
 

@@ -15,7 +15,7 @@ import pytest
 
 from calinode.models.embedder import OnnxEmbedder
 from calinode.models.registry import ModelRegistry
-from calinode.node.chunking import chunk_text
+from calinode.node.index.chunking import chunk_text
 from calinode.node.ingest_input import make_document_text
 from calinode.protocol.errors import EXIT_DOCS_FAILED, EXIT_PARTIAL
 from calinode.protocol.ranking import rank_key

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from calinode.models.shard_store import ShardStore
+from calinode.models.store.shard_store import ShardStore
 from calinode.node.client import CalinodeClient
 from daemon_harness import Daemon, Swarm, run_cli, shards_converged, wait_for
 

@@ -22,12 +22,12 @@ import numpy as np
 import pytest
 import trio
 
-from calinode.models.shard_digest import chunk_faiss_id
-from calinode.models.shard_store import ChunkWrite, DocRecord
-from calinode.node.collections_book import sign_definition
+from calinode.models.store.digest import chunk_faiss_id
+from calinode.models.store.records import ChunkWrite, DocRecord
 from calinode.node.daemon import Node
 from calinode.node.hlc import COUNTER_BITS
-from calinode.node.placement import shard_of
+from calinode.node.index.collections import sign_definition
+from calinode.node.index.placement import shard_of
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import ErrorCode, JobError
 from calinode.protocol.job_replies import ShardSearchReply

@@ -21,11 +21,11 @@ import pytest
 import trio
 import trio.testing
 
-from calinode.models.shard_digest import chunk_faiss_id
+from calinode.models.store.digest import chunk_faiss_id
 from calinode.node.api.inference_routes import StreamingEndpoint
+from calinode.node.index.placement import shard_of
 from calinode.node.jobs.client import JobResult
 from calinode.node.jobs.dispatch import Dispatcher
-from calinode.node.placement import shard_of
 from calinode.node.rag.coordinator import Coordinator
 from calinode.protocol.capabilities import Capabilities, ModelOffer
 from calinode.protocol.collections import CollectionDef

@@ -29,8 +29,8 @@ from test_hostile_jobs import definition, seed_collection
 
 from calinode.models.generator import GenerationChunk, GenerationParams
 from calinode.models.manifest import ModelFile, ModelManifest
-from calinode.node.collections_book import sign_definition
 from calinode.node.daemon import Node
+from calinode.node.index.collections import sign_definition
 from calinode.node.inference.services import EmbedService, GenerateService
 from calinode.node.jobs.server import JobContext
 from calinode.protocol.capabilities import Capabilities

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calinode.models.shard_store import ChunkWrite, DocRecord
-from calinode.node.collections_book import sign_definition
+from calinode.models.store.records import ChunkWrite, DocRecord
 from calinode.node.daemon import Node
+from calinode.node.index.collections import sign_definition
 from calinode.protocol.collections import CollectionDef
 from node_harness import open_nodes, wait_until
 
@@ -55,7 +55,7 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
 async def test_full_disk_during_sync_is_reported_and_the_node_keeps_serving(
     tmp_path: Path, tiny_disk: Path, bootstrap_of: Callable[[Node], str]
 ) -> None:
-    from calinode.node.placement import shard_of
+    from calinode.node.index.placement import shard_of
 
     async with open_nodes(tmp_path) as start:
         a = await start("a", index=True)

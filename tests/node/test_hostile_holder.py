@@ -19,9 +19,9 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 
-from calinode.node.collections_book import sign_definition
 from calinode.node.daemon import Node
-from calinode.node.placement import shard_of
+from calinode.node.index.collections import sign_definition
+from calinode.node.index.placement import shard_of
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.ids import JOB_PROTOCOL, META_PROTOCOL
 from calinode.protocol.job_params import encode_ids

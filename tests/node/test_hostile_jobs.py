@@ -17,11 +17,11 @@ import numpy as np
 import trio
 from test_embed_merging import FakeEmbedder
 
-from calinode.node.collections_book import sign_definition
 from calinode.node.daemon import Node
+from calinode.node.index.collections import sign_definition
+from calinode.node.index.placement import shard_of
+from calinode.node.index.replicas import STORE_THREADS
 from calinode.node.inference.services import EmbedService
-from calinode.node.local_index import STORE_THREADS
-from calinode.node.placement import shard_of
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.limits import Limits
 from calinode.protocol.search_budget import SearchBudget, plan_search

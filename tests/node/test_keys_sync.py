@@ -30,12 +30,13 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 
-from calinode.models.shard_store import ChunkWrite, DocRecord, ShardStore
-from calinode.node.collections_book import sign_definition
+from calinode.models.store.records import ChunkWrite, DocRecord
+from calinode.models.store.shard_store import ShardStore
 from calinode.node.daemon import Node
 from calinode.node.hlc import COUNTER_BITS
-from calinode.node.local_index import docs_to_wire
-from calinode.node.placement import shard_of
+from calinode.node.index.collections import sign_definition
+from calinode.node.index.placement import shard_of
+from calinode.node.index.wire import docs_to_wire
 from calinode.node.rag import sync as rag_sync
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.ids import JOB_PROTOCOL, META_PROTOCOL

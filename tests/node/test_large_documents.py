@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import trio
 
-from calinode.models.shard_store import ChunkWrite, DocRecord
-from calinode.node.collections_book import sign_definition
+from calinode.models.store.records import ChunkWrite, DocRecord
 from calinode.node.daemon import Node
 from calinode.node.hlc import COUNTER_BITS
-from calinode.node.write_frames import GROUP_BYTES, doc_wire_bytes
+from calinode.node.index.collections import sign_definition
+from calinode.node.index.write_frames import GROUP_BYTES, doc_wire_bytes
 from calinode.protocol.collections import CollectionDef
 from node_harness import open_nodes, wait_until
 

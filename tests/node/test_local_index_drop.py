@@ -9,9 +9,10 @@ import pytest
 import trio
 import trio.testing
 
-from calinode.models.shard_store import ChunkWrite, DocRecord, ShardStore
-from calinode.node.collections_book import CollectionBook, CollectionDef
-from calinode.node.local_index import LocalIndex
+from calinode.models.store.records import ChunkWrite, DocRecord
+from calinode.models.store.shard_store import ShardStore
+from calinode.node.index.collections import CollectionBook, CollectionDef
+from calinode.node.index.replicas import LocalIndex
 from calinode.protocol.errors import ErrorCode, JobError
 
 DEFINITION = CollectionDef(name="papers", model="m", model_sha256="0" * 64, dim=4,

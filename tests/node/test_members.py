@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from calinode.models.shard_store import ChunkWrite, DocRecord
-from calinode.node.collections_book import sign_definition
+from calinode.models.store.records import ChunkWrite, DocRecord
 from calinode.node.daemon import Node
 from calinode.node.hlc import COUNTER_BITS
 from calinode.node.identity import write_swarm_key
-from calinode.node.placement import shard_of
+from calinode.node.index.collections import sign_definition
+from calinode.node.index.placement import shard_of
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.vectors import encode_vectors
 from hostile_peer import HostilePeer, open_hostile_peer

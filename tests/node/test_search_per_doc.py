@@ -12,9 +12,9 @@ import httpx
 import numpy as np
 import trio
 
-from calinode.node.collections_book import sign_definition
 from calinode.node.daemon import Node
-from calinode.node.placement import shard_of
+from calinode.node.index.collections import sign_definition
+from calinode.node.index.placement import shard_of
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.ranking import rank_key
 from calinode.protocol.vectors import encode_vectors

@@ -24,10 +24,10 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 
-from calinode.models.shard_store import ChunkWrite, DocRecord
-from calinode.node.collections_book import sign_definition
+from calinode.models.store.records import ChunkWrite, DocRecord
 from calinode.node.daemon import Node
-from calinode.node.placement import shard_of
+from calinode.node.index.collections import sign_definition
+from calinode.node.index.placement import shard_of
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.ids import JOB_PROTOCOL, META_PROTOCOL
 from calinode.protocol.vectors import encode_vectors

@@ -13,7 +13,7 @@ import hashlib
 import numpy as np
 import numpy.typing as npt
 
-from calinode.models.shard_store import ChunkWrite, DocWrite
+from calinode.models.store.records import ChunkWrite, DocWrite
 
 
 def unit_vectors(rng: np.random.Generator, n: int, dim: int) -> npt.NDArray[np.float32]:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from calinode.models.shard_digest import DigestSum, shard_digest
-from calinode.models.shard_store import ChunkWrite, DocRecord, DocWrite, ShardStore
+from calinode.models.store.digest import DigestSum, shard_digest
+from calinode.models.store.records import ChunkWrite, DocRecord, DocWrite
+from calinode.models.store.shard_store import ShardStore
 
 DIM = 8
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from shard_workload import workload_doc
 
-from calinode.models.shard_store import ShardStore
+from calinode.models.store.shard_store import ShardStore
 
 DIM = 64
 
@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from shard_workload import workload_doc
-from calinode.models.shard_store import ShardStore
+from calinode.models.store.shard_store import ShardStore
 
 path, start, dim = Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 with ShardStore.open(path, dim=dim) as store:

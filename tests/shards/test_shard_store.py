@@ -12,16 +12,10 @@ import numpy.typing as npt
 import pytest
 from shard_workload import unit_vectors, workload_doc
 
-from calinode.models import shard_store
-from calinode.models.shard_digest import DocState, Outcome, chunk_faiss_id, resolve
-from calinode.models.shard_store import (
-    ChunkWrite,
-    DocRecord,
-    DocWrite,
-    Hit,
-    ShardStore,
-    hit_sort_key,
-)
+from calinode.models.store import sql, vector_index
+from calinode.models.store.digest import DocState, Outcome, chunk_faiss_id, resolve
+from calinode.models.store.records import ChunkWrite, DocRecord, DocWrite, Hit, hit_sort_key
+from calinode.models.store.shard_store import ShardStore
 from calinode.protocol.errors import ConfigError, ErrorCode, JobError
 
 DIM = 32
@@ -203,7 +197,7 @@ def test_a_faiss_id_collision_is_refused(
     store: ShardStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store.upsert([workload_doc("first", 1, DIM)])
-    monkeypatch.setattr(shard_store, "chunk_faiss_id", lambda doc_id, chunk: 42 + chunk)
+    monkeypatch.setattr(sql, "chunk_faiss_id", lambda doc_id, chunk: 42 + chunk)
     store.upsert([one_chunk_doc("a", workload_doc("a", 1, DIM).chunks[0].vector)])
     before = store.digest(), store.count()
     with pytest.raises(JobError, match="collision") as caught:
@@ -223,7 +217,7 @@ def test_a_failed_faiss_update_is_repaired_from_sqlite(
         raise MemoryError
 
     with monkeypatch.context() as patch:
-        patch.setattr(shard_store._VectorIndex, "add", out_of_memory)
+        patch.setattr(vector_index.VectorIndex, "add", out_of_memory)
         with pytest.raises(MemoryError):  # the rebuild uses add too: the store gives up
             store.upsert([workload_doc("d10", 1, DIM)])
     with pytest.raises(JobError) as caught:
@@ -236,7 +230,7 @@ def test_a_failed_faiss_update_is_repaired_from_sqlite(
     with ShardStore.open(store.path.with_name("other"), dim=DIM) as other:
         other.upsert([workload_doc(f"d{i}", 1, DIM) for i in range(10)])
         calls = 0
-        original = shard_store._VectorIndex.remove
+        original = vector_index.VectorIndex.remove
 
         def fail_once(self: object, ids: npt.NDArray[np.int64]) -> None:
             nonlocal calls
@@ -245,7 +239,7 @@ def test_a_failed_faiss_update_is_repaired_from_sqlite(
                 raise MemoryError
             original(self, ids)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(shard_store._VectorIndex, "remove", fail_once)
+        monkeypatch.setattr(vector_index.VectorIndex, "remove", fail_once)
         result = other.upsert([workload_doc("d3", 2, DIM)])  # FAISS rebuilt from SQLite
         assert result.replaced == 1 and other.check() == []
         assert other.statistics().rebuild_seconds > 0

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 from shard_workload import unit_vectors
 
-from calinode.models.shard_store import ChunkWrite, DocWrite, ShardStore
-from calinode.node.placement import shard_of
+from calinode.models.store.records import ChunkWrite, DocWrite
+from calinode.models.store.shard_store import ShardStore
+from calinode.node.index.placement import shard_of
 from calinode.node.rag.plan import ShardAnswers, merged_results, wanted_ids
 from calinode.protocol.job_replies import FetchedChunk
 from calinode.protocol.ranking import rank_key

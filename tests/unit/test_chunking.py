@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calinode.node.chunking import (
+from calinode.node.index.chunking import (
     Chunk,
     chunk_text,
     content_hash,
@@ -279,7 +279,7 @@ def test_content_hash_rejects_bad_documents(doc: dict[str, Any]) -> None:
 @settings(max_examples=300)
 @given(st.text(alphabet=st.sampled_from("ab .\n"), max_size=400), st.integers(1, 60))
 def test_text_pieces_cover_the_text_in_order_within_the_size(text: str, size: int) -> None:
-    from calinode.node.chunking import text_pieces
+    from calinode.node.index.chunking import text_pieces
 
     pieces = text_pieces(text, size)
     assert all(1 <= len(piece) <= size for _, piece in pieces)
@@ -291,7 +291,7 @@ def test_text_pieces_cover_the_text_in_order_within_the_size(text: str, size: in
 
 
 def test_text_pieces_cut_at_a_paragraph_then_a_sentence_then_a_word() -> None:
-    from calinode.node.chunking import text_pieces
+    from calinode.node.index.chunking import text_pieces
 
     text = "x" * 90 + "\n\n" + "y" * 50 + ". " + "z" * 30 + " tail"
     pieces = text_pieces(text, 100)

@@ -12,8 +12,8 @@ import pytest
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 
-from calinode.node.collections_book import CollectionBook, sign_definition, verify_definition
-from calinode.node.local_index import _open_replica
+from calinode.node.index.collections import CollectionBook, sign_definition, verify_definition
+from calinode.node.index.replicas import _open_replica
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import ErrorCode, JobError, ProtocolError
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from calinode.node.collections_book import CollectionBook, CollectionDef
+from calinode.node.index.collections import CollectionBook, CollectionDef
 from calinode.protocol.errors import ErrorCode, JobError, ProtocolError
 
 

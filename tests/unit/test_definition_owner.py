@@ -10,7 +10,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
 
-from calinode.node.collections_book import CollectionBook, sign_definition, verify_definition
+from calinode.node.index.collections import CollectionBook, sign_definition, verify_definition
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import ErrorCode, JobError
 

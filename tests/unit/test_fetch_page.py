@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from calinode.node.local_index import fetch_reply
+from calinode.node.index.wire import fetch_reply
 from calinode.protocol.codec import pack, scan
 from calinode.protocol.limits import Limits
 from calinode.protocol.search_budget import SearchBudget

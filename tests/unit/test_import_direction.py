@@ -66,6 +66,7 @@ PACKAGE_LAYERS = {
     "calinode.node.p2p": "p2p",
     "calinode.node.jobs": "jobs",
     "calinode.node.inference": "inference",
+    "calinode.node.index": "index",
     "calinode.node.rag": "rag",
     "calinode.node.api": "api",
     "calinode.node.cli": "cli",
@@ -87,15 +88,6 @@ NODE_TOP_LEVEL = {
     "calinode.node.supervision": "core",
     "calinode.node.client": "client",
     "calinode.node.daemon": "daemon",
-    # Not moved yet (step 2 of issue 11 moves them into their packages); placed by the
-    # package each goes to, so the rule holds for them already.
-    "calinode.node.membership": "p2p",  # -> node/p2p/
-    "calinode.node.chunking": "index",  # -> node/index/
-    "calinode.node.collections_book": "index",  # -> node/index/
-    "calinode.node.local_index": "index",  # -> node/index/ (replicas, shard jobs)
-    "calinode.node.placement": "index",  # -> node/index/
-    "calinode.node.result_merge": "index",  # -> node/index/ (merge)
-    "calinode.node.write_frames": "index",  # -> node/index/ (how shard writes are cut)
 }
 
 #: Imports that point back up today, as (importer, imported). Each needs more than a move to
@@ -111,8 +103,6 @@ KNOWN_BACK_EDGES: dict[tuple[str, str], str] = {
     ("calinode.node.api.rag_routes", "calinode.node.daemon"): "rag_routes(node: Node); step 2",
     ("calinode.node.jobs.dispatch", "calinode.node.daemon"):
         "Dispatcher(node: Node) and default_model(node, kind); step 2",
-    ("calinode.node.p2p.mdns", "calinode.node.daemon"):
-        "run_mdns(node: Node) reads config, addrs, peer_id, policy, membership; step 2",
 }
 
 

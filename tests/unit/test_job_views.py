@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from calinode.models.shard_digest import chunk_faiss_id
+from calinode.models.store.digest import chunk_faiss_id
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import CalinodeError, ErrorCode, JobError, ProtocolError
 from calinode.protocol.job_params import (

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from calinode.node.placement import (
+from calinode.node.index.placement import (
     Move,
     PlacementMap,
     may_drop_replica,

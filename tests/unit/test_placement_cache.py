@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from calinode.node.placement import PlacementCache, PlacementMap
+from calinode.node.index.placement import PlacementCache, PlacementMap
 
 PEERS = ["peer-c", "peer-a", "peer-b"]
 

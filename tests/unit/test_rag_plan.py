@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from calinode.node.placement import PlacementMap
+from calinode.node.index.placement import PlacementMap
 from calinode.node.rag.plan import (
     HEDGE_AFTER,
     HEDGE_BYTES_PER_SECOND,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calinode.node.result_merge import ShardHit, hit_order, merge_topk, missing_shards
+from calinode.node.index.merge import ShardHit, hit_order, merge_topk, missing_shards
 
 #: 200 examples with the "dev" profile, 500 with "ci".
 EXAMPLES = max(200, settings().max_examples // 20)

@@ -1,4 +1,4 @@
-"""How ingest cuts shard writes by size (node/write_frames.py): the estimate is an upper bound
+"""How ingest cuts shard writes by size (node/index/write_frames.py): the estimate is an upper bound
 of the real msgpack frame, groups stay within their budget, and a document too large for one
 frame is named with its chunk count instead of failing the whole write."""
 
@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from calinode.models.shard_store import ChunkWrite, DocRecord
-from calinode.node.ingest_input import SEND_BYTES, send_batches
-from calinode.node.local_index import docs_to_wire
-from calinode.node.write_frames import (
+from calinode.models.store.records import ChunkWrite, DocRecord
+from calinode.node.index.wire import docs_to_wire
+from calinode.node.index.write_frames import (
     GROUP_BYTES,
     MAX_DOC_BYTES,
     doc_wire_bytes,
     too_large,
     write_groups,
 )
+from calinode.node.ingest_input import SEND_BYTES, send_batches
 from calinode.protocol.codec import pack
 from calinode.protocol.limits import DEFAULT_LIMITS
 
@@ -75,7 +75,7 @@ def test_send_batches_cut_by_count_and_by_bytes() -> None:
 
 
 def test_write_rounds_keep_every_owner_request_within_a_frame() -> None:
-    from calinode.node.write_frames import write_rounds
+    from calinode.node.index.write_frames import write_rounds
 
     big = document("big", 6_200, chars=950)
     small = {shard: [document(f"s{shard}-{i}", 2) for i in range(3)] for shard in range(4)}

@@ -55,28 +55,26 @@ from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
-from multiaddr import Multiaddr
+from libp2p.peer.peerinfo import PeerInfo
 
 from calinode.node.p2p.candidates import DialBudget, RelayedCandidates, Want
 from calinode.node.p2p.framed_stream import FramedStream
 from calinode.node.p2p.host import PeerPolicy, PeerStoreGuard, remote_peer_id
-from calinode.node.p2p.identity_conflict import IdentityConflicts
-from calinode.node.p2p.peer_table import (
-    MAX_RELAY_AGE_MS,
-    BadCapabilities,
-    PeerTable,
-    StaleRecord,
-    TableFull,
-    parse_capabilities,
+from calinode.node.p2p.identity_conflict import IdentityConflicts, TwinProbes
+from calinode.node.p2p.membership_rules import (
+    heartbeat_targets,
+    member_record_is_news,
+    parse_bootstrap,
+    peer_addrs,
+    refusal_reason,
 )
+from calinode.node.p2p.peer_table import MAX_RELAY_AGE_MS, PeerTable, parse_capabilities
 from calinode.node.p2p.record_verdicts import VALID, RecordVerdicts, Verdict
 from calinode.node.p2p.records import verify_record
 from calinode.node.rejections import RateLimitedLog, Rejections
 from calinode.protocol.codec import pack
 from calinode.protocol.errors import (
     CalinodeError,
-    ConfigError,
     ErrorCode,
     RecordError,
     RemoteProtocolError,
@@ -94,8 +92,6 @@ _limited = RateLimitedLog(log)
 ADDR_TTL = 3600
 #: Most peers found out of band (mDNS) waiting for their first exchange.
 MAX_DISCOVERED = 256
-#: Seconds between two dials of one address that claims our own peer id (a copied home).
-TWIN_PROBE_INTERVAL = 10.0
 
 
 class RefusedRecord(RecordError):
@@ -105,40 +101,6 @@ class RefusedRecord(RecordError):
         super().__init__(message)
         #: the rejection reason it was counted under ("" when it was not counted)
         self.reason = reason
-
-
-def _reason(exc: RecordError) -> str:
-    if isinstance(exc, StaleRecord):
-        return "stale_record"
-    if isinstance(exc, BadCapabilities):
-        return "bad_capabilities"
-    if isinstance(exc, TableFull):
-        return "overloaded"
-    return "bad_record"
-
-
-def parse_bootstrap(addr: str) -> PeerInfo:
-    """``/ip4/HOST/tcp/PORT/p2p/PEER_ID`` -> PeerInfo, with an error that says what is wrong."""
-    try:
-        return info_from_p2p_addr(Multiaddr(addr))
-    except Exception as exc:
-        raise ConfigError(
-            f"bad bootstrap address {addr!r}: expected /ip4/HOST/tcp/PORT/p2p/PEER_ID "
-            f"(copy the --bootstrap line another node printed) ({exc})"
-        ) from exc
-
-
-def _peer_infos(record: CapabilityRecord) -> list[Multiaddr]:
-    addrs: list[Multiaddr] = []
-    for text in record.addrs:
-        try:
-            addrs.extend(info_from_p2p_addr(Multiaddr(text)).addrs)
-        except Exception:
-            try:
-                addrs.append(Multiaddr(text))
-            except Exception:
-                log.debug("ignoring unparsable address %r of %s", text, record.peer_id)
-    return addrs
 
 
 class Membership:
@@ -180,7 +142,10 @@ class Membership:
         self.candidate_dials = 0
         self._wake = trio.Event()
         self._discovered: dict[str, PeerInfo] = {}
-        self._twin_probed: dict[str, float] = {}
+        #: dials of addresses that claim our own peer id (a copied home)
+        self.twins = (TwinProbes(host, identity, self_id=table.self_id,
+                                 timeout=self.exchange_timeout)
+                      if identity is not None else None)
         self.peerstore_guard = PeerStoreGuard.of(host)
         if self.peerstore_guard is not None:  # members keep their peer-store entries
             self.peerstore_guard.keep = lambda pid: pid.to_base58() in self.table
@@ -245,7 +210,7 @@ class Membership:
         try:
             self._learn(record, now=now, now_ms=now_ms, direct=True)
         except RecordError as exc:
-            raise self._refuse(_reason(exc), sender, exc.message) from None
+            raise self._refuse(refusal_reason(exc), sender, exc.message) from None
         self.candidates.discard(sender)
         self.table.mark_seen(sender, now, rtt_ms)
         own_looked_at = False
@@ -272,10 +237,8 @@ class Membership:
             return
         entry = self.table.get(peer)
         if entry is not None:
-            if record.seq <= entry.record.seq:
-                return  # nothing new: no signature to check
-            if entry.last_seen is not None and now - entry.last_seen < self.heartbeat_interval:
-                return  # it answered us directly this heartbeat: its own record is fresh
+            if not member_record_is_news(entry, record, now, self.heartbeat_interval):
+                return
         else:
             want = self.candidates.wants(record, sender, now)
             if want is Want.SEEN:
@@ -294,7 +257,7 @@ class Membership:
                 return
             caps = parse_capabilities(record)
         except RecordError as exc:
-            raise self._refuse(_reason(exc), sender, exc.message) from None
+            raise self._refuse(refusal_reason(exc), sender, exc.message) from None
         for pushed in self.candidates.offer(record, caps, sender=sender, now=now):
             self._refuse("relay_cap", sender,
                          f"candidate {pushed.peer_id} relayed by {pushed.sender[:20]} "
@@ -312,7 +275,7 @@ class Membership:
                 peerstore = self.host.get_peerstore()
                 pid = ID.from_base58(record.peer_id)
                 peerstore.clear_addrs(pid)
-                peerstore.add_addrs(pid, _peer_infos(record), ADDR_TTL)
+                peerstore.add_addrs(pid, peer_addrs(record), ADDR_TTL)
 
     def add_discovered(self, info: PeerInfo) -> None:
         """A peer found out of band (mDNS): exchange with it on the next round."""
@@ -406,63 +369,18 @@ class Membership:
             self.peerstore_guard.forget(pid)
 
     def _targets(self) -> dict[str, PeerInfo | None]:
-        targets: dict[str, PeerInfo | None] = {e.peer_id: None for e in self.table.entries()}
-        for info in [*self.bootstrap, *self._discovered.values()]:
-            peer_id = info.peer_id.to_base58()
-            if peer_id == self.table.self_id:
-                continue  # a copy of us, perhaps: see _twin_probes
-            entry = self.table.get(peer_id)
-            if (entry is None or not entry.alive) and peer_id != self.table.self_id:
-                targets[peer_id] = info
+        targets = heartbeat_targets(self.table, [*self.bootstrap, *self._discovered.values()])
         now = trio.current_time()
         due = [c for c in self.candidates.due(now, self.dial_budget.available(now))
                if c.peer_id not in targets]
         self.candidate_dials += self.dial_budget.take(now, len(due))
         for candidate in due:
-            addrs = _peer_infos(candidate.record)
+            addrs = peer_addrs(candidate.record)
             if not addrs:
                 self.candidates.discard(candidate.peer_id)
                 continue
             targets[candidate.peer_id] = PeerInfo(ID.from_base58(candidate.peer_id), addrs)
         return targets
-
-    def _twin_probes(self) -> list[PeerInfo]:
-        """Bootstrap or discovered addresses that name our own peer id but are not ours: a
-        copied home started elsewhere, or our own invite pasted back. Each is dialled at most
-        every ``TWIN_PROBE_INTERVAL`` seconds, and only once we know our own addresses."""
-        if self.identity is None or not self.identity.signer.last_addrs:
-            return []
-        own = {a.split("/p2p/")[0] for a in self.identity.signer.last_addrs}
-        now = trio.current_time()
-        due = []
-        for info in [*self.bootstrap, *self._discovered.values()]:
-            if info.peer_id.to_base58() != self.table.self_id:
-                continue
-            addrs = [a for a in info.addrs if str(a) not in own]
-            key = ",".join(sorted(str(a) for a in addrs))
-            if not addrs or now - self._twin_probed.get(key, -TWIN_PROBE_INTERVAL) \
-                    < TWIN_PROBE_INTERVAL:
-                continue
-            self._twin_probed[key] = now
-            due.append(PeerInfo(info.peer_id, addrs))
-        return due
-
-    async def _probe_twin(self, info: PeerInfo) -> None:
-        """Dial an address that claims our peer id: if it answers (the Noise handshake proves
-        it holds our key), another node runs with our identity."""
-        assert self.identity is not None
-        seen = self.identity.seen
-        try:
-            with trio.fail_after(self.exchange_timeout):
-                await self.host.connect(info)
-        except Exception as exc:  # nobody there, or not our key: nothing to report
-            log.debug("no twin at %s: %r", info.addrs, exc)
-            return
-        if self.identity.seen == seen:  # the connection watch may have noted it already
-            self.identity.note([f"{a}/p2p/{self.table.self_id}" for a in info.addrs],
-                               "an address given for this node's peer id answered with it")
-        with trio.move_on_after(2):
-            await self.host.get_network().close_peer(info.peer_id)
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Heartbeat forever: exchange with every target, then sweep the table."""
@@ -472,8 +390,9 @@ class Membership:
             async with trio.open_nursery() as nursery:
                 for peer_id, info in self._targets().items():
                     nursery.start_soon(self.exchange, peer_id, info)
-                for twin in self._twin_probes():
-                    nursery.start_soon(self._probe_twin, twin)
+                if self.twins is not None:
+                    for twin in self.twins.due([*self.bootstrap, *self._discovered.values()]):
+                        nursery.start_soon(self.twins.probe, twin)
             self.rounds += 1
             result = self.table.sweep(trio.current_time())
             for peer_id in result.died:

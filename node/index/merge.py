@@ -17,7 +17,7 @@ Scores are similarities (higher is better: inner product or cosine). A caller wo
 distances negates them first.
 
 Exactness at the k-th place holds because the shard stores cut their lists with the same
-key (``models/shard_store.py``): of hits tied at a shard's k-th score, it returns the ones a
+key (``models/store/ranking.py``): of hits tied at a shard's k-th score, it returns the ones a
 single index sorted this way would rank first.
 
 **Per document** (``per_doc``): a document lives in one shard, so each shard's list of its

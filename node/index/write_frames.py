@@ -21,7 +21,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from calinode.models.shard_store import DocRecord
+from calinode.models.store.records import DocRecord
 from calinode.protocol.job_params import MAX_BATCH
 from calinode.protocol.limits import DEFAULT_LIMITS
 
