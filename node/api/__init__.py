@@ -7,6 +7,8 @@ Map of the package:
 - ``serve_api``, ``build_app`` (app.py): the app, its routes (status, peers, ping) and the
   hypercorn server the daemon starts.
 - ``ApiGuard``, ``read_json`` (guard.py): bearer token, Host and Origin checks, body size caps.
+- ``field``, ``integer``, ``string``, ``peer_ids``, ``request_deadline`` (bodies.py): the one
+  reader of request bodies; one timeout cap (``MAX_TIMEOUT``, 600 s) for every route.
 - ``error_response`` (errors.py): ``{"error": {code, message, type}}`` with one status table.
 - ``FastJSONResponse`` (json_response.py): JSON bodies with numpy arrays serialized by orjson.
 - ``stream_answer`` (stream.py): the one writer of streamed (SSE/NDJSON) answers.

@@ -19,12 +19,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from calinode.node.api.bodies import request_deadline
 from calinode.node.api.errors import error_response
 from calinode.node.api.guard import read_json
 from calinode.node.api.json_response import FastJSONResponse
@@ -35,22 +35,6 @@ from calinode.protocol.errors import BadRequest, CalinodeError
 
 if TYPE_CHECKING:
     from calinode.node.daemon import Node
-
-DEFAULT_TIMEOUT = 120.0
-
-
-def timeout_of(body: dict[str, Any]) -> float:
-    value = body.pop("timeout", DEFAULT_TIMEOUT)
-    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 600:
-        raise BadRequest("timeout must be a number of seconds in (0, 600]")
-    return float(value)
-
-
-def request_deadline(body: dict[str, Any]) -> float:
-    """The one deadline (trio time) of this request, from its ``timeout``: set here, at the
-    edge, and spent by every step (embed, shard search, generation) and every job of it."""
-    return trio.current_time() + timeout_of(body)
-
 
 async def _embed(node: Node, body: dict[str, Any], texts: Any) -> Any:
     if not isinstance(texts, list) or not texts:

@@ -21,9 +21,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from calinode.node.api.bodies import integer, peer_ids, request_deadline, string
 from calinode.node.api.errors import error_response
 from calinode.node.api.guard import read_json
-from calinode.node.api.inference_routes import request_deadline
 from calinode.node.api.json_response import FastJSONResponse
 from calinode.node.api.stream import Emit, stream_answer
 from calinode.node.ingest_input import prepare
@@ -43,20 +43,6 @@ def collection_info(definition: CollectionDef) -> dict[str, Any]:
     info["quorum_rule"] = "set" if info.pop("write_quorum") else "majority"
     info["quorum"] = definition.quorum
     return info
-
-def _int(body: dict[str, Any], name: str, default: int) -> int:
-    value = body.get(name, default)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise BadRequest(f"{name} must be an integer")
-    return value
-
-
-def _str(body: dict[str, Any], name: str, default: str | None = None) -> str:
-    value = body.get(name, default)
-    if not isinstance(value, str) or not value:
-        raise BadRequest(f"{name} must be a non-empty string")
-    return value
-
 
 async def shard_rows(node: Node, name: str) -> list[dict[str, Any]]:
     coordinator = node.coordinator
@@ -103,13 +89,6 @@ class RawEndpoint:
         await self.app(scope, receive, send)
 
 
-def _peers(body: dict[str, Any], name: str) -> tuple[str, ...]:
-    value = body.get(name, [])
-    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
-        raise BadRequest(f"{name} must be a list of peer ids")
-    return tuple(value)
-
-
 def rag_routes(node: Node) -> list[Route]:
     async def collections(request: Request) -> JSONResponse:
         if request.method == "GET":
@@ -117,12 +96,12 @@ def rag_routes(node: Node) -> list[Route]:
         body = await read_json(request)
         chosen = body.get("replicas") is None
         definition, notes = await node.coordinator.create(
-            _str(body, "name"), model=_str(body, "model", node.config.embed_models[0]),
-            shards=_int(body, "shards", 16),
-            replicas=None if chosen else _int(body, "replicas", 0),
-            write_quorum=_int(body, "write_quorum", 0),
-            index_kind=_str(body, "index_kind", "flat"), admins=_peers(body, "admins"),
-            writers=_peers(body, "writers"), readers=_peers(body, "readers"))
+            string(body, "name"), model=string(body, "model", node.config.embed_models[0]),
+            shards=integer(body, "shards", 16),
+            replicas=None if chosen else integer(body, "replicas", 0),
+            write_quorum=integer(body, "write_quorum", 0),
+            index_kind=string(body, "index_kind", "flat"), admins=peer_ids(body, "admins"),
+            writers=peer_ids(body, "writers"), readers=peer_ids(body, "readers"))
         return JSONResponse({**definition.to_wire(), "quorum": definition.quorum,
                              "replicas_default": chosen, "notes": notes})
 
@@ -132,9 +111,9 @@ def rag_routes(node: Node) -> list[Route]:
             return JSONResponse((await node.coordinator.drop(name)).to_wire())
         if request.method == "PATCH":
             body = await read_json(request)
-            quorum = None if body.get("write_quorum") is None else _int(body, "write_quorum", 0)
+            quorum = None if body.get("write_quorum") is None else integer(body, "write_quorum", 0)
             changed, notes = await node.coordinator.update(
-                name, replicas=_int(body, "replicas", 0), write_quorum=quorum)
+                name, replicas=integer(body, "replicas", 0), write_quorum=quorum)
             return JSONResponse({**changed.to_wire(), "quorum": changed.quorum,
                                  "notes": notes})
         return JSONResponse(collection_info(node.book.get(name)))
@@ -145,7 +124,7 @@ def rag_routes(node: Node) -> list[Route]:
         if not isinstance(docs, list) or not docs:
             raise BadRequest("docs must be a non-empty list of {_id, title, text, ...}")
         prepared = prepare(docs)  # oversize refused, the last version of a repeated _id wins
-        summary = await node.coordinator.ingest(_str(body, "collection"), prepared.docs)
+        summary = await node.coordinator.ingest(string(body, "collection"), prepared.docs)
         summary["documents"] = prepared.read
         summary["failed"] = [*prepared.failed, *summary["failed"]]
         summary["duplicates"] = prepared.duplicates
@@ -157,14 +136,14 @@ def rag_routes(node: Node) -> list[Route]:
         ids = body.get("doc_ids")
         if not isinstance(ids, list):
             raise BadRequest("doc_ids must be a list of document ids")
-        return JSONResponse(await node.coordinator.delete(_str(body, "collection"), ids))
+        return JSONResponse(await node.coordinator.delete(string(body, "collection"), ids))
 
     async def search(request: Request) -> JSONResponse:
         body = await read_json(request)
         deadline = request_deadline(body)
         queries: Any
         if "query" in body:
-            queries = [{"_id": "q", "text": _str(body, "query")}]
+            queries = [{"_id": "q", "text": string(body, "query")}]
         else:
             queries = body.get("queries")
             if not isinstance(queries, list) or not queries or not all(
@@ -178,7 +157,7 @@ def rag_routes(node: Node) -> list[Route]:
         if not isinstance(with_text, bool):
             raise BadRequest("text must be true or false")
         results = await node.coordinator.search(
-            _str(body, "collection"), [q["text"] for q in queries], k=_int(body, "k", 10),
+            string(body, "collection"), [q["text"] for q in queries], k=integer(body, "k", 10),
             deadline=deadline, per_doc=group_by == "doc", text=with_text)
         return FastJSONResponse([{"query_id": str(q.get("_id", i)), **r}
                                  for i, (q, r) in enumerate(zip(queries, results, strict=True))])
@@ -189,9 +168,9 @@ def rag_routes(node: Node) -> list[Route]:
         try:
             body = await read_json(Request(scope, receive))
             deadline = request_deadline(body)
-            args = (_str(body, "collection"), _str(body, "question"))
-            settings: dict[str, Any] = {"k": _int(body, "k", 5), "model": body.get("model"),
-                        "max_tokens": _int(body, "max_tokens", 256), "deadline": deadline}
+            args = (string(body, "collection"), string(body, "question"))
+            settings: dict[str, Any] = {"k": integer(body, "k", 5), "model": body.get("model"),
+                        "max_tokens": integer(body, "max_tokens", 256), "deadline": deadline}
             if body.get("stream") is not True:
                 result = await node.coordinator.ask(*args, **settings)
                 await JSONResponse(result)(scope, receive, send)
