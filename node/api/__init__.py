@@ -11,7 +11,8 @@ Map of the package:
   reader of request bodies; one timeout cap (``MAX_TIMEOUT``, 600 s) for every route.
 - ``error_response`` (errors.py): ``{"error": {code, message, type}}`` with one status table.
 - ``FastJSONResponse`` (json_response.py): JSON bodies with numpy arrays serialized by orjson.
-- ``stream_answer`` (stream.py): the one writer of streamed (SSE/NDJSON) answers.
+- ``AnswerEndpoint``, ``stream_answer`` (streaming.py): the one endpoint of the routes whose
+  answer may stream (generate, chat, ask) and the one writer of streamed (SSE/NDJSON) answers.
 - ``inference_routes`` (inference_routes.py): ``/v1/embed``, ``/v1/generate`` and the
   OpenAI-compatible routes.
 - ``rag_routes`` (rag_routes.py): collections, ingest, search, ask and shards.

@@ -19,16 +19,14 @@ import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from calinode.node.api.bodies import integer, peer_ids, request_deadline, string
-from calinode.node.api.errors import error_response
 from calinode.node.api.guard import read_json
 from calinode.node.api.json_response import FastJSONResponse
-from calinode.node.api.stream import Emit, stream_answer
+from calinode.node.api.streaming import Answer, AnswerEndpoint, Emit
 from calinode.node.ingest_input import prepare
 from calinode.protocol.collections import CollectionDef
-from calinode.protocol.errors import BadRequest, CalinodeError, JobError, groups_collapsed
+from calinode.protocol.errors import BadRequest, JobError, groups_collapsed
 
 if TYPE_CHECKING:
     from calinode.node.daemon import Node
@@ -76,17 +74,6 @@ async def shard_rows(node: Node, name: str) -> list[dict[str, Any]]:
                      "replicas": replicas, "live_replicas": len(replicas),
                      "wanted": definition.replicas})
     return rows
-
-
-class RawEndpoint:
-    """Starlette treats a plain function as request -> response; an object is a raw ASGI
-    endpoint, which a streamed answer needs."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
 
 
 def rag_routes(node: Node) -> list[Route]:
@@ -162,30 +149,26 @@ def rag_routes(node: Node) -> list[Route]:
         return FastJSONResponse([{"query_id": str(q.get("_id", i)), **r}
                                  for i, (q, r) in enumerate(zip(queries, results, strict=True))])
 
-    async def ask(scope: Scope, receive: Receive, send: Send) -> None:
+    async def ask(request: Request) -> Answer:
         """JSON, or with ``stream: true`` NDJSON: ``{"text"}`` lines, then ``{"done"}``; a
         client that disconnects cancels the answer (retrieval or generation)."""
-        try:
-            body = await read_json(Request(scope, receive))
-            deadline = request_deadline(body)
-            args = (string(body, "collection"), string(body, "question"))
-            settings: dict[str, Any] = {"k": integer(body, "k", 5), "model": body.get("model"),
-                        "max_tokens": integer(body, "max_tokens", 256), "deadline": deadline}
-            if body.get("stream") is not True:
-                result = await node.coordinator.ask(*args, **settings)
-                await JSONResponse(result)(scope, receive, send)
-                return
-        except CalinodeError as exc:
-            await error_response(exc.code, exc.message)(scope, receive, send)
-            return
+        body = await read_json(request)
+        deadline = request_deadline(body)
+        args = (string(body, "collection"), string(body, "question"))
+        settings: dict[str, Any] = {"k": integer(body, "k", 5), "model": body.get("model"),
+                                    "max_tokens": integer(body, "max_tokens", 256),
+                                    "deadline": deadline}
 
-        async def answer(emit: Emit) -> None:
+        async def whole() -> dict[str, Any]:
+            return await node.coordinator.ask(*args, **settings)
+
+        async def pieces(emit: Emit) -> None:
             async def on_text(text: str) -> None:
                 await emit({"text": text})
 
             await emit({"done": await node.coordinator.ask(*args, on_text=on_text, **settings)})
 
-        await stream_answer(receive, send, answer, sse=False)
+        return Answer(whole=whole, pieces=pieces, stream=body.get("stream") is True)
 
     async def shards(request: Request) -> JSONResponse:
         names = ([request.query_params["collection"]] if "collection" in request.query_params
@@ -201,6 +184,6 @@ def rag_routes(node: Node) -> list[Route]:
         Route("/v1/ingest", ingest, methods=["POST"]),
         Route("/v1/search", search, methods=["POST"]),
         Route("/v1/delete", delete, methods=["POST"]),
-        Route("/v1/ask", RawEndpoint(ask), methods=["POST"]),
+        Route("/v1/ask", AnswerEndpoint(ask), methods=["POST"]),
         Route("/v1/shards", shards),
     ]
