@@ -4,6 +4,8 @@ table; nothing here speaks to a peer itself.
 
 Map of the package:
 
+- ``ApiNode`` (node_view.py): what the routes use of the running node, a ``Protocol`` the
+  daemon's ``Node`` satisfies (the API never imports the daemon above it).
 - ``serve_api``, ``build_app`` (app.py): the app, its routes (status, peers, ping) and the
   hypercorn server the daemon starts.
 - ``ApiGuard``, ``read_json`` (guard.py): bearer token, Host and Origin checks, body size caps.

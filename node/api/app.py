@@ -31,11 +31,11 @@ from calinode.protocol.errors import BadRequest, CalinodeError, ErrorCode, colla
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
-    from calinode.node.daemon import Node
+    from calinode.node.api.node_view import ApiNode
 
 log = logging.getLogger(__name__)
 
-def build_app(node: Node) -> Starlette:
+def build_app(node: ApiNode) -> Starlette:
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True, "peer_id": node.peer_id})
 
@@ -109,7 +109,7 @@ def build_app(node: Node) -> Starlette:
     )
 
 
-async def serve_api(node: Node, *, task_status: TaskStatus[list[str]]) -> None:
+async def serve_api(node: ApiNode, *, task_status: TaskStatus[list[str]]) -> None:
     config = Config()
     config.bind = [node.config.api]
     config.accesslog = None

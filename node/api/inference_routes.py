@@ -35,9 +35,9 @@ from calinode.protocol.errors import BadRequest
 from calinode.protocol.job_params import ChatMessage, GenerateParams
 
 if TYPE_CHECKING:
-    from calinode.node.daemon import Node
+    from calinode.node.api.node_view import ApiNode
 
-async def _embed(node: Node, body: dict[str, Any], texts: Any) -> Any:
+async def _embed(node: ApiNode, body: dict[str, Any], texts: Any) -> Any:
     if not isinstance(texts, list) or not texts:
         raise BadRequest("input must be a non-empty string or list of strings")
     if not all(isinstance(t, str) for t in texts):
@@ -56,7 +56,7 @@ async def _embed(node: Node, body: dict[str, Any], texts: Any) -> Any:
                                        dimensions=dimensions, deadline=request_deadline(body))
 
 
-async def native_embed(node: Node, request: Request) -> JSONResponse:
+async def native_embed(node: ApiNode, request: Request) -> JSONResponse:
     body = await read_json(request)
     outcome = await _embed(node, body, body.get("texts"))
     return FastJSONResponse({
@@ -65,7 +65,7 @@ async def native_embed(node: Node, request: Request) -> JSONResponse:
         "token_counts": outcome.token_counts, "truncated": outcome.truncated})
 
 
-async def openai_embeddings(node: Node, request: Request) -> JSONResponse:
+async def openai_embeddings(node: ApiNode, request: Request) -> JSONResponse:
     body = await read_json(request)
     texts = body.get("input")
     if isinstance(texts, str):
@@ -85,7 +85,7 @@ async def openai_embeddings(node: Node, request: Request) -> JSONResponse:
                          "served_by": outcome.served_by, "truncated": outcome.truncated})
 
 
-def models_listing(node: Node) -> JSONResponse:
+def models_listing(node: ApiNode) -> JSONResponse:
     found: dict[str, dict[str, Any]] = {}
     sources = [(node.peer_id, node.capabilities())]
     sources += [(e.peer_id, e.caps) for e in node.table.alive()]
@@ -100,7 +100,7 @@ def models_listing(node: Node) -> JSONResponse:
     return JSONResponse({"object": "list", "data": sorted(found.values(), key=lambda m: m["id"])})
 
 
-def _openai_to_params(node: Node, body: dict[str, Any]) -> dict[str, Any]:
+def _openai_to_params(node: ApiNode, body: dict[str, Any]) -> dict[str, Any]:
     params: dict[str, Any] = {"model": body.get("model") or default_model(node, "generate"),
                               "messages": body.get("messages")}
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
@@ -119,7 +119,7 @@ class Generation:
     puts the retrieved passages into its messages, or, when retrieval found nothing, answers
     ``canned`` (the coordinator's no-sources reply) and generates nothing."""
 
-    node: Node
+    node: ApiNode
     params: GenerateParams
     deadline: float
     sources: list[dict[str, Any]] | None = None
@@ -155,7 +155,7 @@ class Generation:
             self.canned = coordinator.no_sources_reply(collection, found)
 
 
-def _generate_endpoint(node: Node) -> AnswerEndpoint:
+def _generate_endpoint(node: ApiNode) -> AnswerEndpoint:
     """``POST /v1/generate``: JSON, or with ``stream`` NDJSON ``{"text"}`` lines, then
     ``{"done": {...}}``."""
 
@@ -178,7 +178,7 @@ def _generate_endpoint(node: Node) -> AnswerEndpoint:
     return AnswerEndpoint(prepare)
 
 
-def chat_endpoint(node: Node) -> AnswerEndpoint:
+def chat_endpoint(node: ApiNode) -> AnswerEndpoint:
     """``POST /v1/chat/completions`` (OpenAI's shape; ``stream: true`` gives server-sent
     events): one deadline, set from the request's ``timeout``, bounds retrieval (chat with a
     ``collection``) and generation."""
@@ -246,7 +246,7 @@ async def _chat_pieces(generation: Generation, emit: Emit) -> None:
     await emit(_with_sources(final, generation.sources))
 
 
-def inference_routes(node: Node) -> list[Route]:
+def inference_routes(node: ApiNode) -> list[Route]:
     async def embed(request: Request) -> JSONResponse:
         return await native_embed(node, request)
 

@@ -29,7 +29,7 @@ from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import BadRequest, JobError, groups_collapsed
 
 if TYPE_CHECKING:
-    from calinode.node.daemon import Node
+    from calinode.node.api.node_view import ApiNode
 
 
 
@@ -42,7 +42,7 @@ def collection_info(definition: CollectionDef) -> dict[str, Any]:
     info["quorum"] = definition.quorum
     return info
 
-async def shard_rows(node: Node, name: str) -> list[dict[str, Any]]:
+async def shard_rows(node: ApiNode, name: str) -> list[dict[str, Any]]:
     coordinator = node.coordinator
     definition = node.book.get(name)
     placement = coordinator.placement(definition)
@@ -76,7 +76,7 @@ async def shard_rows(node: Node, name: str) -> list[dict[str, Any]]:
     return rows
 
 
-def rag_routes(node: Node) -> list[Route]:
+def rag_routes(node: ApiNode) -> list[Route]:
     async def collections(request: Request) -> JSONResponse:
         if request.method == "GET":
             return JSONResponse([d.to_wire() for d in node.book.all() if not d.dropped])
