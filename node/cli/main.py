@@ -23,6 +23,7 @@ from calinode.node.cli.log_setup import configure_logging
 from calinode.node.cli.models import add_models_parser, cmd_models
 from calinode.node.cli.options import CalinodeParser, add_common_options
 from calinode.node.cli.rag import add_rag_parsers, cmd_rag
+from calinode.node.cli.render import Column, print_table
 from calinode.protocol.errors import BadRequest, exit_status_table
 
 EXAMPLES = """\
@@ -273,20 +274,30 @@ def capability_summary(caps: dict[str, Any]) -> str:
     return " ".join(words) or "-"
 
 
+#: ``calinode peers``: plain lines keep these widths (scripts cut them)
+PEER_COLUMNS = (Column("PEER ID", 54), Column("ALIVE", 6), Column("SEEN", 7, ">"),
+                Column("RTT ms", 7, ">"), Column("JOBS", 5, ">"),
+                Column("ADDRESS", 46, gap="  "), Column("CAPABILITIES", gap="  "))
+
+
+def peer_cells(row: dict[str, Any]) -> tuple[str, ...]:
+    """One row of ``calinode peers`` (a row of ``GET /v1/peers``) as its table's cells."""
+    seen = "self" if row["self"] else (
+        "-" if row["last_seen"] is None else f"{row['last_seen']:.1f}s")
+    rtt = "-" if row["rtt_ms"] is None else f"{row['rtt_ms']:.1f}"
+    addr = row["addrs"][0] if row["addrs"] else "-"
+    return (row["peer_id"], "yes" if row["alive"] else "DEAD", seen, rtt,
+            str(row["load"]["in_flight"]), addr,
+            capability_summary(row.get("capabilities") or {}))
+
+
 def cmd_peers(args: argparse.Namespace) -> int:
     with _client(args) as client:
         rows = client.peers()
-    lines = [f"{'PEER ID':<54} {'ALIVE':<6} {'SEEN':>7} {'RTT ms':>7} {'JOBS':>5}  "
-             f"{'ADDRESS':<46}  CAPABILITIES"]
-    for row in rows:
-        seen = "self" if row["self"] else (
-            "-" if row["last_seen"] is None else f"{row['last_seen']:.1f}s")
-        rtt = "-" if row["rtt_ms"] is None else f"{row['rtt_ms']:.1f}"
-        addr = row["addrs"][0] if row["addrs"] else "-"
-        lines.append(f"{row['peer_id']:<54} {'yes' if row['alive'] else 'DEAD':<6} {seen:>7} "
-                     f"{rtt:>7} {row['load']['in_flight']:>5}  {addr:<46}  "
-                     f"{capability_summary(row.get('capabilities') or {})}")
-    _emit(rows, args.json, "\n".join(lines))
+    if args.json:
+        _emit(rows, True, "")
+    else:
+        print_table(PEER_COLUMNS, [peer_cells(row) for row in rows])
     return 0
 
 

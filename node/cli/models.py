@@ -21,15 +21,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from calinode.node.cli.render import Column, print_table
 from calinode.protocol.errors import BadRequest, ConfigError
 
 
 def add_models_parser(sub: Any) -> None:
     models = sub.add_parser("models", help="list, prepare, add, remove, verify, export models")
-    models.add_argument("--home", help="node home (default $CALINODE_HOME)")
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-    listing = msub.add_parser("list", help="installed models")
-    listing.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    msub.add_parser("list", help="installed models")
     prepare = msub.add_parser("prepare", help="prepare embedded defaults (no network needed)")
     prepare.add_argument("names", nargs="*", metavar="NAME",
                          help="minilm-l6, minilm-l6-int8, smollm2-135m, gemma3-270m "
@@ -56,11 +55,21 @@ def add_models_parser(sub: Any) -> None:
                              "serves it (prints what breaks)")
     verify = msub.add_parser("verify", help="re-hash model files")
     verify.add_argument("names", nargs="*", metavar="NAME")
-    verify.add_argument("--json", action="store_true", help="print machine-readable JSON")
     export = msub.add_parser("export", help="export a Hugging Face checkpoint to ONNX (torch)")
     export.add_argument("checkpoint", help="a local sentence-transformers/transformers folder")
     export.add_argument("--name", required=True)
     export.add_argument("--int8", action="store_true", help="also make NAME-int8")
+
+
+#: ``calinode models list``: plain lines keep these widths
+MODEL_COLUMNS = (Column("NAME", 20), Column("KIND", 9), Column("SIZE MB", 8, ">"),
+                 Column("SHA256", gap="  "))
+NO_MODELS = "(none: calinode models prepare, or calinode start, prepares defaults)"
+
+
+def model_cells(row: dict[str, Any]) -> tuple[str, ...]:
+    """One installed model (its advertised manifest and ``size`` in bytes) as table cells."""
+    return (row["name"], row["kind"], f"{row['size'] / 1e6:.1f}", row["sha256"][:16])
 
 
 def _home(args: argparse.Namespace) -> Path:
@@ -150,12 +159,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(rows, indent=2))
         else:
-            print(f"{'NAME':<20} {'KIND':<9} {'SIZE MB':>8}  SHA256")
-            for row in rows:
-                print(f"{row['name']:<20} {row['kind']:<9} {row['size'] / 1e6:>8.1f}  "
-                      f"{row['sha256'][:16]}")
-            if not rows:
-                print("(none: calinode models prepare, or calinode start, prepares defaults)")
+            print_table(MODEL_COLUMNS, [model_cells(row) for row in rows], empty=NO_MODELS)
         return 0
     if action == "prepare":
         from calinode.models.defaults import (

@@ -6,7 +6,9 @@ with :data:`EXIT_DOCS_FAILED` (and a one-line summary on stderr) when any docume
 
 ``ingest`` reads a folder of .txt/.md files, a JSONL file of ``{"_id", "title", "text",
 ...metadata}`` (the BEIR corpus format) or ``-`` (JSONL on stdin), sends it in batches and
-draws a progress bar on stderr; ``search --queries FILE.jsonl`` prints one JSON line per query.
+shows its progress on stderr (``rich``'s bar at a terminal, a plain line a batch otherwise);
+``search --queries FILE.jsonl`` prints one JSON line per query. ``shards`` is a ``rich`` table
+at a terminal, plain lines otherwise (``node/cli/render.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from calinode.node.cli.render import Column, IngestProgress, print_table
 from calinode.node.ingest_input import (
     DEFAULT_ENCODING,
     MAX_DOCUMENT_CHARS,
@@ -126,11 +129,18 @@ def add_rag_parsers(sub: Any, client_args: Any) -> None:
     client_args(shards)
 
 
-def _bar(done: int, total: int, chunks: int, started: float) -> str:
-    width = 30
-    filled = int(width * done / max(1, total))
-    return (f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} docs, {chunks} chunks, "
-            f"{time.monotonic() - started:.1f} s")
+#: ``calinode shards``: plain lines are ``papers/3   2/2 replicas  1a2b3c4d:120, ...``
+SHARD_COLUMNS = (Column("SHARD"), Column("REPLICAS"), Column("HOLDERS (peer:docs, ! unhealthy)",
+                                                            gap="  "))
+
+
+def shard_cells(row: dict[str, Any]) -> tuple[str, ...]:
+    """One shard of ``GET /v1/shards`` as table cells: the holders by the end of their peer
+    id, each with its document count (``!``: the holder reports a problem)."""
+    holders = ", ".join(f"{x['peer'][-8:]}:{x['docs']}{'' if x['healthy'] else '!'}"
+                        for x in row["replicas"])
+    return (f"{row['collection']}/{row['shard']:<3}",
+            f"{row['live_replicas']}/{row['wanted']} replicas", holders)
 
 
 def cmd_ingest(args: argparse.Namespace, client: Any) -> dict[str, Any]:
@@ -148,20 +158,17 @@ def cmd_ingest(args: argparse.Namespace, client: Any) -> dict[str, Any]:
                                "duplicates": prepared.duplicates,
                                "duplicate_lines": prepared.duplicate_lines}
     sent = 0
-    for batch in send_batches(docs, SEND_BATCH):
-        chars = sum(document_size(doc) or 0 for doc in batch)
-        # a request of long documents gets longer: at 5000 characters a second (a slow
-        # embedder) an 8-million-character document takes 27 minutes
-        part = client.ingest(args.collection, batch, timeout=max(600.0, chars / 5000))
-        for key in ("chunks", "acknowledged", "added", "replaced", "unchanged"):
-            summary[key] += part[key]
-        summary["failed"].extend(part["failed"])
-        sent += len(batch)
-        if not args.json:
-            print(_bar(sent, len(docs), summary["chunks"], started), end="", file=sys.stderr,
-                  flush=True)
-    if not args.json:
-        print(file=sys.stderr)
+    with IngestProgress(len(docs), quiet=args.json) as progress:
+        for batch in send_batches(docs, SEND_BATCH):
+            chars = sum(document_size(doc) or 0 for doc in batch)
+            # a request of long documents gets longer: at 5000 characters a second (a slow
+            # embedder) an 8-million-character document takes 27 minutes
+            part = client.ingest(args.collection, batch, timeout=max(600.0, chars / 5000))
+            for key in ("chunks", "acknowledged", "added", "replaced", "unchanged"):
+                summary[key] += part[key]
+            summary["failed"].extend(part["failed"])
+            sent += len(batch)
+            progress.update(sent, summary["chunks"])
     summary["seconds"] = round(time.monotonic() - started, 2)
     return summary
 
@@ -298,9 +305,9 @@ def cmd_rag(args: argparse.Namespace, client: Any) -> int:
             text = ""
     else:
         data = client.shards(args.collection)
-        text = "\n".join(
-            f"{r['collection']}/{r['shard']:<3} {r['live_replicas']}/{r['wanted']} replicas  "
-            + ", ".join(f"{x['peer'][-8:]}:{x['docs']}{'' if x['healthy'] else '!'}"
-                        for x in r["replicas"]) for r in data)
+        if not args.json and data:
+            print_table(SHARD_COLUMNS, [shard_cells(row) for row in data], header=False)
+            return 0
+        text = ""
     print(json.dumps(data, indent=2) if args.json else text)
     return 0
