@@ -35,6 +35,37 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
+async def on_calinode_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CalinodeError)
+    return error_response(exc.code, exc.message)
+
+
+async def on_group(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ExceptionGroup)
+    collapsed = collapse_group(exc)
+    if not isinstance(collapsed, CalinodeError):
+        raise exc
+    if collapsed.code is ErrorCode.INTERNAL:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return error_response(collapsed.code, collapsed.message)
+
+
+async def on_bug(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette logs the traceback after this answer (the error is re-raised)
+    return error_response(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
+
+async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return error_response(ErrorCode.METHOD_NOT_ALLOWED,
+                              f"{request.method} is not allowed on {request.url.path}")
+    if exc.status_code == 404:
+        return error_response(ErrorCode.NOT_FOUND, f"no route {request.url.path}")
+    return error_response(ErrorCode.BAD_REQUEST, str(exc.detail))
+
+
 def build_app(node: ApiNode) -> Starlette:
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True, "peer_id": node.peer_id})
@@ -66,32 +97,6 @@ def build_app(node: ApiNode) -> Starlette:
             field(body, "params", dict, {}), timeout=timeout_of(body, 30.0))
         return JSONResponse({"result": result.result, "served_by": result.served_by,
                              "elapsed_ms": round(result.elapsed_ms, 3)})
-
-    async def on_calinode_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, CalinodeError)
-        return error_response(exc.code, exc.message)
-
-    async def on_group(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ExceptionGroup)
-        collapsed = collapse_group(exc)
-        if not isinstance(collapsed, CalinodeError):
-            raise exc
-        if collapsed.code is ErrorCode.INTERNAL:
-            log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-        return error_response(collapsed.code, collapsed.message)
-
-    async def on_bug(request: Request, exc: Exception) -> JSONResponse:
-        # Starlette logs the traceback after this answer (the error is re-raised)
-        return error_response(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}")
-
-    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, HTTPException)
-        if exc.status_code == 405:
-            return error_response(ErrorCode.METHOD_NOT_ALLOWED,
-                                  f"{request.method} is not allowed on {request.url.path}")
-        if exc.status_code == 404:
-            return error_response(ErrorCode.NOT_FOUND, f"no route {request.url.path}")
-        return error_response(ErrorCode.BAD_REQUEST, str(exc.detail))
 
     return Starlette(
         routes=[

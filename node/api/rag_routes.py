@@ -13,6 +13,7 @@ documents, each by its best chunk; ``"text": false`` for hits without text and m
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -76,114 +77,124 @@ async def shard_rows(node: ApiNode, name: str) -> list[dict[str, Any]]:
     return rows
 
 
+async def collections(node: ApiNode, request: Request) -> JSONResponse:
+    if request.method == "GET":
+        return JSONResponse([d.to_wire() for d in node.book.all() if not d.dropped])
+    body = await read_json(request)
+    chosen = body.get("replicas") is None
+    definition, notes = await node.coordinator.create(
+        string(body, "name"), model=string(body, "model", node.config.embed_models[0]),
+        shards=integer(body, "shards", 16),
+        replicas=None if chosen else integer(body, "replicas", 0),
+        write_quorum=integer(body, "write_quorum", 0),
+        index_kind=string(body, "index_kind", "flat"), admins=peer_ids(body, "admins"),
+        writers=peer_ids(body, "writers"), readers=peer_ids(body, "readers"))
+    return JSONResponse({**definition.to_wire(), "quorum": definition.quorum,
+                         "replicas_default": chosen, "notes": notes})
+
+
+async def collection(node: ApiNode, request: Request) -> JSONResponse:
+    name = request.path_params["name"]
+    if request.method == "DELETE":
+        return JSONResponse((await node.coordinator.drop(name)).to_wire())
+    if request.method == "PATCH":
+        body = await read_json(request)
+        quorum = None if body.get("write_quorum") is None else integer(body, "write_quorum", 0)
+        changed, notes = await node.coordinator.update(
+            name, replicas=integer(body, "replicas", 0), write_quorum=quorum)
+        return JSONResponse({**changed.to_wire(), "quorum": changed.quorum,
+                             "notes": notes})
+    return JSONResponse(collection_info(node.book.get(name)))
+
+
+async def ingest(node: ApiNode, request: Request) -> JSONResponse:
+    body = await read_json(request)
+    docs = body.get("docs")
+    if not isinstance(docs, list) or not docs:
+        raise BadRequest("docs must be a non-empty list of {_id, title, text, ...}")
+    prepared = prepare(docs)  # oversize refused, the last version of a repeated _id wins
+    summary = await node.coordinator.ingest(string(body, "collection"), prepared.docs)
+    summary["documents"] = prepared.read
+    summary["failed"] = [*prepared.failed, *summary["failed"]]
+    summary["duplicates"] = prepared.duplicates
+    summary["duplicate_lines"] = prepared.duplicate_lines
+    return JSONResponse(summary)
+
+
+async def delete(node: ApiNode, request: Request) -> JSONResponse:
+    body = await read_json(request)
+    ids = body.get("doc_ids")
+    if not isinstance(ids, list):
+        raise BadRequest("doc_ids must be a list of document ids")
+    return JSONResponse(await node.coordinator.delete(string(body, "collection"), ids))
+
+
+async def search(node: ApiNode, request: Request) -> JSONResponse:
+    body = await read_json(request)
+    deadline = request_deadline(body)
+    queries: Any
+    if "query" in body:
+        queries = [{"_id": "q", "text": string(body, "query")}]
+    else:
+        queries = body.get("queries")
+        if not isinstance(queries, list) or not queries or not all(
+                isinstance(q, dict) and isinstance(q.get("text"), str) for q in queries):
+            raise BadRequest("give query, or queries as a list of {_id, text}")
+    group_by = body.get("group_by")
+    if group_by not in (None, "chunk", "doc"):
+        raise BadRequest('group_by must be "doc" (the k best documents) or "chunk" (the '
+                         'default)')
+    with_text = body.get("text", True)
+    if not isinstance(with_text, bool):
+        raise BadRequest("text must be true or false")
+    results = await node.coordinator.search(
+        string(body, "collection"), [q["text"] for q in queries], k=integer(body, "k", 10),
+        deadline=deadline, per_doc=group_by == "doc", text=with_text)
+    return FastJSONResponse([{"query_id": str(q.get("_id", i)), **r}
+                             for i, (q, r) in enumerate(zip(queries, results, strict=True))])
+
+
+async def ask(node: ApiNode, request: Request) -> Answer:
+    """JSON, or with ``stream: true`` NDJSON: ``{"text"}`` lines, then ``{"done"}``; a
+    client that disconnects cancels the answer (retrieval or generation)."""
+    body = await read_json(request)
+    deadline = request_deadline(body)
+    args = (string(body, "collection"), string(body, "question"))
+    settings: dict[str, Any] = {"k": integer(body, "k", 5), "model": body.get("model"),
+                                "max_tokens": integer(body, "max_tokens", 256),
+                                "deadline": deadline}
+
+    async def whole() -> dict[str, Any]:
+        return await node.coordinator.ask(*args, **settings)
+
+    async def pieces(emit: Emit) -> None:
+        async def on_text(text: str) -> None:
+            await emit({"text": text})
+
+        await emit({"done": await node.coordinator.ask(*args, on_text=on_text, **settings)})
+
+    return Answer(whole=whole, pieces=pieces, stream=body.get("stream") is True)
+
+
+async def shards(node: ApiNode, request: Request) -> JSONResponse:
+    names = ([request.query_params["collection"]] if "collection" in request.query_params
+             else node.book.names())
+    rows = []
+    for name in names:
+        rows.extend(await shard_rows(node, name))
+    return JSONResponse(rows)
+
+
 def rag_routes(node: ApiNode) -> list[Route]:
-    async def collections(request: Request) -> JSONResponse:
-        if request.method == "GET":
-            return JSONResponse([d.to_wire() for d in node.book.all() if not d.dropped])
-        body = await read_json(request)
-        chosen = body.get("replicas") is None
-        definition, notes = await node.coordinator.create(
-            string(body, "name"), model=string(body, "model", node.config.embed_models[0]),
-            shards=integer(body, "shards", 16),
-            replicas=None if chosen else integer(body, "replicas", 0),
-            write_quorum=integer(body, "write_quorum", 0),
-            index_kind=string(body, "index_kind", "flat"), admins=peer_ids(body, "admins"),
-            writers=peer_ids(body, "writers"), readers=peer_ids(body, "readers"))
-        return JSONResponse({**definition.to_wire(), "quorum": definition.quorum,
-                             "replicas_default": chosen, "notes": notes})
-
-    async def collection(request: Request) -> JSONResponse:
-        name = request.path_params["name"]
-        if request.method == "DELETE":
-            return JSONResponse((await node.coordinator.drop(name)).to_wire())
-        if request.method == "PATCH":
-            body = await read_json(request)
-            quorum = None if body.get("write_quorum") is None else integer(body, "write_quorum", 0)
-            changed, notes = await node.coordinator.update(
-                name, replicas=integer(body, "replicas", 0), write_quorum=quorum)
-            return JSONResponse({**changed.to_wire(), "quorum": changed.quorum,
-                                 "notes": notes})
-        return JSONResponse(collection_info(node.book.get(name)))
-
-    async def ingest(request: Request) -> JSONResponse:
-        body = await read_json(request)
-        docs = body.get("docs")
-        if not isinstance(docs, list) or not docs:
-            raise BadRequest("docs must be a non-empty list of {_id, title, text, ...}")
-        prepared = prepare(docs)  # oversize refused, the last version of a repeated _id wins
-        summary = await node.coordinator.ingest(string(body, "collection"), prepared.docs)
-        summary["documents"] = prepared.read
-        summary["failed"] = [*prepared.failed, *summary["failed"]]
-        summary["duplicates"] = prepared.duplicates
-        summary["duplicate_lines"] = prepared.duplicate_lines
-        return JSONResponse(summary)
-
-    async def delete(request: Request) -> JSONResponse:
-        body = await read_json(request)
-        ids = body.get("doc_ids")
-        if not isinstance(ids, list):
-            raise BadRequest("doc_ids must be a list of document ids")
-        return JSONResponse(await node.coordinator.delete(string(body, "collection"), ids))
-
-    async def search(request: Request) -> JSONResponse:
-        body = await read_json(request)
-        deadline = request_deadline(body)
-        queries: Any
-        if "query" in body:
-            queries = [{"_id": "q", "text": string(body, "query")}]
-        else:
-            queries = body.get("queries")
-            if not isinstance(queries, list) or not queries or not all(
-                    isinstance(q, dict) and isinstance(q.get("text"), str) for q in queries):
-                raise BadRequest("give query, or queries as a list of {_id, text}")
-        group_by = body.get("group_by")
-        if group_by not in (None, "chunk", "doc"):
-            raise BadRequest('group_by must be "doc" (the k best documents) or "chunk" (the '
-                             'default)')
-        with_text = body.get("text", True)
-        if not isinstance(with_text, bool):
-            raise BadRequest("text must be true or false")
-        results = await node.coordinator.search(
-            string(body, "collection"), [q["text"] for q in queries], k=integer(body, "k", 10),
-            deadline=deadline, per_doc=group_by == "doc", text=with_text)
-        return FastJSONResponse([{"query_id": str(q.get("_id", i)), **r}
-                                 for i, (q, r) in enumerate(zip(queries, results, strict=True))])
-
-    async def ask(request: Request) -> Answer:
-        """JSON, or with ``stream: true`` NDJSON: ``{"text"}`` lines, then ``{"done"}``; a
-        client that disconnects cancels the answer (retrieval or generation)."""
-        body = await read_json(request)
-        deadline = request_deadline(body)
-        args = (string(body, "collection"), string(body, "question"))
-        settings: dict[str, Any] = {"k": integer(body, "k", 5), "model": body.get("model"),
-                                    "max_tokens": integer(body, "max_tokens", 256),
-                                    "deadline": deadline}
-
-        async def whole() -> dict[str, Any]:
-            return await node.coordinator.ask(*args, **settings)
-
-        async def pieces(emit: Emit) -> None:
-            async def on_text(text: str) -> None:
-                await emit({"text": text})
-
-            await emit({"done": await node.coordinator.ask(*args, on_text=on_text, **settings)})
-
-        return Answer(whole=whole, pieces=pieces, stream=body.get("stream") is True)
-
-    async def shards(request: Request) -> JSONResponse:
-        names = ([request.query_params["collection"]] if "collection" in request.query_params
-                 else node.book.names())
-        rows = []
-        for name in names:
-            rows.extend(await shard_rows(node, name))
-        return JSONResponse(rows)
+    def on(handler: Any) -> Any:
+        return functools.partial(handler, node)
 
     return [
-        Route("/v1/collections", collections, methods=["GET", "POST"]),
-        Route("/v1/collections/{name}", collection, methods=["GET", "DELETE", "PATCH"]),
-        Route("/v1/ingest", ingest, methods=["POST"]),
-        Route("/v1/search", search, methods=["POST"]),
-        Route("/v1/delete", delete, methods=["POST"]),
-        Route("/v1/ask", AnswerEndpoint(ask), methods=["POST"]),
-        Route("/v1/shards", shards),
+        Route("/v1/collections", on(collections), methods=["GET", "POST"]),
+        Route("/v1/collections/{name}", on(collection), methods=["GET", "DELETE", "PATCH"]),
+        Route("/v1/ingest", on(ingest), methods=["POST"]),
+        Route("/v1/search", on(search), methods=["POST"]),
+        Route("/v1/delete", on(delete), methods=["POST"]),
+        Route("/v1/ask", AnswerEndpoint(on(ask)), methods=["POST"]),
+        Route("/v1/shards", on(shards)),
     ]

@@ -150,67 +150,85 @@ def _remove(args: argparse.Namespace, registry: Any) -> None:
     registry.remove(manifest.name)
 
 
+def _list(args: argparse.Namespace, registry: Any) -> int:
+    rows = [m.advertised() | {"size": sum(f.size for f in m.files)}
+            for m in registry.manifests()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print_table(MODEL_COLUMNS, [model_cells(row) for row in rows], empty=NO_MODELS)
+    return 0
+
+
+def _prepare(args: argparse.Namespace, registry: Any) -> int:
+    from calinode.models.defaults import (
+        DEFAULT_EMBED_MODEL,
+        DEFAULT_GEN_MODEL,
+        prepare_default,
+    )
+
+    prepared = []
+    for name in args.names or [DEFAULT_EMBED_MODEL, DEFAULT_GEN_MODEL]:
+        print(f"preparing {name}", file=sys.stderr)
+        try:
+            manifest = prepare_default(name, registry, progress=_progress, force=args.force)
+        except KeyError:
+            raise ConfigError(f"{name} is not an embedded default") from None
+        prepared.append({"name": manifest.name, "kind": manifest.kind,
+                         "sha256": manifest.sha256})
+        if not args.json:
+            print(f"{manifest.name}\t{manifest.sha256}")
+        _serve_hint(args, manifest)
+    if args.json:
+        print(json.dumps(prepared, indent=2))
+    return 0
+
+
+def _install(args: argparse.Namespace, registry: Any) -> int:
+    manifest = _add(args, registry)
+    print(json.dumps({"installed": manifest.name, "kind": manifest.kind,
+                      "sha256": manifest.sha256}) if args.json else
+          f"installed {manifest.name} ({manifest.kind}, sha256 {manifest.sha256[:16]})")
+    _serve_hint(args, manifest)
+    return 0
+
+
+def _uninstall(args: argparse.Namespace, registry: Any) -> int:
+    _remove(args, registry)
+    print(json.dumps({"removed": args.name}) if args.json else f"removed {args.name}")
+    return 0
+
+
+def _verify(args: argparse.Namespace, registry: Any) -> int:
+    report = {name: registry.verify(name) for name in (args.names or registry.names())}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for name, problems in report.items():
+            print(f"{name}: {'ok' if not problems else '; '.join(problems)}")
+    return 0 if not any(report.values()) else 1
+
+
+def _export(args: argparse.Namespace, registry: Any) -> int:
+    try:
+        from calinode.models.prepare.export import export_checkpoint
+    except ImportError as exc:
+        raise ConfigError("export needs torch: pip install 'calinode[export]'") from exc
+    exported = export_checkpoint(Path(args.checkpoint).expanduser(), args.name, registry,
+                                 int8=args.int8, progress=_progress)
+    print(json.dumps({"exported": [{"name": m.name, "kind": m.kind, "sha256": m.sha256}
+                                   for m in exported.manifests]})
+          if args.json else exported)
+    return 0
+
+
+ACTIONS = {"list": _list, "prepare": _prepare, "add": _install, "remove": _uninstall,
+           "verify": _verify, "export": _export}
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     registry = _registry(args)
-    action = args.models_command
-    if action == "list":
-        rows = [m.advertised() | {"size": sum(f.size for f in m.files)}
-                for m in registry.manifests()]
-        if args.json:
-            print(json.dumps(rows, indent=2))
-        else:
-            print_table(MODEL_COLUMNS, [model_cells(row) for row in rows], empty=NO_MODELS)
-        return 0
-    if action == "prepare":
-        from calinode.models.defaults import (
-            DEFAULT_EMBED_MODEL,
-            DEFAULT_GEN_MODEL,
-            prepare_default,
-        )
-
-        prepared = []
-        for name in args.names or [DEFAULT_EMBED_MODEL, DEFAULT_GEN_MODEL]:
-            print(f"preparing {name}", file=sys.stderr)
-            try:
-                manifest = prepare_default(name, registry, progress=_progress, force=args.force)
-            except KeyError:
-                raise ConfigError(f"{name} is not an embedded default") from None
-            prepared.append({"name": manifest.name, "kind": manifest.kind,
-                             "sha256": manifest.sha256})
-            if not args.json:
-                print(f"{manifest.name}\t{manifest.sha256}")
-            _serve_hint(args, manifest)
-        if args.json:
-            print(json.dumps(prepared, indent=2))
-        return 0
-    if action == "add":
-        manifest = _add(args, registry)
-        print(json.dumps({"installed": manifest.name, "kind": manifest.kind,
-                          "sha256": manifest.sha256}) if args.json else
-              f"installed {manifest.name} ({manifest.kind}, sha256 {manifest.sha256[:16]})")
-        _serve_hint(args, manifest)
-        return 0
-    if action == "remove":
-        _remove(args, registry)
-        print(json.dumps({"removed": args.name}) if args.json else f"removed {args.name}")
-        return 0
-    if action == "verify":
-        report = {name: registry.verify(name) for name in (args.names or registry.names())}
-        if args.json:
-            print(json.dumps(report, indent=2))
-        else:
-            for name, problems in report.items():
-                print(f"{name}: {'ok' if not problems else '; '.join(problems)}")
-        return 0 if not any(report.values()) else 1
-    if action == "export":
-        try:
-            from calinode.models.prepare.export import export_checkpoint
-        except ImportError as exc:
-            raise ConfigError("export needs torch: pip install 'calinode[export]'") from exc
-        exported = export_checkpoint(Path(args.checkpoint).expanduser(), args.name, registry,
-                                     int8=args.int8, progress=_progress)
-        print(json.dumps({"exported": [{"name": m.name, "kind": m.kind, "sha256": m.sha256}
-                                       for m in exported.manifests]})
-              if args.json else exported)
-        return 0
-    raise ConfigError(f"unknown models action {action}")
+    action = ACTIONS.get(args.models_command)
+    if action is None:
+        raise ConfigError(f"unknown models action {args.models_command}")
+    return action(args, registry)
