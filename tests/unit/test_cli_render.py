@@ -4,11 +4,12 @@ plain lines as before for a pipe or a file."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from calinode.node.cli.main import PEER_COLUMNS, peer_cells
+from calinode.node.cli.main import PEER_COLUMNS, main, peer_cells
 from calinode.node.cli.models import MODEL_COLUMNS, NO_MODELS, model_cells
 from calinode.node.cli.rag import SHARD_COLUMNS, shard_cells
 from calinode.node.cli.render import IngestProgress, plain_lines, print_table, progress_line
@@ -95,3 +96,14 @@ def test_progress_at_a_terminal_is_richs_bar() -> None:
         progress.update(4, 9)
     text = out.getvalue()
     assert "4/4" in text and "9 chunks" in text and "ingest:" not in text
+
+
+def test_models_list_off_a_terminal_prints_the_old_lines(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["models", "list", "--home", str(tmp_path)],
+                 ["models", "--home", str(tmp_path), "list"]):
+        assert main(argv) == 0
+        assert capsys.readouterr().out == (
+            f"{'NAME':<20} {'KIND':<9} {'SIZE MB':>8}  SHA256\n{NO_MODELS}\n")
+    assert main(["models", "list", "--home", str(tmp_path), "--json"]) == 0
+    assert capsys.readouterr().out == "[]\n"
