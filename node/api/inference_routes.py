@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from calinode.node.api.bodies import request_deadline
+from calinode.node.api.bodies import integer, request_deadline
 from calinode.node.api.guard import read_json
 from calinode.node.api.json_response import FastJSONResponse
 from calinode.node.api.streaming import Answer, AnswerEndpoint, Emit
@@ -140,9 +140,7 @@ class Generation:
         users = [m for m in messages or [] if isinstance(m, dict) and m.get("role") == "user"]
         if not users or not isinstance(users[-1].get("content"), str):
             raise BadRequest("a retrieval-augmented chat needs a user message (the question)")
-        k = body.get("k", 5)
-        if not isinstance(k, int) or isinstance(k, bool):
-            raise BadRequest("k must be an integer")
+        k = integer(body, "k", 5)
         collection = body["collection"]
         if not isinstance(collection, str):
             raise BadRequest("collection must be a string")
