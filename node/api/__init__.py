@@ -4,12 +4,17 @@ table; nothing here speaks to a peer itself.
 
 Map of the package:
 
+- ``ApiNode`` (node_view.py): what the routes use of the running node, a ``Protocol`` the
+  daemon's ``Node`` satisfies (the API never imports the daemon above it).
 - ``serve_api``, ``build_app`` (app.py): the app, its routes (status, peers, ping) and the
   hypercorn server the daemon starts.
 - ``ApiGuard``, ``read_json`` (guard.py): bearer token, Host and Origin checks, body size caps.
+- ``field``, ``integer``, ``string``, ``peer_ids``, ``request_deadline`` (bodies.py): the one
+  reader of request bodies; one timeout cap (``MAX_TIMEOUT``, 600 s) for every route.
 - ``error_response`` (errors.py): ``{"error": {code, message, type}}`` with one status table.
 - ``FastJSONResponse`` (json_response.py): JSON bodies with numpy arrays serialized by orjson.
-- ``stream_answer`` (stream.py): the one writer of streamed (SSE/NDJSON) answers.
+- ``AnswerEndpoint``, ``stream_answer`` (streaming.py): the one endpoint of the routes whose
+  answer may stream (generate, chat, ask) and the one writer of streamed (SSE/NDJSON) answers.
 - ``inference_routes`` (inference_routes.py): ``/v1/embed``, ``/v1/generate`` and the
   OpenAI-compatible routes.
 - ``rag_routes`` (rag_routes.py): collections, ingest, search, ask and shards.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from hypercorn.config import Config
 from hypercorn.trio import serve
@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from calinode.node.api.bodies import field, timeout_of
 from calinode.node.api.errors import error_response
 from calinode.node.api.guard import ApiGuard, read_json
 from calinode.node.api.inference_routes import inference_routes
@@ -30,32 +31,42 @@ from calinode.protocol.errors import BadRequest, CalinodeError, ErrorCode, colla
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
-    from calinode.node.daemon import Node
+    from calinode.node.api.node_view import ApiNode
 
 log = logging.getLogger(__name__)
 
-MAX_TIMEOUT = 300.0
+
+async def on_calinode_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CalinodeError)
+    return error_response(exc.code, exc.message)
 
 
-def _field(body: dict[str, Any], name: str, kind: type, default: Any = ...) -> Any:
-    value = body.get(name, default)
-    if value is ...:
-        raise BadRequest(f"missing field {name!r}")
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise BadRequest(f"field {name!r} must be {kind.__name__}")
-    return value
+async def on_group(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ExceptionGroup)
+    collapsed = collapse_group(exc)
+    if not isinstance(collapsed, CalinodeError):
+        raise exc
+    if collapsed.code is ErrorCode.INTERNAL:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return error_response(collapsed.code, collapsed.message)
 
 
-def _timeout(body: dict[str, Any], default: float) -> float:
-    timeout = _field(body, "timeout", float, default)
-    if not 0 < timeout <= MAX_TIMEOUT:
-        raise BadRequest(f"timeout must be in (0, {MAX_TIMEOUT:.0f}] seconds")
-    return float(timeout)
+async def on_bug(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette logs the traceback after this answer (the error is re-raised)
+    return error_response(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}")
 
 
-def build_app(node: Node) -> Starlette:
+async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return error_response(ErrorCode.METHOD_NOT_ALLOWED,
+                              f"{request.method} is not allowed on {request.url.path}")
+    if exc.status_code == 404:
+        return error_response(ErrorCode.NOT_FOUND, f"no route {request.url.path}")
+    return error_response(ErrorCode.BAD_REQUEST, str(exc.detail))
+
+
+def build_app(node: ApiNode) -> Starlette:
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True, "peer_id": node.peer_id})
 
@@ -73,45 +84,19 @@ def build_app(node: Node) -> Starlette:
 
     async def ping(request: Request) -> JSONResponse:
         body = await read_json(request)
-        count = _field(body, "count", int, 1)
+        count = field(body, "count", int, 1)
         if not 1 <= count <= 1000:
             raise BadRequest("count must be 1..1000")
-        return JSONResponse(await node.ping(_field(body, "peer_id", str), count=count,
-                                            timeout=_timeout(body, 5.0)))
+        return JSONResponse(await node.ping(field(body, "peer_id", str), count=count,
+                                            timeout=timeout_of(body, 5.0)))
 
     async def jobs(request: Request) -> JSONResponse:
         body = await read_json(request)
         result = await node.run_job(
-            _field(body, "peer_id", str, node.peer_id), _field(body, "kind", str),
-            _field(body, "params", dict, {}), timeout=_timeout(body, 30.0))
+            field(body, "peer_id", str, node.peer_id), field(body, "kind", str),
+            field(body, "params", dict, {}), timeout=timeout_of(body, 30.0))
         return JSONResponse({"result": result.result, "served_by": result.served_by,
                              "elapsed_ms": round(result.elapsed_ms, 3)})
-
-    async def on_calinode_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, CalinodeError)
-        return error_response(exc.code, exc.message)
-
-    async def on_group(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ExceptionGroup)
-        collapsed = collapse_group(exc)
-        if not isinstance(collapsed, CalinodeError):
-            raise exc
-        if collapsed.code is ErrorCode.INTERNAL:
-            log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-        return error_response(collapsed.code, collapsed.message)
-
-    async def on_bug(request: Request, exc: Exception) -> JSONResponse:
-        # Starlette logs the traceback after this answer (the error is re-raised)
-        return error_response(ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}")
-
-    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, HTTPException)
-        if exc.status_code == 405:
-            return error_response(ErrorCode.METHOD_NOT_ALLOWED,
-                                  f"{request.method} is not allowed on {request.url.path}")
-        if exc.status_code == 404:
-            return error_response(ErrorCode.NOT_FOUND, f"no route {request.url.path}")
-        return error_response(ErrorCode.BAD_REQUEST, str(exc.detail))
 
     return Starlette(
         routes=[
@@ -129,7 +114,7 @@ def build_app(node: Node) -> Starlette:
     )
 
 
-async def serve_api(node: Node, *, task_status: TaskStatus[list[str]]) -> None:
+async def serve_api(node: ApiNode, *, task_status: TaskStatus[list[str]]) -> None:
     config = Config()
     config.bind = [node.config.api]
     config.accesslog = None

@@ -13,46 +13,31 @@ reachable in the swarm). Responses add ``served_by``.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
-from calinode.node.api.errors import error_response
+from calinode.node.api.bodies import integer, request_deadline
 from calinode.node.api.guard import read_json
 from calinode.node.api.json_response import FastJSONResponse
-from calinode.node.api.stream import Emit, stream_answer
+from calinode.node.api.streaming import Answer, AnswerEndpoint, Emit
 from calinode.node.inference.jobs import INPUT_TYPES, generate_request, texts_param
 from calinode.node.jobs.dispatch import default_model
-from calinode.protocol.errors import BadRequest, CalinodeError
+from calinode.protocol.errors import BadRequest
+from calinode.protocol.job_params import ChatMessage, GenerateParams
 
 if TYPE_CHECKING:
-    from calinode.node.daemon import Node
+    from calinode.node.api.node_view import ApiNode
 
-DEFAULT_TIMEOUT = 120.0
-
-
-def timeout_of(body: dict[str, Any]) -> float:
-    value = body.pop("timeout", DEFAULT_TIMEOUT)
-    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 600:
-        raise BadRequest("timeout must be a number of seconds in (0, 600]")
-    return float(value)
-
-
-def request_deadline(body: dict[str, Any]) -> float:
-    """The one deadline (trio time) of this request, from its ``timeout``: set here, at the
-    edge, and spent by every step (embed, shard search, generation) and every job of it."""
-    return trio.current_time() + timeout_of(body)
-
-
-async def _embed(node: Node, body: dict[str, Any], texts: Any) -> Any:
+async def _embed(node: ApiNode, body: dict[str, Any], texts: Any) -> Any:
     if not isinstance(texts, list) or not texts:
         raise BadRequest("input must be a non-empty string or list of strings")
     if not all(isinstance(t, str) for t in texts):
@@ -71,7 +56,7 @@ async def _embed(node: Node, body: dict[str, Any], texts: Any) -> Any:
                                        dimensions=dimensions, deadline=request_deadline(body))
 
 
-async def native_embed(node: Node, request: Request) -> JSONResponse:
+async def native_embed(node: ApiNode, request: Request) -> JSONResponse:
     body = await read_json(request)
     outcome = await _embed(node, body, body.get("texts"))
     return FastJSONResponse({
@@ -80,7 +65,7 @@ async def native_embed(node: Node, request: Request) -> JSONResponse:
         "token_counts": outcome.token_counts, "truncated": outcome.truncated})
 
 
-async def openai_embeddings(node: Node, request: Request) -> JSONResponse:
+async def openai_embeddings(node: ApiNode, request: Request) -> JSONResponse:
     body = await read_json(request)
     texts = body.get("input")
     if isinstance(texts, str):
@@ -100,7 +85,7 @@ async def openai_embeddings(node: Node, request: Request) -> JSONResponse:
                          "served_by": outcome.served_by, "truncated": outcome.truncated})
 
 
-def models_listing(node: Node) -> JSONResponse:
+def models_listing(node: ApiNode) -> JSONResponse:
     found: dict[str, dict[str, Any]] = {}
     sources = [(node.peer_id, node.capabilities())]
     sources += [(e.peer_id, e.caps) for e in node.table.alive()]
@@ -115,7 +100,7 @@ def models_listing(node: Node) -> JSONResponse:
     return JSONResponse({"object": "list", "data": sorted(found.values(), key=lambda m: m["id"])})
 
 
-def _openai_to_params(node: Node, body: dict[str, Any]) -> dict[str, Any]:
+def _openai_to_params(node: ApiNode, body: dict[str, Any]) -> dict[str, Any]:
     params: dict[str, Any] = {"model": body.get("model") or default_model(node, "generate"),
                               "messages": body.get("messages")}
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
@@ -127,125 +112,139 @@ def _openai_to_params(node: Node, body: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-class StreamingEndpoint:
-    """A raw ASGI endpoint (generate and chat, streamed or not): one deadline, set here from
-    the request's ``timeout``, bounds retrieval (chat with a ``collection``) and generation."""
+@dataclass(slots=True)
+class Generation:
+    """One generation of a request, by its one ``deadline``: ``params`` is the request's
+    generate view (checked once, when the request is read); a chat with a ``collection``
+    puts the retrieved passages into its messages, or, when retrieval found nothing, answers
+    ``canned`` (the coordinator's no-sources reply) and generates nothing."""
 
-    def __init__(self, node: Node, mode: str) -> None:
-        self.node = node
-        self.mode = mode  # "native" or "openai"
+    node: ApiNode
+    params: GenerateParams
+    deadline: float
+    sources: list[dict[str, Any]] | None = None
+    canned: dict[str, Any] | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        sources: list[dict[str, Any]] | None = None
-        canned: dict[str, Any] | None = None  # the answer when retrieval found nothing
-        try:
-            body = await read_json(request)
-            deadline = request_deadline(body)
-            if self.mode == "openai":
-                stream = body.get("stream", False) is True
-                params = _openai_to_params(self.node, body)
-            else:
-                stream = body.pop("stream", False) is True
-                params = dict(body)
-                params.setdefault("model", default_model(self.node, "generate"))
-            generate_request(dict(params, stream=stream))  # validate before anything is sent
-            if self.mode == "openai" and body.get("collection") is not None:
-                # retrieval-augmented chat: the coordinator's retrieval, within the deadline
-                params["messages"], sources, found = await self._augment(body, deadline)
-                generate_request(dict(params, stream=stream))
-                if not sources:
-                    canned = self.node.coordinator.no_sources_reply(body["collection"], found)
-        except CalinodeError as exc:
-            await error_response(exc.code, exc.message)(scope, receive, send)
-            return
+    async def run(self, on_text: Callable[[str], Awaitable[None]] | None = None
+                  ) -> dict[str, Any]:
+        if self.canned is None:
+            return await self.node.dispatcher.generate(self.params.to_wire(),
+                                                       deadline=self.deadline, on_text=on_text)
+        if on_text is not None:
+            await on_text(self.canned["text"])
+        return self.canned
 
-        async def generate(on_text: Callable[[str], Awaitable[None]] | None = None
-                           ) -> dict[str, Any]:
-            if canned is None:
-                return await self.node.dispatcher.generate(params, deadline=deadline,
-                                                           on_text=on_text)
-            if on_text is not None:
-                await on_text(canned["text"])
-            return canned
-
-        if not stream:
-            try:
-                result = await generate()
-            except CalinodeError as exc:
-                await error_response(exc.code, exc.message)(scope, receive, send)
-                return
-            payload = self._complete(params, result) if self.mode == "openai" else result
-            if sources is not None:
-                payload["sources"] = sources
-                payload["no_sources"] = not sources
-            await JSONResponse(payload)(scope, receive, send)
-            return
-        await stream_answer(receive, send, functools.partial(
-            self._stream, params, generate, sources), sse=self.mode == "openai")
-
-    async def _augment(self, body: dict[str, Any], deadline: float
-                       ) -> tuple[list[dict[str, str]], list[dict[str, Any]], dict[str, Any]]:
+    async def augment(self, body: dict[str, Any]) -> None:
+        """Retrieval-augmented chat: the coordinator's retrieval, within the deadline."""
         messages = body.get("messages")
         users = [m for m in messages or [] if isinstance(m, dict) and m.get("role") == "user"]
         if not users or not isinstance(users[-1].get("content"), str):
             raise BadRequest("a retrieval-augmented chat needs a user message (the question)")
-        k = body.get("k", 5)
-        if not isinstance(k, int) or isinstance(k, bool):
-            raise BadRequest("k must be an integer")
+        k = integer(body, "k", 5)
         collection = body["collection"]
         if not isinstance(collection, str):
             raise BadRequest("collection must be a string")
-        return await self.node.coordinator.rag_messages(
-            collection, users[-1]["content"], k=k, deadline=deadline)
+        coordinator = self.node.coordinator
+        augmented, self.sources, found = await coordinator.rag_messages(
+            collection, users[-1]["content"], k=k, deadline=self.deadline)
+        self.params = dataclasses.replace(
+            self.params, messages=tuple(ChatMessage(**m) for m in augmented))
+        if not self.sources:
+            self.canned = coordinator.no_sources_reply(collection, found)
 
-    def _complete(self, params: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-        usage = result["usage"]
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
-            "created": int(time.time()), "model": params["model"],
-            "choices": [{"index": 0, "finish_reason": result["finish_reason"],
-                         "message": {"role": "assistant", "content": result["text"]}}],
-            "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
-            "served_by": result["served_by"]}
 
-    async def _stream(self, params: dict[str, Any],
-                      generate: Callable[[Callable[[str], Awaitable[None]]],
-                                         Awaitable[dict[str, Any]]],
-                      sources: list[dict[str, Any]] | None, emit: Emit) -> None:
-        openai = self.mode == "openai"
-        chat_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        created = int(time.time())
+def _generate_endpoint(node: ApiNode) -> AnswerEndpoint:
+    """``POST /v1/generate``: JSON, or with ``stream`` NDJSON ``{"text"}`` lines, then
+    ``{"done": {...}}``."""
 
-        def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
-            return {"id": chat_id, "object": "chat.completion.chunk", "created": created,
-                    "model": params["model"],
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    async def prepare(request: Request) -> Answer:
+        body = await read_json(request)
+        deadline = request_deadline(body)
+        stream = body.pop("stream", False) is True
+        params = dict(body)
+        params.setdefault("model", default_model(node, "generate"))
+        generation = Generation(node, generate_request(dict(params, stream=stream)), deadline)
 
-        first = True
-
-        async def on_text(text: str) -> None:
-            nonlocal first
-            if openai:
-                delta = {"role": "assistant", "content": text} if first else {"content": text}
-                await emit(chunk(delta, None))
-            else:
+        async def pieces(emit: Emit) -> None:
+            async def on_text(text: str) -> None:
                 await emit({"text": text})
-            first = False
 
-        result = await generate(on_text)
-        if openai:
-            final = chunk({}, result["finish_reason"])
-            final["served_by"] = result["served_by"]
-            if sources is not None:
-                final["sources"] = sources
-                final["no_sources"] = not sources
-            await emit(final)
-        else:
-            await emit({"done": result})
+            await emit({"done": await generation.run(on_text)})
+
+        return Answer(whole=generation.run, pieces=pieces, stream=stream)
+
+    return AnswerEndpoint(prepare)
 
 
-def inference_routes(node: Node) -> list[Route]:
+def chat_endpoint(node: ApiNode) -> AnswerEndpoint:
+    """``POST /v1/chat/completions`` (OpenAI's shape; ``stream: true`` gives server-sent
+    events): one deadline, set from the request's ``timeout``, bounds retrieval (chat with a
+    ``collection``) and generation."""
+
+    async def prepare(request: Request) -> Answer:
+        body = await read_json(request)
+        deadline = request_deadline(body)
+        stream = body.get("stream", False) is True
+        params = generate_request(dict(_openai_to_params(node, body), stream=stream))
+        generation = Generation(node, params, deadline)
+        if body.get("collection") is not None:
+            await generation.augment(body)
+
+        async def whole() -> dict[str, Any]:
+            payload = _completion(generation.params.model, await generation.run())
+            return _with_sources(payload, generation.sources)
+
+        return Answer(whole=whole, pieces=functools.partial(_chat_pieces, generation),
+                      stream=stream, sse=True)
+
+    return AnswerEndpoint(prepare)
+
+
+def _with_sources(payload: dict[str, Any], sources: list[dict[str, Any]] | None
+                  ) -> dict[str, Any]:
+    if sources is not None:
+        payload["sources"] = sources
+        payload["no_sources"] = not sources
+    return payload
+
+
+def _completion(model: str, result: dict[str, Any]) -> dict[str, Any]:
+    usage = result["usage"]
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
+        "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "finish_reason": result["finish_reason"],
+                     "message": {"role": "assistant", "content": result["text"]}}],
+        "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
+        "served_by": result["served_by"]}
+
+
+async def _chat_pieces(generation: Generation, emit: Emit) -> None:
+    """The chat answer as ``chat.completion.chunk`` events: the role with the first text,
+    then the finish reason, ``served_by`` and the sources in the last."""
+    chat_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    created = int(time.time())
+
+    def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        return {"id": chat_id, "object": "chat.completion.chunk", "created": created,
+                "model": generation.params.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    first = True
+
+    async def on_text(text: str) -> None:
+        nonlocal first
+        await emit(chunk({"role": "assistant", "content": text} if first else
+                         {"content": text}, None))
+        first = False
+
+    result = await generation.run(on_text)
+    final = chunk({}, result["finish_reason"])
+    final["served_by"] = result["served_by"]
+    await emit(_with_sources(final, generation.sources))
+
+
+def inference_routes(node: ApiNode) -> list[Route]:
     async def embed(request: Request) -> JSONResponse:
         return await native_embed(node, request)
 
@@ -258,8 +257,8 @@ def inference_routes(node: Node) -> list[Route]:
     return [
         Route("/v1/embed", embed, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
-        Route("/v1/generate", StreamingEndpoint(node, "native"), methods=["POST"]),
-        Route("/v1/chat/completions", StreamingEndpoint(node, "openai"), methods=["POST"]),
+        Route("/v1/generate", _generate_endpoint(node), methods=["POST"]),
+        Route("/v1/chat/completions", chat_endpoint(node), methods=["POST"]),
         Route("/v1/models", models),
     ]
 

@@ -13,24 +13,23 @@ documents, each by its best chunk; ``"text": false`` for hits without text and m
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
-from calinode.node.api.errors import error_response
+from calinode.node.api.bodies import integer, peer_ids, request_deadline, string
 from calinode.node.api.guard import read_json
-from calinode.node.api.inference_routes import request_deadline
 from calinode.node.api.json_response import FastJSONResponse
-from calinode.node.api.stream import Emit, stream_answer
+from calinode.node.api.streaming import Answer, AnswerEndpoint, Emit
 from calinode.node.ingest_input import prepare
 from calinode.protocol.collections import CollectionDef
-from calinode.protocol.errors import BadRequest, CalinodeError
+from calinode.protocol.errors import BadRequest
 
 if TYPE_CHECKING:
-    from calinode.node.daemon import Node
+    from calinode.node.api.node_view import ApiNode
 
 
 
@@ -43,155 +42,129 @@ def collection_info(definition: CollectionDef) -> dict[str, Any]:
     info["quorum"] = definition.quorum
     return info
 
-def _int(body: dict[str, Any], name: str, default: int) -> int:
-    value = body.get(name, default)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise BadRequest(f"{name} must be an integer")
-    return value
-
-
-def _str(body: dict[str, Any], name: str, default: str | None = None) -> str:
-    value = body.get(name, default)
-    if not isinstance(value, str) or not value:
-        raise BadRequest(f"{name} must be a non-empty string")
-    return value
-
-
-async def shard_rows(node: Node, name: str) -> list[dict[str, Any]]:
+async def shard_rows(node: ApiNode, name: str) -> list[dict[str, Any]]:
     """Every shard of ``name`` across the swarm (the coordinator asks the holders)."""
     return await node.coordinator.shard_rows(name)
 
 
-class RawEndpoint:
-    """Starlette treats a plain function as request -> response; an object is a raw ASGI
-    endpoint, which a streamed answer needs."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
-
-
-def _peers(body: dict[str, Any], name: str) -> tuple[str, ...]:
-    value = body.get(name, [])
-    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
-        raise BadRequest(f"{name} must be a list of peer ids")
-    return tuple(value)
+async def collections(node: ApiNode, request: Request) -> JSONResponse:
+    if request.method == "GET":
+        return JSONResponse([d.to_wire() for d in node.book.all() if not d.dropped])
+    body = await read_json(request)
+    chosen = body.get("replicas") is None
+    definition, notes = await node.coordinator.create(
+        string(body, "name"), model=string(body, "model", node.config.embed_models[0]),
+        shards=integer(body, "shards", 16),
+        replicas=None if chosen else integer(body, "replicas", 0),
+        write_quorum=integer(body, "write_quorum", 0),
+        index_kind=string(body, "index_kind", "flat"), admins=peer_ids(body, "admins"),
+        writers=peer_ids(body, "writers"), readers=peer_ids(body, "readers"))
+    return JSONResponse({**definition.to_wire(), "quorum": definition.quorum,
+                         "replicas_default": chosen, "notes": notes})
 
 
-def rag_routes(node: Node) -> list[Route]:
-    async def collections(request: Request) -> JSONResponse:
-        if request.method == "GET":
-            return JSONResponse([d.to_wire() for d in node.book.all() if not d.dropped])
+async def collection(node: ApiNode, request: Request) -> JSONResponse:
+    name = request.path_params["name"]
+    if request.method == "DELETE":
+        return JSONResponse((await node.coordinator.drop(name)).to_wire())
+    if request.method == "PATCH":
         body = await read_json(request)
-        chosen = body.get("replicas") is None
-        definition, notes = await node.coordinator.create(
-            _str(body, "name"), model=_str(body, "model", node.config.embed_models[0]),
-            shards=_int(body, "shards", 16),
-            replicas=None if chosen else _int(body, "replicas", 0),
-            write_quorum=_int(body, "write_quorum", 0),
-            index_kind=_str(body, "index_kind", "flat"), admins=_peers(body, "admins"),
-            writers=_peers(body, "writers"), readers=_peers(body, "readers"))
-        return JSONResponse({**definition.to_wire(), "quorum": definition.quorum,
-                             "replicas_default": chosen, "notes": notes})
+        quorum = None if body.get("write_quorum") is None else integer(body, "write_quorum", 0)
+        changed, notes = await node.coordinator.update(
+            name, replicas=integer(body, "replicas", 0), write_quorum=quorum)
+        return JSONResponse({**changed.to_wire(), "quorum": changed.quorum,
+                             "notes": notes})
+    return JSONResponse(collection_info(node.book.get(name)))
 
-    async def collection(request: Request) -> JSONResponse:
-        name = request.path_params["name"]
-        if request.method == "DELETE":
-            return JSONResponse((await node.coordinator.drop(name)).to_wire())
-        if request.method == "PATCH":
-            body = await read_json(request)
-            quorum = None if body.get("write_quorum") is None else _int(body, "write_quorum", 0)
-            changed, notes = await node.coordinator.update(
-                name, replicas=_int(body, "replicas", 0), write_quorum=quorum)
-            return JSONResponse({**changed.to_wire(), "quorum": changed.quorum,
-                                 "notes": notes})
-        return JSONResponse(collection_info(node.book.get(name)))
 
-    async def ingest(request: Request) -> JSONResponse:
-        body = await read_json(request)
-        docs = body.get("docs")
-        if not isinstance(docs, list) or not docs:
-            raise BadRequest("docs must be a non-empty list of {_id, title, text, ...}")
-        prepared = prepare(docs)  # oversize refused, the last version of a repeated _id wins
-        summary = await node.coordinator.ingest(_str(body, "collection"), prepared.docs)
-        summary["documents"] = prepared.read
-        summary["failed"] = [*prepared.failed, *summary["failed"]]
-        summary["duplicates"] = prepared.duplicates
-        summary["duplicate_lines"] = prepared.duplicate_lines
-        return JSONResponse(summary)
+async def ingest(node: ApiNode, request: Request) -> JSONResponse:
+    body = await read_json(request)
+    docs = body.get("docs")
+    if not isinstance(docs, list) or not docs:
+        raise BadRequest("docs must be a non-empty list of {_id, title, text, ...}")
+    prepared = prepare(docs)  # oversize refused, the last version of a repeated _id wins
+    summary = await node.coordinator.ingest(string(body, "collection"), prepared.docs)
+    summary["documents"] = prepared.read
+    summary["failed"] = [*prepared.failed, *summary["failed"]]
+    summary["duplicates"] = prepared.duplicates
+    summary["duplicate_lines"] = prepared.duplicate_lines
+    return JSONResponse(summary)
 
-    async def delete(request: Request) -> JSONResponse:
-        body = await read_json(request)
-        ids = body.get("doc_ids")
-        if not isinstance(ids, list):
-            raise BadRequest("doc_ids must be a list of document ids")
-        return JSONResponse(await node.coordinator.delete(_str(body, "collection"), ids))
 
-    async def search(request: Request) -> JSONResponse:
-        body = await read_json(request)
-        deadline = request_deadline(body)
-        queries: Any
-        if "query" in body:
-            queries = [{"_id": "q", "text": _str(body, "query")}]
-        else:
-            queries = body.get("queries")
-            if not isinstance(queries, list) or not queries or not all(
-                    isinstance(q, dict) and isinstance(q.get("text"), str) for q in queries):
-                raise BadRequest("give query, or queries as a list of {_id, text}")
-        group_by = body.get("group_by")
-        if group_by not in (None, "chunk", "doc"):
-            raise BadRequest('group_by must be "doc" (the k best documents) or "chunk" (the '
-                             'default)')
-        with_text = body.get("text", True)
-        if not isinstance(with_text, bool):
-            raise BadRequest("text must be true or false")
-        results = await node.coordinator.search(
-            _str(body, "collection"), [q["text"] for q in queries], k=_int(body, "k", 10),
-            deadline=deadline, per_doc=group_by == "doc", text=with_text)
-        return FastJSONResponse([{"query_id": str(q.get("_id", i)), **r}
-                                 for i, (q, r) in enumerate(zip(queries, results, strict=True))])
+async def delete(node: ApiNode, request: Request) -> JSONResponse:
+    body = await read_json(request)
+    ids = body.get("doc_ids")
+    if not isinstance(ids, list):
+        raise BadRequest("doc_ids must be a list of document ids")
+    return JSONResponse(await node.coordinator.delete(string(body, "collection"), ids))
 
-    async def ask(scope: Scope, receive: Receive, send: Send) -> None:
-        """JSON, or with ``stream: true`` NDJSON: ``{"text"}`` lines, then ``{"done"}``; a
-        client that disconnects cancels the answer (retrieval or generation)."""
-        try:
-            body = await read_json(Request(scope, receive))
-            deadline = request_deadline(body)
-            args = (_str(body, "collection"), _str(body, "question"))
-            settings: dict[str, Any] = {"k": _int(body, "k", 5), "model": body.get("model"),
-                        "max_tokens": _int(body, "max_tokens", 256), "deadline": deadline}
-            if body.get("stream") is not True:
-                result = await node.coordinator.ask(*args, **settings)
-                await JSONResponse(result)(scope, receive, send)
-                return
-        except CalinodeError as exc:
-            await error_response(exc.code, exc.message)(scope, receive, send)
-            return
 
-        async def answer(emit: Emit) -> None:
-            async def on_text(text: str) -> None:
-                await emit({"text": text})
+async def search(node: ApiNode, request: Request) -> JSONResponse:
+    body = await read_json(request)
+    deadline = request_deadline(body)
+    queries: Any
+    if "query" in body:
+        queries = [{"_id": "q", "text": string(body, "query")}]
+    else:
+        queries = body.get("queries")
+        if not isinstance(queries, list) or not queries or not all(
+                isinstance(q, dict) and isinstance(q.get("text"), str) for q in queries):
+            raise BadRequest("give query, or queries as a list of {_id, text}")
+    group_by = body.get("group_by")
+    if group_by not in (None, "chunk", "doc"):
+        raise BadRequest('group_by must be "doc" (the k best documents) or "chunk" (the '
+                         'default)')
+    with_text = body.get("text", True)
+    if not isinstance(with_text, bool):
+        raise BadRequest("text must be true or false")
+    results = await node.coordinator.search(
+        string(body, "collection"), [q["text"] for q in queries], k=integer(body, "k", 10),
+        deadline=deadline, per_doc=group_by == "doc", text=with_text)
+    return FastJSONResponse([{"query_id": str(q.get("_id", i)), **r}
+                             for i, (q, r) in enumerate(zip(queries, results, strict=True))])
 
-            await emit({"done": await node.coordinator.ask(*args, on_text=on_text, **settings)})
 
-        await stream_answer(receive, send, answer, sse=False)
+async def ask(node: ApiNode, request: Request) -> Answer:
+    """JSON, or with ``stream: true`` NDJSON: ``{"text"}`` lines, then ``{"done"}``; a
+    client that disconnects cancels the answer (retrieval or generation)."""
+    body = await read_json(request)
+    deadline = request_deadline(body)
+    args = (string(body, "collection"), string(body, "question"))
+    settings: dict[str, Any] = {"k": integer(body, "k", 5), "model": body.get("model"),
+                                "max_tokens": integer(body, "max_tokens", 256),
+                                "deadline": deadline}
 
-    async def shards(request: Request) -> JSONResponse:
-        names = ([request.query_params["collection"]] if "collection" in request.query_params
-                 else node.book.names())
-        rows = []
-        for name in names:
-            rows.extend(await shard_rows(node, name))
-        return JSONResponse(rows)
+    async def whole() -> dict[str, Any]:
+        return await node.coordinator.ask(*args, **settings)
+
+    async def pieces(emit: Emit) -> None:
+        async def on_text(text: str) -> None:
+            await emit({"text": text})
+
+        await emit({"done": await node.coordinator.ask(*args, on_text=on_text, **settings)})
+
+    return Answer(whole=whole, pieces=pieces, stream=body.get("stream") is True)
+
+
+async def shards(node: ApiNode, request: Request) -> JSONResponse:
+    names = ([request.query_params["collection"]] if "collection" in request.query_params
+             else node.book.names())
+    rows = []
+    for name in names:
+        rows.extend(await shard_rows(node, name))
+    return JSONResponse(rows)
+
+
+def rag_routes(node: ApiNode) -> list[Route]:
+    def on(handler: Any) -> Any:
+        return functools.partial(handler, node)
 
     return [
-        Route("/v1/collections", collections, methods=["GET", "POST"]),
-        Route("/v1/collections/{name}", collection, methods=["GET", "DELETE", "PATCH"]),
-        Route("/v1/ingest", ingest, methods=["POST"]),
-        Route("/v1/search", search, methods=["POST"]),
-        Route("/v1/delete", delete, methods=["POST"]),
-        Route("/v1/ask", RawEndpoint(ask), methods=["POST"]),
-        Route("/v1/shards", shards),
+        Route("/v1/collections", on(collections), methods=["GET", "POST"]),
+        Route("/v1/collections/{name}", on(collection), methods=["GET", "DELETE", "PATCH"]),
+        Route("/v1/ingest", on(ingest), methods=["POST"]),
+        Route("/v1/search", on(search), methods=["POST"]),
+        Route("/v1/delete", on(delete), methods=["POST"]),
+        Route("/v1/ask", AnswerEndpoint(on(ask)), methods=["POST"]),
+        Route("/v1/shards", on(shards)),
     ]

@@ -14,6 +14,8 @@ Map of the package:
 - ``running_node``, ``removal_breaks``, ``serve_hint`` (model_use.py): who uses an installed
   model (pinning collections, the running node), for ``models remove``/``prepare``/``add``.
 - ``cmd_rag`` (rag.py): ``calinode collections|ingest|search|ask|shards`` over the API.
+- ``print_table``, ``IngestProgress`` (render.py): tables (``peers``, ``shards``, ``models
+  list``) and the ingest progress bar from ``rich`` at a terminal, plain lines otherwise.
 - ``configure_logging`` (log_setup.py): calinode's own log lines, library chatter quiet.
 - ``python -m calinode.node.cli`` (__main__.py): the command without its console script.
 """

@@ -23,6 +23,7 @@ from calinode.node.cli.log_setup import configure_logging
 from calinode.node.cli.models import add_models_parser, cmd_models
 from calinode.node.cli.options import CalinodeParser, add_common_options
 from calinode.node.cli.rag import add_rag_parsers, cmd_rag
+from calinode.node.cli.render import Column, print_table
 from calinode.protocol.errors import BadRequest, exit_status_table
 
 EXAMPLES = """\
@@ -41,18 +42,8 @@ on stderr; a bug prints "internal error ...; please report it with the log at PA
 """ + exit_status_table() + f"\n  {EXIT_BROKEN_PIPE}  the reader of the output went away\n"
 
 
-def _add_client_args(parser: argparse.ArgumentParser) -> None:
-    """The options of a command that talks to a node's API (``options`` adds them all:
-    ``--api``, ``--token``, ``--home``, ``--json``); kept for ``add_rag_parsers``."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = CalinodeParser(
-        prog="calinode",
-        description="Peer-to-peer worker daemon for decentralized RAG.", epilog=EXAMPLES)
-    parser.add_argument("--version", action="version", version=f"calinode {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_start_parser(sub: Any) -> None:
+    """``calinode start``: every flag of the daemon (the node's configuration)."""
     start = sub.add_parser("start", help="run a node in the foreground",
                            description="Run a calinode node until Ctrl-C or SIGTERM. Every "
                            "flag can also be set as CALINODE_<FLAG> or in calinode.toml in "
@@ -106,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="delete a replica this node no longer owns once every owner has "
                             "held the same copy this long (default 600; 0: keep forever)")
 
+
+def _add_inference_parsers(sub: Any) -> None:
+    """``calinode embed`` and ``calinode generate``."""
     embed = sub.add_parser("embed", help="embed texts (on this node or a peer that can)")
     embed.add_argument("texts", nargs="+", metavar="TEXT")
     embed.add_argument("--model", help="embedding model (default: the node's)")
@@ -116,7 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
                       help="embed as documents (default)")
     embed.add_argument("--dimensions", type=int, help="keep the first N dimensions")
     embed.add_argument("--timeout", type=float, default=120.0, help="seconds to wait")
-    _add_client_args(embed)
 
     generate = sub.add_parser("generate", help="generate text (streamed with --stream)")
     generate.add_argument("prompt", metavar="PROMPT")
@@ -130,10 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, help="sampling seed, for repeatable output")
     generate.add_argument("--stream", action="store_true", help="print tokens as they arrive")
     generate.add_argument("--timeout", type=float, default=300.0, help="seconds to wait")
-    _add_client_args(generate)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = CalinodeParser(
+        prog="calinode",
+        description="Peer-to-peer worker daemon for decentralized RAG.", epilog=EXAMPLES)
+    parser.add_argument("--version", action="version", version=f"calinode {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    _add_start_parser(sub)
+    _add_inference_parsers(sub)
     add_models_parser(sub)
-    add_rag_parsers(sub, _add_client_args)
+    add_rag_parsers(sub)
 
     keygen = sub.add_parser("keygen", help="write a new private swarm key")
     keygen.add_argument("--out", required=True, metavar="FILE", help="where to write (mode 0600)")
@@ -143,19 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("token", help="print the local API's bearer token (for scripts and "
                    "OpenAI clients: api_key=<token>)")
 
-    invite = sub.add_parser("invite", help="print the one-paste invite that joins another "
-                            "machine to this node's private swarm (calinode start --join ...)")
-    _add_client_args(invite)
+    sub.add_parser("invite", help="print the one-paste invite that joins another "
+                   "machine to this node's private swarm (calinode start --join ...)")
 
-    status = sub.add_parser("status", help="show the running node")
-    _add_client_args(status)
-    peers = sub.add_parser("peers", help="list the peer table of the running node")
-    _add_client_args(peers)
+    sub.add_parser("status", help="show the running node")
+    sub.add_parser("peers", help="list the peer table of the running node")
     ping = sub.add_parser("ping", help="round-trip a ping job to a peer")
     ping.add_argument("peer_id", metavar="PEER_ID")
     ping.add_argument("-c", "--count", type=int, default=3, help="pings to send")
     ping.add_argument("--timeout", type=float, default=5.0, help="seconds per ping")
-    _add_client_args(ping)
     add_common_options(parser)
     return parser
 
@@ -273,20 +271,30 @@ def capability_summary(caps: dict[str, Any]) -> str:
     return " ".join(words) or "-"
 
 
+#: ``calinode peers``: plain lines keep these widths (scripts cut them)
+PEER_COLUMNS = (Column("PEER ID", 54), Column("ALIVE", 6), Column("SEEN", 7, ">"),
+                Column("RTT ms", 7, ">"), Column("JOBS", 5, ">"),
+                Column("ADDRESS", 46, gap="  "), Column("CAPABILITIES", gap="  "))
+
+
+def peer_cells(row: dict[str, Any]) -> tuple[str, ...]:
+    """One row of ``calinode peers`` (a row of ``GET /v1/peers``) as its table's cells."""
+    seen = "self" if row["self"] else (
+        "-" if row["last_seen"] is None else f"{row['last_seen']:.1f}s")
+    rtt = "-" if row["rtt_ms"] is None else f"{row['rtt_ms']:.1f}"
+    addr = row["addrs"][0] if row["addrs"] else "-"
+    return (row["peer_id"], "yes" if row["alive"] else "DEAD", seen, rtt,
+            str(row["load"]["in_flight"]), addr,
+            capability_summary(row.get("capabilities") or {}))
+
+
 def cmd_peers(args: argparse.Namespace) -> int:
     with _client(args) as client:
         rows = client.peers()
-    lines = [f"{'PEER ID':<54} {'ALIVE':<6} {'SEEN':>7} {'RTT ms':>7} {'JOBS':>5}  "
-             f"{'ADDRESS':<46}  CAPABILITIES"]
-    for row in rows:
-        seen = "self" if row["self"] else (
-            "-" if row["last_seen"] is None else f"{row['last_seen']:.1f}s")
-        rtt = "-" if row["rtt_ms"] is None else f"{row['rtt_ms']:.1f}"
-        addr = row["addrs"][0] if row["addrs"] else "-"
-        lines.append(f"{row['peer_id']:<54} {'yes' if row['alive'] else 'DEAD':<6} {seen:>7} "
-                     f"{rtt:>7} {row['load']['in_flight']:>5}  {addr:<46}  "
-                     f"{capability_summary(row.get('capabilities') or {})}")
-    _emit(rows, args.json, "\n".join(lines))
+    if args.json:
+        _emit(rows, True, "")
+    else:
+        print_table(PEER_COLUMNS, [peer_cells(row) for row in rows])
     return 0
 
 

@@ -21,15 +21,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from calinode.node.cli.render import Column, print_table
 from calinode.protocol.errors import BadRequest, ConfigError
 
 
 def add_models_parser(sub: Any) -> None:
     models = sub.add_parser("models", help="list, prepare, add, remove, verify, export models")
-    models.add_argument("--home", help="node home (default $CALINODE_HOME)")
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-    listing = msub.add_parser("list", help="installed models")
-    listing.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    msub.add_parser("list", help="installed models")
     prepare = msub.add_parser("prepare", help="prepare embedded defaults (no network needed)")
     prepare.add_argument("names", nargs="*", metavar="NAME",
                          help="minilm-l6, minilm-l6-int8, smollm2-135m, gemma3-270m "
@@ -56,11 +55,21 @@ def add_models_parser(sub: Any) -> None:
                              "serves it (prints what breaks)")
     verify = msub.add_parser("verify", help="re-hash model files")
     verify.add_argument("names", nargs="*", metavar="NAME")
-    verify.add_argument("--json", action="store_true", help="print machine-readable JSON")
     export = msub.add_parser("export", help="export a Hugging Face checkpoint to ONNX (torch)")
     export.add_argument("checkpoint", help="a local sentence-transformers/transformers folder")
     export.add_argument("--name", required=True)
     export.add_argument("--int8", action="store_true", help="also make NAME-int8")
+
+
+#: ``calinode models list``: plain lines keep these widths
+MODEL_COLUMNS = (Column("NAME", 20), Column("KIND", 9), Column("SIZE MB", 8, ">"),
+                 Column("SHA256", gap="  "))
+NO_MODELS = "(none: calinode models prepare, or calinode start, prepares defaults)"
+
+
+def model_cells(row: dict[str, Any]) -> tuple[str, ...]:
+    """One installed model (its advertised manifest and ``size`` in bytes) as table cells."""
+    return (row["name"], row["kind"], f"{row['size'] / 1e6:.1f}", row["sha256"][:16])
 
 
 def _home(args: argparse.Namespace) -> Path:
@@ -141,72 +150,85 @@ def _remove(args: argparse.Namespace, registry: Any) -> None:
     registry.remove(manifest.name)
 
 
+def _list(args: argparse.Namespace, registry: Any) -> int:
+    rows = [m.advertised() | {"size": sum(f.size for f in m.files)}
+            for m in registry.manifests()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print_table(MODEL_COLUMNS, [model_cells(row) for row in rows], empty=NO_MODELS)
+    return 0
+
+
+def _prepare(args: argparse.Namespace, registry: Any) -> int:
+    from calinode.models.defaults import (
+        DEFAULT_EMBED_MODEL,
+        DEFAULT_GEN_MODEL,
+        prepare_default,
+    )
+
+    prepared = []
+    for name in args.names or [DEFAULT_EMBED_MODEL, DEFAULT_GEN_MODEL]:
+        print(f"preparing {name}", file=sys.stderr)
+        try:
+            manifest = prepare_default(name, registry, progress=_progress, force=args.force)
+        except KeyError:
+            raise ConfigError(f"{name} is not an embedded default") from None
+        prepared.append({"name": manifest.name, "kind": manifest.kind,
+                         "sha256": manifest.sha256})
+        if not args.json:
+            print(f"{manifest.name}\t{manifest.sha256}")
+        _serve_hint(args, manifest)
+    if args.json:
+        print(json.dumps(prepared, indent=2))
+    return 0
+
+
+def _install(args: argparse.Namespace, registry: Any) -> int:
+    manifest = _add(args, registry)
+    print(json.dumps({"installed": manifest.name, "kind": manifest.kind,
+                      "sha256": manifest.sha256}) if args.json else
+          f"installed {manifest.name} ({manifest.kind}, sha256 {manifest.sha256[:16]})")
+    _serve_hint(args, manifest)
+    return 0
+
+
+def _uninstall(args: argparse.Namespace, registry: Any) -> int:
+    _remove(args, registry)
+    print(json.dumps({"removed": args.name}) if args.json else f"removed {args.name}")
+    return 0
+
+
+def _verify(args: argparse.Namespace, registry: Any) -> int:
+    report = {name: registry.verify(name) for name in (args.names or registry.names())}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for name, problems in report.items():
+            print(f"{name}: {'ok' if not problems else '; '.join(problems)}")
+    return 0 if not any(report.values()) else 1
+
+
+def _export(args: argparse.Namespace, registry: Any) -> int:
+    try:
+        from calinode.models.prepare.export import export_checkpoint
+    except ImportError as exc:
+        raise ConfigError("export needs torch: pip install 'calinode[export]'") from exc
+    exported = export_checkpoint(Path(args.checkpoint).expanduser(), args.name, registry,
+                                 int8=args.int8, progress=_progress)
+    print(json.dumps({"exported": [{"name": m.name, "kind": m.kind, "sha256": m.sha256}
+                                   for m in exported.manifests]})
+          if args.json else exported)
+    return 0
+
+
+ACTIONS = {"list": _list, "prepare": _prepare, "add": _install, "remove": _uninstall,
+           "verify": _verify, "export": _export}
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     registry = _registry(args)
-    action = args.models_command
-    if action == "list":
-        rows = [m.advertised() | {"size": sum(f.size for f in m.files)}
-                for m in registry.manifests()]
-        if args.json:
-            print(json.dumps(rows, indent=2))
-        else:
-            print(f"{'NAME':<20} {'KIND':<9} {'SIZE MB':>8}  SHA256")
-            for row in rows:
-                print(f"{row['name']:<20} {row['kind']:<9} {row['size'] / 1e6:>8.1f}  "
-                      f"{row['sha256'][:16]}")
-            if not rows:
-                print("(none: calinode models prepare, or calinode start, prepares defaults)")
-        return 0
-    if action == "prepare":
-        from calinode.models.defaults import (
-            DEFAULT_EMBED_MODEL,
-            DEFAULT_GEN_MODEL,
-            prepare_default,
-        )
-
-        prepared = []
-        for name in args.names or [DEFAULT_EMBED_MODEL, DEFAULT_GEN_MODEL]:
-            print(f"preparing {name}", file=sys.stderr)
-            try:
-                manifest = prepare_default(name, registry, progress=_progress, force=args.force)
-            except KeyError:
-                raise ConfigError(f"{name} is not an embedded default") from None
-            prepared.append({"name": manifest.name, "kind": manifest.kind,
-                             "sha256": manifest.sha256})
-            if not args.json:
-                print(f"{manifest.name}\t{manifest.sha256}")
-            _serve_hint(args, manifest)
-        if args.json:
-            print(json.dumps(prepared, indent=2))
-        return 0
-    if action == "add":
-        manifest = _add(args, registry)
-        print(json.dumps({"installed": manifest.name, "kind": manifest.kind,
-                          "sha256": manifest.sha256}) if args.json else
-              f"installed {manifest.name} ({manifest.kind}, sha256 {manifest.sha256[:16]})")
-        _serve_hint(args, manifest)
-        return 0
-    if action == "remove":
-        _remove(args, registry)
-        print(json.dumps({"removed": args.name}) if args.json else f"removed {args.name}")
-        return 0
-    if action == "verify":
-        report = {name: registry.verify(name) for name in (args.names or registry.names())}
-        if args.json:
-            print(json.dumps(report, indent=2))
-        else:
-            for name, problems in report.items():
-                print(f"{name}: {'ok' if not problems else '; '.join(problems)}")
-        return 0 if not any(report.values()) else 1
-    if action == "export":
-        try:
-            from calinode.models.prepare.export import export_checkpoint
-        except ImportError as exc:
-            raise ConfigError("export needs torch: pip install 'calinode[export]'") from exc
-        exported = export_checkpoint(Path(args.checkpoint).expanduser(), args.name, registry,
-                                     int8=args.int8, progress=_progress)
-        print(json.dumps({"exported": [{"name": m.name, "kind": m.kind, "sha256": m.sha256}
-                                       for m in exported.manifests]})
-              if args.json else exported)
-        return 0
-    raise ConfigError(f"unknown models action {action}")
+    action = ACTIONS.get(args.models_command)
+    if action is None:
+        raise ConfigError(f"unknown models action {args.models_command}")
+    return action(args, registry)

@@ -6,7 +6,9 @@ with :data:`EXIT_DOCS_FAILED` (and a one-line summary on stderr) when any docume
 
 ``ingest`` reads a folder of .txt/.md files, a JSONL file of ``{"_id", "title", "text",
 ...metadata}`` (the BEIR corpus format) or ``-`` (JSONL on stdin), sends it in batches and
-draws a progress bar on stderr; ``search --queries FILE.jsonl`` prints one JSON line per query.
+shows its progress on stderr (``rich``'s bar at a terminal, a plain line a batch otherwise);
+``search --queries FILE.jsonl`` prints one JSON line per query. ``shards`` is a ``rich`` table
+at a terminal, plain lines otherwise (``node/cli/render.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from calinode.node.cli.render import Column, IngestProgress, print_table
 from calinode.node.ingest_input import (
     DEFAULT_ENCODING,
     MAX_DOCUMENT_CHARS,
@@ -42,7 +45,8 @@ error's code (see calinode --help).
 """
 
 
-def add_rag_parsers(sub: Any, client_args: Any) -> None:
+def _add_collections_parser(sub: Any) -> None:
+    """``calinode collections create|update|list|info|drop``."""
     collections = sub.add_parser("collections", help="create, list, inspect, drop collections")
     csub = collections.add_subparsers(dest="collections_command", required=True,
                                       metavar="ACTION")
@@ -63,7 +67,6 @@ def add_rag_parsers(sub: Any, client_args: Any) -> None:
                         help="in an --open swarm: a peer that may write documents; repeatable")
     create.add_argument("--reader", action="append", dest="readers", metavar="PEER_ID",
                         help="in an --open swarm: a peer that may read documents; repeatable")
-    client_args(create)
     update = csub.add_parser("update", help="change a collection's replication (owner or "
                              "admin only); sync brings the new replicas up")
     update.add_argument("name")
@@ -71,15 +74,16 @@ def add_rag_parsers(sub: Any, client_args: Any) -> None:
     update.add_argument("--write-quorum", type=int, default=None,
                         help="replicas that must be durable before a write is acknowledged "
                              "(default: keep the current rule, capped at --replicas)")
-    client_args(update)
     for action, text in (("list", "collections known to the node"),
                          ("info", "one collection's definition"),
                          ("drop", "drop a collection everywhere")):
         parser = csub.add_parser(action, help=text)
         if action != "list":
             parser.add_argument("name")
-        client_args(parser)
 
+
+def _add_ingest_parsers(sub: Any) -> None:
+    """``calinode ingest`` and ``calinode delete``."""
     ingest = sub.add_parser("ingest", help="add documents to a collection", epilog=(
         f"A document is at most {MAX_DOCUMENT_CHARS:,} characters (title and text); the node "
         "chunks it, whatever its length up to there. A _id given twice keeps its last "
@@ -92,13 +96,14 @@ def add_rag_parsers(sub: Any, client_args: Any) -> None:
     ingest.add_argument("--encoding", default=DEFAULT_ENCODING,
                         help="text encoding of the input (default %(default)s); a file that "
                              "does not decode fails, it is never stored altered")
-    client_args(ingest)
 
     delete = sub.add_parser("delete", help="remove documents from a collection")
     delete.add_argument("doc_ids", nargs="+", metavar="DOC_ID")
     delete.add_argument("--collection", required=True)
-    client_args(delete)
 
+
+def _add_query_parsers(sub: Any) -> None:
+    """``calinode search``, ``calinode ask`` and ``calinode shards``."""
     search = sub.add_parser("search", help="search a collection", epilog=SEARCH_EPILOG)
     search.add_argument("query", nargs="?")
     search.add_argument("--collection", required=True)
@@ -111,7 +116,6 @@ def add_rag_parsers(sub: Any, client_args: Any) -> None:
                         help="hits without text and metadata (ids and scores)")
     search.add_argument("--allow-partial", action="store_true",
                         help=f"exit 0 even when shards are missing (else {EXIT_PARTIAL})")
-    client_args(search)
 
     ask = sub.add_parser("ask", help="answer a question from a collection (RAG)")
     ask.add_argument("question")
@@ -119,18 +123,31 @@ def add_rag_parsers(sub: Any, client_args: Any) -> None:
     ask.add_argument("-k", type=int, default=5)
     ask.add_argument("--model", help="generation model")
     ask.add_argument("--max-tokens", type=int, default=256)
-    client_args(ask)
 
     shards = sub.add_parser("shards", help="the shard map: owners, replicas, counts, health")
     shards.add_argument("--collection")
-    client_args(shards)
 
 
-def _bar(done: int, total: int, chunks: int, started: float) -> str:
-    width = 30
-    filled = int(width * done / max(1, total))
-    return (f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} docs, {chunks} chunks, "
-            f"{time.monotonic() - started:.1f} s")
+def add_rag_parsers(sub: Any) -> None:
+    """The RAG commands; the options every command shares (``--api``, ``--home``, ``--json``,
+    ...) come from ``options.add_common_options``."""
+    _add_collections_parser(sub)
+    _add_ingest_parsers(sub)
+    _add_query_parsers(sub)
+
+
+#: ``calinode shards``: plain lines are ``papers/3   2/2 replicas  1a2b3c4d:120, ...``
+SHARD_COLUMNS = (Column("SHARD"), Column("REPLICAS"), Column("HOLDERS (peer:docs, ! unhealthy)",
+                                                            gap="  "))
+
+
+def shard_cells(row: dict[str, Any]) -> tuple[str, ...]:
+    """One shard of ``GET /v1/shards`` as table cells: the holders by the end of their peer
+    id, each with its document count (``!``: the holder reports a problem)."""
+    holders = ", ".join(f"{x['peer'][-8:]}:{x['docs']}{'' if x['healthy'] else '!'}"
+                        for x in row["replicas"])
+    return (f"{row['collection']}/{row['shard']:<3}",
+            f"{row['live_replicas']}/{row['wanted']} replicas", holders)
 
 
 def cmd_ingest(args: argparse.Namespace, client: Any) -> dict[str, Any]:
@@ -148,20 +165,17 @@ def cmd_ingest(args: argparse.Namespace, client: Any) -> dict[str, Any]:
                                "duplicates": prepared.duplicates,
                                "duplicate_lines": prepared.duplicate_lines}
     sent = 0
-    for batch in send_batches(docs, SEND_BATCH):
-        chars = sum(document_size(doc) or 0 for doc in batch)
-        # a request of long documents gets longer: at 5000 characters a second (a slow
-        # embedder) an 8-million-character document takes 27 minutes
-        part = client.ingest(args.collection, batch, timeout=max(600.0, chars / 5000))
-        for key in ("chunks", "acknowledged", "added", "replaced", "unchanged"):
-            summary[key] += part[key]
-        summary["failed"].extend(part["failed"])
-        sent += len(batch)
-        if not args.json:
-            print(_bar(sent, len(docs), summary["chunks"], started), end="", file=sys.stderr,
-                  flush=True)
-    if not args.json:
-        print(file=sys.stderr)
+    with IngestProgress(len(docs), quiet=args.json) as progress:
+        for batch in send_batches(docs, SEND_BATCH):
+            chars = sum(document_size(doc) or 0 for doc in batch)
+            # a request of long documents gets longer: at 5000 characters a second (a slow
+            # embedder) an 8-million-character document takes 27 minutes
+            part = client.ingest(args.collection, batch, timeout=max(600.0, chars / 5000))
+            for key in ("chunks", "acknowledged", "added", "replaced", "unchanged"):
+                summary[key] += part[key]
+            summary["failed"].extend(part["failed"])
+            sent += len(batch)
+            progress.update(sent, summary["chunks"])
     summary["seconds"] = round(time.monotonic() - started, 2)
     return summary
 
@@ -215,92 +229,118 @@ def cmd_search(args: argparse.Namespace, client: Any) -> int:
     return 0 if args.allow_partial else EXIT_PARTIAL
 
 
+def _collections(args: argparse.Namespace, client: Any) -> tuple[Any, str]:
+    """``calinode collections ACTION``: the API's reply and its text for a person."""
+    action = args.collections_command
+    if action == "create":
+        data: Any = client.create_collection(
+            args.name, model=args.model, shards=args.shards, replicas=args.replicas,
+            write_quorum=args.write_quorum, index_kind="hnsw" if args.hnsw else "flat",
+            admins=args.admins, writers=args.writers, readers=args.readers)
+        text = (f"created {data['name']}: {data['model']} ({data['dim']}-d), "
+                f"{data['shards']} shards x {data['replicas']} replicas, write quorum "
+                f"{data['quorum']}" + "".join(f"\n  note: {n}" for n in data["notes"]))
+    elif action == "update":
+        data = client.update_collection(args.name, replicas=args.replicas,
+                                        write_quorum=args.write_quorum)
+        text = (f"updated {data['name']} (version {data['version']}): {data['replicas']} "
+                f"replicas, write quorum {data['quorum']}; sync brings the replicas up "
+                "(watch: calinode shards --collection " + data["name"] + ")"
+                + "".join(f"\n  note: {n}" for n in data["notes"]))
+    elif action == "list":
+        data = client.collections()
+        text = "\n".join(f"{c['name']}\t{c['model']}\t{c['shards']} shards x "
+                         f"{c['replicas']}" for c in data) or "(no collections)"
+    elif action == "info":
+        data = client.collection(args.name)
+        text = collection_summary(data)
+    else:
+        data = client.drop_collection(args.name)
+        text = f"dropped {args.name}"
+    return data, text
+
+
+def ingest_text(data: dict[str, Any]) -> str:
+    """An ingest's summary for a person: counts, the first failures, the replaced lines."""
+    failed = "".join(f"\n  {f['_id']}: {f['error']} {f.get('message', '')}"
+                     for f in data["failed"][:20])
+    text = (f"{data['acknowledged']}/{data['documents']} documents acknowledged "
+            f"({data['added']} added, {data['replaced']} replaced, {data['unchanged']} "
+            f"unchanged), {data['chunks']} chunks in {data['seconds']} s; "
+            f"{len(data['failed'])} failed{failed}")
+    if data["duplicates"]:
+        shown = ", ".join(data["duplicates"][:20])
+        more = len(data["duplicates"]) - 20
+        text += (f"\n{data['duplicate_lines']} earlier line(s) replaced by a later line "
+                 f"with the same _id (the last one wins): {shown}"
+                 + (f" and {more} more" if more > 0 else ""))
+    return text
+
+
+def _ingest_failed(args: argparse.Namespace, data: dict[str, Any], text: str) -> int:
+    """The summary goes to stdout; the verdict to stderr, and a status."""
+    print(json.dumps(data, indent=2) if args.json else text)
+    codes = sorted({str(f["error"]) for f in data["failed"]})
+    print(f"calinode: {len(data['failed'])} of {data['documents']} documents failed "
+          f"({', '.join(codes)}); first: {data['failed'][0]['_id']}: "
+          f"{data['failed'][0].get('message', '')}"[:400], file=sys.stderr)
+    return EXIT_DOCS_FAILED
+
+
+def delete_text(data: dict[str, Any]) -> str:
+    """A delete's reply for a person: counts, then each id's outcome."""
+    return (f"deleted {len(data['deleted'])}, not found {len(data['not_found'])}, failed "
+            f"{len(data['failed'])}"
+            + "".join(f"\n  {d}: deleted" for d in data["deleted"])
+            + "".join(f"\n  {d}: not found" for d in data["not_found"])
+            + "".join(f"\n  {f['_id']}: failed: {f['error']} {f['message']}"
+                      for f in data["failed"]))
+
+
+def _ask(args: argparse.Namespace, client: Any) -> tuple[Any, str]:
+    """``calinode ask``: with ``--json`` the whole reply; else the answer streamed as it is
+    generated, then the sources."""
+    if args.json:
+        data = client.ask(args.collection, args.question, k=args.k, model=args.model,
+                          max_tokens=args.max_tokens)
+        return data, ""
+    for item in client.ask_stream(args.collection, args.question, k=args.k,
+                                  model=args.model, max_tokens=args.max_tokens):
+        if "text" in item:
+            print(item["text"], end="", flush=True)
+        elif "done" in item:
+            data = item["done"]
+    print()
+    sources = "\n".join(f"  [{s['n']}] {s['doc_id']} {s.get('title') or ''}"
+                        for s in data["sources"])
+    if data.get("no_sources"):
+        sources = "  none: the collection has nothing relevant (no model answer)"
+    partial = (f"\n(partial: no live replica of shards {data['missing_shards']})"
+               if data["partial"] else "")
+    return data, f"\nsources:\n{sources}{partial}"
+
+
 def cmd_rag(args: argparse.Namespace, client: Any) -> int:
     command = args.command
+    if command == "search":
+        return cmd_search(args, client)
     if command == "collections":
-        action = args.collections_command
-        if action == "create":
-            data: Any = client.create_collection(
-                args.name, model=args.model, shards=args.shards, replicas=args.replicas,
-                write_quorum=args.write_quorum, index_kind="hnsw" if args.hnsw else "flat",
-                admins=args.admins, writers=args.writers, readers=args.readers)
-            text = (f"created {data['name']}: {data['model']} ({data['dim']}-d), "
-                    f"{data['shards']} shards x {data['replicas']} replicas, write quorum "
-                    f"{data['quorum']}" + "".join(f"\n  note: {n}" for n in data["notes"]))
-        elif action == "update":
-            data = client.update_collection(args.name, replicas=args.replicas,
-                                            write_quorum=args.write_quorum)
-            text = (f"updated {data['name']} (version {data['version']}): {data['replicas']} "
-                    f"replicas, write quorum {data['quorum']}; sync brings the replicas up "
-                    "(watch: calinode shards --collection " + data["name"] + ")"
-                    + "".join(f"\n  note: {n}" for n in data["notes"]))
-        elif action == "list":
-            data = client.collections()
-            text = "\n".join(f"{c['name']}\t{c['model']}\t{c['shards']} shards x "
-                             f"{c['replicas']}" for c in data) or "(no collections)"
-        elif action == "info":
-            data = client.collection(args.name)
-            text = collection_summary(data)
-        else:
-            data = client.drop_collection(args.name)
-            text = f"dropped {args.name}"
+        data, text = _collections(args, client)
     elif command == "ingest":
         data = cmd_ingest(args, client)
-        failed = "".join(f"\n  {f['_id']}: {f['error']} {f.get('message', '')}"
-                         for f in data["failed"][:20])
-        text = (f"{data['acknowledged']}/{data['documents']} documents acknowledged "
-                f"({data['added']} added, {data['replaced']} replaced, {data['unchanged']} "
-                f"unchanged), {data['chunks']} chunks in {data['seconds']} s; "
-                f"{len(data['failed'])} failed{failed}")
-        if data["duplicates"]:
-            shown = ", ".join(data["duplicates"][:20])
-            more = len(data["duplicates"]) - 20
-            text += (f"\n{data['duplicate_lines']} earlier line(s) replaced by a later line "
-                     f"with the same _id (the last one wins): {shown}"
-                     + (f" and {more} more" if more > 0 else ""))
-        if data["failed"]:  # the summary goes to stdout; the verdict to stderr, and a status
-            print(json.dumps(data, indent=2) if args.json else text)
-            codes = sorted({str(f["error"]) for f in data["failed"]})
-            print(f"calinode: {len(data['failed'])} of {data['documents']} documents failed "
-                  f"({', '.join(codes)}); first: {data['failed'][0]['_id']}: "
-                  f"{data['failed'][0].get('message', '')}"[:400], file=sys.stderr)
-            return EXIT_DOCS_FAILED
+        text = ingest_text(data)
+        if data["failed"]:
+            return _ingest_failed(args, data, text)
     elif command == "delete":
         data = client.delete(args.collection, args.doc_ids)
-        text = (f"deleted {len(data['deleted'])}, not found {len(data['not_found'])}, failed "
-                f"{len(data['failed'])}"
-                + "".join(f"\n  {d}: deleted" for d in data["deleted"])
-                + "".join(f"\n  {d}: not found" for d in data["not_found"])
-                + "".join(f"\n  {f['_id']}: failed: {f['error']} {f['message']}"
-                          for f in data["failed"]))
-    elif command == "search":
-        return cmd_search(args, client)
+        text = delete_text(data)
     elif command == "ask":
-        if args.json:
-            data = client.ask(args.collection, args.question, k=args.k, model=args.model,
-                              max_tokens=args.max_tokens)
-        else:  # stream the answer as it is generated, then the sources
-            for item in client.ask_stream(args.collection, args.question, k=args.k,
-                                          model=args.model, max_tokens=args.max_tokens):
-                if "text" in item:
-                    print(item["text"], end="", flush=True)
-                elif "done" in item:
-                    data = item["done"]
-            print()
-        sources = "\n".join(f"  [{s['n']}] {s['doc_id']} {s.get('title') or ''}"
-                            for s in data["sources"])
-        if data.get("no_sources"):
-            sources = "  none: the collection has nothing relevant (no model answer)"
-        partial = (f"\n(partial: no live replica of shards {data['missing_shards']})"
-                   if data["partial"] else "")
-        text = f"\nsources:\n{sources}{partial}"
-        if args.json:
-            text = ""
+        data, text = _ask(args, client)
     else:
         data = client.shards(args.collection)
-        text = "\n".join(
-            f"{r['collection']}/{r['shard']:<3} {r['live_replicas']}/{r['wanted']} replicas  "
-            + ", ".join(f"{x['peer'][-8:]}:{x['docs']}{'' if x['healthy'] else '!'}"
-                        for x in r["replicas"]) for r in data)
+        if not args.json and data:
+            print_table(SHARD_COLUMNS, [shard_cells(row) for row in data], header=False)
+            return 0
+        text = ""
     print(json.dumps(data, indent=2) if args.json else text)
     return 0

@@ -15,9 +15,9 @@ counts as a failed candidate (``bad_reply``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 import trio
@@ -35,7 +35,12 @@ from calinode.protocol.errors import ErrorCode, JobError, groups_collapsed
 from calinode.protocol.job_replies import EmbedReply, GenerateReply
 
 if TYPE_CHECKING:
-    from calinode.node.daemon import Node
+    from calinode.models.manifest import ModelManifest
+    from calinode.node.access import AccessPolicy
+    from calinode.node.config import NodeConfig
+    from calinode.node.jobs.client import JobClient
+    from calinode.node.jobs.server import JobServer
+    from calinode.node.p2p.peer_table import PeerTable
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
@@ -45,7 +50,39 @@ RETRYABLE = {ErrorCode.PEER_UNREACHABLE, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.
 MIN_SPLIT = 32  # texts per part below which a batch is not worth splitting
 
 
-def default_model(node: Node, kind: str) -> str:
+class _LocalService(Protocol):
+    """One model this node serves itself, as routing sees it."""
+
+    @property
+    def manifest(self) -> ModelManifest: ...
+
+    @property
+    def busy(self) -> bool: ...
+
+
+class _LocalModelNames(Protocol):
+    @property
+    def embed(self) -> Mapping[str, _LocalService]: ...
+
+    @property
+    def generate(self) -> Mapping[str, _LocalService]: ...
+
+
+class ModelSources(Protocol):
+    """What :func:`default_model` reads of a node: its own models, its peers, its config (the
+    HTTP API and the coordinator pass theirs, not the daemon's whole ``Node``)."""
+
+    @property
+    def models(self) -> _LocalModelNames: ...
+
+    @property
+    def table(self) -> PeerTable: ...
+
+    @property
+    def config(self) -> NodeConfig: ...
+
+
+def default_model(node: ModelSources, kind: str) -> str:
     """The model a request names none for: a local one of ``kind``, else one a live peer
     offers, else the first configured (empty: none known)."""
     local = node.models.embed if kind == "embed" else node.models.generate
@@ -56,6 +93,23 @@ def default_model(node: Node, kind: str) -> str:
             return model.name
     configured = node.config.embed_models if kind == "embed" else node.config.gen_models
     return configured[0] if configured else ""
+
+
+class DispatchNode(ModelSources, Protocol):
+    """What the :class:`Dispatcher` reads of the node (the daemon's ``Node`` satisfies it;
+    the jobs layer never imports the daemon)."""
+
+    @property
+    def peer_id(self) -> str: ...
+
+    @property
+    def access(self) -> AccessPolicy: ...
+
+    @property
+    def server(self) -> JobServer: ...
+
+    @property
+    def client(self) -> JobClient: ...
 
 
 @dataclass
@@ -69,7 +123,7 @@ class EmbedOutcome:
 
 
 class Dispatcher:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: DispatchNode) -> None:
         self.node = node
 
     def candidates(self, kind: str, name: str,

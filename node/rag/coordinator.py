@@ -254,8 +254,7 @@ class Coordinator:
                 await on_text(result["text"])
         else:
             dispatcher = self.node.dispatcher
-            # default_model reads the daemon's Node, which the dispatcher holds
-            params = {"model": model or default_model(dispatcher.node, "generate"),
+            params = {"model": model or default_model(self.node, "generate"),
                       "messages": messages, "max_tokens": max_tokens, "temperature": 0.2}
             result = await dispatcher.generate(params, deadline=deadline, on_text=on_text)
         return {"answer": result["text"], "sources": sources, "no_sources": not sources,

@@ -22,7 +22,7 @@ import trio
 import trio.testing
 
 from calinode.models.store.digest import chunk_faiss_id
-from calinode.node.api.inference_routes import StreamingEndpoint
+from calinode.node.api.inference_routes import chat_endpoint
 from calinode.node.index.placement import shard_of
 from calinode.node.jobs.client import JobResult
 from calinode.node.jobs.dispatch import Dispatcher
@@ -398,7 +398,7 @@ async def test_chat_with_a_collection_and_a_stalled_index_is_a_504_by_its_deadli
     node = fake_node(shard_search=stall)
     client = FakeAsgiClient(chat_body())
     start = trio.current_time()
-    await client.run(StreamingEndpoint(node, "openai"), "/v1/chat/completions")  # type: ignore[arg-type]
+    await client.run(chat_endpoint(node), "/v1/chat/completions")  # type: ignore[arg-type]
     assert trio.current_time() <= start + BUDGET + MARGIN
     assert client.status() == 504
     assert json.loads(client.text())["error"]["code"] == "DEADLINE_EXCEEDED"
@@ -410,7 +410,7 @@ async def test_streamed_chat_whose_generation_stalls_ends_with_deadline_exceeded
     node = fake_node(shard_search=search_reply(2, delay=0.5), generate=stall)
     client = FakeAsgiClient(chat_body(stream=True))
     start = trio.current_time()
-    await client.run(StreamingEndpoint(node, "openai"), "/v1/chat/completions")  # type: ignore[arg-type]
+    await client.run(chat_endpoint(node), "/v1/chat/completions")  # type: ignore[arg-type]
     assert trio.current_time() <= start + BUDGET + MARGIN
     events = [line.removeprefix("data: ") for line in client.text().split("\n\n") if line]
     assert events[-1] == "[DONE]"
@@ -424,7 +424,7 @@ async def test_chat_with_a_collection_answers_within_budget_through_rag_messages
     node = fake_node(shard_search=search_reply(1, delay=0.2))
     client = FakeAsgiClient(chat_body(k=2))
     start = trio.current_time()
-    await client.run(StreamingEndpoint(node, "openai"), "/v1/chat/completions")  # type: ignore[arg-type]
+    await client.run(chat_endpoint(node), "/v1/chat/completions")  # type: ignore[arg-type]
     assert client.status() == 200 and trio.current_time() <= start + BUDGET
     reply = json.loads(client.text())
     assert reply["choices"][0]["message"]["content"] == "tok " * 5
@@ -438,7 +438,7 @@ async def test_chat_with_a_collection_that_has_nothing_relevant_says_so(
         autojump_clock: trio.testing.MockClock) -> None:
     node = fake_node(shard_search=search_reply(0))
     client = FakeAsgiClient(chat_body())
-    await client.run(StreamingEndpoint(node, "openai"), "/v1/chat/completions")  # type: ignore[arg-type]
+    await client.run(chat_endpoint(node), "/v1/chat/completions")  # type: ignore[arg-type]
     reply = json.loads(client.text())
     assert reply["no_sources"] is True and reply["sources"] == []
     assert "nothing relevant" in reply["choices"][0]["message"]["content"]
@@ -463,7 +463,7 @@ async def test_a_streamed_chat_stops_generating_when_its_client_disconnects(
     node = fake_node(generate=slow_tokens)
     client = FakeAsgiClient(chat_body(stream=True, timeout=60))
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(client.run, StreamingEndpoint(node, "openai"),  # type: ignore[arg-type]
+        nursery.start_soon(client.run, chat_endpoint(node),  # type: ignore[arg-type]
                            "/v1/chat/completions")
         await generating.wait()  # retrieval done, the first token out
         await trio.sleep(1.0)

@@ -94,15 +94,6 @@ NODE_TOP_LEVEL = {
 #: go, and each is removed in step 2 of issue 11; the test fails when one no longer exists,
 #: so this list only shrinks.
 KNOWN_BACK_EDGES: dict[tuple[str, str], str] = {
-    # Type-only (under TYPE_CHECKING): each takes the whole daemon ``Node`` and reaches what it
-    # needs through it (node.table, node.dispatcher, node.coordinator, node.membership...).
-    # Removed in step 2: each gets the few components it uses (or a narrow Protocol) instead.
-    ("calinode.node.api.app", "calinode.node.daemon"): "serve_api(node: Node); step 2",
-    ("calinode.node.api.inference_routes", "calinode.node.daemon"):
-        "inference_routes(node: Node); step 2",
-    ("calinode.node.api.rag_routes", "calinode.node.daemon"): "rag_routes(node: Node); step 2",
-    ("calinode.node.jobs.dispatch", "calinode.node.daemon"):
-        "Dispatcher(node: Node) and default_model(node, kind); step 2",
 }
 
 

@@ -1,7 +1,13 @@
-"""The one writer of streamed answers on the local HTTP API (``/v1/generate``,
-``/v1/chat/completions`` and ``/v1/ask`` with ``stream: true``).
+"""The one writer of answers that may stream on the local HTTP API (``/v1/generate``,
+``/v1/chat/completions`` and ``/v1/ask``): :class:`AnswerEndpoint` and :func:`stream_answer`.
 
-An answer is produced by a job that writes pieces as they come (a raw ASGI endpoint, so no
+A route that may stream is an :class:`AnswerEndpoint` given a ``prepare`` function: it reads
+and checks the request and returns an :class:`Answer` (the whole JSON answer, and the same
+answer written piece by piece). The endpoint answers a refused request, or a failed whole
+answer, with the API's JSON error; a streamed one goes through :func:`stream_answer`. One
+endpoint for every such route, so they cannot drift apart in how they fail.
+
+A streamed answer is produced by a job that writes pieces as they come (a raw ASGI endpoint, so no
 async generator has to yield inside a nursery). The writer runs the job beside a watcher of
 the client: when the client disconnects, the job's scope is cancelled, and so is the generate
 job under it (a local llama.cpp thread stops at its next token, a peer's job stream is reset).
@@ -15,14 +21,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import trio
-from starlette.types import Receive, Send
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
+from calinode.node.api.errors import error_response
 from calinode.protocol.errors import CalinodeError, ErrorCode, groups_collapsed
 
-__all__ = ["Emit", "stream_answer"]
+__all__ = ["Answer", "AnswerEndpoint", "Emit", "stream_answer"]
 
 log = logging.getLogger(__name__)
 
@@ -73,3 +83,40 @@ async def stream_answer(receive: Receive, send: Send, produce: Callable[[Emit], 
                     "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a checked request answers: ``whole()`` (one JSON object) or, with ``stream``,
+    ``pieces(emit)`` writing it as it comes (NDJSON lines, or server-sent events with
+    ``sse``)."""
+
+    whole: Callable[[], Awaitable[dict[str, Any]]]
+    pieces: Callable[[Emit], Awaitable[None]]
+    stream: bool
+    sse: bool = False
+
+
+#: Reads and checks a request (raising ``CalinodeError`` for a bad one), before any answer.
+Prepare = Callable[[Request], Awaitable[Answer]]
+
+
+class AnswerEndpoint:
+    """A raw ASGI endpoint (Starlette calls an object as one, which a streamed answer needs:
+    no async generator has to yield inside a nursery) for a route whose answer may stream."""
+
+    def __init__(self, prepare: Prepare) -> None:
+        self.prepare = prepare
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            answer = await self.prepare(Request(scope, receive))
+            if not answer.stream:
+                payload = await answer.whole()
+        except CalinodeError as exc:
+            await error_response(exc.code, exc.message)(scope, receive, send)
+            return
+        if not answer.stream:
+            await JSONResponse(payload)(scope, receive, send)
+            return
+        await stream_answer(receive, send, answer.pieces, sse=answer.sse)
