@@ -17,6 +17,9 @@ from typing import Any
 
 import pytest
 
+from calinode.node.client import CalinodeClient
+from calinode.protocol.errors import CalinodeError
+
 CALINODE = str(Path(sys.executable).with_name("calinode"))
 FAST = ["--heartbeat-interval", "0.5", "--dead-after", "4"]
 
@@ -128,8 +131,30 @@ class Daemon:
     def cli(self, *args: str) -> Any:
         return cli_json(*args, "--home", str(self.home))
 
+    def api(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """One call of the local API's client (``CalinodeClient.<method>``) in this process.
+
+        The polls of ``wait_for`` go this way, not through the CLI: a CLI process every 0.1 s
+        keeps one of two cores busy and slows the daemons being waited on (the CLI's own
+        output is tested in test_cli_*). A refused call is an ``AssertionError``, as a failed
+        CLI run is, so ``wait_for`` retries it."""
+        try:
+            with CalinodeClient.from_home(self.home) as client:
+                return getattr(client, method)(*args, **kwargs)
+        except CalinodeError as exc:
+            raise AssertionError(f"{self.name}: {method} failed: {exc}") from exc
+
     def peers(self) -> dict[str, dict[str, Any]]:
-        return {row["peer_id"]: row for row in self.cli("peers")}
+        return {row["peer_id"]: row for row in self.api("peers")}
+
+    def status(self) -> dict[str, Any]:
+        return dict(self.api("status"))
+
+    def collections(self) -> list[dict[str, Any]]:
+        return list(self.api("collections"))
+
+    def shards(self, collection: str) -> list[dict[str, Any]]:
+        return list(self.api("shards", collection))
 
     def signal(self, signum: int) -> None:
         assert self.proc is not None
@@ -196,7 +221,7 @@ def wait_for(predicate: Any, timeout: float, what: str) -> float:
 def shards_converged(daemon: Daemon, collection: str, replicas: int) -> bool:
     """Every shard of ``collection`` answers on ``replicas`` replicas with one digest, its
     owners among them (a restarted owner serves only once it has caught up)."""
-    for row in daemon.cli("shards", "--collection", collection):
+    for row in daemon.shards(collection):
         live = [r for r in row["replicas"] if r["docs"] is not None]
         if len(live) < replicas or len({r["digest"] for r in live}) != 1:
             return False

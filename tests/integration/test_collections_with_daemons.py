@@ -73,7 +73,7 @@ def test_one_node_is_a_valid_swarm(swarm: Swarm, prepared_models: Path,
     assert proc.returncode != 0 and proc.stdout == ""  # refused before any document
     assert "start another node with --index" in proc.stderr
     assert "calinode collections update two --replicas 1" in proc.stderr
-    assert all(x["docs"] == 0 for r in node.cli("shards", "--collection", "two")
+    assert all(x["docs"] == 0 for r in node.shards("two")
                for x in r["replicas"]), "nothing was written"
 
     updated = node.cli("collections", "update", "two", "--replicas", "1")
@@ -91,7 +91,7 @@ def test_raising_the_replication_brings_the_new_replicas_up(
     ids = {n.peer_id for n in nodes}
     wait_for(lambda: all(set(n.peers()) == ids for n in nodes), SAFETY, "the swarm")
     n1.cli("collections", "create", "grow", "--shards", "8", "--replicas", "1")
-    wait_for(lambda: all(any(c["name"] == "grow" for c in n.cli("collections", "list"))
+    wait_for(lambda: all(any(c["name"] == "grow" for c in n.collections())
                          for n in nodes), SAFETY, "the definition everywhere")
     status, summary, _ = ingest(n2 := nodes[1], "grow",
                                 write_jsonl(tmp_path / "d.jsonl", documents("g", 80, seed=3)))
@@ -100,10 +100,10 @@ def test_raising_the_replication_brings_the_new_replicas_up(
 
     updated = n1.cli("collections", "update", "grow", "--replicas", "2")
     assert updated["replicas"] == 2 and updated["quorum"] == 2
-    wait_for(lambda: all(n.cli("collections", "info", "grow")["replicas"] == 2
+    wait_for(lambda: all(n.api("collection", "grow")["replicas"] == 2
                          for n in nodes), SAFETY, "the new definition everywhere")
     wait_for(lambda: shards_converged(n2, "grow", 2), SAFETY, "two equal replicas per shard")
-    rows = n2.cli("shards", "--collection", "grow")
+    rows = n2.shards("grow")
     assert sum(r["replicas"][0]["docs"] for r in rows) == 80
     for row in rows:
         assert {r["peer"] for r in row["replicas"]} >= set(row["owners"])
@@ -139,7 +139,7 @@ def test_acknowledged_writes_are_found_by_every_search_after_an_owner_restarts(
     ids = {n.peer_id for n in nodes}
     wait_for(lambda: all(set(n.peers()) == ids for n in nodes), SAFETY, "the swarm")
     n1.cli("collections", "create", "fresh", "--shards", str(shards), "--replicas", "2")
-    wait_for(lambda: all(any(c["name"] == "fresh" for c in n.cli("collections", "list"))
+    wait_for(lambda: all(any(c["name"] == "fresh" for c in n.collections())
                          for n in nodes), SAFETY, "the definition everywhere")
     before = documents("early", 40, seed=4)
     status, _, _ = ingest(n1, "fresh", write_jsonl(tmp_path / "early.jsonl", before))
@@ -168,9 +168,9 @@ def test_acknowledged_writes_are_found_by_every_search_after_an_owner_restarts(
             result = find_each(daemon, during, shards)
             first.setdefault(daemon.name, result)
         rounds += 1
-        serving = {r["shard"] for r in n1.cli("shards", "--collection", "fresh")
+        serving = {r["shard"] for r in n1.shards("fresh")
                    if n3.peer_id in {x["peer"] for x in r["replicas"]}}
-        owned = {r["shard"] for r in n1.cli("shards", "--collection", "fresh")
+        owned = {r["shard"] for r in n1.shards("fresh")
                  if n3.peer_id in r["owners"]}
         if owned and serving >= owned:
             break

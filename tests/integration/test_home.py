@@ -33,7 +33,7 @@ def test_a_second_daemon_on_the_same_home_exits_and_leaves_the_first_alone(
     assert second.returncode != 0
     assert f"pid {a.proc.pid}" in second.stderr and "Traceback" not in second.stderr
     assert a.node_file.read_text() == before  # the first one's node.json is untouched
-    assert a.cli("status")["peer_id"] == a.peer_id
+    assert a.status()["peer_id"] == a.peer_id
 
 
 def test_a_taken_listen_port_is_a_start_up_error(swarm: Swarm) -> None:
@@ -44,7 +44,7 @@ def test_a_taken_listen_port_is_a_start_up_error(swarm: Swarm) -> None:
     assert f"/ip4/127.0.0.1/tcp/{a.port}" in taken.stderr, taken.stderr
     assert "Traceback" not in taken.stderr
     assert not (other / "node.json").exists()
-    assert a.cli("status")["peer_id"] == a.peer_id
+    assert a.status()["peer_id"] == a.peer_id
     # and a port some other program holds, without SO_REUSEPORT
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
@@ -62,7 +62,7 @@ def test_a_taken_api_address_is_a_start_up_error(swarm: Swarm) -> None:
         capture_output=True, text=True, timeout=120, env=_clean_env())
     assert taken.returncode != 0 and api in taken.stderr, taken.stderr
     assert "Traceback" not in taken.stderr
-    assert a.cli("status")["peer_id"] == a.peer_id
+    assert a.status()["peer_id"] == a.peer_id
 
 
 def test_the_home_and_its_files_are_private(swarm: Swarm) -> None:

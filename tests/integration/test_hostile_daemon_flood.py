@@ -107,7 +107,7 @@ def test_relayed_record_flood_against_a_real_daemon(swarm: Swarm) -> None:
           f"{m['flood_wall']:.1f} s under the flood "
           f"({100 * m['flood_cpu'] / m['flood_wall']:.1f}%)")
 
-    status = a.cli("status")
+    status = a.status()
     print(f"node 1 after the flood: candidates {status['peers']['candidates']}, rejected "
           f"{status['rejected_input']}")
     for daemon in daemons:

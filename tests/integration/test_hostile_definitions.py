@@ -65,9 +65,9 @@ def test_poisoned_definitions_are_refused_and_a_poisoned_file_does_not_stop_a_re
     for daemon in (a, b):  # both alive and serving, nothing stored, nothing advertised
         assert daemon.cli("ping", (b if daemon is a else a).peer_id, "-c", "1")["rtt_ms"]
         assert not list((daemon.home / "collections").glob("poison*"))
-        assert daemon.cli("collections", "list") == [] or all(
-            not c["name"].startswith("poison") for c in daemon.cli("collections", "list"))
-    status = a.cli("status")
+        assert daemon.collections() == [] or all(
+            not c["name"].startswith("poison") for c in daemon.collections())
+    status = a.status()
     assert status["jobs"]["bad_frames"] + status["jobs"]["failed"] >= len(POISONS), status
 
     # a poisoned file left on disk by an older version: the next start sets it aside
@@ -79,7 +79,7 @@ def test_poisoned_definitions_are_refused_and_a_poisoned_file_does_not_stop_a_re
     (folder / "papers.json").write_text(json.dumps(GOOD))
     a.start("--index", "--bootstrap", b.addr)
     assert a.cli("ping", b.peer_id, "-c", "1")["rtt_ms"]
-    names = [c["name"] for c in a.cli("collections", "list")]
+    names = [c["name"] for c in a.collections()]
     assert names == ["papers"], names
     assert sorted(p.name for p in folder.iterdir()) == [
         "not-json.json.rejected", "not-json.json.rejected.why", "papers.json",

@@ -184,7 +184,7 @@ def test_killing_the_serving_peer_mid_batch_finishes_elsewhere_or_fails_clearly(
 
 def test_client_going_away_cancels_the_remote_generation(pair: tuple[Daemon, Daemon]) -> None:
     a, c = pair
-    before = a.cli("status")["jobs"]
+    before = a.status()["jobs"]
     body = {"model": "smollm2-135m", "prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "max_tokens": 3000,
             "stream": True, "temperature": 0.0}
     with httpx.stream("POST", f"http://{c.info['api']}/v1/generate", json=body,
@@ -192,6 +192,6 @@ def test_client_going_away_cancels_the_remote_generation(pair: tuple[Daemon, Dae
         lines = response.iter_lines()
         assert "text" in json.loads(next(lines))
     # the connection is closed after the first piece: A must stop generating, not finish
-    wait_for(lambda: a.cli("status")["load"]["in_flight"] == 0, 30, "A idle again")
-    after = a.cli("status")["jobs"]
+    wait_for(lambda: a.status()["load"]["in_flight"] == 0, 30, "A idle again")
+    after = a.status()["jobs"]
     assert after["failed"] == before["failed"] + 1 and after["served"] == before["served"]

@@ -19,7 +19,7 @@ def test_a_second_node_joins_from_the_invite_alone_and_a_node_without_it_cannot(
     a.start()
     banner = a.log()
     assert "calinode start --join cal1." in banner, banner
-    status = a.cli("status")
+    status = a.status()
     assert status["private_swarm"] and status["swarm"].startswith("private")
     invite = a.cli("invite")["invite"]
     assert invite in banner

@@ -113,7 +113,7 @@ def test_sharded_search_equals_one_faiss_index_and_survives_dead_nodes(
              180, "three index peers")
     run_cli("collections", "create", "cran", "--shards", "16", "--replicas", "2",
             "--home", str(n1.home))
-    wait_for(lambda: any(c["name"] == "cran" for c in n3.cli("collections", "list")), 180,
+    wait_for(lambda: any(c["name"] == "cran" for c in n3.collections()), 180,
              "the definition to spread")
     ingest = run_cli("ingest", str(cran_files / "corpus.jsonl"), "--collection", "cran",
                      "--home", str(n3.home), "--json", timeout=1800, check=False)
@@ -134,7 +134,7 @@ def test_sharded_search_equals_one_faiss_index_and_survives_dead_nodes(
             print(f"\nCranfield nDCG@10 through the swarm: {ndcg:.4f}")
             assert ndcg > 0.3
 
-    held_by_n1 = {row["shard"] for row in n1.cli("shards", "--collection", "cran")
+    held_by_n1 = {row["shard"] for row in n1.shards("cran")
                   if any(r["peer"] == n1.peer_id for r in row["replicas"])}
     n2.kill()  # two of three gone at once: partial answers naming the lost shards, loudly
     n3.kill()

@@ -36,7 +36,7 @@ def start_index_swarm(swarm: Swarm, models: Path, count: int = 3, *extra: str) -
     wait_for(lambda: all(set(n.peers()) == ids for n in nodes), 30, "the swarm")
     run_cli("collections", "create", "cran", "--shards", "16", "--replicas", "2",
             "--home", str(first.home))
-    wait_for(lambda: all(any(c["name"] == "cran" for c in n.cli("collections", "list"))
+    wait_for(lambda: all(any(c["name"] == "cran" for c in n.collections())
                          for n in nodes), 30, "the definition everywhere")
     return nodes
 
@@ -120,11 +120,11 @@ def test_a_joining_node_takes_its_share_while_searches_stay_complete(
     before = [[(h["doc_id"], h["chunk"]) for h in search(n1, p)["hits"]] for p in probes]
     n4 = swarm.daemon("n4", models=prepared_models).start(
         "--index", "--threads", "1", "--bootstrap", n1.addr, *gc)
-    wait_for(lambda: any(c["name"] == "cran" for c in n4.cli("collections", "list")), 30,
+    wait_for(lambda: any(c["name"] == "cran" for c in n4.collections()), 30,
              "the newcomer to learn the collection")
 
     def n4_has_its_share() -> bool:
-        rows = n1.cli("shards", "--collection", "cran")
+        rows = n1.shards("cran")
         mine = [r for r in rows if n4.peer_id in r["owners"]]
         return bool(mine) and all(
             any(x["peer"] == n4.peer_id for x in r["replicas"]) for r in mine)
@@ -137,7 +137,7 @@ def test_a_joining_node_takes_its_share_while_searches_stay_complete(
             assert not result["partial"]
             assert [(h["doc_id"], h["chunk"]) for h in result["hits"]] == expected
         time.sleep(0.5)
-    owned = sum(1 for r in n1.cli("shards", "--collection", "cran")
+    owned = sum(1 for r in n1.shards("cran")
                 if n4.peer_id in r["owners"])
     print(f"\nn4 took over {owned} of 32 shard replicas")
     assert owned > 0
@@ -145,7 +145,7 @@ def test_a_joining_node_takes_its_share_while_searches_stay_complete(
     # the replicas the old owners gave up go, and only those: each shard ends on its owners
     def only_owners_hold() -> bool:
         return all({x["peer"] for x in r["replicas"]} == set(r["owners"])
-                   for r in n1.cli("shards", "--collection", "cran"))
+                   for r in n1.shards("cran"))
 
     deadline = time.monotonic() + 60
     while not only_owners_hold():
@@ -155,7 +155,7 @@ def test_a_joining_node_takes_its_share_while_searches_stay_complete(
             assert not result["partial"]
             assert [(h["doc_id"], h["chunk"]) for h in result["hits"]] == expected
         time.sleep(0.5)
-    rows = {r["shard"]: set(r["owners"]) for r in n1.cli("shards", "--collection", "cran")}
+    rows = {r["shard"]: set(r["owners"]) for r in n1.shards("cran")}
     everyone = [*nodes, n4]
     names = {node.peer_id: node.name for node in everyone}
     for node in everyone:

@@ -49,7 +49,7 @@ def test_three_node_swarm_forms_detects_death_and_rejoins(swarm: Swarm) -> None:
     took = wait_for(lambda: all_alive(nodes, ids), 20, "all three peers on every node")
     print(f"\nswarm of 3 formed in {took:.2f} s")
 
-    status = n2.cli("status")
+    status = n2.status()
     assert {"peer_id", "addrs", "version", "capabilities", "peers"} <= set(status)
     row = n2.peers()[n3.peer_id]
     assert {"peer_id", "addrs", "capabilities", "load", "alive", "last_seen"} <= set(row)
@@ -134,7 +134,7 @@ def test_garbage_on_the_wire_does_not_hurt_the_node(swarm: Swarm) -> None:
             sock.sendall(garbage)
     result = n2.cli("ping", n1.peer_id, "-c", "3")
     assert result["served_by"] == n1.peer_id and len(result["rtt_ms"]) == 3
-    assert n1.cli("status")["peers"]["alive"] == 1
+    assert n1.status()["peers"]["alive"] == 1
 
 
 def test_cli_errors_are_one_clear_line(swarm: Swarm, tmp_path: Path) -> None:
