@@ -162,6 +162,7 @@ class Node:
                                   else {"seen": 0, "addrs": []}),
             "sync_failures": {f"{c}/{s}": why for (c, s), why
                               in sorted(self.coordinator.sync_failures.items())},
+            "replicas_not_ready": self.index.not_ready() if self.index is not None else {},
             "api": self.api_url,
             "private_swarm": self.swarm_key is not None,
             "swarm": self.swarm_mode,

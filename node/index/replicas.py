@@ -92,6 +92,16 @@ class LocalIndex:
             raise shard_unavailable(collection, shard)
         return digest
 
+    def not_ready(self) -> dict[str, list[int]]:
+        """Replicas on disk that are not served (yet, or any more): a copy on its way in
+        (pulling) or out (given up, waiting to be collected), or recovering. ``status``
+        shows them: the shard map lists only served copies, and these still take disk."""
+        found: dict[str, list[int]] = {}
+        for collection, shard in sorted(self._digests):
+            if not self.is_ready(collection, shard):
+                found.setdefault(collection, []).append(shard)
+        return found
+
     def is_ready(self, collection: str, shard: int) -> bool:
         """Served: ready, and of the collection as the book now knows it (not dropped, not an
         earlier incarnation of the name; the sync loop deletes such copies soon after)."""
