@@ -18,6 +18,14 @@ Bytes in, events out; messages in, bytes out (h11 style).  Module map, bottom-up
 - ``class JobRequest``, ``JobResponse``, ``StreamChunk``, ``ErrorReply``, ``parse_message``,
   ``encode_message``, ``class MessageDecoder`` (messages.py): the job protocol, and messages to
   frames and back.
+- Typed, bounded views of what peers send (each ``from_wire`` refuses what does not fit):
+  ``Capabilities`` (capabilities.py), ``CollectionDef`` (collections.py), the params of the
+  ping, echo, embed and generate jobs (job_params.py, with the shared checks and limits) and
+  of the ``shard.*`` jobs (shard_params.py), a document on the wire (wire_docs.py), the replies
+  of the inference jobs (job_replies.py), of the ``shard.*`` jobs (shard_replies.py) and of
+  ``shard.changes`` (sync_replies.py).
+- ``rank_key`` (ranking.py): the one tie order of hits; ``SearchBudget`` (search_budget.py):
+  how much one ``shard.search`` may cost and answer.
 
 Typical use, on either side of a stream::
 

@@ -2,7 +2,7 @@
 search so that every request fits.
 
 A search reply carries, per shard and query, only the hits' chunk ids and scores, packed as
-binary arrays (``protocol/job_replies.py``): ``SEARCH_HIT_BYTES`` = 12 bytes per hit (an
+binary arrays (``protocol/shard_replies.py``): ``SEARCH_HIT_BYTES`` = 12 bytes per hit (an
 int64 chunk id, a float32 score), ``SEARCH_ROW_BYTES`` per query row (its hit count) and a
 fixed number of msgpack objects per shard (``SEARCH_SHARD_OBJECTS``), whatever the number of
 hits, the documents' ids or their texts. So the size of a reply is known exactly from

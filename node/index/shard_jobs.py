@@ -1,7 +1,7 @@
 """The ``shard.*`` job kinds a node with ``--index`` answers, over the replicas it hosts
 (:class:`~calinode.node.index.replicas.LocalIndex`).
 
-Every job's params are parsed into their views (``protocol/job_params.py``) before use;
+Every job's params are parsed into their views (``protocol/shard_params.py``) before use;
 ``shard.search`` is bounded to the collection's shards, each once, and refused before it runs
 when its reply could be over the search budget (``protocol/search_budget.py``).
 
@@ -38,7 +38,8 @@ from calinode.protocol.errors import (
     JobError,
     groups_collapsed,
 )
-from calinode.protocol.job_params import (
+from calinode.protocol.search_budget import DEFAULT_SEARCH_BUDGET, SearchBudget, check_search
+from calinode.protocol.shard_params import (
     ShardChangesParams,
     ShardFetchParams,
     ShardInfoParams,
@@ -46,10 +47,9 @@ from calinode.protocol.job_params import (
     ShardWriteItem,
     ShardWriteManyParams,
     ShardWriteParams,
-    WireDoc,
 )
-from calinode.protocol.job_replies import MAX_ERROR_MESSAGE, ShardHits, ShardSearchReply
-from calinode.protocol.search_budget import DEFAULT_SEARCH_BUDGET, SearchBudget, check_search
+from calinode.protocol.shard_replies import MAX_ERROR_MESSAGE, ShardHits, ShardSearchReply
+from calinode.protocol.wire_docs import WireDoc
 
 __all__ = ["ShardJobs", "register_index_jobs"]
 

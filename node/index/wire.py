@@ -1,7 +1,7 @@
 """Shard documents in their wire form, both ways, and the page of a ``shard.fetch`` reply.
 
 The coordinator sends documents with :func:`docs_to_wire` (``shard.write``) and a holder
-answers ``shard.changes`` with it; the views of ``protocol/job_params.py`` validate what
+answers ``shard.changes`` with it; the views of ``protocol/wire_docs.py`` validate what
 arrives (:class:`~calinode.protocol.job_params.WireDoc`) before :func:`records_from_wire` makes
 store records of it. Pure (no I/O), but :func:`fetch_reply` measures JSON and msgpack sizes:
 call it from a worker thread.
@@ -16,7 +16,6 @@ import msgpack
 import numpy as np
 
 from calinode.models.store.records import ChunkWrite, DocRecord, DocWrite
-from calinode.protocol.job_params import WireDoc
 from calinode.protocol.search_budget import (
     FETCH_ENTRY_BYTES,
     FETCH_ENTRY_OBJECTS,
@@ -25,6 +24,7 @@ from calinode.protocol.search_budget import (
     msgpack_objects,
 )
 from calinode.protocol.vectors import encode_vectors
+from calinode.protocol.wire_docs import WireDoc
 
 __all__ = ["docs_to_wire", "fetch_reply", "records_from_wire"]
 

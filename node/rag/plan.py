@@ -22,7 +22,7 @@ from calinode.node.index.merge import ShardHit, cut_candidates, merge_topk
 from calinode.node.index.placement import PlacementMap
 from calinode.node.jobs.routing import Candidate
 from calinode.protocol.collections import CollectionDef
-from calinode.protocol.job_replies import FetchedChunk
+from calinode.protocol.shard_replies import FetchedChunk
 
 INGEST_BATCH = 16
 HEDGE_AFTER = 0.25  # seconds before a second holder is asked for a slow shard ...

@@ -31,9 +31,15 @@ from calinode.node.rag.ports import RagNode
 from calinode.node.rag.swarm_view import SwarmView
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import BadRequest, ErrorCode, JobError, groups_collapsed
-from calinode.protocol.job_params import MAX_FETCH_IDS, MAX_K, ShardFetchParams, ShardSearchParams
-from calinode.protocol.job_replies import FetchedChunk, ShardFetchReply, ShardHits, ShardSearchReply
+from calinode.protocol.job_params import MAX_FETCH_IDS, MAX_K
 from calinode.protocol.search_budget import SearchBudget, plan_search
+from calinode.protocol.shard_params import ShardFetchParams, ShardSearchParams
+from calinode.protocol.shard_replies import (
+    FetchedChunk,
+    ShardFetchReply,
+    ShardHits,
+    ShardSearchReply,
+)
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import trio
 from calinode.node.rag.ports import RagNode
 from calinode.node.rag.swarm_view import SwarmView
 from calinode.protocol.errors import JobError, groups_collapsed
-from calinode.protocol.job_replies import ShardInfoReply, ShardInfoRow
+from calinode.protocol.shard_replies import ShardInfoReply, ShardInfoRow
 
 SHARD_INFO_TIMEOUT = 10.0
 

@@ -38,8 +38,8 @@ from calinode.protocol.errors import (
     ProtocolError,
     RemoteProtocolError,
 )
-from calinode.protocol.job_params import ShardChangesParams
-from calinode.protocol.job_replies import DocKey, ShardChangesReply, ShardKeysReply
+from calinode.protocol.shard_params import ShardChangesParams
+from calinode.protocol.sync_replies import DocKey, ShardChangesReply, ShardKeysReply
 
 log = logging.getLogger(__name__)
 quiet = RateLimitedLog(log)

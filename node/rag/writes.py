@@ -26,7 +26,7 @@ from calinode.node.rag.swarm_view import SwarmView
 from calinode.node.rag.write_quorum import DocSettlement, ReplicaAnswer, settle
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import ErrorCode, JobError, groups_collapsed
-from calinode.protocol.job_replies import ShardWriteManyReply, ShardWriteReply
+from calinode.protocol.shard_replies import ShardWriteManyReply, ShardWriteReply
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from calinode.node.index.collections import sign_definition
 from calinode.node.index.placement import shard_of
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import ErrorCode, JobError
-from calinode.protocol.job_replies import ShardSearchReply
+from calinode.protocol.shard_replies import ShardSearchReply
 from calinode.protocol.vectors import encode_vectors
 from node_harness import open_nodes, wait_until
 

@@ -30,8 +30,8 @@ from calinode.node.rag.coordinator import Coordinator
 from calinode.protocol.capabilities import Capabilities, ModelOffer
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import ErrorCode, JobError
-from calinode.protocol.job_params import ShardFetchParams
-from calinode.protocol.job_replies import ShardHits, ShardSearchReply
+from calinode.protocol.shard_params import ShardFetchParams
+from calinode.protocol.shard_replies import ShardHits, ShardSearchReply
 from calinode.protocol.vectors import decode_vectors, encode_vectors
 
 BUDGET = 2.0

@@ -24,7 +24,7 @@ from calinode.node.index.collections import sign_definition
 from calinode.node.index.placement import shard_of
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.ids import JOB_PROTOCOL, META_PROTOCOL
-from calinode.protocol.job_params import encode_ids
+from calinode.protocol.shard_params import encode_ids
 from calinode.protocol.vectors import encode_vectors
 from hostile_peer import HostilePeer, decode_last, frame, open_hostile_peer, read_all
 from node_harness import open_nodes, wait_until

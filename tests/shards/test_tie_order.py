@@ -24,8 +24,8 @@ from calinode.models.store.records import ChunkWrite, DocWrite
 from calinode.models.store.shard_store import ShardStore
 from calinode.node.index.placement import shard_of
 from calinode.node.rag.plan import ShardAnswers, merged_results, wanted_ids
-from calinode.protocol.job_replies import FetchedChunk
 from calinode.protocol.ranking import rank_key
+from calinode.protocol.shard_replies import FetchedChunk
 
 pytestmark = pytest.mark.slow
 DIM = 16

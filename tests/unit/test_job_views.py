@@ -28,28 +28,8 @@ from calinode.protocol.job_params import (
     EmbedParams,
     GenerateParams,
     PingParams,
-    ShardChangesParams,
-    ShardFetchParams,
-    ShardInfoParams,
-    ShardSearchParams,
-    ShardWriteManyParams,
-    ShardWriteParams,
-    WireDoc,
-    encode_ids,
 )
-from calinode.protocol.job_replies import (
-    EmbedChunksReply,
-    EmbedReply,
-    GenerateReply,
-    ShardChangesReply,
-    ShardFetchReply,
-    ShardInfoReply,
-    ShardKeysReply,
-    ShardSearchReply,
-    ShardWriteFailure,
-    ShardWriteManyReply,
-    ShardWriteReply,
-)
+from calinode.protocol.job_replies import EmbedChunksReply, EmbedReply, GenerateReply
 from calinode.protocol.search_budget import (
     SEARCH_HIT_BYTES,
     FetchPage,
@@ -57,7 +37,26 @@ from calinode.protocol.search_budget import (
     check_search,
     plan_search,
 )
+from calinode.protocol.shard_params import (
+    ShardChangesParams,
+    ShardFetchParams,
+    ShardInfoParams,
+    ShardSearchParams,
+    ShardWriteManyParams,
+    ShardWriteParams,
+    encode_ids,
+)
+from calinode.protocol.shard_replies import (
+    ShardFetchReply,
+    ShardInfoReply,
+    ShardSearchReply,
+    ShardWriteFailure,
+    ShardWriteManyReply,
+    ShardWriteReply,
+)
+from calinode.protocol.sync_replies import ShardChangesReply, ShardKeysReply
 from calinode.protocol.vectors import encode_vectors
+from calinode.protocol.wire_docs import WireDoc
 from hostile_values import hostile
 
 SHA = "ab" * 32
@@ -342,7 +341,7 @@ def test_a_search_reply_of_the_largest_plan_fits_the_frame_limits() -> None:
     """The planned reply, encoded as a holder encodes it, passes the receiver's frame limits
     (bytes, objects, the largest bin)."""
     from calinode.protocol.codec import pack, scan
-    from calinode.protocol.job_replies import ShardHits
+    from calinode.protocol.shard_replies import ShardHits
     budget = SearchBudget()
     per_block, groups = plan_search(1000, 1000, list(range(16)), budget)
     rows = [(np.arange(1000, dtype=np.int64) + 10 * q, np.linspace(1, 0, 1000))
