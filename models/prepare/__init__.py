@@ -8,7 +8,8 @@ Map of the package:
   PyPI packages, without torch.
 - ``prepare_smollm2``, ``prepare_gemma3`` (gguf.py): the embedded GGUF generation models.
 - ``export_checkpoint`` (export.py): any BERT-family checkpoint to ONNX, verified against
-  torch (optional ``export`` extra).
+  torch (optional ``export`` extra) on the texts of sample_texts.py; ``read_checkpoint``
+  (checkpoint.py): what the checkpoint's folder says (pooling, max tokens, prefixes), no torch.
 - ``check_model`` (checks.py): what a model must pass before ``models add`` installs it (the
   GGUF header, an ONNX graph that loads and embeds).
 """

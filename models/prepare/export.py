@@ -26,9 +26,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
-import json
 import logging
-import re
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +38,11 @@ import numpy as np
 import numpy.typing as npt
 
 from calinode.models.manifest import NAME_PATTERN, ModelFile, ModelManifest, Pooling
+from calinode.models.prepare.checkpoint import (
+    CheckpointInfo,
+    read_checkpoint,
+)
+from calinode.models.prepare.sample_texts import SAMPLE_TEXTS
 from calinode.models.registry import ModelRegistry
 from calinode.protocol.errors import ConfigError, ErrorCode, JobError
 
@@ -49,85 +52,10 @@ Batch = dict[str, npt.NDArray[np.int64]]
 OPSET = 17
 FP32_MIN_COSINE = 0.999
 INT8_MIN_COSINE = 0.95
-E5_QUERY_PREFIX = "query: "
-E5_PASSAGE_PREFIX = "passage: "
 _BATCH = 16
 _OUTPUT = "last_hidden_state"
 _AXES = {0: "batch", 1: "sequence"}
-# model types whose position ids count from pad_token_id + 1 (514 positions hold 512 tokens)
-_PADDING_OFFSET_POSITIONS = frozenset(
-    {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "mpnet", "data2vec-text"})
 
-# Varied on purpose: one word to several hundred tokens (past any max_tokens, so truncation is
-# checked), punctuation, numbers, code, non-Latin scripts; batches of 16 mix lengths (padding).
-SAMPLE_TEXTS: tuple[str, ...] = (
-    "Hello!",
-    "ok",
-    "What is the capital of France?",
-    "Paris is the capital and most populous city of France.",
-    "The quick brown fox jumps over the lazy dog.",
-    "How do I reset my password if I no longer have access to my email?",
-    "Peer-to-peer networks let every node act as both a client and a server.",
-    "Retrieval-augmented generation combines a search index with a language model.",
-    "FAISS performs efficient similarity search over dense vectors.",
-    "ONNX Runtime runs the exported graph on CPU without PyTorch.",
-    "The invoice #4471 totals $1,299.95, due on 2024-03-31.",
-    "pi = 3.14159265358979, e = 2.71828182845904, sqrt(2) = 1.41421356",
-    "Call +1 (555) 010-9999 ext. 42 before 17:30 UTC.",
-    "Version 2.13.0 fixed 1024 bugs in 365 days; 99.9% uptime!",
-    "!!! ??? ... --- *** ### @@@ $$$ %%% ^^^ &&& ((( ))) [[[ ]]] {{{ }}}",
-    "def add(a, b):\n    return a + b  # adds two numbers",
-    "SELECT id, name FROM users WHERE age > 30 ORDER BY name;",
-    "<html><body><p class=\"x\">Hi &amp; bye</p></body></html>",
-    "https://example.org/path?query=1&lang=en#section-2",
-    "user@example.com wrote: 'see you at 9am'",
-    "Le chat dort sur le canapé pendant que la pluie tombe.",
-    "Der schnelle braune Fuchs springt über den faulen Hund.",
-    "¿Dónde está la biblioteca más cercana, por favor?",
-    "Questo ristorante serve la migliore pizza napoletana della città.",
-    "O rato roeu a roupa do rei de Roma.",
-    "Быстрая коричневая лиса прыгает через ленивую собаку.",
-    "東京は日本の首都であり、世界最大の都市圏の一つです。",
-    "北京是中华人民共和国的首都。",
-    "서울은 대한민국의 수도입니다.",
-    "القاهرة هي عاصمة مصر وأكبر مدنها.",
-    "עברית נכתבת מימין לשמאל.",
-    "हिन्दी भारत की राजभाषाओं में से एक है।",
-    "Η Αθήνα είναι η πρωτεύουσα της Ελλάδας.",  # noqa: RUF001  (Greek on purpose)
-    "Emoji test: 🚀🔥✨ launch day 🎉",
-    "naïve café résumé coöperate façade jalapeño",
-    "A",
-    "   leading and trailing spaces   ",
-    "UPPERCASE SHOUTING TEXT ABOUT DISTRIBUTED SYSTEMS",
-    "Water boils at 100 °C (212 °F) at sea level.",
-    "The mitochondria is the powerhouse of the cell.",
-    "Photosynthesis converts light energy into chemical energy stored in glucose.",
-    "In 1969, Apollo 11 landed the first humans on the Moon.",
-    "Machine learning models can be quantized to 8-bit integers to run faster.",
-    "A replica that misses heartbeats for ten seconds is considered dead.",
-    "Shards are placed on peers with rendezvous hashing to limit data movement.",
-    "Please summarize the attached quarterly report in three bullet points.",
-    "It was the best of times, it was the worst of times, it was the age of wisdom, it was "
-    "the age of foolishness, it was the epoch of belief, it was the epoch of incredulity.",
-    "Vector databases store embeddings and answer nearest-neighbour queries; approximate "
-    "indexes such as HNSW or IVF trade a little recall for a lot of speed, while exact flat "
-    "indexes compare the query with every stored vector and are the reference for recall.",
-    "Transformers process all tokens of a sequence in parallel using self-attention, which "
-    "lets each token attend to every other token; the cost grows quadratically with the length "
-    "of the sequence, which is why encoders cap their input at a few hundred tokens.",
-    " ".join(["Distributed systems must tolerate partial failures, slow networks and clocks "
-              "that disagree, so every request carries a deadline and every write a quorum."]
-             * 12),
-    " ".join(f"item {i}: {i * i}" for i in range(200)),
-    "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor "
-    "incididunt ut labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud "
-    "exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat.",
-    "query: how much protein should a female eat",
-    "passage: As a general guideline, the CDC's average requirement of protein for women "
-    "ages 19 to 70 is 46 grams per day.",
-    "Tabs\tand\nnewlines\r\nmixed in",
-    "1 2 3 4 5 6 7 8 9 10",
-)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,121 +91,20 @@ class ExportReport:
         return (self.fp32,) if self.int8 is None else (self.fp32, self.int8)
 
 
-@dataclass(frozen=True, kw_only=True)
-class CheckpointInfo:
-    """What a checkpoint folder says about its embeddings (read without torch)."""
-
-    transformer_dir: Path
-    tokenizer_json: Path
-    pooling: Pooling
-    normalize: bool
-    max_tokens: int
-    query_prefix: str
-    passage_prefix: str
-    license: str
 
 
 def _quiet(_: str) -> None:
     return None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} is not a JSON object")
-    return data
 
 
-def _pooling_of(config: dict[str, Any], path: Path) -> Pooling:
-    mode = config.get("pooling_mode")
-    if mode is None:  # the legacy form: one pooling_mode_* flag per mode
-        mode = [key.removeprefix("pooling_mode_") for key, on in config.items()
-                if key.startswith("pooling_mode_") and on is True]
-    modes = [mode] if isinstance(mode, str) else list(mode)
-    modes = ["mean" if m == "mean_tokens" else "cls" if m == "cls_token" else m for m in modes]
-    if config.get("include_prompt", True) is False:
-        raise ConfigError(f"{path}: pooling that excludes the prompt is not supported")
-    if modes == ["mean"] or modes == ["cls"]:
-        return "mean" if modes == ["mean"] else "cls"
-    raise ConfigError(f"{path}: pooling {modes} is not supported (only mean or cls)")
 
 
-def _is_e5(folder: Path) -> bool:
-    # A hub cache snapshot is .../models--intfloat--e5-small-v2/snapshots/<hash>: look up too.
-    names = [folder.name, *(p.name for p in folder.parents if p.name.startswith("models--"))]
-    return any(re.search(r"(?:^|[^a-z0-9])e5(?:$|[^0-9])", n.lower()) for n in names)
 
 
-def _license_of(folder: Path) -> str:
-    readme = folder / "README.md"
-    if not readme.is_file():
-        return ""
-    text = readme.read_text(encoding="utf-8", errors="replace")
-    front = re.match(r"---\n(.*?)\n---", text, re.DOTALL)
-    found = re.search(r"^license:\s*(\S+)\s*$", front.group(1), re.M) if front else None
-    return found.group(1) if found else ""
 
 
-def read_checkpoint(
-    folder: Path, *, query_prefix: str | None = None, passage_prefix: str | None = None
-) -> CheckpointInfo:
-    """Read pooling, normalization, length limit and prefixes from a checkpoint folder."""
-    if not (folder / "config.json").is_file() and not (folder / "modules.json").is_file():
-        raise ConfigError(f"{folder} is not a Hugging Face checkpoint (no config.json)")
-    transformer_dir, normalize = folder, True
-    pooling: Pooling = "mean"
-    prompts: dict[str, Any] = {}
-    if (folder / "modules.json").is_file():
-        try:
-            modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
-            kinds = {str(m["type"]).rsplit(".", 1)[-1]: m for m in modules}
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise ConfigError(f"unreadable {folder / 'modules.json'}: {exc!r}") from exc
-        unsupported = sorted(set(kinds) - {"Transformer", "Pooling", "Normalize"})
-        if unsupported or "Transformer" not in kinds:
-            raise ConfigError(f"{folder}: sentence-transformers modules {unsupported or ['?']} "
-                              "are not supported (only Transformer, Pooling, Normalize)")
-        transformer_dir = folder / kinds["Transformer"].get("path", "")
-        if "Pooling" in kinds:
-            pooling_config = folder / kinds["Pooling"]["path"] / "config.json"
-            pooling = _pooling_of(_read_json(pooling_config), pooling_config)
-        normalize = "Normalize" in kinds
-        if (folder / "config_sentence_transformers.json").is_file():
-            prompts = _read_json(folder / "config_sentence_transformers.json").get("prompts") or {}
-    tokenizer_json = next((d / "tokenizer.json" for d in (transformer_dir, folder)
-                           if (d / "tokenizer.json").is_file()), None)
-    if tokenizer_json is None:
-        raise ConfigError(f"{folder} has no tokenizer.json (a fast tokenizer file): calinode "
-                          "runs the tokenizer without transformers, so the checkpoint needs one; "
-                          "save it with AutoTokenizer.from_pretrained(...).save_pretrained(...)")
-    config = _read_json(transformer_dir / "config.json")
-    limit = int(config.get("max_position_embeddings") or 512)
-    if config.get("model_type") in _PADDING_OFFSET_POSITIONS:  # positions start after pad id
-        limit -= int(config.get("pad_token_id", 1)) + 1
-    max_tokens = None
-    for candidate in (transformer_dir, folder):
-        st_config = candidate / "sentence_bert_config.json"
-        if st_config.is_file() and _read_json(st_config).get("max_seq_length"):
-            max_tokens = int(_read_json(st_config)["max_seq_length"])
-            break
-    if max_tokens is None and (transformer_dir / "tokenizer_config.json").is_file():
-        length = _read_json(transformer_dir / "tokenizer_config.json").get("model_max_length")
-        max_tokens = int(length) if isinstance(length, int | float) and length < 100_000 else None
-    max_tokens = min(max_tokens or 512, limit)
-    # given > the checkpoint's own prompts > E5's convention > none
-    e5 = _is_e5(folder)
-    if query_prefix is None:
-        query_prefix = str(prompts.get("query", E5_QUERY_PREFIX if e5 else ""))
-    if passage_prefix is None:
-        passage_prefix = str(prompts.get("passage", prompts.get(
-            "document", E5_PASSAGE_PREFIX if e5 else "")))
-    return CheckpointInfo(transformer_dir=transformer_dir, tokenizer_json=tokenizer_json,
-                          pooling=pooling, normalize=normalize, max_tokens=max_tokens,
-                          query_prefix=query_prefix, passage_prefix=passage_prefix,
-                          license=_license_of(folder))
 
 
 def _tokenize(tokenizer_json: Path, texts: Sequence[str], max_tokens: int) -> list[Batch]:

@@ -23,7 +23,8 @@ import pytest
 
 from calinode.models.manifest import sha256_file
 from calinode.models.prepare import export
-from calinode.models.prepare.export import ExportReport, export_checkpoint, read_checkpoint
+from calinode.models.prepare.checkpoint import read_checkpoint
+from calinode.models.prepare.export import ExportReport, export_checkpoint
 from calinode.models.registry import ModelRegistry
 from calinode.protocol.errors import ConfigError, JobError
 
