@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import trio
 
+from calinode.models.store.records import DocRecord
 from calinode.models.store.shard_store import ShardStore
 from calinode.node.access import AccessPolicy
 from calinode.node.hlc import HybridClock
@@ -222,8 +223,8 @@ class ShardJobs:
                                        lambda s: s.changes(since, limit, after_doc_id=after))
         # the page ends where one more document would overflow a frame (at least one: a
         # document of the maximum size fits a frame alone); the puller asks on from there
-        page = write_groups(records, MAX_DOC_BYTES)[0] if records else []
-        return {"docs": docs_to_wire(page), "digest": index.digest_of(definition.name, shard)}
+        docs = await trio.to_thread.run_sync(_changes_page, records)
+        return {"docs": docs, "digest": index.digest_of(definition.name, shard)}
 
     async def info(self, ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         """Counts, digest and problems of every replica held. The digest is kept current by
@@ -253,3 +254,11 @@ class ShardJobs:
                          "ready": index.is_ready(definition.name, shard),
                          "digest": index.digest_of(definition.name, shard)})
         return {"shards": rows}
+
+
+def _changes_page(records: list[DocRecord]) -> list[dict[str, Any]]:
+    """The first documents of ``records`` that fit one frame (at least one: a document of the
+    maximum size fits a frame alone), in their wire form; measured and encoded in a worker
+    thread (thousands of chunks for long documents)."""
+    page = write_groups(records, MAX_DOC_BYTES)[0] if records else []
+    return docs_to_wire(page)

@@ -158,18 +158,11 @@ class Ingest:
         texts = [make_document_text(doc.get("title"), doc["text"]) for doc in batch]
         embedded = await self._embed_documents(definition, texts, spread or EmbedderSpread())
         version = self.node.clock.tick()
-        writes: dict[int, list[DocRecord]] = {}
-        row = 0
-        for doc, (doc_id, chash), chunks in zip(batch, valid, embedded, strict=True):
-            record = _record_of(doc, doc_id, chash, version, chunks)
-            problem = too_large(record)
-            if problem is not None:  # its chunks would not fit one write: it fails alone
-                rejected.append({"_id": doc_id, "error": ErrorCode.PAYLOAD_TOO_LARGE.value,
-                                 "message": problem})
-                continue
-            row += len(record.chunks)
-            writes.setdefault(shard_of(doc_id, definition.shards), []).append(record)
-        return await self.writer.write_all(definition, writes), rejected, row
+        # records and their sizes in a worker thread: a batch of long documents is thousands
+        # of chunks whose texts are encoded and measured
+        writes, too_big, row = await trio.to_thread.run_sync(
+            _shard_writes, batch, valid, embedded, version, definition.shards)
+        return await self.writer.write_all(definition, writes), rejected + too_big, row
 
     async def _embed_documents(self, definition: CollectionDef, texts: list[str],
                                spread: EmbedderSpread) -> list[list[_EmbeddedChunk]]:
@@ -251,3 +244,23 @@ class Ingest:
                               and d.outcome != "deleted"],
                 "failed": [{"_id": d.doc_id, "error": d.outcome, "message": d.message}
                            for d in settled if not d.acknowledged]}
+
+
+def _shard_writes(batch: list[dict[str, Any]], valid: list[tuple[str, str]],
+                  embedded: list[list[_EmbeddedChunk]], version: int, shards: int
+                  ) -> tuple[dict[int, list[DocRecord]], list[dict[str, Any]], int]:
+    """The batch's records by shard, the documents too large for one write (each fails
+    alone, ``PAYLOAD_TOO_LARGE``), and the number of chunks to write."""
+    writes: dict[int, list[DocRecord]] = {}
+    too_big: list[dict[str, Any]] = []
+    row = 0
+    for doc, (doc_id, chash), chunks in zip(batch, valid, embedded, strict=True):
+        record = _record_of(doc, doc_id, chash, version, chunks)
+        problem = too_large(record)
+        if problem is not None:
+            too_big.append({"_id": doc_id, "error": ErrorCode.PAYLOAD_TOO_LARGE.value,
+                            "message": problem})
+            continue
+        row += len(record.chunks)
+        writes.setdefault(shard_of(doc_id, shards), []).append(record)
+    return writes, too_big, row

@@ -62,7 +62,8 @@ class ShardWriter:
         writes go in rounds of a bounded size (``write_rounds``: one round for a usual batch;
         a document of millions of characters in a round of its own), one after the other."""
         settled: list[DocSettlement] = []
-        for writes_of_round in write_rounds(writes):
+        rounds = await trio.to_thread.run_sync(write_rounds, writes)  # sizes every chunk
+        for writes_of_round in rounds:
             settled.extend(await self._write_round(definition, writes_of_round))
         return settled
 

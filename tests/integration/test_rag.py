@@ -4,8 +4,10 @@ Cranfield collection (1400 abstracts, 225 queries)."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -43,21 +45,49 @@ def cran_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 KS = (10, 100, 1000)
 
 
-def reference_topk(models: Path, k_max: int = max(KS)) -> list[list[tuple[str, int, float]]]:
-    """One in-process FAISS flat index over the same chunks, built with the same model: each
-    query's ``k_max`` best hits, ties ordered as documented (score descending, then
-    ``(doc_id, chunk)``; ``protocol/ranking.py``)."""
+def stored_vectors(daemons: list[Daemon]) -> dict[tuple[str, int], tuple[str, np.ndarray]]:
+    """Every chunk the swarm stored, ``(doc_id, chunk) -> (text, vector)``, read from each
+    replica's SQLite file (read-only, while the daemons run); replicas of a shard must agree
+    to the bit."""
+    found: dict[tuple[str, int], tuple[str, np.ndarray]] = {}
+    for daemon in daemons:
+        for db in sorted((daemon.home / "shards" / "cran").glob("*/docs.sqlite")):
+            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+                rows = conn.execute("SELECT c.doc_id, c.chunk, c.text, c.vector FROM chunks c "
+                                    "JOIN docs d USING (doc_id) WHERE d.deleted = 0").fetchall()
+            for doc_id, chunk, text, blob in rows:
+                vector = np.frombuffer(blob, dtype="<f4")
+                if (doc_id, chunk) in found:
+                    assert np.array_equal(found[doc_id, chunk][1], vector), (doc_id, chunk)
+                found[doc_id, chunk] = (text, vector)
+    return found
+
+
+def reference_topk(models: Path, stored: dict[tuple[str, int], tuple[str, np.ndarray]],
+                   k_max: int = max(KS)) -> list[list[tuple[str, int, float]]]:
+    """One in-process FAISS flat index over the chunks the swarm stored: each query's
+    ``k_max`` best hits, ties ordered as documented (score descending, then ``(doc_id,
+    chunk)``; ``protocol/ranking.py``).
+
+    The stored chunks are first checked against this process's own chunking and model: the
+    same ``(doc_id, chunk)`` keys and texts as ``chunk_text`` gives for every document, and
+    the vectors of 200 of them, re-embedded here, equal to 1e-5. (Re-embedding all 2210
+    chunks here doubled the test's cost for what the 200 already show.)"""
     registry = ModelRegistry(models)
     embedder = OnnxEmbedder(registry.get(MODEL), registry.folder(MODEL), threads=2)
     docs = [d for d in cranfield.corpus() if d["text"].strip()]
     texts = [make_document_text(d["title"], d["text"]) for d in docs]
     budget = min(200, embedder.chunk_budget)
-    keys, chunks = [], []
+    expected = {}
     for doc, text, offsets in zip(docs, texts, embedder.token_offsets(texts), strict=True):
         for chunk in chunk_text(text, offsets=offsets, max_tokens=budget, overlap=32):
-            keys.append((doc["_id"], chunk.index))
-            chunks.append(chunk.text)
-    vectors = embedder.embed(chunks, input_type="passage").vectors
+            expected[doc["_id"], chunk.index] = chunk.text
+    assert {key: text for key, (text, _) in stored.items()} == expected
+    keys = sorted(stored)
+    sample = [keys[i] for i in np.random.default_rng(7).choice(len(keys), 200, replace=False)]
+    again = embedder.embed([stored[key][0] for key in sample], input_type="passage").vectors
+    assert np.allclose(again, np.stack([stored[key][1] for key in sample]), atol=1e-5)
+    vectors = np.stack([stored[key][1] for key in keys])
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
     queries = embedder.embed([q["text"] for q in cranfield.queries()], input_type="query").vectors
@@ -123,7 +153,7 @@ def test_sharded_search_equals_one_faiss_index_and_survives_dead_nodes(
         "471", "995"}  # the two Cranfield records without any text
     wait_for(lambda: converged(n1, 2), 300, "every shard on two identical replicas")
 
-    reference = reference_topk(prepared_models)
+    reference = reference_topk(prepared_models, stored_vectors([n1, n2, n3]))
     queries = cran_files / "queries.jsonl"
     for k in KS:
         results, _ = search_all(n2, queries, k)
