@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import trio
 import trio.testing
+from asgi_client import FakeClient
 
 from calinode.models.store.digest import chunk_faiss_id
 from calinode.node.api.inference_routes import chat_endpoint
@@ -354,40 +355,6 @@ async def test_ask_with_no_hits_says_so_and_does_not_generate(
 # -- chat with a collection (the HTTP endpoint, over a fake ASGI connection) ------------------
 
 
-@dataclass
-class FakeAsgiClient:
-    """Sends one JSON request to a raw ASGI endpoint and collects what it answers; the client
-    stays connected (its next ``receive`` waits) unless ``disconnect`` is set."""
-
-    body: dict[str, Any]
-    sent: list[dict[str, Any]] = field(default_factory=list)
-    disconnect: trio.Event = field(default_factory=trio.Event)
-    _delivered: bool = False
-
-    async def receive(self) -> dict[str, Any]:
-        if not self._delivered:
-            self._delivered = True
-            return {"type": "http.request", "body": json.dumps(self.body).encode(),
-                    "more_body": False}
-        await self.disconnect.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(self, message: dict[str, Any]) -> None:
-        self.sent.append(message)
-
-    async def run(self, app: Any, path: str) -> None:
-        scope = {"type": "http", "method": "POST", "path": path, "query_string": b"",
-                 "headers": [(b"content-type", b"application/json")]}
-        await app(scope, self.receive, self.send)
-
-    def status(self) -> int:
-        return int(next(m["status"] for m in self.sent if m["type"] == "http.response.start"))
-
-    def text(self) -> str:
-        return b"".join(m.get("body", b"") for m in self.sent
-                        if m["type"] == "http.response.body").decode()
-
-
 def chat_body(**extra: Any) -> dict[str, Any]:
     return {"collection": "papers", "messages": [{"role": "user", "content": "why?"}],
             "timeout": BUDGET, **extra}
@@ -396,7 +363,7 @@ def chat_body(**extra: Any) -> dict[str, Any]:
 async def test_chat_with_a_collection_and_a_stalled_index_is_a_504_by_its_deadline(
         autojump_clock: trio.testing.MockClock) -> None:
     node = fake_node(shard_search=stall)
-    client = FakeAsgiClient(chat_body())
+    client = FakeClient(chat_body())
     start = trio.current_time()
     await client.run(chat_endpoint(node), "/v1/chat/completions")  # type: ignore[arg-type]
     assert trio.current_time() <= start + BUDGET + MARGIN
@@ -408,7 +375,7 @@ async def test_chat_with_a_collection_and_a_stalled_index_is_a_504_by_its_deadli
 async def test_streamed_chat_whose_generation_stalls_ends_with_deadline_exceeded(
         autojump_clock: trio.testing.MockClock) -> None:
     node = fake_node(shard_search=search_reply(2, delay=0.5), generate=stall)
-    client = FakeAsgiClient(chat_body(stream=True))
+    client = FakeClient(chat_body(stream=True))
     start = trio.current_time()
     await client.run(chat_endpoint(node), "/v1/chat/completions")  # type: ignore[arg-type]
     assert trio.current_time() <= start + BUDGET + MARGIN
@@ -422,7 +389,7 @@ async def test_streamed_chat_whose_generation_stalls_ends_with_deadline_exceeded
 async def test_chat_with_a_collection_answers_within_budget_through_rag_messages(
         autojump_clock: trio.testing.MockClock) -> None:
     node = fake_node(shard_search=search_reply(1, delay=0.2))
-    client = FakeAsgiClient(chat_body(k=2))
+    client = FakeClient(chat_body(k=2))
     start = trio.current_time()
     await client.run(chat_endpoint(node), "/v1/chat/completions")  # type: ignore[arg-type]
     assert client.status() == 200 and trio.current_time() <= start + BUDGET
@@ -437,7 +404,7 @@ async def test_chat_with_a_collection_answers_within_budget_through_rag_messages
 async def test_chat_with_a_collection_that_has_nothing_relevant_says_so(
         autojump_clock: trio.testing.MockClock) -> None:
     node = fake_node(shard_search=search_reply(0))
-    client = FakeAsgiClient(chat_body())
+    client = FakeClient(chat_body())
     await client.run(chat_endpoint(node), "/v1/chat/completions")  # type: ignore[arg-type]
     reply = json.loads(client.text())
     assert reply["no_sources"] is True and reply["sources"] == []
@@ -461,7 +428,7 @@ async def test_a_streamed_chat_stops_generating_when_its_client_disconnects(
         raise AssertionError("the generation should have been cancelled")
 
     node = fake_node(generate=slow_tokens)
-    client = FakeAsgiClient(chat_body(stream=True, timeout=60))
+    client = FakeClient(chat_body(stream=True, timeout=60))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client.run, chat_endpoint(node),  # type: ignore[arg-type]
                            "/v1/chat/completions")

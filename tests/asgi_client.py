@@ -1,4 +1,4 @@
-"""A fake HTTP client for raw ASGI endpoints in unit tests: one JSON request, every message
+"""A fake HTTP client for raw ASGI endpoints in tests: one JSON request, every message
 the endpoint sends recorded, and a disconnect on demand."""
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ class FakeClient:
     async def send(self, message: dict[str, Any]) -> None:
         self.sent.append(message)
 
-    async def run(self, app: Any) -> None:
-        scope = {"type": "http", "method": "POST", "path": "/v1/x", "query_string": b"",
+    async def run(self, app: Any, path: str = "/v1/x") -> None:
+        scope = {"type": "http", "method": "POST", "path": path, "query_string": b"",
                  "headers": [(b"content-type", b"application/json")]}
         await app(scope, self.receive, self.send)
 
