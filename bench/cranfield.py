@@ -12,12 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cranfield"
+#: The collection's folder: ``$CALINODE_CRANFIELD``, else ``shared/data/cranfield`` beside
+#: the checkout (where the project's shared files sit).
+DATA = Path(os.environ.get("CALINODE_CRANFIELD")
+            or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cranfield")
 
 
 def _records(path: Path) -> list[dict[str, str]]:

@@ -38,8 +38,10 @@ def make_private_home(home: Path) -> None:
         if home.stat().st_mode & 0o077:
             home.chmod(0o700)
     except OSError as exc:
-        raise ConfigError(f"cannot use {home} as the node's home: {exc.strerror}; give "
-                          "another --home (or $CALINODE_HOME)") from exc
+        hint = ("check the owner and mode of it and its parents, or give another --home "
+                "(or $CALINODE_HOME)" if isinstance(exc, PermissionError)
+                else "give another --home (or $CALINODE_HOME)")
+        raise ConfigError(f"cannot use {home} as the node's home: {exc.strerror}; {hint}") from exc
     os.umask(0o077)
 
 

@@ -123,10 +123,12 @@ def test_a_home_that_cannot_exist_is_one_config_line() -> None:
 
 
 def as_another_user(*args: str) -> subprocess.CompletedProcess[str]:
-    """``calinode ARGS`` as a user without rights to the test's files: ``nobody`` when the
-    tests run as root (CI; root would pass every permission check), else this user (the
-    files are then made unreadable with chmod)."""
-    prefix = (["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    """``calinode ARGS`` without rights to the test's files. As root (CI), root's two
+    capabilities that pass every permission check are dropped (``nobody`` would do too, but
+    cannot enter a checkout that sits in a 0700 folder such as ``mktemp -d``'s); as another
+    user, the files are made unreadable with chmod and the user is enough."""
+    dropped = "-dac_override,-dac_read_search"
+    prefix = (["setpriv", f"--inh-caps={dropped}", f"--bounding-set={dropped}"]
               if os.geteuid() == 0 else [])
     base = {k: v for k, v in os.environ.items() if not k.startswith("CALINODE_")}
     return subprocess.run([*prefix, CALINODE, *args], capture_output=True, text=True,

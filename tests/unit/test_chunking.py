@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.resources
 import itertools
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,13 @@ from calinode.node.index.chunking import (
 )
 from calinode.node.ingest_input import make_document_text
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import cranfield
+
 #: 200 examples with the "dev" profile, 500 with "ci".
 EXAMPLES = max(200, settings().max_examples // 20)
 
-CRANFIELD = Path(__file__).resolve().parents[3] / "shared" / "data" / "cranfield" / "cran.all.1400"
+CRANFIELD = cranfield.DATA / "cran.all.1400"
 
 Offsets = list[tuple[int, int]]
 
