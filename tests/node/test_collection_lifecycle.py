@@ -12,27 +12,23 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import trio
 
 from calinode.models.store.digest import chunk_faiss_id
-from calinode.models.store.records import ChunkWrite, DocRecord
 from calinode.node.daemon import Node
-from calinode.node.hlc import COUNTER_BITS
-from calinode.node.index.collections import sign_definition
 from calinode.node.index.placement import shard_of
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import ErrorCode, JobError
 from calinode.protocol.shard_replies import ShardSearchReply
 from calinode.protocol.vectors import encode_vectors
 from node_harness import open_nodes, wait_until
+from replica_helpers import apply, definition_of, doc_ids_of, held, record, sees
 
 pytestmark = pytest.mark.slow  # nodes start, stop and start again: ~5 s a test
 Bootstrap = Callable[[Node], str]
@@ -40,47 +36,8 @@ SHARDS = 2
 SAFETY = 60.0  # seconds: a safety net, never the thing under test
 
 
-def definition_of(owner: Node, **extra: Any) -> CollectionDef:
-    settings: dict[str, Any] = {"name": "papers", "model": "m", "model_sha256": "0" * 64,
-                                "dim": 4, "pooling": "mean", "normalize": True,
-                                "shards": SHARDS, "replicas": 2, "owner": owner.peer_id,
-                                "created": 1, **extra}
-    return sign_definition(CollectionDef(**settings), owner.signer.key_pair)
-
-
-def record(doc_id: str, dim: int) -> DocRecord:
-    vector = np.full(dim, 1 / np.sqrt(dim), dtype=np.float32)
-    return DocRecord(doc_id=doc_id, content_hash=f"h-{doc_id}",
-                     version=int(time.time() * 1000) << COUNTER_BITS, deleted=False,
-                     chunks=[ChunkWrite(text=doc_id, vector=vector)])
-
-
 async def store_docs(node: Node, definition: CollectionDef, doc_ids: list[str]) -> None:
-    """Write documents straight into ``node``'s replicas (as acknowledged writes would)."""
-    assert node.index is not None
-    await trio.to_thread.run_sync(node.book.merge, definition)
-    for shard in range(definition.shards):
-        mine = [record(d, definition.dim) for d in doc_ids
-                if shard_of(d, definition.shards) == shard]
-        await node.index.call(definition, shard, lambda s, r=mine: s.apply(r), writes=True)
-        await node.index.mark_ready(definition.name, shard)
-
-
-async def docs_of(node: Node, definition: CollectionDef) -> set[str]:
-    assert node.index is not None
-    found: set[str] = set()
-    for shard in node.index.held(ready_only=False).get(definition.name, {}):
-        found.update(await node.index.call(definition, shard, lambda s: s.doc_ids()))
-    return found
-
-
-def held(node: Node, name: str = "papers") -> dict[int, str]:
-    assert node.index is not None
-    return node.index.held(ready_only=False).get(name, {})
-
-
-def sees(a: Node, b: Node) -> bool:
-    return any(e.peer_id == b.peer_id for e in a.table.alive())
+    await apply(node, definition, [record(d, dim=definition.dim) for d in doc_ids])
 
 
 OLD = [f"old{i}" for i in range(8)]
@@ -108,15 +65,15 @@ async def test_drop_deletes_every_replica_and_the_name_starts_again_empty(
         await wait_until(lambda: len(held(b)) == SHARDS  # b owns both shards (R=2) and pulls
                          and b.index is not None
                          and all(b.index.is_ready("papers", s) for s in range(SHARDS)), SAFETY)
-        assert await docs_of(a, again) == set(NEW)
-        assert await docs_of(b, again) == set(NEW)
+        assert await doc_ids_of(a, again) == set(NEW)
+        assert await doc_ids_of(b, again) == set(NEW)
 
     async with open_nodes(tmp_path) as start:  # the next start of every node works
         a = await start("a", index=True)
         b = await start("b", index=True, bootstrap=(bootstrap_of(a),))
         for node in (a, b):
             assert node.book.get("papers").dim == 8
-            assert await docs_of(node, again) == set(NEW)
+            assert await doc_ids_of(node, again) == set(NEW)
             assert not node.coordinator.sync_failures
             assert (await node.client.call(node.peer_id, "ping", {}, timeout=30)).served_by
 
@@ -147,7 +104,7 @@ async def test_a_holder_that_was_down_during_drop_and_create_deletes_its_old_cop
                              and len(held(b)) == SHARDS and b.index is not None
                              and all(b.index.is_ready("papers", s) for s in range(SHARDS)),
                              SAFETY)
-            assert await docs_of(b, again) == set(NEW)  # nothing of the old incarnation
+            assert await doc_ids_of(b, again) == set(NEW)  # nothing of the old incarnation
             for shard in range(SHARDS):
                 marker = tmp_path / "b" / "shards" / "papers" / str(shard) / "INCARNATION"
                 assert marker.read_text().strip() == str(again.created)
@@ -215,7 +172,7 @@ async def test_a_lone_node_serves_its_replicas_again_after_a_restart(
         a = await start("a", index=True)
         await wait_until(lambda: a.index is not None and set(
             a.index.held().get("papers", {})) == set(range(SHARDS)), SAFETY)
-        assert await docs_of(a, replace(definition)) == set(OLD)
+        assert await doc_ids_of(a, replace(definition)) == set(OLD)
 
 
 async def test_only_the_owner_changes_the_replication_and_every_node_learns_it(
@@ -238,6 +195,6 @@ async def test_only_the_owner_changes_the_replication_and_every_node_learns_it(
         await wait_until(lambda: b.book.get("papers") == changed, SAFETY)
         await wait_until(lambda: b.index is not None and all(  # b now owns both shards
             b.index.is_ready("papers", s) for s in range(SHARDS)), SAFETY)
-        assert await docs_of(b, changed) == set(OLD)
+        assert await doc_ids_of(b, changed) == set(OLD)
         _, notes = await a.coordinator.update("papers", replicas=3)
         assert any("only 2 live index peers" in n for n in notes)

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import trio
 import trio.testing
-from asgi_client import FakeClient
 
+from asgi_client import FakeClient
 from calinode.models.store.digest import chunk_faiss_id
 from calinode.node.api.inference_routes import chat_endpoint
 from calinode.node.index.placement import shard_of

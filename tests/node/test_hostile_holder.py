@@ -9,24 +9,18 @@ serving and nothing stored changes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import trio
-from libp2p.abc import INetStream
-from libp2p.custom_types import TProtocol
 
 from calinode.node.daemon import Node
-from calinode.node.index.collections import sign_definition
 from calinode.node.index.placement import shard_of
-from calinode.protocol.collections import CollectionDef
-from calinode.protocol.ids import JOB_PROTOCOL, META_PROTOCOL
 from calinode.protocol.shard_params import encode_ids
-from calinode.protocol.vectors import encode_vectors
-from hostile_peer import HostilePeer, decode_last, frame, open_hostile_peer, read_all
+from hostile_holder import HostileHolder, SeedDoc
+from hostile_peer import HostilePeer, open_hostile_peer
 from node_harness import open_nodes, wait_until
 
 DIM = 4
@@ -86,80 +80,31 @@ def bad_info(mode: str) -> dict[str, Any]:
     raise AssertionError(mode)
 
 
-class HostileHolder:
-    """Serves calinode's job protocol on the hostile peer: a broken reply of ``mode``;
-    ``shard.search`` relayed to the real node (a correct answer) while ``mode`` breaks only
-    fetches, so that the coordinator fetches from this peer first."""
+class BrokenHolder(HostileHolder):
+    """A broken reply of ``mode``; ``shard.search`` relayed to the real node (a correct
+    answer) while ``mode`` breaks only fetches, so that the coordinator fetches from this
+    peer first."""
 
     def __init__(self, evil: HostilePeer, node: Node) -> None:
-        self.evil, self.node, self.mode = evil, node, ""
-        self.asked: dict[str, int] = {}
-        evil.host.set_stream_handler(TProtocol(JOB_PROTOCOL), self.serve)
-        evil.host.set_stream_handler(TProtocol(META_PROTOCOL), self.exchange)
+        super().__init__(evil, node, jobs=["shard.search", "shard.fetch"], shards=SHARDS,
+                         dim=DIM)
 
-    def record(self) -> dict[str, Any]:
-        """This peer's record: an index peer holding every shard of the collection."""
-        return self.evil.record(capabilities={
-            "jobs": ["shard.search", "shard.fetch"], "index": True,
-            "shards": {"papers": {str(s): "ab" * 8 for s in range(SHARDS)}}})
-
-    async def exchange(self, stream: INetStream) -> None:
-        """Answer the node's peer exchanges with the record (so the node keeps this peer
-        alive and its connection open, as it would a real holder)."""
-        await read_all(stream)
-        await stream.write(frame(self.evil.exchange_wire(self.record())))
-        await stream.close()
-
-    async def claim_every_shard(self) -> None:
-        """Tell the node directly, so that it counts this peer as alive at once."""
-        await self.evil.exchange(self.node.peer_id, self.evil.exchange_wire(self.record()))
-
-    async def serve(self, stream: INetStream) -> None:
-        request = decode_last(await read_all_request(stream))
-        kind, params = request["kind"], request["params"]
-        self.asked[kind] = self.asked.get(kind, 0) + 1
+    async def answer(self, kind: str, params: dict[str, Any]) -> dict[str, Any] | None:
         if kind == "shard.search" and self.mode not in SEARCH_MODES:
             relayed = await self.evil.job(self.node.peer_id, kind, params)
-            result = relayed["result"]
-        elif kind == "shard.search":
-            result = bad_search(self.mode, params)
-        elif kind == "shard.fetch":
-            result = bad_fetch(self.mode, params)
-        elif kind == "shard.info" and self.mode in INFO_MODES:
-            result = bad_info(self.mode)
-        else:
-            reply = {"t": "err", "id": request["id"], "code": "UNKNOWN_KIND", "message": kind}
-            await stream.write(frame(reply))
-            await stream.close()
-            return
-        await stream.write(frame({"t": "res", "id": request["id"], "result": result,
-                                  "served_by": self.evil.peer_id}))
-        await stream.close()
+            return dict(relayed["result"])
+        if kind == "shard.search":
+            return bad_search(self.mode, params)
+        if kind == "shard.fetch":
+            return bad_fetch(self.mode, params)
+        if kind == "shard.info" and self.mode in INFO_MODES:
+            return bad_info(self.mode)
+        return None
 
 
-async def read_all_request(stream: INetStream) -> bytes:
-    """The request frame (the coordinator half-closes after sending it)."""
-    return await read_all(stream)
-
-
-async def seed(evil: HostilePeer, node: Node) -> CollectionDef:
-    """A collection owned by the hostile peer, R=2, written through the node's real
-    ``shard.write`` job (every document in its ``shard_of`` shard)."""
-    definition = sign_definition(replace(CollectionDef(
-        name="papers", model="fake", model_sha256="0" * 64, dim=DIM, pooling="mean",
-        normalize=True, query_prefix="", passage_prefix="", shards=SHARDS, replicas=2),
-        owner=evil.peer_id), evil.key_pair)
+def seed_docs() -> list[SeedDoc]:
     ids, vectors = corpus()
-    for shard in range(SHARDS):
-        docs = [{"doc_id": doc_id, "content_hash": f"h{i}", "version": 1, "deleted": False,
-                 "chunks": [{"text": f"text of {doc_id}", "metadata": {"n": i}}],
-                 "vectors": encode_vectors(vectors[i:i + 1])}
-                for i, doc_id in enumerate(ids) if shard_of(doc_id, SHARDS) == shard]
-        reply = await evil.job(node.peer_id, "shard.write", {
-            "collection": "papers", "definition": definition.to_wire(), "shard": shard,
-            "docs": docs, "seed": True})
-        assert reply["t"] == "res", reply
-    return definition
+    return [SeedDoc(doc_id, f"h{i}", vectors[i], {"n": i}) for i, doc_id in enumerate(ids)]
 
 
 SEARCH_MODES = ("missing_keys", "nan", "wrong_shard", "too_many")
@@ -174,8 +119,8 @@ async def test_broken_holder_replies_count_as_one_failed_holder_and_search_stays
     async with open_nodes(tmp_path) as start, open_hostile_peer() as evil:
         node = await start("index", index=True)
         await evil.connect(bootstrap_of(node))
-        definition = await seed(evil, node)
-        holder = HostileHolder(evil, node)
+        holder = BrokenHolder(evil, node)
+        definition = await holder.seed(seed_docs())
         assert node.index is not None
         before = node.index.held(ready_only=False)
         ids, vectors = corpus()
@@ -189,7 +134,7 @@ async def test_broken_holder_replies_count_as_one_failed_holder_and_search_stays
                                          node.coordinator.holders(definition).values()),
                              timeout=60)
             kind = "shard.search" if mode in SEARCH_MODES else "shard.fetch"
-            asked, refused = holder.asked.get(kind, 0), node.rejections.counts["bad_reply"]
+            asked, refused = holder.asked[kind], node.rejections.counts["bad_reply"]
             # the node's own exchanges with this peer fail (it speaks no meta protocol), which
             # may reset the connection under a search: search until the peer was asked
             for _ in range(10):
@@ -200,10 +145,10 @@ async def test_broken_holder_replies_count_as_one_failed_holder_and_search_stays
                     assert not found["partial"], (mode, found["missing_shards"])
                     assert [h["doc_id"] for h in found["hits"]] == expected[q], mode
                     assert all(h["text"] == f"text of {h['doc_id']}" for h in found["hits"])
-                if holder.asked.get(kind, 0) > asked:
+                if holder.asked[kind] > asked:
                     break
                 await holder.claim_every_shard()
-            assert holder.asked.get(kind, 0) > asked, f"{mode}: the hostile holder was not asked"
+            assert holder.asked[kind] > asked, f"{mode}: the hostile holder was not asked"
             assert node.rejections.counts["bad_reply"] > refused, mode
         # still serving: a ping and a search answered; nothing stored changed
         assert (await evil.job(node.peer_id, "ping", {}))["t"] == "res"
@@ -220,8 +165,8 @@ async def test_broken_shard_info_replies_leave_the_shard_report_whole(
     async with open_nodes(tmp_path) as start, open_hostile_peer() as evil:
         node = await start("index", index=True)
         await evil.connect(bootstrap_of(node))
-        definition = await seed(evil, node)
-        holder = HostileHolder(evil, node)
+        holder = BrokenHolder(evil, node)
+        definition = await holder.seed(seed_docs())
         assert node.index is not None
         before = node.index.held(ready_only=False)
         ids, _ = corpus()
@@ -231,11 +176,11 @@ async def test_broken_shard_info_replies_leave_the_shard_report_whole(
             await wait_until(lambda: all(evil.peer_id in held for held in
                                          node.coordinator.holders(definition).values()),
                              timeout=60)
-            asked, refused = holder.asked.get("shard.info", 0), node.rejections.counts[
+            asked, refused = holder.asked["shard.info"], node.rejections.counts[
                 "bad_reply"]
             with trio.fail_after(60):
                 rows = await node.coordinator.shard_rows("papers")
-            assert holder.asked.get("shard.info", 0) > asked, mode
+            assert holder.asked["shard.info"] > asked, mode
             assert node.rejections.counts["bad_reply"] > refused, mode
             assert [row["shard"] for row in rows] == list(range(SHARDS))
             for row in rows:

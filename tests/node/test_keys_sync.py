@@ -18,31 +18,26 @@ state there wins over its own. Here:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import trio
-from libp2p.abc import INetStream
-from libp2p.custom_types import TProtocol
 
-from calinode.models.store.records import ChunkWrite, DocRecord
+from calinode.models.store.records import DocRecord
 from calinode.models.store.shard_store import ShardStore
 from calinode.node.daemon import Node
-from calinode.node.hlc import COUNTER_BITS
-from calinode.node.index.collections import sign_definition
 from calinode.node.index.placement import shard_of
 from calinode.node.index.wire import docs_to_wire
 from calinode.node.rag import sync as rag_sync
 from calinode.protocol.collections import CollectionDef
-from calinode.protocol.ids import JOB_PROTOCOL, META_PROTOCOL
 from calinode.protocol.vectors import encode_vectors
-from hostile_peer import HostilePeer, decode_last, frame, open_hostile_peer, read_all
+from hostile_holder import HostileHolder, SeedDoc
+from hostile_peer import HostilePeer, open_hostile_peer
 from node_harness import open_nodes, wait_until
+from replica_helpers import apply, definition_of, held, now_version, record, sees
 
 pytestmark = pytest.mark.slow  # real nodes stop and start: several seconds a test
 Bootstrap = Callable[[Node], str]
@@ -51,35 +46,8 @@ DIM = 4
 SAFETY = 60.0  # seconds: a safety net, never the thing under test
 
 
-def definition_of(owner: Node) -> CollectionDef:
-    return sign_definition(CollectionDef(
-        name="papers", model="m", model_sha256="0" * 64, dim=DIM, pooling="mean",
-        normalize=True, shards=SHARDS, replicas=2, owner=owner.peer_id, created=1),
-        owner.signer.key_pair)
-
-
-def now_version() -> int:
-    return int(time.time() * 1000) << COUNTER_BITS
-
-
-def record(doc_id: str, version: int, text: str = "") -> DocRecord:
-    vector = np.full(DIM, 1 / np.sqrt(DIM), dtype=np.float32)
-    return DocRecord(doc_id=doc_id, content_hash=f"h-{doc_id}-{text}", version=version,
-                     deleted=False, chunks=[ChunkWrite(text=text or doc_id, vector=vector)])
-
-
 def tombstone(doc_id: str, version: int) -> DocRecord:
     return DocRecord(doc_id=doc_id, content_hash="", version=version, deleted=True, chunks=[])
-
-
-async def apply(node: Node, definition: CollectionDef, records: Sequence[DocRecord]) -> None:
-    """Write records straight into ``node``'s replicas (as acknowledged writes would)."""
-    assert node.index is not None
-    await trio.to_thread.run_sync(node.book.merge, definition)
-    for shard in range(definition.shards):
-        mine = [r for r in records if shard_of(r.doc_id, definition.shards) == shard]
-        await node.index.call(definition, shard, lambda s, r=mine: s.apply(r), writes=True)
-        await node.index.mark_ready(definition.name, shard)
 
 
 async def live_docs(node: Node, definition: CollectionDef) -> dict[str, str]:
@@ -92,15 +60,6 @@ async def live_docs(node: Node, definition: CollectionDef) -> dict[str, str]:
                                        lambda s, i=ids: s.fetch([(d, 0) for d in i]))
         found.update({key[0]: chunk.text for key, chunk in chunks.items()})
     return found
-
-
-def digests(node: Node) -> dict[int, str]:
-    assert node.index is not None
-    return node.index.held(ready_only=False).get("papers", {})
-
-
-def sees(a: Node, b: Node) -> bool:
-    return any(e.peer_id == b.peer_id for e in a.table.alive())
 
 
 COMMON = [f"doc{i:02d}" for i in range(24)]
@@ -126,7 +85,7 @@ async def test_replicas_that_differ_both_ways_converge_and_only_the_differences_
             await wait_until(lambda: sees(a, b) and sees(b, a), SAFETY)
             for node in (a, b):
                 await apply(node, definition, [record(d, v1) for d in COMMON])
-            await wait_until(lambda: digests(a) == digests(b) != {}, SAFETY)
+            await wait_until(lambda: held(a) == held(b) != {}, SAFETY)
             # writes that reached only b: a delete and a newer version
             await apply(b, definition, [tombstone("doc01", v1 + 1),
                                         record("doc02", v1 + 1, "newer on b")])
@@ -141,7 +100,7 @@ async def test_replicas_that_differ_both_ways_converge_and_only_the_differences_
 
             def converged() -> bool:
                 assert b.index is not None
-                return (digests(a) == digests(b) and len(digests(b)) == SHARDS
+                return (held(a) == held(b) and len(held(b)) == SHARDS
                         and not any(b.index.is_recovering("papers", s)
                                     for s in range(SHARDS)))
 
@@ -202,59 +161,22 @@ KEY_MODES = ["keys_backwards", "keys_over_limit", "keys_tombstone_with_hash",
 MODES = [*KEY_MODES, "docs_not_asked", "docs_wrong_width"]
 
 
-class HostileHolder:
-    """Claims every shard of the collection with a digest of its own (so the node's sync
-    lists its keys every round) and answers ``shard.changes`` brokenly, as ``mode`` says."""
+class KeysHolder(HostileHolder):
+    """Claims every shard (so the node's sync lists its keys every round) and answers
+    ``shard.changes`` brokenly, as ``mode`` says; counts listings and fetches apart."""
 
     def __init__(self, evil: HostilePeer, node: Node) -> None:
-        self.evil, self.node, self.mode = evil, node, ""
-        self.asked: dict[str, int] = {}
-        evil.host.set_stream_handler(TProtocol(JOB_PROTOCOL), self.serve)
-        evil.host.set_stream_handler(TProtocol(META_PROTOCOL), self.exchange)
+        super().__init__(evil, node, jobs=["shard.changes"], shards=SHARDS, dim=DIM)
 
-    def record(self) -> dict[str, Any]:
-        return self.evil.record(capabilities={
-            "jobs": ["shard.changes"], "index": True,
-            "shards": {"papers": {str(s): "ab" * 8 for s in range(SHARDS)}}})
+    def label(self, kind: str, params: dict[str, Any]) -> str:
+        return f"{kind}:{'keys' if params.get('keys_only') else 'docs'}"
 
-    async def exchange(self, stream: INetStream) -> None:
-        await read_all(stream)
-        await stream.write(frame(self.evil.exchange_wire(self.record())))
-        await stream.close()
-
-    async def claim_every_shard(self) -> None:
-        await self.evil.exchange(self.node.peer_id, self.evil.exchange_wire(self.record()))
-
-    async def serve(self, stream: INetStream) -> None:
-        request = decode_last(await read_all(stream))
-        kind, params = request["kind"], request["params"]
-        what = f"{kind}:{'keys' if params.get('keys_only') else 'docs'}"
-        self.asked[what] = self.asked.get(what, 0) + 1
-        if kind == "shard.changes" and self.mode:
-            reply = {"t": "res", "id": request["id"], "result": bad_changes(self.mode, params),
-                     "served_by": self.evil.peer_id}
-        else:
-            reply = {"t": "err", "id": request["id"], "code": "UNKNOWN_KIND", "message": kind}
-        await stream.write(frame(reply))
-        await stream.close()
+    async def answer(self, kind: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        return bad_changes(self.mode, params) if kind == "shard.changes" and self.mode else None
 
 
-async def seed(evil: HostilePeer, node: Node) -> CollectionDef:
-    """A collection owned by the hostile peer, written through the node's ``shard.write``."""
-    definition = sign_definition(replace(CollectionDef(
-        name="papers", model="fake", model_sha256="0" * 64, dim=DIM, pooling="mean",
-        normalize=True, query_prefix="", passage_prefix="", shards=SHARDS, replicas=2),
-        owner=evil.peer_id), evil.key_pair)
-    for shard in range(SHARDS):
-        docs = [{"doc_id": doc_id, "content_hash": f"h{i}", "version": 1, "deleted": False,
-                 "chunks": [{"text": f"text of {doc_id}", "metadata": {}}],
-                 "vectors": encode_vectors(np.eye(DIM, dtype=np.float32)[i % DIM][None])}
-                for i, doc_id in enumerate(COMMON) if shard_of(doc_id, SHARDS) == shard]
-        reply = await evil.job(node.peer_id, "shard.write", {
-            "collection": "papers", "definition": definition.to_wire(), "shard": shard,
-            "docs": docs, "seed": True})
-        assert reply["t"] == "res", reply
-    return definition
+SEED = [SeedDoc(doc_id, f"h{i}", np.eye(DIM, dtype=np.float32)[i % DIM])
+        for i, doc_id in enumerate(COMMON)]
 
 
 async def test_a_hostile_keys_or_fetch_reply_is_refused_and_the_node_keeps_syncing(
@@ -263,17 +185,17 @@ async def test_a_hostile_keys_or_fetch_reply_is_refused_and_the_node_keeps_synci
     async with open_nodes(tmp_path) as start, open_hostile_peer() as evil:
         node = await start("index", index=True)
         await evil.connect(bootstrap_of(node))
-        definition = await seed(evil, node)
+        holder = KeysHolder(evil, node)
+        definition = await holder.seed(SEED)
         assert node.index is not None
         before = node.index.held(ready_only=False)
-        holder = HostileHolder(evil, node)
         for mode in MODES:
             holder.mode = mode
             what = "shard.changes:keys" if mode in KEY_MODES else "shard.changes:docs"
-            asked, refused = holder.asked.get(what, 0), node.rejections.counts["bad_reply"]
+            asked, refused = holder.asked[what], node.rejections.counts["bad_reply"]
             await holder.claim_every_shard()
             with trio.fail_after(SAFETY):  # the sync loop asks again every round
-                while not (holder.asked.get(what, 0) > asked
+                while not (holder.asked[what] > asked
                            and node.rejections.counts["bad_reply"] > refused):
                     await holder.claim_every_shard()
                     await trio.sleep(0.2)

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from asgi_client import FakeClient
 
+from asgi_client import FakeClient
 from calinode.node.api.inference_routes import _generate_endpoint, chat_endpoint
 from calinode.protocol.job_params import MAX_STOP
 

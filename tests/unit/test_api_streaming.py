@@ -8,8 +8,8 @@ from typing import Any
 
 import trio
 import trio.testing
-from asgi_client import FakeClient
 
+from asgi_client import FakeClient
 from calinode.node.api.guard import read_json
 from calinode.node.api.streaming import Answer, AnswerEndpoint, Emit
 from calinode.protocol.errors import BadRequest, ErrorCode, JobError
