@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import random
@@ -19,6 +20,7 @@ import pytest
 
 from calinode.node.client import CalinodeClient
 from calinode.protocol.errors import CalinodeError
+from fork_server import ForkedDaemon, ForkServer
 
 CALINODE = str(Path(sys.executable).with_name("calinode"))
 FAST = ["--heartbeat-interval", "0.5", "--dead-after", "4"]
@@ -27,6 +29,25 @@ FAST = ["--heartbeat-interval", "0.5", "--dead-after", "4"]
 def _clean_env() -> dict[str, str]:
     """The test's environment without any CALINODE_* setting of the machine it runs on."""
     return {k: v for k, v in os.environ.items() if not k.startswith("CALINODE_")}
+
+
+_fork_server: ForkServer | None = None
+
+
+def launch(argv: list[str], log: Path) -> subprocess.Popen[bytes] | ForkedDaemon:
+    """``calinode ARGV`` as its own OS process writing to ``log``: forked from the session's
+    fork server (``fork_server.py``: py-libp2p already imported), or a plain ``Popen`` of the
+    installed script when ``CALINODE_TEST_FORK_SERVER=0`` or the server cannot fork safely."""
+    global _fork_server
+    if os.environ.get("CALINODE_TEST_FORK_SERVER", "1") != "0":
+        if _fork_server is None:
+            _fork_server = ForkServer(_clean_env())
+            atexit.register(_fork_server.close)
+        if _fork_server.ready:
+            return _fork_server.spawn(argv, _clean_env(), str(log))
+    with log.open("ab") as out:
+        return subprocess.Popen([CALINODE, *argv], stdout=out, stderr=subprocess.STDOUT,
+                                env=_clean_env())
 
 
 def _worker_ports() -> range:
@@ -73,7 +94,7 @@ class Daemon:
     home: Path
     port: int
     extra: list[str] = field(default_factory=list)
-    proc: subprocess.Popen[bytes] | None = None
+    proc: subprocess.Popen[bytes] | ForkedDaemon | None = None
     models: Path | None = None  # a prepared model registry to share; None: --no-models
 
     @property
@@ -88,12 +109,10 @@ class Daemon:
         if self.models is not None and not (self.home / "models").exists():
             (self.home / "models").symlink_to(self.models, target_is_directory=True)
         models = [] if self.models is not None else ["--no-models"]
-        log = (self.home / "log").open("ab")
-        self.proc = subprocess.Popen(
-            [CALINODE, "start", "--home", str(self.home),
-             "--listen", f"/ip4/127.0.0.1/tcp/{self.port}", "--api", "127.0.0.1:0",
-             *FAST, *models, *self.extra],
-            stdout=log, stderr=subprocess.STDOUT, env=_clean_env())
+        self.proc = launch(["start", "--home", str(self.home),
+                            "--listen", f"/ip4/127.0.0.1/tcp/{self.port}",
+                            "--api", "127.0.0.1:0", *FAST, *models, *self.extra],
+                           self.home / "log")
         deadline = time.monotonic() + 60
         while not self.node_file.exists():
             if self.proc.poll() is not None:

@@ -1,0 +1,173 @@
+"""A fork server for the integration tier's daemons: real ``calinode start`` processes
+without paying py-libp2p's import for each.
+
+Importing py-libp2p 0.8.1 costs a daemon about 1.5 s of CPU before it does anything (it
+imports its QUIC, TLS and ACME stacks unconditionally), and the integration tier starts
+daemons well over a hundred times. This server, started once per test session, imports
+py-libp2p, trio and the web stack, then forks one child per daemon; the child points its
+output at the daemon's log, takes the daemon's environment and runs the CLI's own ``main``
+with ``start``'s arguments, exactly as ``calinode start`` would. Each daemon is still its
+own OS process with its own pid, killed, stopped and restarted with real signals.
+
+Only modules that start no thread are imported before the fork (a forked child keeps only
+the forking thread; numpy's OpenBLAS and onnxruntime start threads at import, so they are
+imported by each child, as in a real start). The server checks that it has one thread before
+it serves, and the harness falls back to plain ``subprocess.Popen`` when it does not, or
+when ``CALINODE_TEST_FORK_SERVER=0``.
+
+Wire: JSON lines on the server's stdin/stdout. ``{"spawn": argv, "env": {...}, "log": path}``
+answers ``{"pid": n}``; ``{"poll": pid}`` answers ``{"code": int | null}`` (the
+``subprocess`` convention: ``-N`` for death by signal N).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import IO, Any
+
+#: Thread-free imports a daemon makes anyway (see the module docstring).
+PRELOAD = ("trio", "libp2p", "libp2p.host.basic_host", "libp2p.security.noise.transport",
+           "libp2p.stream_muxer.yamux.yamux", "multiaddr", "msgpack", "orjson",
+           "hypercorn.trio", "starlette.applications", "tokenizers", "cryptography")
+
+
+def _child(argv: list[str], env: dict[str, str], log: str) -> None:
+    """In the forked child: become ``calinode start ARGV`` and never return."""
+    code = 1
+    try:
+        out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.closerange(3, 65536)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        os.environ.clear()
+        os.environ.update(env)
+        sys.argv = ["calinode", *argv]
+        from calinode.node.cli.main import main
+
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # the child must end here, whatever happened
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            import logging
+
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def serve() -> None:
+    """The server's loop: read a request, answer it, reap finished children."""
+    for name in PRELOAD:
+        __import__(name)
+    threads = len(os.listdir("/proc/self/task"))
+    print(json.dumps({"ready": threads == 1, "threads": threads}), flush=True)
+    codes: dict[int, int] = {}
+    for line in sys.stdin:
+        while True:  # reap whatever ended since the last request
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            codes[pid] = os.waitstatus_to_exitcode(status)
+        request = json.loads(line)
+        if "spawn" in request:
+            pid = os.fork()
+            if pid == 0:
+                _child(request["spawn"], request["env"], request["log"])
+            answer: dict[str, Any] = {"pid": pid}
+        else:
+            answer = {"code": codes.get(request["poll"])}
+        print(json.dumps(answer), flush=True)
+
+
+class ForkServer:
+    """The test process's end: one server per session, shared by every ``Daemon``."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=env)
+        self.lock = threading.Lock()
+        hello = self._read()
+        self.ready = bool(hello["ready"])
+
+    def _read(self) -> dict[str, Any]:
+        stdout: IO[str] | None = self.proc.stdout
+        assert stdout is not None
+        line = stdout.readline()
+        if not line:
+            raise RuntimeError("the fork server ended")
+        return dict(json.loads(line))
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            return self._read()
+
+    def spawn(self, argv: list[str], env: dict[str, str], log: str) -> ForkedDaemon:
+        return ForkedDaemon(self, int(self.ask({"spawn": argv, "env": env, "log": log})["pid"]))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            self.proc.wait(30)
+
+
+class ForkedDaemon:
+    """What ``subprocess.Popen`` gives for a daemon, for a child of the fork server."""
+
+    def __init__(self, server: ForkServer, pid: int) -> None:
+        self.server, self.pid = server, pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            code = self.server.ask({"poll": self.pid})["code"]
+            self.returncode = None if code is None else int(code)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0)
+            time.sleep(0.02)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        # polled first: a child the server has not reaped keeps its pid (a zombie at worst),
+        # so the signal cannot reach another process that took over the number
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    serve()
