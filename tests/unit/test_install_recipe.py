@@ -83,6 +83,14 @@ def test_the_makefile_and_the_systemd_recipe_use_the_recipe() -> None:
     assert f"ExecStart={install.group(1)}/bin/calinode start" in unit.splitlines()
 
 
+def test_the_scripts_run_as_commands() -> None:
+    # the Dockerfile and .ci/run execute them directly, not through sh
+    for name in ("install.sh", "wheel.sh", "check-install.sh"):
+        path = DEPLOY / name
+        assert path.stat().st_mode & 0o111, f"{path} is not executable"
+        assert path.read_text().startswith("#!"), path
+
+
 def test_the_no_deps_list_is_the_one_the_node_asks_for() -> None:
     pins = {}
     for line in (DEPLOY / "weights-no-deps.txt").read_text().splitlines():
