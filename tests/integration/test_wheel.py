@@ -9,6 +9,7 @@ the editable install's finder lives in a ``.pth`` file that a borrowed folder do
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -34,11 +35,17 @@ def source_modules() -> list[str]:
     return modules
 
 
+def build_wheel(dist: Path) -> Path:
+    """calinode's wheel, built by deploy/wheel.sh (the builder of deploy/install.sh, hence of
+    the Dockerfile and of CI's fresh-install check) with this venv's setuptools."""
+    env = os.environ | {"PYTHON": sys.executable, "WHEEL_NO_BUILD_ISOLATION": "1"}
+    out = subprocess.run([str(ROOT / "deploy" / "wheel.sh"), str(ROOT), str(dist)], env=env,
+                         capture_output=True, text=True, check=True, timeout=300).stdout
+    return Path(out.strip())
+
+
 def test_wheel_installs_and_imports_every_module(tmp_path: Path) -> None:
-    dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(dist), str(ROOT)], check=True, timeout=300)
-    wheel = next(dist.glob("calinode-*.whl"))
+    wheel = build_wheel(tmp_path / "dist")
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
