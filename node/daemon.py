@@ -115,7 +115,7 @@ class Node:
     started_at: float = 0.0
     #: Prometheus metrics (``GET /metrics``); the server, client and models record into it
     metrics: NodeMetrics = field(default_factory=NodeMetrics)
-    #: replica sizes as last measured for ``/metrics`` (disk: read at most every 15 s)
+    #: replica sizes as last measured for ``/metrics`` (disk: read at most every 5 s)
     shard_sizes: ShardSizes = field(default_factory=ShardSizes)
 
     @property

@@ -54,7 +54,7 @@ Read from the node's state at scrape time:
   or ``not_ready`` (pulling, recovering, given up);
 - ``calinode_shard_documents``, ``calinode_shard_chunks``, ``calinode_shard_bytes`` gauges
   (collection): live documents, live chunks and bytes on disk of the replicas held (measured
-  at most every 15 s);
+  at most every 5 s);
 - ``calinode_replica_sync_lag_seconds`` gauge (collection): seconds since this node's
   replica of the collection that is furthest behind last matched every live holder;
 - ``calinode_model_info`` gauge (kind, model, sha256): 1 per model this node serves;
@@ -266,7 +266,7 @@ class ReplicaSize:
 class ShardSizes:
     """Sizes of the replicas held, per collection, as last measured (see measure_replicas)."""
 
-    max_age: float = 15.0
+    max_age: float = 5.0
     per_collection: dict[str, ReplicaSize] = field(default_factory=dict)
     measured_at: float = -math.inf
 
