@@ -226,10 +226,11 @@ class Node:
             sync_lag=self.coordinator.sync_lag())
 
     async def scrape(self) -> bytes:
-        """``GET /metrics``: replica sizes measured off the loop when due, then the text."""
+        """``GET /metrics``: replica sizes measured off the loop when due, the state read on
+        the loop, the text rendered in a worker thread."""
         if self.index is not None:
             await measure_replicas(self.index, self.book, self.shard_sizes)
-        return self.metrics.render()
+        return await trio.to_thread.run_sync(self.metrics.render, self.metrics_state())
 
     def peers(self) -> list[dict[str, Any]]:
         now = trio.current_time()
@@ -358,7 +359,6 @@ async def build_node(config: NodeConfig) -> Node:
                 swarm_key=psk, swarm_mode=swarm_mode, access=access, clock=clock,
                 bootstrap=(*config.bootstrap, *(invite.addrs if invite else ())),
                 metrics=metrics)
-    metrics.watch(node.metrics_state)
     return node
 
 

@@ -8,10 +8,11 @@ Two kinds of numbers, so nothing is counted twice:
   in the job server and client, the dispatcher, the model services, search, ingest,
   membership and the framed streams;
 - **read from the node's state when scraped**: :class:`StateCollector` turns a
-  :class:`NodeState` snapshot, which the daemon builds from its parts at scrape time, into
-  metric families (peers by state, queues, replicas, refused input, readiness). Replica sizes
-  need the disk: :func:`measure_replicas` reads them in the stores' worker threads, at most
-  every ``ShardSizes.max_age`` seconds, so a scrape never does disk I/O on the event loop.
+  :class:`NodeState` snapshot, which the daemon builds from its parts on the event loop at
+  scrape time (the text itself is rendered in a worker thread), into metric families
+  (peers by state, queues, replicas, refused input, readiness). Replica sizes need the
+  disk: :func:`measure_replicas` reads them in the stores' worker threads, at most every
+  ``ShardSizes.max_age`` seconds, so a scrape never does disk I/O on the event loop.
 
 Counted where the work happens (name, type, labels: meaning):
 
@@ -231,15 +232,18 @@ class NodeMetrics:
         self.ingest_docs.labels("acknowledged").inc(acknowledged)
         self.ingest_docs.labels("failed").inc(failed)
 
-    # -- state read at scrape time ---------------------------------------------------------
+    # -- the scrape --------------------------------------------------------------------------
 
-    def watch(self, state: Callable[[], NodeState]) -> None:
-        """Read the node's state through ``state()`` at every scrape (see StateCollector)."""
-        self.registry.register(StateCollector(state))
-
-    def render(self) -> bytes:
-        """The Prometheus text exposition of everything above."""
-        return generate_latest(self.registry)
+    def render(self, state: NodeState | None = None) -> bytes:
+        """The Prometheus text of the counters above, then of ``state`` (the node's state,
+        read on the event loop when scraped). Thread-safe: the daemon renders in a worker
+        thread (a few hundred series take milliseconds), never on the event loop."""
+        text = generate_latest(self.registry)
+        if state is not None:
+            snapshot = CollectorRegistry(auto_describe=False)
+            snapshot.register(StateCollector(lambda: state))
+            text += generate_latest(snapshot)
+        return text
 
 
 # -- the state read at scrape time ----------------------------------------------------------

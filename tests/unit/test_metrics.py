@@ -39,10 +39,10 @@ from calinode.protocol.messages import JobRequest
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def scrape(metrics: NodeMetrics) -> Samples:
+def scrape(metrics: NodeMetrics, snapshot: NodeState | None = None) -> Samples:
     """Every sample of a scrape, parsed by prometheus_client: (name, sorted labels) -> value."""
     found: Samples = {}
-    for family in text_string_to_metric_families(metrics.render().decode()):
+    for family in text_string_to_metric_families(metrics.render(snapshot).decode()):
         for sample in family.samples:
             found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return found
@@ -196,11 +196,11 @@ async def test_the_job_server_counts_served_and_failed_jobs_by_kind_and_code() -
 # -- state read at scrape time --------------------------------------------------------------
 
 
-def test_the_state_collector_reads_the_snapshot_at_each_scrape() -> None:
+def test_the_node_state_is_rendered_after_the_counters() -> None:
     metrics = NodeMetrics()
-    snapshot = {"now": state()}
-    metrics.watch(lambda: snapshot["now"])
-    samples = scrape(metrics)
+    metrics.search_answered(partial=False)
+    samples = scrape(metrics, state())
+    assert value(samples, "calinode_searches_total") == 1
     assert value(samples, "calinode_peers", state="alive") == 2
     assert value(samples, "calinode_peers", state="dead") == 1
     assert value(samples, "calinode_peers", state="candidate") == 4
@@ -221,8 +221,7 @@ def test_the_state_collector_reads_the_snapshot_at_each_scrape() -> None:
                  sha256="ab" * 32) == 1
     assert value(samples, "calinode_info", version="0.1.0", peer_id="12D3KooWself") == 1
     assert value(samples, "calinode_ready") == 0
-    snapshot["now"] = state(ready=True, peers={"alive": 3})  # read again, not cached
-    samples = scrape(metrics)
+    samples = scrape(metrics, state(ready=True, peers={"alive": 3}))  # each scrape its own
     assert value(samples, "calinode_ready") == 1
     assert value(samples, "calinode_peers", state="alive") == 3
     assert value(samples, "calinode_peers", state="dead") == 0
