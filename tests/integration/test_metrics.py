@@ -15,11 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from calinode.node.client import CalinodeClient
+from calinode.node.metrics import JOB_KINDS
 from calinode.protocol.ids import JOB_PROTOCOL
 from daemon_harness import Daemon, Swarm, free_port, wait_for
+from hostile_peer import open_hostile_peer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -217,3 +220,45 @@ def test_readyz_flips_to_200_once_models_are_loaded_and_replicas_synced(
     assert {m["name"] for m in status["capabilities"]["embed"]} == {EMBED_MODEL}
     assert status["capabilities"]["shards"].get("reports")
     assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+
+
+def test_a_peer_naming_any_job_kind_cannot_grow_the_label_set(swarm: Swarm) -> None:
+    """A real hostile peer sends jobs of 40 made-up kinds (in two rounds of 20) and a broken
+    frame: the scrape counts them exactly, under kind ``other``; the second 20 kinds add no
+    series at all; the node still serves."""
+    node = swarm.daemon("target").start()
+    before = scrape(node)
+    made_up = [f"evil.kind-{n}-{'x' * n}" for n in range(40)]
+    replies: list[dict[str, Any]] = []
+
+    def attack(kinds: list[str]) -> None:
+        async def main() -> None:
+            async with open_hostile_peer() as evil:
+                await evil.connect(node.addr)
+                for kind in kinds:
+                    replies.append(await evil.job(node.peer_id, kind, {}))
+                await evil.send_raw(node.peer_id, JOB_PROTOCOL, b"\x00\x00\x00\x02\xc1\xc1")
+                replies.append(await evil.job(node.peer_id, "ping", {}))
+
+        trio.run(main)
+
+    attack(made_up[:20])
+    middle = scrape(node)
+    attack(made_up[20:])
+    after = scrape(node)
+    assert [r.get("code") for r in replies if r["t"] == "err"] == ["UNKNOWN_KIND"] * 40
+    assert [r for r in replies if r["t"] == "res"] and replies[-1]["t"] == "res"  # serving
+    kinds = {dict(labels)["kind"] for (_, labels) in after if "kind" in dict(labels)}
+    assert kinds <= {*JOB_KINDS, "other"}
+    assert set(after) == set(middle)  # 20 more made-up kinds: not one more series
+    assert {dict(labels).get("kind") for _, labels in set(after) - set(before)} <= {"other"}
+    assert moved(before, after, "calinode_job_failures_total", kind="other",
+                 code="UNKNOWN_KIND") == 40
+    assert moved(before, after, "calinode_jobs_total", kind="other", hop="remote",
+                 outcome="failed") == 42  # the 40, and the two broken frames
+    assert moved(before, after, "calinode_jobs_total", kind="ping", hop="remote",
+                 outcome="served") == 2
+    assert value(after, "calinode_rejected_input_total", reason="bad_frame") == \
+        node.status()["rejected_input"]["bad_frame"] == 2
+    assert moved(before, after, "calinode_p2p_bytes_total", protocol=JOB_PROTOCOL,
+                 direction="in") > 0
