@@ -21,7 +21,7 @@ Counted where the work happens (name, type, labels: meaning):
 - ``calinode_job_failures_total`` counter (kind, code): those that failed, by error code
   (a job refused before its request was read counts under kind ``other``);
 - ``calinode_job_retries_total`` counter (kind): jobs sent again to another peer after a
-  retryable failure (embed, generate, shard.search);
+  retryable failure (embed, generate, shard.search, shard.fetch);
 - ``calinode_job_hedges_total`` counter (kind): shard.search requests sent to further
   holders because a search round was slow;
 - ``calinode_job_duration_seconds`` histogram (kind, hop): jobs this node sent, to itself

@@ -165,6 +165,8 @@ class Search:
         from where it stopped). Appends ``shard`` to ``failed`` when no holder could."""
         todo = np.asarray(ids, dtype=np.int64)
         for peer in holders:
+            if peer != holders[0]:  # the holder before failed: the rest goes to this one
+                self.node.metrics.job_retried("shard.fetch")
             while len(todo):
                 part = todo[:MAX_FETCH_IDS]
                 ask = ShardFetchParams(collection=definition.name, shard=shard, ids=part,
