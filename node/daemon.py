@@ -50,6 +50,13 @@ from calinode.node.jobs.builtin import register_builtin_jobs
 from calinode.node.jobs.client import JobClient, JobResult
 from calinode.node.jobs.dispatch import Dispatcher
 from calinode.node.jobs.server import JobRegistry, JobServer
+from calinode.node.metrics import (
+    NodeMetrics,
+    NodeState,
+    ResourceLoad,
+    ShardSizes,
+    measure_replicas,
+)
 from calinode.node.node_file import remove_node_file, write_node_file
 from calinode.node.p2p.addresses import expand_wildcards, interface_ipv4_addresses
 from calinode.node.p2p.host import GuardStats, PeerGate, PeerPolicy, build_host, guarded
@@ -59,7 +66,8 @@ from calinode.node.p2p.peer_table import PeerTable
 from calinode.node.p2p.records import SEQ_FILE, RecordSigner
 from calinode.node.private_files import load_or_create_api_token
 from calinode.node.rag.coordinator import Coordinator
-from calinode.node.rejections import Rejections
+from calinode.node.readiness import Readiness, readiness
+from calinode.node.rejections import REASONS, Rejections
 from calinode.node.supervision import supervised
 from calinode.protocol.capabilities import Capabilities, ModelOffer
 from calinode.protocol.errors import BadRequest, ConfigError, ErrorCode, JobError
@@ -105,6 +113,10 @@ class Node:
     swarm_mode: str = "open"
     bootstrap: tuple[str, ...] = ()
     started_at: float = 0.0
+    #: Prometheus metrics (``GET /metrics``); the server, client and models record into it
+    metrics: NodeMetrics = field(default_factory=NodeMetrics)
+    #: replica sizes as last measured for ``/metrics`` (disk: read at most every 5 s)
+    shard_sizes: ShardSizes = field(default_factory=ShardSizes)
 
     @property
     def model_registry(self) -> ModelRegistry:
@@ -169,6 +181,56 @@ class Node:
             "allowlist": sorted(self.policy.allow),
             "uptime_s": round(time.monotonic() - self.started_at, 1),
         }
+
+    def readiness(self) -> Readiness:
+        """``GET /readyz``: models loaded, replicas synced (``node/readiness.py``)."""
+        config = self.config
+        return readiness(
+            wanted_models=() if config.no_models else (*config.embed_models, *config.gen_models),
+            loaded_models=[*self.models.embed, *self.models.generate],
+            index=self.index is not None,
+            membership_rounds=self.membership.rounds if self.membership is not None else 0,
+            settled_sync_rounds=self.coordinator.settled_sync_rounds,
+            not_ready=self.index.not_ready() if self.index is not None else {})
+
+    def metrics_state(self) -> NodeState:
+        """What ``/metrics`` reads of the node's state at each scrape (``node/metrics.py``)."""
+        alive = len(self.table.alive())
+        resources = [
+            *(ResourceLoad("embedder", name, s.queue_depth, s.in_flight)
+              for name, s in self.models.embed.items()),
+            *(ResourceLoad("generator", name, s.queue_depth, s.in_flight)
+              for name, s in self.models.generate.items()),
+            ResourceLoad("job_server", "", 0, self.server.in_flight)]
+        replicas: dict[str, tuple[int, int]] = {}
+        if self.index is not None:
+            stores = self.index.limiter.statistics()
+            resources.append(ResourceLoad("shard_stores", "", stores.tasks_waiting,
+                                          stores.borrowed_tokens))
+            for collection, shards in self.index.held(ready_only=False).items():
+                ready = sum(1 for shard in shards if self.index.is_ready(collection, shard))
+                replicas[collection] = (ready, len(shards) - ready)
+        return NodeState(
+            peer_id=self.peer_id, version=VERSION,
+            uptime_s=time.monotonic() - self.started_at, ready=self.readiness().ready,
+            peers={"alive": alive, "dead": len(self.table) - alive,
+                   "candidate": len(self.membership.candidates) if self.membership else 0},
+            rejected={reason: self.rejections.counts.get(reason, 0) for reason in REASONS},
+            resources=resources,
+            models=[(kind, name, s.manifest.sha256) for kind, services
+                    in (("embed", self.models.embed), ("generate", self.models.generate))
+                    for name, s in services.items()],
+            replicas=replicas,
+            sizes={c: size for c, size in self.shard_sizes.per_collection.items()
+                   if c in replicas},
+            sync_lag=self.coordinator.sync_lag())
+
+    async def scrape(self) -> bytes:
+        """``GET /metrics``: replica sizes measured off the loop when due, the state read on
+        the loop, the text rendered in a worker thread."""
+        if self.index is not None:
+            await measure_replicas(self.index, self.book, self.shard_sizes)
+        return await trio.to_thread.run_sync(self.metrics.render, self.metrics_state())
 
     def peers(self) -> list[dict[str, Any]]:
         now = trio.current_time()
@@ -275,7 +337,8 @@ async def build_node(config: NodeConfig) -> Node:
     await signer.resume_from(config.home / SEQ_FILE)  # seqs continue above the last run's
     registry = JobRegistry()
     register_builtin_jobs(registry)
-    models = LocalModels()
+    metrics = NodeMetrics()
+    models = LocalModels(metrics)
     register_inference_jobs(registry, models)
     # every peer that can connect is a member, unless the swarm was opened on purpose: a
     # keyless node on loopback only is reachable from this machine alone
@@ -286,14 +349,17 @@ async def build_node(config: NodeConfig) -> Node:
     if index is not None:
         register_index_jobs(registry, index, access=access, clock=clock)
     server = JobServer(registry, peer_id=signer.peer_id, max_total=config.max_jobs,
-                       max_per_peer=config.max_jobs_per_peer, rejections=rejections)
+                       max_per_peer=config.max_jobs_per_peer, rejections=rejections,
+                       metrics=metrics)
     table = PeerTable(signer.peer_id, dead_after=config.dead_after, drop_after=config.drop_after)
-    return Node(config=config, host=host, peer_id=signer.peer_id, signer=signer, table=table,
+    node = Node(config=config, host=host, peer_id=signer.peer_id, signer=signer, table=table,
                 registry=registry, server=server, client=JobClient(host, server),
                 policy=policy, models=models, book=book, index=index, rejections=rejections,
                 guard_stats=guard_stats, identity=IdentityConflicts(signer, rejections),
                 swarm_key=psk, swarm_mode=swarm_mode, access=access, clock=clock,
-                bootstrap=(*config.bootstrap, *(invite.addrs if invite else ())))
+                bootstrap=(*config.bootstrap, *(invite.addrs if invite else ())),
+                metrics=metrics)
+    return node
 
 
 async def _serve_signals(cancel: trio.CancelScope) -> None:
@@ -370,6 +436,10 @@ async def _run_locked(config: NodeConfig, *, handle_signals: bool, announce: boo
         async with node.host.run(listen_addrs=listen), trio.open_nursery() as nursery:
             if handle_signals:
                 nursery.start_soon(_serve_signals, root_scope)
+            # the API first: /healthz and /readyz (503 until ready) answer while models load
+            node.api_token = await trio.to_thread.run_sync(load_or_create_api_token, config.home)
+            binds = await nursery.start(serve_api, node)
+            node.api_url = binds[0]
             await load_models(node, nursery)
             if node.index is not None:
                 await node.index.open_existing()
@@ -381,7 +451,7 @@ async def _run_locked(config: NodeConfig, *, handle_signals: bool, announce: boo
             node.membership = Membership(
                 node.host, node.table, node.policy, node.own_record,
                 bootstrap=node.bootstrap, heartbeat_interval=config.heartbeat_interval,
-                rejections=node.rejections, identity=node.identity)
+                rejections=node.rejections, identity=node.identity, metrics=node.metrics)
             node.host.set_stream_handler(TProtocol(META_PROTOCOL), guarded(
                 node.membership.rpc_meta, node.policy, "meta", stats=node.guard_stats,
                 rejections=node.rejections))
@@ -390,9 +460,6 @@ async def _run_locked(config: NodeConfig, *, handle_signals: bool, announce: boo
                 from calinode.node.p2p.mdns import run_mdns
 
                 await nursery.start(run_mdns, node)
-            node.api_token = await trio.to_thread.run_sync(load_or_create_api_token, config.home)
-            binds = await nursery.start(serve_api, node)
-            node.api_url = binds[0]
             await trio.to_thread.run_sync(write_node_file, config.home, {
                 "peer_id": node.peer_id, "addrs": list(node.addrs),
                 "api": node.api_url.removeprefix("http://"), "pid": os.getpid(),

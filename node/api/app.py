@@ -1,6 +1,8 @@
 """The local HTTP API (Starlette app served by hypercorn under trio, on 127.0.0.1).
 
-Routes: ``GET /healthz``, ``GET /v1/status``, ``GET /v1/peers``, ``POST /v1/ping``
+Routes: ``GET /healthz`` (liveness), ``GET /readyz`` (200 when ready, else 503 with the
+reasons; ``node/readiness.py``), ``GET /metrics`` (Prometheus text, token needed;
+``node/metrics.py``), ``GET /v1/status``, ``GET /v1/peers``, ``POST /v1/ping``
 (``{"peer_id", "count"}``), ``POST /v1/jobs`` (``{"peer_id", "kind", "params", "timeout"}``).
 Every error is JSON, ``{"error": {"code", "message", "type"}}``, with an HTTP status derived
 from the code (``node/api/errors.py``): an exception group is collapsed into its ``CalinodeError``
@@ -15,10 +17,11 @@ from typing import TYPE_CHECKING
 
 from hypercorn.config import Config
 from hypercorn.trio import serve
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from calinode.node.api.bodies import field, timeout_of
@@ -34,6 +37,9 @@ if TYPE_CHECKING:
     from calinode.node.api.node_view import ApiNode
 
 log = logging.getLogger(__name__)
+
+#: The Prometheus text format (prometheus_client's CONTENT_TYPE_LATEST).
+METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 async def on_calinode_error(request: Request, exc: Exception) -> JSONResponse:
@@ -70,6 +76,14 @@ def build_app(node: ApiNode) -> Starlette:
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True, "peer_id": node.peer_id})
 
+    async def readyz(request: Request) -> JSONResponse:
+        state = node.readiness()
+        return JSONResponse(dict(state.to_wire(), peer_id=node.peer_id),
+                            status_code=200 if state.ready else 503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(await node.scrape(), media_type=METRICS_CONTENT_TYPE)
+
     async def status(request: Request) -> JSONResponse:
         return JSONResponse(node.status())
 
@@ -101,6 +115,8 @@ def build_app(node: ApiNode) -> Starlette:
     return Starlette(
         routes=[
             Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
             Route("/v1/status", status),
             Route("/v1/peers", peers),
             Route("/v1/invite", invite),

@@ -9,9 +9,11 @@ cross-site POST to ``http://127.0.0.1:7412`` (CSRF), and a hostile DNS name that
   needs a DNS name, which is refused (403 ``UNAUTHORIZED``);
 - an ``Origin`` header, which browsers send on cross-site requests, must name the same kind
   of address (403 ``UNAUTHORIZED``); the CLI and scripts send none;
-- every route but ``/healthz`` needs ``Authorization: Bearer <token>``, the token in the node's
-  home (``api.token``, mode 0600; the CLI and :class:`~calinode.node.client.CalinodeClient`
-  read it from there): 401 ``UNAUTHENTICATED`` without it.
+- every route but ``/healthz`` and ``/readyz`` (probes) needs ``Authorization: Bearer
+  <token>``, the token in the node's home (``api.token``, mode 0600; the CLI and
+  :class:`~calinode.node.client.CalinodeClient` read it from there): 401
+  ``UNAUTHENTICATED`` without it. ``/metrics`` too: Prometheus sends it from a file
+  (``authorization: {credentials_file: ...}``).
 
 Bodies are checked where they are read (:func:`read_json`): ``application/json`` only (415
 ``UNSUPPORTED_MEDIA_TYPE``; a ``text/plain`` cross-site form post is thereby refused too),
@@ -36,8 +38,8 @@ __all__ = ["MAX_BODY", "OPEN_PATHS", "ApiGuard", "host_allowed", "read_json"]
 
 #: Largest request body (bytes): far above the CLI's ingest batches (a few MB).
 MAX_BODY = 64 * 1024 * 1024
-#: Routes that answer without the token (liveness probes).
-OPEN_PATHS = frozenset({"/healthz"})
+#: Routes that answer without the token (liveness and readiness probes).
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 JSON_TYPES = ("application/json", "application/x-ndjson")
 
 

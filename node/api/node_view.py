@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from calinode.node.jobs.dispatch import Dispatcher
     from calinode.node.p2p.peer_table import PeerTable
     from calinode.node.rag.coordinator import Coordinator
+    from calinode.node.readiness import Readiness
     from calinode.protocol.capabilities import Capabilities
 
 __all__ = ["ApiNode"]
@@ -65,6 +66,10 @@ class ApiNode(Protocol):
     def peers(self) -> list[dict[str, Any]]: ...
 
     def routable_addrs(self) -> list[str]: ...
+
+    def readiness(self) -> Readiness: ...  # GET /readyz
+
+    async def scrape(self) -> bytes: ...  # GET /metrics: the Prometheus text
 
     def invite(self) -> str: ...
 

@@ -27,6 +27,7 @@ import trio
 
 from calinode.node.config import STREAM_INTERVAL
 from calinode.node.inference.thread_stream import run_streaming
+from calinode.node.metrics import NodeMetrics
 from calinode.protocol.errors import ErrorCode, JobError
 
 if TYPE_CHECKING:
@@ -51,8 +52,10 @@ class _Pending:
 
 
 class EmbedService:
-    def __init__(self, embedder: OnnxEmbedder, *, max_merge: int = 256) -> None:
+    def __init__(self, embedder: OnnxEmbedder, *, max_merge: int = 256,
+                 metrics: NodeMetrics | None = None) -> None:
         self.embedder = embedder
+        self.metrics = metrics if metrics is not None else NodeMetrics()
         self.manifest: ModelManifest = embedder.manifest
         self.max_merge = max_merge
         self._queue: list[_Pending] = []
@@ -67,6 +70,16 @@ class EmbedService:
     @property
     def busy(self) -> bool:
         return self._running > 0 or bool(self._queue)
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for the model (merged into the next call or a later one)."""
+        return len(self._queue)
+
+    @property
+    def in_flight(self) -> int:
+        """Model calls running now (0 or 1)."""
+        return self._running
 
     async def embed(self, texts: list[str], *, input_type: str = "passage",
                     dimensions: int | None = None) -> EmbedResult:
@@ -122,6 +135,7 @@ class EmbedService:
             finally:
                 self._running -= 1
             self._split(group, merged)
+            self.metrics.texts_embedded(self.manifest.name, len(texts))
 
     @staticmethod
     def _split(group: list[_Pending], merged: EmbedResult) -> None:
@@ -143,8 +157,10 @@ class GenerateService:
     most ``stream_interval`` seconds (0: each piece as soon as the consumer is free)."""
 
     def __init__(self, generator: GgufGenerator, *,
-                 stream_interval: float = STREAM_INTERVAL) -> None:
+                 stream_interval: float = STREAM_INTERVAL,
+                 metrics: NodeMetrics | None = None) -> None:
         self.generator = generator
+        self.metrics = metrics if metrics is not None else NodeMetrics()
         self.stream_interval = stream_interval
         self.manifest: ModelManifest = generator.manifest
         self._lock = trio.Lock()
@@ -159,6 +175,11 @@ class GenerateService:
     @property
     def queue_depth(self) -> int:
         return self._waiting
+
+    @property
+    def in_flight(self) -> int:
+        """Generations running now (0 or 1)."""
+        return int(self._lock.locked())
 
     async def generate(
         self,
@@ -196,13 +217,17 @@ class GenerateService:
                 self._waiting -= 1
         if not final:
             raise JobError("generation ended without a finish reason", code=ErrorCode.INTERNAL)
+        self.metrics.tokens_generated(self.manifest.name, prompt=final[-1].prompt_tokens,
+                                      completion=final[-1].completion_tokens)
         return final[-1]
 
 
 class LocalModels:
     """Loaded models by name, and what the capability record says about them."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: NodeMetrics | None = None) -> None:
+        #: the node's metrics: texts embedded and tokens generated per model
+        self.metrics = metrics if metrics is not None else NodeMetrics()
         self.embed: dict[str, EmbedService] = {}
         self.generate: dict[str, GenerateService] = {}
 
@@ -239,11 +264,12 @@ class LocalModels:
             if manifest.kind == "embed":
                 embedder = await trio.to_thread.run_sync(functools.partial(
                     OnnxEmbedder, manifest, registry.folder(name), threads=threads))
-                service = EmbedService(embedder)
+                service = EmbedService(embedder, metrics=self.metrics)
                 await nursery.start(service.run)
                 self.embed[name] = service
             else:
                 generator = await trio.to_thread.run_sync(functools.partial(
                     GgufGenerator, manifest, registry.path_of(manifest), threads=threads))
-                self.generate[name] = GenerateService(generator, stream_interval=stream_interval)
+                self.generate[name] = GenerateService(generator, stream_interval=stream_interval,
+                                                      metrics=self.metrics)
             log.info("loaded %s model %s (sha256 %s)", manifest.kind, name, manifest.sha256[:12])

@@ -88,8 +88,28 @@ class JobClient:
         self.server = server
         self.self_id = server.peer_id
         self.limits = limits
+        #: the node's metrics (the server's): every job sent is timed, by kind and hop
+        self.metrics = server.metrics
 
     async def call(
+        self,
+        peer_id: str,
+        kind: str,
+        params: dict[str, Any],
+        *,
+        timeout: float,
+        on_chunk: ChunkCallback | None = None,
+    ) -> JobResult:
+        """Run job ``kind`` on ``peer_id`` (this node itself included) within ``timeout``;
+        raise ``JobError``. Timed in ``calinode_job_duration_seconds``, answered or not."""
+        started = trio.current_time()
+        try:
+            return await self._call(peer_id, kind, params, timeout=timeout, on_chunk=on_chunk)
+        finally:
+            self.metrics.job_sent(kind, local=peer_id == self.self_id,
+                                  seconds=trio.current_time() - started)
+
+    async def _call(
         self,
         peer_id: str,
         kind: str,
@@ -149,7 +169,7 @@ class JobClient:
         except Exception as exc:
             raise JobError(f"cannot open a job stream to {peer_id}: {exc}",
                            code=ErrorCode.PEER_UNREACHABLE) from exc
-        channel = FramedStream(stream, self.limits)
+        channel = FramedStream(stream, self.limits, meter=self.metrics.traffic(JOB_PROTOCOL))
         try:
             # the request goes out with what is left of the budget at the moment of sending
             remaining_ms = max(1, int((deadline - trio.current_time()) * 1000))

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from calinode.node.config import NodeConfig
     from calinode.node.jobs.client import JobClient
     from calinode.node.jobs.server import JobServer
+    from calinode.node.metrics import NodeMetrics
     from calinode.node.p2p.peer_table import PeerTable
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,9 @@ class DispatchNode(ModelSources, Protocol):
     @property
     def client(self) -> JobClient: ...
 
+    @property
+    def metrics(self) -> NodeMetrics: ...  # retries
+
 
 @dataclass
 class EmbedOutcome:
@@ -158,6 +162,8 @@ class Dispatcher:
             remaining = deadline - trio.current_time()
             if remaining <= 0:
                 break
+            if attempt:
+                self.node.metrics.job_retried(kind)
             has_fallback = attempt == 0 and len(order) > 1
             budget = remaining / 2 if has_fallback else remaining
             try:

@@ -22,6 +22,7 @@ import trio
 from libp2p.abc import INetStream
 
 from calinode.node.jobs.admission import AdmissionTicket, JobAdmission
+from calinode.node.metrics import OTHER_KIND, NodeMetrics
 from calinode.node.p2p.framed_stream import FramedStream
 from calinode.node.p2p.host import remote_peer_id
 from calinode.node.rejections import RateLimitedLog, Rejections
@@ -35,6 +36,7 @@ from calinode.protocol.errors import (
     groups_collapsed,
 )
 from calinode.protocol.framing import PREFIX_SIZE
+from calinode.protocol.ids import JOB_PROTOCOL
 from calinode.protocol.limits import DEFAULT_LIMITS, Limits
 from calinode.protocol.messages import ErrorReply, JobRequest, JobResponse, StreamChunk
 
@@ -136,6 +138,7 @@ class JobServer:
         rejections: Rejections | None = None,
         max_bytes_per_peer: int | None = None,
         max_bytes_total: int | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.registry = registry
         self.peer_id = peer_id
@@ -143,6 +146,8 @@ class JobServer:
         self.max_per_peer = max_per_peer
         self.limits = limits
         self.rejections = rejections if rejections is not None else Rejections()
+        #: the node's metrics: jobs by kind, hop and outcome (``node/metrics.py``)
+        self.metrics = metrics if metrics is not None else NodeMetrics()
         self.admission = JobAdmission(
             max_total=max_total, max_per_peer=max_per_peer,
             max_bytes_total=max_bytes_total or default_bytes_total(limits),
@@ -165,6 +170,7 @@ class JobServer:
     def _overloaded_error(self, caller: str, what: str) -> JobError:
         self._overloaded += 1
         self.rejections.reject("overloaded", caller, what)
+        self.metrics.job_done(OTHER_KIND, local=caller == self.peer_id, code=ErrorCode.OVERLOADED)
         return JobError(
             f"node {self.peer_id} is at its job limit ({what}); retry later or on another peer",
             code=ErrorCode.OVERLOADED)
@@ -198,6 +204,22 @@ class JobServer:
             self.admission.release(ticket)
 
     async def _run(
+        self,
+        request: JobRequest,
+        caller: str,
+        emit: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> dict[str, Any]:
+        """Run the job's handler; count it (served, or failed with its code) in metrics."""
+        local = caller == self.peer_id
+        try:
+            result = await self._run_handler(request, caller, emit)
+        except JobError as exc:
+            self.metrics.job_done(request.kind, local=local, code=exc.code)
+            raise
+        self.metrics.job_done(request.kind, local=local)
+        return result
+
+    async def _run_handler(
         self,
         request: JobRequest,
         caller: str,
@@ -239,7 +261,7 @@ class JobServer:
         is charged to the byte budget from its length prefix, before its body is read.
         """
         caller = remote_peer_id(stream)
-        channel = FramedStream(stream, self.limits)
+        channel = FramedStream(stream, self.limits, meter=self.metrics.traffic(JOB_PROTOCOL))
         job_id = UNKNOWN_ID
         try:
             ticket = self._admit(caller)
@@ -274,6 +296,7 @@ class JobServer:
         except ProtocolError as exc:
             self._bad_frames += 1
             self.rejections.reject("bad_frame", caller, str(exc))
+            self.metrics.job_done(OTHER_KIND, local=False, code=exc.code)
             await self._reply_error(channel, job_id, exc)
         except JobError as exc:
             self._failed += 1

@@ -2,7 +2,8 @@
 
 py-libp2p's ``read(n)`` returns *up to* n bytes, raises ``StreamEOF`` on end of stream, on a
 remote crash and on a reset, and has no deadline of its own (a SIGSTOPped peer blocks a reader
-forever); this wrapper turns that into protocol messages and calinode errors.
+forever); this wrapper turns that into protocol messages and calinode errors. With a
+``meter`` (``node/metrics.py``), the bytes it reads and writes are counted for its protocol.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
 from libp2p.abc import INetStream
@@ -19,13 +21,18 @@ from calinode.protocol.framing import PREFIX_SIZE, NeedData
 from calinode.protocol.limits import DEFAULT_LIMITS, Limits
 from calinode.protocol.messages import Message, MessageDecoder, encode_message
 
+if TYPE_CHECKING:
+    from calinode.node.metrics import ByteMeter
+
 READ_CHUNK = 256 * 1024
 
 
 class FramedStream:
-    def __init__(self, stream: INetStream, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, stream: INetStream, limits: Limits = DEFAULT_LIMITS, *,
+                 meter: ByteMeter | None = None) -> None:
         self.stream = stream
         self.limits = limits
+        self.meter = meter
         self._decoder = MessageDecoder(limits)
 
     async def send(self, message: Message, *, timeout: float) -> None:
@@ -33,6 +40,8 @@ class FramedStream:
         try:
             with trio.fail_after(max(timeout, 0.001)):
                 await self.stream.write(data)
+            if self.meter is not None:
+                self.meter.sent(len(data))
         except trio.TooSlowError:
             raise JobError("timed out writing to the peer",
                            code=ErrorCode.DEADLINE_EXCEEDED) from None
@@ -78,6 +87,8 @@ class FramedStream:
                            code=ErrorCode.PEER_UNREACHABLE) from exc
         if not data:
             raise JobError("peer stream ended", code=ErrorCode.PEER_UNREACHABLE)
+        if self.meter is not None:
+            self.meter.received(len(data))
         return bytes(data)
 
     async def discard(self, *, max_bytes: int, grace: float) -> bool:

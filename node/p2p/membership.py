@@ -57,6 +57,7 @@ from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
+from calinode.node.metrics import NodeMetrics
 from calinode.node.p2p.candidates import DialBudget, RelayedCandidates, Want
 from calinode.node.p2p.framed_stream import FramedStream
 from calinode.node.p2p.host import PeerPolicy, PeerStoreGuard, remote_peer_id
@@ -119,6 +120,7 @@ class Membership:
         dial_budget: DialBudget | None = None,
         identity: IdentityConflicts | None = None,
         verdicts: RecordVerdicts | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.host = host
         self.table = table
@@ -134,6 +136,8 @@ class Membership:
         self.verdicts = verdicts if verdicts is not None else RecordVerdicts()
         #: where records and exchanges of our own peer id from another node are noted
         self.identity = identity
+        #: the node's metrics: exchange round trips, bytes on the meta protocol
+        self.metrics = metrics if metrics is not None else NodeMetrics()
         self.rejected_records = 0
         #: heartbeat rounds completed: after two, every live peer a bootstrap address leads
         #: to has been asked (a restarted replica waits for this before it serves again)
@@ -292,7 +296,7 @@ class Membership:
     async def rpc_meta(self, stream: INetStream) -> None:
         """Stream handler for ``META_PROTOCOL`` (install it behind ``host.guarded``)."""
         sender = remote_peer_id(stream)
-        channel = FramedStream(stream, META_LIMITS)
+        channel = FramedStream(stream, META_LIMITS, meter=self.metrics.traffic(META_PROTOCOL))
         try:
             message = await channel.receive(timeout=self.exchange_timeout)
             if not isinstance(message, PeerExchange):
@@ -334,7 +338,8 @@ class Membership:
                     target = info or PeerInfo(pid, self.host.get_peerstore().addrs(pid))
                     await self.host.connect(target)
                 stream = await self.host.new_stream(pid, [TProtocol(META_PROTOCOL)])
-                channel = FramedStream(stream, META_LIMITS)
+                channel = FramedStream(stream, META_LIMITS,
+                                       meter=self.metrics.traffic(META_PROTOCOL))
                 try:
                     await channel.send(self._outgoing(), timeout=self.exchange_timeout)
                     await channel.close()
@@ -346,6 +351,7 @@ class Membership:
                 raise self._refuse("bad_frame", peer_id,
                                    f"{type(reply).__name__} answered on the meta protocol")
             self.absorb(reply, peer_id, rtt_ms=(trio.current_time() - started) * 1000)
+            self.metrics.exchange(trio.current_time() - started)
             return True
         except RefusedRecord:
             pass
@@ -358,6 +364,7 @@ class Membership:
         except Exception as exc:  # dial errors of every kind from py-libp2p
             log.debug("peer exchange with %s failed: %r", peer_id, exc)
         self._after_failure(peer_id, pid)
+        self.metrics.exchange(None)
         return False
 
     def _after_failure(self, peer_id: str, pid: ID) -> None:

@@ -83,6 +83,15 @@ class Coordinator:
         """(collection, shard) -> why its last sync round failed (cleared by a good round)."""
         return self.replicas.failures
 
+    @property
+    def settled_sync_rounds(self) -> int:
+        """Sync rounds completed since membership settled (``/readyz``)."""
+        return self.replicas.settled_rounds
+
+    def sync_lag(self) -> dict[str, float]:
+        """collection -> replica sync lag in seconds (``ReplicaSync.lag``)."""
+        return self.replicas.lag()
+
     # -- collections -----------------------------------------------------------------------
 
     def _model_info(self, model: str) -> ModelOffer:

@@ -143,6 +143,8 @@ class Ingest:
                 for batch in ingest_batches(docs, embedders):
                     nursery.start_soon(run, batch)
         summary["seconds"] = round(trio.current_time() - started, 3)
+        self.node.metrics.ingested(acknowledged=summary["acknowledged"],
+                                   failed=len(summary["failed"]))
         return summary
 
     async def ingest_batch(self, definition: CollectionDef, batch: list[dict[str, Any]],

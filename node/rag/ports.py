@@ -19,6 +19,7 @@ from calinode.node.index.replicas import LocalIndex
 from calinode.node.inference.services import LocalModels
 from calinode.node.jobs.client import JobClient
 from calinode.node.jobs.dispatch import Dispatcher
+from calinode.node.metrics import NodeMetrics
 from calinode.node.p2p.membership import Membership
 from calinode.node.p2p.peer_table import PeerTable
 from calinode.node.p2p.records import RecordSigner
@@ -54,3 +55,5 @@ class RagNode(Protocol):
     def rejections(self) -> Rejections: ...  # peers' bad replies and definitions
     @property
     def membership(self) -> Membership | None: ...  # heartbeat rounds (recovery waits)
+    @property
+    def metrics(self) -> NodeMetrics: ...  # searches, partial answers, ingest acks

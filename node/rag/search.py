@@ -126,6 +126,7 @@ class Search:
         fetched = await self._fetch_wanted(definition, answers, holders, len(vectors), k, text,
                                            deadline)
         missing = missing_shards(set(answers), definition.shards)
+        self.node.metrics.search_answered(partial=bool(missing))
         return await merge_step(len(vectors) * k, functools.partial(
             merged_results, answers, fetched, len(vectors), k, per_doc=per_doc, text=text,
             missing=missing))
@@ -164,6 +165,8 @@ class Search:
         from where it stopped). Appends ``shard`` to ``failed`` when no holder could."""
         todo = np.asarray(ids, dtype=np.int64)
         for peer in holders:
+            if peer != holders[0]:  # the holder before failed: the rest goes to this one
+                self.node.metrics.job_retried("shard.fetch")
             while len(todo):
                 part = todo[:MAX_FETCH_IDS]
                 ask = ShardFetchParams(collection=definition.name, shard=shard, ids=part,
@@ -228,11 +231,12 @@ class _ShardRound:
         hedge_delay = hedge_after(reply_bytes)
         with trio.move_on_at(deadline):
             async with trio.open_nursery() as nursery:
-                hedge_at = trio.current_time()
+                hedge_at = first = trio.current_time()
                 while len(self.out) < len(self.holders):
                     slow = trio.current_time() >= hedge_at  # first round, or a slow round
                     groups = next_groups(self.holders, self.out, self.inflight, self.tried,
                                          hedge=slow)
+                    self._count_resent(groups, hedged=slow, first=hedge_at == first)
                     for peer, shards in groups.items():
                         self.outstanding += 1
                         for shard in shards:
@@ -246,6 +250,13 @@ class _ShardRound:
                     with trio.move_on_at(hedge_at):
                         await self.changed.wait()
                 nursery.cancel_scope.cancel()
+
+    def _count_resent(self, groups: dict[str, list[int]], *, hedged: bool, first: bool) -> None:
+        """Requests after the first round: hedges (a slow round) or retries (a failed one)."""
+        if groups and not first:
+            metrics = self.node.metrics
+            for _ in groups:
+                (metrics.job_hedged if hedged else metrics.job_retried)("shard.search")
 
     async def _attempt(self, peer: str, shards: list[int], deadline: float) -> None:
         try:

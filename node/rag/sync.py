@@ -76,6 +76,12 @@ class ReplicaSync:
         self._synced_at: dict[tuple[str, int], float] = {}
         #: (collection, shard) -> why its last sync round failed (cleared by a good round)
         self.failures: dict[tuple[str, int], str] = {}
+        #: (collection, shard) -> when its replica here was first synced, and when it last
+        #: matched every live holder (pulled what differed): the replica sync lag metric
+        self._held_since: dict[tuple[str, int], float] = {}
+        self._matched_at: dict[tuple[str, int], float] = {}
+        #: sync rounds completed that started once membership had settled (``/readyz``)
+        self.settled_rounds = 0
 
     async def sync_once(self) -> None:
         """One round: merge peers' definitions, then converge every shard this node owns or
@@ -162,15 +168,21 @@ class ReplicaSync:
         mine = index.held(ready_only=False)[definition.name][shard]
         ready = index.is_ready(definition.name, shard)
         key, now = (definition.name, shard), trio.current_time()
+        self._held_since.setdefault(key, now)
         if ready and index.written_within(definition.name, shard, SYNC_QUIET) \
                 and now - self._synced_at.setdefault(key, now) < MAX_SYNC_DEFER:
             return  # writes in flight: the digests differ by them, not by a missed write
         self._synced_at[key] = now
+        matched = True
         for peer, digest in holders.items():
             stale = peer != self.node.peer_id and (digest != mine or not ready)
             if stale and await self._pull(definition, shard, peer):
                 await index.mark_ready(definition.name, shard)
                 ready = True
+            elif stale:
+                matched = False
+        if matched and ready:
+            self._matched_at[key] = now
 
     def membership_settled(self) -> bool:
         """Two heartbeat rounds done: the peer table holds every live peer we can learn of."""
@@ -194,6 +206,7 @@ class ReplicaSync:
                 return
         assert self.node.index is not None
         await self.node.index.mark_ready(definition.name, shard, caught_up=True)
+        self._matched_at[(definition.name, shard)] = trio.current_time()
         log.info("replica %s/%s is current again (caught up with %d live copies): serving it",
                  definition.name, shard, len(others))
 
@@ -349,10 +362,24 @@ class ReplicaSync:
         log.info("pull of %s/%s from %s failed: %s", definition.name, shard, peer,
                  exc.code.value)
 
+    def lag(self) -> dict[str, float]:
+        """collection -> seconds since its replica here that is furthest behind last matched
+        every live holder (since it was first synced, if it never did)."""
+        index, now = self.node.index, trio.current_time()
+        lags: dict[str, float] = {}
+        for collection, shards in (index.held(ready_only=False) if index else {}).items():
+            for shard in shards:
+                key = (collection, shard)
+                since = self._matched_at.get(key, self._held_since.get(key, now))
+                lags[collection] = max(lags.get(collection, 0.0), now - since)
+        return lags
+
     async def run_sync(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Sync rounds forever (items fail alone, see :meth:`sync_once`; the daemon restarts
         this loop with back-off should its own bookkeeping ever fail)."""
         task_status.started()
         while True:
+            settled = self.membership_settled()
             await self.sync_once()
+            self.settled_rounds += settled
             await trio.sleep(SYNC_INTERVAL)

@@ -27,6 +27,7 @@ from calinode.node.api.inference_routes import chat_endpoint
 from calinode.node.index.placement import shard_of
 from calinode.node.jobs.client import JobResult
 from calinode.node.jobs.dispatch import Dispatcher
+from calinode.node.metrics import NodeMetrics
 from calinode.node.rag.coordinator import Coordinator
 from calinode.protocol.capabilities import Capabilities, ModelOffer
 from calinode.protocol.collections import CollectionDef
@@ -223,6 +224,7 @@ class FakeNode:
         self.server = FakeServer()
         self.access = FakeAccess()
         self.index = None
+        self.metrics = NodeMetrics()
         models = Capabilities(
             embed=(ModelOffer(name="fake", kind="embed", sha256=EMBED_SHA, dim=DIM,
                               pooling="mean"),),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import trio
@@ -19,7 +20,7 @@ class FakeGenerator:
     first ``lockstep`` words after the first are each produced only once the word before has
     been handed out; the others follow as fast as the thread runs."""
 
-    manifest: Any = None
+    manifest: Any = SimpleNamespace(name="fake")  # the service counts tokens per model name
 
     def __init__(self, *, lockstep: int) -> None:
         self.lockstep = lockstep

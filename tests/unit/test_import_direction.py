@@ -82,8 +82,10 @@ NODE_TOP_LEVEL = {
     "calinode.node.ingest_input": "core",  # what ingest takes: shared by CLI, API, rag
     "calinode.node.identity": "core",
     "calinode.node.invite": "core",
+    "calinode.node.metrics": "core",  # Prometheus metrics: every layer records into them
     "calinode.node.node_file": "core",
     "calinode.node.private_files": "core",
+    "calinode.node.readiness": "core",  # /readyz: a pure decision over the node's state
     "calinode.node.rejections": "core",
     "calinode.node.supervision": "core",
     "calinode.node.client": "client",
