@@ -4,10 +4,14 @@
 - ``GET /v1/models/{sha256}/manifest``: what the client needs to embed exactly as the node does
   (dim, pooling, normalize, the query/passage prefixes, max_tokens) and the files' hashes;
 - ``GET /v1/models/{sha256}/file``: the ONNX graph, streamed;
-- ``GET /v1/models/{sha256}/tokenizer``: its ``tokenizer.json``.
+- ``GET /v1/models/{sha256}/tokenizer``: its ``tokenizer.json``;
+- ``GET /v1/models/{sha256}/browser-graph``: the graph a browser runs to get this node's
+  vectors (``models/browser_graph.py``): the model file itself, unless this machine's int8
+  kernel saturates, when it is a copy that spells that arithmetic out; the manifest names it
+  (``browser_graph``: sha256, size, what it emulates).
 
 ``{sha256}`` is a model's identity (the sha256 of its primary file, what records advertise and
-collections pin), so the two files are immutable: ``ETag`` is their sha256 and
+collections pin), so the files are immutable: ``ETag`` is their sha256 and
 ``Cache-Control`` says ``immutable`` (``private``: they sit behind the API token). A hash this
 node does not serve (not one of its loaded embedding models; generation models are not
 served: GGUF files are hundreds of MB) is 404 ``UNKNOWN_MODEL``. A file is hashed once (in a
@@ -27,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from calinode.models.browser_graph import BrowserGraph, browser_graph
 from calinode.models.embedder import TOKENIZER_FILE
 from calinode.models.manifest import ModelFile, ModelManifest, sha256_file
 from calinode.protocol.errors import ConfigError, ErrorCode, JobError
@@ -57,6 +62,19 @@ class ModelFiles:
     def __init__(self, node: ApiNode) -> None:
         self.node = node
         self._checked: dict[Path, _Checked] = {}  # one entry per file of a loaded model
+        self._graphs: dict[str, BrowserGraph] = {}  # one per loaded model, built when asked
+        self._building = trio.Lock()
+
+    async def browser_graph(self, manifest: ModelManifest) -> BrowserGraph:
+        """The graph a browser should run for ``manifest`` (built once, in a worker thread,
+        from the checked model file)."""
+        path = await self.checked_path(manifest, manifest.primary)
+        async with self._building:
+            graph = self._graphs.get(manifest.sha256)
+            if graph is None:
+                graph = await trio.to_thread.run_sync(browser_graph, path)
+                self._graphs[manifest.sha256] = graph
+        return graph
 
     def manifest(self, sha256: str) -> ModelManifest:
         if _SHA256.fullmatch(sha256):
@@ -88,10 +106,12 @@ class ModelFiles:
         return path
 
 
-def manifest_view(manifest: ModelManifest) -> dict[str, Any]:
+def manifest_view(manifest: ModelManifest, graph: BrowserGraph) -> dict[str, Any]:
     """What a client needs to embed as the node does (``models/embedder.py``)."""
     tokenizer = manifest.file(TOKENIZER_FILE)
     return {**manifest.advertised(),
+            "browser_graph": {"sha256": graph.sha256, "size": len(graph.data),
+                              "emulates": graph.emulates},
             "batch_invariant": manifest.batch_invariant,
             "files": [{"path": f.path, "sha256": f.sha256, "size": f.size}
                       for f in manifest.files],
@@ -99,12 +119,14 @@ def manifest_view(manifest: ModelManifest) -> dict[str, Any]:
                           "size": tokenizer.size}}
 
 
-def _immutable(request: Request, path: Path, sha256: str, media_type: str) -> Response:
+def _immutable(request: Request, body: Path | bytes, sha256: str, media_type: str) -> Response:
     headers = {"ETag": f'"{sha256}"', "Cache-Control": CACHE_CONTROL}
     given = request.headers.get("if-none-match", "")
     if sha256 in {tag.strip().removeprefix("W/").strip('"') for tag in given.split(",")}:
         return Response(status_code=304, headers=headers)
-    return FileResponse(path, media_type=media_type, headers=headers)
+    if isinstance(body, bytes):
+        return Response(body, media_type=media_type, headers=headers)
+    return FileResponse(body, media_type=media_type, headers=headers)
 
 
 def model_files_routes(node: ApiNode) -> list[Route]:
@@ -112,7 +134,7 @@ def model_files_routes(node: ApiNode) -> list[Route]:
 
     async def manifest(request: Request) -> JSONResponse:
         found = files.manifest(request.path_params["sha256"])
-        return JSONResponse(manifest_view(found))
+        return JSONResponse(manifest_view(found, await files.browser_graph(found)))
 
     async def model_file(request: Request) -> Response:
         found = files.manifest(request.path_params["sha256"])
@@ -125,8 +147,14 @@ def model_files_routes(node: ApiNode) -> list[Route]:
         path = await files.checked_path(found, item)
         return _immutable(request, path, item.sha256, "application/json")
 
+    async def graph(request: Request) -> Response:
+        found = files.manifest(request.path_params["sha256"])
+        built = await files.browser_graph(found)
+        return _immutable(request, built.data, built.sha256, "application/octet-stream")
+
     return [
         Route("/v1/models/{sha256}/manifest", manifest),
+        Route("/v1/models/{sha256}/browser-graph", graph),
         Route("/v1/models/{sha256}/file", model_file),
         Route("/v1/models/{sha256}/tokenizer", tokenizer),
     ]

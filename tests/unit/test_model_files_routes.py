@@ -1,6 +1,8 @@
 """The files of the node's embedding models by sha256 (node/api/model_files_routes.py), through
 the real app and its guard: streamed with the sha256 as ETag and an immutable cache, 404
-UNKNOWN_MODEL for any hash the node does not serve, and never bytes that no longer match."""
+UNKNOWN_MODEL for any hash the node does not serve, and never bytes that no longer match; and
+the graph a browser runs (the file itself, or its copy spelling out a saturating int8 kernel)
+under its own sha256."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from test_browser_graph import int8_model
 
 from calinode.models.manifest import ModelFile, ModelManifest
 from calinode.models.registry import ModelRegistry
@@ -21,7 +24,7 @@ from calinode.node.inference.services import LocalModels
 
 TOKEN = "t" * 43
 BASE = "http://127.0.0.1:7412"
-GRAPH = os.urandom(300_000)  # larger than one FileResponse chunk (64 KiB)
+GRAPH, _ = int8_model()  # a real ONNX graph, larger than one FileResponse chunk (64 KiB)
 TOKENIZER = b'{"model": {"type": "WordPiece", "vocab": {"[UNK]": 0}}}'
 
 
@@ -87,12 +90,34 @@ async def test_the_tokenizer_and_manifest_say_how_the_node_embeds(tmp_path: Path
                                  "size": len(TOKENIZER)}
 
 
+async def test_the_browser_graph_is_served_under_the_sha256_the_manifest_names(
+        tmp_path: Path) -> None:
+    registry, manifest = install(tmp_path)
+    async with client_for(registry, manifest) as client:
+        named = (await client.get(f"/v1/models/{manifest.sha256}/manifest")).json()
+        graph = named["browser_graph"]
+        got = await client.get(f"/v1/models/{manifest.sha256}/browser-graph")
+        assert got.status_code == 200
+        assert hashlib.sha256(got.content).hexdigest() == graph["sha256"]
+        assert len(got.content) == graph["size"]
+        assert got.headers["etag"] == f'"{graph["sha256"]}"'
+        assert "immutable" in got.headers["cache-control"]
+        again = await client.get(f"/v1/models/{manifest.sha256}/browser-graph",
+                                 headers={"If-None-Match": f'"{graph["sha256"]}"'})
+        assert again.status_code == 304
+    if graph["emulates"] is None:
+        assert got.content == GRAPH and graph["sha256"] == manifest.sha256
+    else:
+        assert graph["emulates"] == "u8s8-int16-pair-saturation"
+        assert graph["sha256"] != manifest.sha256
+
+
 @pytest.mark.parametrize("sha", ["f" * 64, "F" * 64, "abc", "0" * 63 + "g", "%2e%2e"])
 async def test_a_hash_the_node_does_not_serve_is_unknown_model(tmp_path: Path,
                                                                sha: str) -> None:
     registry, manifest = install(tmp_path)
     async with client_for(registry, manifest) as client:
-        for what in ("file", "tokenizer", "manifest"):
+        for what in ("file", "tokenizer", "manifest", "browser-graph"):
             got = await client.get(f"/v1/models/{sha}/{what}")
             assert got.status_code == 404, got.text
             assert got.json()["error"]["code"] == "UNKNOWN_MODEL"
