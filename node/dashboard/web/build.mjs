@@ -1,7 +1,7 @@
 // Copies the WASM build of onnxruntime-web from node_modules into ../static/vendor/, with its
 // license: the only files the dashboard's in-browser embedding (../static/embed.js) loads.
 //
-//   npm ci && node build.mjs      (or: make dashboard-assets)
+//   cd node/dashboard/web && npm ci && node build.mjs
 //
 // The copies are committed, so installing calinode needs neither npm nor a network; this script
 // is how they were made and how to make them again after changing the pinned version in
