@@ -28,6 +28,7 @@ from calinode.node.api.bodies import field, timeout_of
 from calinode.node.api.errors import error_response
 from calinode.node.api.guard import ApiGuard, read_json
 from calinode.node.api.inference_routes import inference_routes
+from calinode.node.api.model_files_routes import model_files_routes
 from calinode.node.api.rag_routes import rag_routes
 from calinode.protocol.errors import BadRequest, CalinodeError, ErrorCode, collapse_group
 
@@ -124,6 +125,7 @@ def build_app(node: ApiNode) -> Starlette:
             Route("/v1/jobs", jobs, methods=["POST"]),
             *inference_routes(node),
             *rag_routes(node),
+            *model_files_routes(node),
         ],
         exception_handlers={CalinodeError: on_calinode_error, HTTPException: on_http_error,
                             ExceptionGroup: on_group, Exception: on_bug},

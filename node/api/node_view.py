@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from calinode.models.registry import ModelRegistry
     from calinode.node.config import NodeConfig
     from calinode.node.index.collections import CollectionBook
     from calinode.node.inference.services import LocalModels
@@ -52,6 +53,9 @@ class ApiNode(Protocol):
 
     @property
     def models(self) -> LocalModels: ...
+
+    @property
+    def model_registry(self) -> ModelRegistry: ...
 
     @property
     def dispatcher(self) -> Dispatcher: ...

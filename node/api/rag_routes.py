@@ -6,7 +6,9 @@ reply's ``replicas_default`` and ``notes``), ``GET/DELETE /v1/collections/{name}
 ``POST /v1/ingest`` (``{collection, docs}``; a ``_id`` given twice keeps the last version,
 named in the reply's ``duplicates``; a document above ``MAX_DOCUMENT_CHARS`` fails alone),
 ``POST /v1/search`` (``{collection, query}`` or
-``{collection, queries: [{_id, text}]}``, ``k``; ``"group_by": "doc"`` for the k best distinct
+``{collection, queries: [{_id, text}]}``, or ``{collection, vector, model_sha256}`` (a query
+embedded by the client, e.g. in the browser: checked against the collection's pinned model
+and dimension), ``k``; ``"group_by": "doc"`` for the k best distinct
 documents, each by its best chunk; ``"text": false`` for hits without text and metadata),
 ``POST /v1/ask`` (``{collection, question, k, model}``), ``GET /v1/shards?collection=NAME``.
 """
@@ -102,6 +104,9 @@ async def delete(node: ApiNode, request: Request) -> JSONResponse:
 async def search(node: ApiNode, request: Request) -> JSONResponse:
     body = await read_json(request)
     deadline = request_deadline(body)
+    group_by, with_text = _search_options(body)
+    if "vector" in body:
+        return await _search_by_vector(node, body, deadline, group_by == "doc", with_text)
     queries: Any
     if "query" in body:
         queries = [{"_id": "q", "text": string(body, "query")}]
@@ -109,7 +114,17 @@ async def search(node: ApiNode, request: Request) -> JSONResponse:
         queries = body.get("queries")
         if not isinstance(queries, list) or not queries or not all(
                 isinstance(q, dict) and isinstance(q.get("text"), str) for q in queries):
-            raise BadRequest("give query, or queries as a list of {_id, text}")
+            raise BadRequest("give query, queries as a list of {_id, text}, or vector with "
+                             "model_sha256")
+    results = await node.coordinator.search(
+        string(body, "collection"), [q["text"] for q in queries], k=integer(body, "k", 10),
+        deadline=deadline, per_doc=group_by == "doc", text=with_text)
+    return FastJSONResponse([{"query_id": str(q.get("_id", i)), **r}
+                             for i, (q, r) in enumerate(zip(queries, results, strict=True))])
+
+
+def _search_options(body: dict[str, Any]) -> tuple[str | None, bool]:
+    """``group_by`` (None, ``chunk`` or ``doc``) and ``text`` (bool) of a search body."""
     group_by = body.get("group_by")
     if group_by not in (None, "chunk", "doc"):
         raise BadRequest('group_by must be "doc" (the k best documents) or "chunk" (the '
@@ -117,11 +132,20 @@ async def search(node: ApiNode, request: Request) -> JSONResponse:
     with_text = body.get("text", True)
     if not isinstance(with_text, bool):
         raise BadRequest("text must be true or false")
-    results = await node.coordinator.search(
-        string(body, "collection"), [q["text"] for q in queries], k=integer(body, "k", 10),
-        deadline=deadline, per_doc=group_by == "doc", text=with_text)
-    return FastJSONResponse([{"query_id": str(q.get("_id", i)), **r}
-                             for i, (q, r) in enumerate(zip(queries, results, strict=True))])
+    return group_by, with_text
+
+
+async def _search_by_vector(node: ApiNode, body: dict[str, Any], deadline: float,
+                            per_doc: bool, with_text: bool) -> JSONResponse:
+    """``{collection, vector, model_sha256}``: a query the client embedded (the dashboard's
+    in-browser embedding), checked against the collection's model and dimension
+    (``node/rag/query_vector.py``); answered like a one-query text search."""
+    if "query" in body or "queries" in body:
+        raise BadRequest("give either vector (with model_sha256) or query/queries, not both")
+    result = await node.coordinator.search_by_vector(
+        string(body, "collection"), body.get("vector"), body.get("model_sha256"),
+        k=integer(body, "k", 10), deadline=deadline, per_doc=per_doc, text=with_text)
+    return FastJSONResponse([{"query_id": "q", **result}])
 
 
 async def ask(node: ApiNode, request: Request) -> Answer:

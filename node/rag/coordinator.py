@@ -210,6 +210,15 @@ class Coordinator:
         return await self.searches.search(name, queries, k=k, deadline=deadline,
                                           timeout=timeout, per_doc=per_doc, text=text)
 
+    async def search_by_vector(self, name: str, vector: Any, model_sha256: Any, *,
+                               k: int = 10, deadline: float | None = None,
+                               per_doc: bool = False, text: bool = True) -> dict[str, Any]:
+        """Search with a client's query vector, checked against the collection's model
+        (see ``Search.search_by_vector``)."""
+        return await self.searches.search_by_vector(name, vector, model_sha256, k=k,
+                                                    deadline=deadline, per_doc=per_doc,
+                                                    text=text)
+
     async def search_vectors(self, definition: CollectionDef, vectors: np.ndarray, *, k: int,
                              deadline: float | None = None, timeout: float = SEARCH_TIMEOUT,
                              per_doc: bool = False, text: bool = True) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ from calinode.node.rag.plan import (
     wanted_ids,
 )
 from calinode.node.rag.ports import RagNode
+from calinode.node.rag.query_vector import query_vector
 from calinode.node.rag.swarm_view import SwarmView
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import BadRequest, ErrorCode, JobError, groups_collapsed
@@ -88,6 +89,22 @@ class Search:
                            code=ErrorCode.UNKNOWN_MODEL)
         return await self.search_vectors(definition, outcome.vectors, k=k, deadline=deadline,
                                          per_doc=per_doc, text=text)
+
+    async def search_by_vector(self, name: str, vector: Any, model_sha256: Any, *,
+                               k: int = 10, deadline: float | None = None,
+                               timeout: float = SEARCH_TIMEOUT, per_doc: bool = False,
+                               text: bool = True) -> dict[str, Any]:
+        """Search with a query the client embedded itself (the dashboard's in-browser
+        embedding): ``vector`` is checked against the collection's pinned model and dimension
+        (``query_vector``), then searched the same way as a text query after its embedding."""
+        deadline = deadline_of(deadline, timeout)
+        definition = self.node.book.get(name)
+        if not 1 <= k <= MAX_K:
+            raise BadRequest(f"k must be 1..{MAX_K}")
+        row = query_vector(definition, vector, model_sha256)
+        (result,) = await self.search_vectors(definition, row, k=k, deadline=deadline,
+                                              per_doc=per_doc, text=text)
+        return result
 
     async def search_vectors(self, definition: CollectionDef, vectors: np.ndarray, *, k: int,
                              deadline: float | None = None, timeout: float = SEARCH_TIMEOUT,
