@@ -21,6 +21,7 @@ from typing import Any
 import trio
 from libp2p.abc import INetStream
 
+from calinode.node.jobs.activity import JobActivity
 from calinode.node.jobs.admission import AdmissionTicket, JobAdmission
 from calinode.node.p2p.framed_stream import FramedStream
 from calinode.node.p2p.host import remote_peer_id
@@ -152,6 +153,8 @@ class JobServer:
         self._failed = 0
         self._overloaded = 0
         self._bad_frames = 0
+        #: per-kind counters of the jobs run here (the dashboard's ``/v1/activity``)
+        self.activity = JobActivity()
 
     def statistics(self) -> JobServerStats:
         return JobServerStats(self.admission.in_flight, self._served, self._failed,
@@ -198,6 +201,21 @@ class JobServer:
             self.admission.release(ticket)
 
     async def _run(
+        self,
+        request: JobRequest,
+        caller: str,
+        emit: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> dict[str, Any]:
+        """:meth:`_run_handler`, counted in :attr:`activity` (a failure too)."""
+        started = trio.current_time()
+        result: dict[str, Any] | None = None
+        try:
+            result = await self._run_handler(request, caller, emit)
+            return result
+        finally:
+            self.activity.record(request.kind, trio.current_time() - started, result)
+
+    async def _run_handler(
         self,
         request: JobRequest,
         caller: str,
