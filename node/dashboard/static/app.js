@@ -64,7 +64,7 @@ async function pollStatus() {
 function drawActivity(now) {
   drawChart($("chart-jobs"), $("legend-jobs"), state.history.jobRates(), now, "/s");
   const { p50, p95 } = state.history.latency();
-  drawChart($("chart-latency"), $("legend-latency"), { p50, p95 }, now, " ms");
+  drawChart($("chart-latency"), $("legend-latency"), { p50, p95 }, now, " ms", { log: true });
   drawChart($("chart-tokens"), $("legend-tokens"), { tokens: state.history.tokenRates() }, now, "/s");
 }
 

@@ -100,19 +100,23 @@ export function percentile(counts, bounds, q) {
 }
 
 /** Draw `series` ({name: [{t, value}]}) into the SVG `target`, the last HISTORY_SECONDS. */
-export function drawChart(target, legend, series, now, unit) {
+export function drawChart(target, legend, series, now, unit, { log = false } = {}) {
   const width = 300, height = 120, left = 34, bottom = 14, top = 6;
   const names = Object.keys(series);
   let max = 0;
   for (const name of names) for (const p of series[name]) if (p.value !== null) max = Math.max(max, p.value);
   max = niceMax(max);
+  // a log scale (from 1) for latencies: a 30 s generation and a 2 ms search on one chart
+  const floor = log ? 1 : 0;
+  const scale = (v) => (log ? Math.log10(Math.max(1, v)) / Math.log10(Math.max(10, max)) : v / max);
+  if (log) max = Math.max(10, max);
   const x = (t) => left + (width - left - 4) * (1 - (now - t) / HISTORY_SECONDS);
-  const y = (v) => top + (height - top - bottom) * (1 - v / max);
+  const y = (v) => top + (height - top - bottom) * (1 - scale(v));
   const parts = [
-    svg("line", { x1: left, y1: y(0), x2: width - 4, y2: y(0), class: "axis" }),
+    svg("line", { x1: left, y1: y(floor), x2: width - 4, y2: y(floor), class: "axis" }),
     svg("line", { x1: left, y1: y(max), x2: width - 4, y2: y(max), class: "grid" }),
     svg("text", { x: left - 3, y: y(max) + 4, class: "tick", "text-anchor": "end" }, fmtNum(max)),
-    svg("text", { x: left - 3, y: y(0), class: "tick", "text-anchor": "end" }, "0"),
+    svg("text", { x: left - 3, y: y(floor), class: "tick", "text-anchor": "end" }, String(floor)),
     svg("text", { x: left, y: height - 2, class: "tick" }, "−5 min"),
     svg("text", { x: width - 4, y: height - 2, class: "tick", "text-anchor": "end" }, "now"),
   ];

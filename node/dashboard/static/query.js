@@ -59,7 +59,7 @@ export async function runAsk(ui, collection, question, signal) {
   ui.answer.textContent = "";
   ui.answer.dataset.state = "streaming";
   ui.embeddedBy.textContent = `question embedded on the node (${collection.model}); the answer streams`;
-  await postStream("/v1/ask", { collection: collection.name, question, k: 5, stream: true },
+  await postStream("/v1/ask", { collection: collection.name, question, k: 5, max_tokens: 128, stream: true },
     (line) => {
       const piece = JSON.parse(line);
       if (piece.text !== undefined) ui.answer.append(piece.text);

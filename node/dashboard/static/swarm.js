@@ -31,7 +31,7 @@ export function renderPeers(tbody, peers) {
     return el("tr", { "data-peer": peer.peer_id, "data-state": state, class: state.toLowerCase() },
       el("td", { class: "mono", title: peer.peer_id }, shortId(peer.peer_id)),
       el("td", {}, el("span", { class: `pill ${state.toLowerCase()}` }, state)),
-      el("td", {}, peer.self ? "–" : fmtMs(peer.rtt_ms)),
+      el("td", {}, peer.self || !peer.alive ? "–" : fmtMs(peer.rtt_ms)),
       el("td", {}, peer.version || "–"),
       el("td", {}, modelList(caps)),
       el("td", {}, caps.index ? String(shardCount(caps)) : "–"),
