@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,9 @@ def test_dashboard_shows_the_swarm_searches_asks_and_sees_a_node_die(
     marks = [("start", time.monotonic())]
     # n1 embeds and generates (the page's node); n2 and n3 host replicas only
     n1 = swarm.daemon("n1", models=prepared_models).start("--index", "--threads", "1")
-    n2 = swarm.daemon("n2").start("--index", "--bootstrap", n1.addr)
-    n3 = swarm.daemon("n3").start("--index", "--bootstrap", n1.addr)
+    n2, n3 = swarm.daemon("n2"), swarm.daemon("n3")
+    with ThreadPoolExecutor(2) as starting:  # the two start (and load nothing) side by side
+        list(starting.map(lambda d: d.start("--index", "--bootstrap", n1.addr), (n2, n3)))
     wait_for(lambda: alive_index_peers(n1, 3), 60, "n1 sees three index peers")
     n1.api("create_collection", "docs", shards=4, replicas=2)
     ingested = n1.api("ingest", "docs", DOCS)
@@ -130,12 +132,25 @@ def test_dashboard_shows_the_swarm_searches_asks_and_sees_a_node_die(
         "() => document.getElementById('legend-jobs').textContent.includes('generate')")
     shoot(page, tmp_path, "dashboard")
 
-    # a killed node turns DEAD on the page
+    # a chat with the generation model streams (server-sent events), while a killed node
+    # turns DEAD on the page
+    page.select_option("#chat-model", "smollm2-135m")
+    page.fill("#chat-input", "Say hello in five words.")
+    page.click("#chat-button")
     n3.kill()
     page.wait_for_selector(f'#peers tr[data-peer="{n3.peer_id}"][data-state="DEAD"]')
     page.wait_for_selector(f'#topology g.node.dead[data-peer="{n3.peer_id}"]')
     marks.append(("dead shown", time.monotonic()))
+    page.wait_for_selector('#chat-log .msg.assistant[data-state="done"]', timeout=120_000)
+    assert page.inner_text("#chat-log .msg.assistant").strip()
+    assert page.inner_text("#chat-log .msg.user") == "Say hello in five words."
+    marks.append(("chat", time.monotonic()))
     shoot(page, tmp_path, "dashboard-dead-peer")
     print(" ".join(f"{name} {t - marks[i][1]:.1f}s" for i, (name, t) in enumerate(marks[1:])))
     assert not problems, problems
+
+    # logging out ends the session: the page is the login hint again, the API refuses
+    page.click("#logout")
+    page.wait_for_selector("text=This browser is not logged in")
+    assert page.evaluate("async () => (await fetch('/v1/status')).status") == 401
     context.close()

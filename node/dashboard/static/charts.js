@@ -6,6 +6,7 @@ import { svg, replace, el, fmtNum } from "./dom.js";
 
 export const HISTORY_SECONDS = 300;
 const LATENCY_WINDOW = 10;
+const RATE_WINDOW = 10;
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04",
   "#db2777", "#4b5563", "#65a30d"];
 
@@ -35,10 +36,15 @@ export class ActivityHistory {
     return series;
   }
 
+  /** Tokens/s over the RATE_WINDOW before each snapshot: a generation's tokens are counted
+   * when it ends, so a per-poll rate would be one spike. */
   tokenRates() {
     const out = [];
+    let start = 0;
     for (let i = 1; i < this.snapshots.length; i++) {
-      const a = this.snapshots[i - 1], b = this.snapshots[i];
+      const b = this.snapshots[i];
+      while (start < i - 1 && this.snapshots[start + 1].at <= b.at - RATE_WINDOW) start++;
+      const a = this.snapshots[start];
       let tokens = 0;
       for (const [kind, c] of Object.entries(b.kinds)) tokens += c.tokens - (a.kinds[kind]?.tokens ?? 0);
       out.push({ t: b.at, value: Math.max(0, tokens) / (b.at - a.at) });

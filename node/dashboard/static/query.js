@@ -79,7 +79,7 @@ export async function runChat(ui, model, history, signal) {
   ui.chatLog.append(reply);
   let text = "";
   await postStream("/v1/chat/completions", { model, messages: history, stream: true,
-    max_tokens: 200 }, (line) => {
+    max_tokens: 128 }, (line) => {
     if (!line.startsWith("data:")) return;
     const data = line.slice(5).trim();
     if (data === "[DONE]") return;
