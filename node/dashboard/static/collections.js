@@ -44,7 +44,8 @@ export function renderShardMap(target, summary, rows) {
         return el("td", { class: `cell ${cell.health}`, "data-health": cell.health,
           title: `${peer}: ${cell.health}` },
           cell.owner ? el("span", { class: "owner-mark" }, "●") : "",
-          cell.docs === null ? cell.health : `${cell.docs} docs / ${cell.chunks} chunks`);
+          cell.docs !== null ? `${cell.docs} docs / ${cell.chunks} chunks`
+            : cell.health === "missing" ? "missing" : "no answer");
       }),
       el("td", { class: "dim" }, `${row.live_replicas}/${row.wanted}`));
   });
