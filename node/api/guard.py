@@ -13,7 +13,7 @@ cross-site POST to ``http://127.0.0.1:7412`` (CSRF), and a hostile DNS name that
   token in the node's home (``api.token``, mode 0600; the CLI and
   :class:`~calinode.node.client.CalinodeClient` read it from there): 401 ``UNAUTHENTICATED``
   without it;
-- or, for the dashboard in a browser, the session cookie (``calinode_session``, HttpOnly,
+- or, for the dashboard in a browser, the session cookie (``calinode_session_<port>``, HttpOnly,
   SameSite=Strict) that ``/login`` gave for a one-time code minted with the token
   (``node/dashboard/sessions.py``). A cookie rides along on any request the browser makes, so
   it gets less than the token: the Host and Origin checks above still apply, and a request
@@ -40,7 +40,7 @@ from starlette.requests import Request, cookie_parser
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from calinode.node.dashboard.sessions import COOKIE, DashboardSessions
+from calinode.node.dashboard.sessions import DashboardSessions, cookie_name
 from calinode.protocol.errors import BadRequest, CalinodeError, ErrorCode
 
 __all__ = ["MAX_BODY", "OPEN_PATHS", "ApiGuard", "cookie_request_allowed", "host_allowed",
@@ -135,7 +135,8 @@ class ApiGuard:
         scheme, _, given = auth.partition(b" ")
         if scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token):
             return None
-        session = cookie_parser(headers.get(b"cookie", b"").decode("latin-1")).get(COOKIE)
+        cookies = cookie_parser(headers.get(b"cookie", b"").decode("latin-1"))
+        session = cookies.get(cookie_name(port))
         if session and self.sessions.valid(session):
             if cookie_request_allowed(str(scope.get("method", "GET")),
                                       None if origin is None else origin.decode("latin-1"),

@@ -27,7 +27,12 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from calinode.node.dashboard.sessions import CODE_TTL, COOKIE, SESSION_TTL, DashboardSessions
+from calinode.node.dashboard.sessions import (
+    CODE_TTL,
+    SESSION_TTL,
+    DashboardSessions,
+    cookie_name,
+)
 
 if TYPE_CHECKING:
     from calinode.node.api.node_view import ApiNode
@@ -67,6 +72,12 @@ class _Headers:
         await self.app(scope, receive, with_headers)
 
 
+def _cookie(request: Request) -> str:
+    """The session cookie's name for the socket that took ``request`` (as the guard reads
+    it)."""
+    return cookie_name(int((request.scope.get("server") or ("", 0))[1] or 0))
+
+
 def dashboard_routes(node: ApiNode, sessions: DashboardSessions) -> list[BaseRoute]:
     async def page(request: Request) -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
@@ -83,16 +94,16 @@ def dashboard_routes(node: ApiNode, sessions: DashboardSessions) -> list[BaseRou
             return HTMLResponse(EXPIRED_PAGE.format(ttl=CODE_TTL), status_code=401,
                                 headers=PAGE_HEADERS)
         response = RedirectResponse("/", status_code=303, headers=PAGE_HEADERS)
-        response.set_cookie(COOKIE, session, max_age=int(SESSION_TTL), path="/",
+        response.set_cookie(_cookie(request), session, max_age=int(SESSION_TTL), path="/",
                             httponly=True, samesite="strict")
         return response
 
     async def logout(request: Request) -> JSONResponse:
-        session = request.cookies.get(COOKIE)
+        session = request.cookies.get(_cookie(request))
         if session:
             sessions.end(session)
         response = JSONResponse({"ok": True})
-        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        response.delete_cookie(_cookie(request), path="/", httponly=True, samesite="strict")
         return response
 
     async def activity(request: Request) -> JSONResponse:

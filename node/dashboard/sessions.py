@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 __all__ = ["CODE_TTL", "COOKIE", "MAX_CODES", "MAX_SESSIONS", "SESSION_TTL",
-           "DashboardSessions"]
+           "DashboardSessions", "cookie_name"]
 
 #: Seconds a login code may wait before it is redeemed.
 CODE_TTL = 60.0
@@ -31,8 +31,17 @@ SESSION_TTL = 12 * 3600.0
 #: Outstanding codes and live sessions kept at most (the oldest is forgotten first).
 MAX_CODES = 16
 MAX_SESSIONS = 64
-#: The session cookie's name.
+#: The session cookie's name, before the API's port (:func:`cookie_name`).
 COOKIE = "calinode_session"
+
+
+def cookie_name(port: int) -> str:
+    """The session cookie of the API on ``port``. Browsers keep cookies per host, not per
+    port, so two nodes on 127.0.0.1 (7412 and 7422) would overwrite one another's session
+    under one name; each port gets its own. (The same follows for secrecy: the browser also
+    sends the cookie to any other server it visits on 127.0.0.1, which is why the session is
+    only good for this one node and ends in :data:`SESSION_TTL`.)"""
+    return f"{COOKIE}_{port}"
 
 
 def _key(secret: str) -> str:

@@ -11,7 +11,7 @@ import httpx
 import trio
 
 from calinode.node.daemon import Node
-from calinode.node.dashboard.sessions import COOKIE
+from calinode.node.dashboard.sessions import cookie_name
 from node_harness import open_nodes
 
 
@@ -36,7 +36,9 @@ async def test_a_login_gives_a_same_origin_session_and_nothing_else(tmp_path: Pa
         async with httpx.AsyncClient(base_url=node.api_url, timeout=60) as browser:
             assert (await browser.get("/")).status_code == 401  # the login hint page
             await login(node, browser)
-            assert browser.cookies.get(COOKIE)
+            port = int(node.api_url.rsplit(":", 1)[1])
+            assert browser.cookies.get(cookie_name(port))
+            assert not browser.cookies.get(cookie_name(port + 1))
             page = await browser.get("/")
             assert page.status_code == 200 and "/static/app.js" in page.text
             assert "frame-ancestors 'none'" in page.headers["content-security-policy"]

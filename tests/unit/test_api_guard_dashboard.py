@@ -14,14 +14,15 @@ from calinode.node.api.guard import ApiGuard
 from calinode.node.dashboard.routes import dashboard_routes
 from calinode.node.dashboard.sessions import (
     CODE_TTL,
-    COOKIE,
     MAX_CODES,
     MAX_SESSIONS,
     SESSION_TTL,
     DashboardSessions,
+    cookie_name,
 )
 
 PORT = 7412
+COOKIE = cookie_name(PORT)
 TOKEN = "t" * 43
 
 
@@ -77,6 +78,13 @@ def test_no_or_a_forged_cookie_is_unauthenticated(cookie: str) -> None:
     refusal = guard.check(scope(cookie=cookie))
     assert refusal is not None and refusal.status_code == 401
     assert b"UNAUTHENTICATED" in refusal.body
+
+
+def test_each_port_has_its_own_cookie() -> None:
+    """Browsers share cookies across the ports of one host: a node reads only its own."""
+    guard, session, _ = logged_in()
+    assert status_of(guard, scope(cookie=f"{cookie_name(PORT + 10)}={session}")) == 401
+    assert status_of(guard, scope(cookie=f"{cookie_name(PORT + 10)}=x; {COOKIE}={session}")) == 200
 
 
 def test_an_expired_or_ended_session_is_refused() -> None:
