@@ -45,7 +45,12 @@ async function pollStatus() {
     `v${status.version} · ${status.swarm} swarm · up ${Math.round(status.uptime_s)} s`;
   const alive = peers.filter((p) => !p.self && p.alive).length;
   const dead = peers.filter((p) => !p.self && !p.alive).length;
-  $("swarm-summary").textContent = `${peers.length} nodes · ${alive} peers alive · ${dead} dead`;
+  const refused = Object.entries(status.rejected_input || {});
+  const refusedTotal = refused.reduce((sum, [, n]) => sum + n, 0);
+  const summary = $("swarm-summary");
+  summary.textContent = `${peers.length} nodes · ${alive} peers alive · ${dead} dead`
+    + ` · ${refusedTotal} peer inputs refused`;
+  summary.title = refused.map(([reason, n]) => `${reason}: ${n}`).join("\n");
   renderPeers($("peers").tBodies[0], peers);
   renderTopology($("topology"), peers);
 
