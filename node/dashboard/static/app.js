@@ -15,6 +15,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   collections: [],      // definitions (GET /v1/collections)
   generateModels: [],   // names, every generation model some live peer serves
+  deadPeers: new Set(), // peer ids the last /v1/peers said DEAD
   history: new ActivityHistory(),
   chat: [],
   polls: 0,
@@ -51,6 +52,7 @@ async function pollStatus() {
   summary.textContent = `${peers.length} nodes · ${alive} peers alive · ${dead} dead`
     + ` · ${refusedTotal} peer inputs refused`;
   summary.title = refused.map(([reason, n]) => `${reason}: ${n}`).join("\n");
+  state.deadPeers = new Set(peers.filter((p) => !p.self && !p.alive).map((p) => p.peer_id));
   renderPeers($("peers").tBodies[0], peers);
   renderTopology($("topology"), peers);
 
@@ -86,7 +88,7 @@ async function pollCollections() {
     return;
   }
   const rows = await getJSON(`/v1/shards?collection=${encodeURIComponent(name)}`);
-  renderShardMap($("shard-map"), $("collection-summary"), rows);
+  renderShardMap($("shard-map"), $("collection-summary"), rows, state.deadPeers);
 }
 
 async function loop(name, work, every) {

@@ -5,15 +5,17 @@ import { el, replace, shortId } from "./dom.js";
 
 /** The health of each replica of a shard row: "synced" (answers, healthy, same digest as
  * most replicas), "syncing" (answers but behind or unhealthy, or does not answer) and
- * "missing" (an owner that holds no replica). */
-export function replicaHealth(row) {
+ * "missing" (an owner that holds no replica, or a replica on a peer the swarm sees DEAD). */
+export function replicaHealth(row, deadPeers = new Set()) {
   const digests = {};
   for (const r of row.replicas) if (r.healthy) digests[r.digest] = (digests[r.digest] || 0) + 1;
   const best = Object.entries(digests).sort((a, b) => b[1] - a[1])[0]?.[0];
   const cells = {};
   for (const r of row.replicas) {
-    cells[r.peer] = { health: r.healthy && r.digest === best ? "synced" : "syncing",
-      docs: r.docs, chunks: r.chunks, owner: row.owners.includes(r.peer) };
+    const health = deadPeers.has(r.peer) ? "missing"
+      : r.healthy && r.digest === best ? "synced" : "syncing";
+    cells[r.peer] = { health, docs: health === "missing" ? null : r.docs, chunks: r.chunks,
+      owner: row.owners.includes(r.peer) };
   }
   for (const owner of row.owners) {
     if (!cells[owner]) cells[owner] = { health: "missing", docs: null, chunks: null, owner: true };
@@ -21,7 +23,7 @@ export function replicaHealth(row) {
   return cells;
 }
 
-export function renderShardMap(target, summary, rows) {
+export function renderShardMap(target, summary, rows, deadPeers) {
   const peers = new Set();
   for (const row of rows) {
     for (const r of row.replicas) peers.add(r.peer);
@@ -30,7 +32,7 @@ export function renderShardMap(target, summary, rows) {
   const columns = [...peers].sort();
   let docs = 0, chunks = 0, synced = 0, total = 0;
   const body = rows.map((row) => {
-    const cells = replicaHealth(row);
+    const cells = replicaHealth(row, deadPeers);
     const best = Object.values(cells).filter((c) => c.health === "synced");
     docs += best.length ? Math.max(...best.map((c) => c.docs ?? 0)) : 0;
     chunks += best.length ? Math.max(...best.map((c) => c.chunks ?? 0)) : 0;
@@ -45,7 +47,8 @@ export function renderShardMap(target, summary, rows) {
           title: `${peer}: ${cell.health}` },
           cell.owner ? el("span", { class: "owner-mark" }, "●") : "",
           cell.docs !== null ? `${cell.docs} docs / ${cell.chunks} chunks`
-            : cell.health === "missing" ? "missing" : "no answer");
+            : cell.health === "missing" ? (deadPeers.has(peer) ? "peer dead" : "missing")
+              : "no answer");
       }),
       el("td", { class: "dim" }, `${row.live_replicas}/${row.wanted}`));
   });
