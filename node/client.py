@@ -114,6 +114,10 @@ class CalinodeClient:
         """``{"invite": "cal1...", "swarm": mode}`` (``invite`` is None in an open swarm)."""
         return dict(self._request("GET", "/v1/invite"))
 
+    def dashboard_login(self) -> dict[str, Any]:
+        """A one-time dashboard login: ``{"code", "url", "expires_in"}``."""
+        return dict(self._request("POST", "/v1/dashboard/login-code", {}))
+
     def peers(self) -> list[dict[str, Any]]:
         return list(self._request("GET", "/v1/peers"))
 

@@ -46,6 +46,7 @@ from calinode.node.index.shard_jobs import register_index_jobs
 from calinode.node.inference.jobs import register_inference_jobs
 from calinode.node.inference.services import LocalModels
 from calinode.node.invite import decode_invite, encode_invite
+from calinode.node.jobs.activity import JobActivity
 from calinode.node.jobs.builtin import register_builtin_jobs
 from calinode.node.jobs.client import JobClient, JobResult
 from calinode.node.jobs.dispatch import Dispatcher
@@ -232,6 +233,18 @@ class Node:
             await measure_replicas(self.index, self.book, self.shard_sizes)
         return await trio.to_thread.run_sync(self.metrics.render, self.metrics_state())
 
+    @property
+    def activity(self) -> JobActivity:
+        """Counters of the jobs this node ran, per kind (the dashboard's ``/v1/activity``)."""
+        return self.server.activity
+
+    def connected(self, peer_id: str) -> bool:
+        """This node holds an open libp2p connection to ``peer_id`` now."""
+        try:
+            return bool(self.host.get_network().get_connections(ID.from_base58(peer_id)))
+        except Exception:  # a malformed id in a record the table kept: not connected
+            return False
+
     def peers(self) -> list[dict[str, Any]]:
         now = trio.current_time()
         rows: list[dict[str, Any]] = [{
@@ -251,6 +264,7 @@ class Node:
                 "last_seen": None if entry.last_seen is None else round(now - entry.last_seen, 2),
                 "version": record.version,
                 "rtt_ms": None if entry.rtt_ms is None else round(entry.rtt_ms, 2),
+                "connected": self.connected(record.peer_id),
             })
         return rows
 

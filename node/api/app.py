@@ -3,7 +3,9 @@
 Routes: ``GET /healthz`` (liveness), ``GET /readyz`` (200 when ready, else 503 with the
 reasons; ``node/readiness.py``), ``GET /metrics`` (Prometheus text, token needed;
 ``node/metrics.py``), ``GET /v1/status``, ``GET /v1/peers``, ``POST /v1/ping``
-(``{"peer_id", "count"}``), ``POST /v1/jobs`` (``{"peer_id", "kind", "params", "timeout"}``).
+(``{"peer_id", "count"}``), ``POST /v1/jobs`` (``{"peer_id", "kind", "params", "timeout"}``),
+the model files for the browser (``node/api/model_files_routes.py``) and the dashboard
+(``node/dashboard/routes.py``: ``/``, ``/login``, ``/static/*``, ``/v1/activity``).
 Every error is JSON, ``{"error": {"code", "message", "type"}}``, with an HTTP status derived
 from the code (``node/api/errors.py``): an exception group is collapsed into its ``CalinodeError``
 (``protocol/errors.py``), and a bug is a 500 ``INTERNAL`` with a JSON body too.
@@ -30,6 +32,8 @@ from calinode.node.api.guard import ApiGuard, read_json
 from calinode.node.api.inference_routes import inference_routes
 from calinode.node.api.model_files_routes import model_files_routes
 from calinode.node.api.rag_routes import rag_routes
+from calinode.node.dashboard.routes import dashboard_routes
+from calinode.node.dashboard.sessions import DashboardSessions
 from calinode.protocol.errors import BadRequest, CalinodeError, ErrorCode, collapse_group
 
 if TYPE_CHECKING:
@@ -73,7 +77,10 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(ErrorCode.BAD_REQUEST, str(exc.detail))
 
 
-def build_app(node: ApiNode) -> Starlette:
+def build_app(node: ApiNode, sessions: DashboardSessions | None = None) -> Starlette:
+    """The routes; ``sessions`` are the dashboard's logins, shared with the guard."""
+    sessions = sessions if sessions is not None else DashboardSessions()
+
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True, "peer_id": node.peer_id})
 
@@ -126,6 +133,7 @@ def build_app(node: ApiNode) -> Starlette:
             *inference_routes(node),
             *rag_routes(node),
             *model_files_routes(node),
+            *dashboard_routes(node, sessions),
         ],
         exception_handlers={CalinodeError: on_calinode_error, HTTPException: on_http_error,
                             ExceptionGroup: on_group, Exception: on_bug},
@@ -142,7 +150,8 @@ async def serve_api(node: ApiNode, *, task_status: TaskStatus[list[str]]) -> Non
         log.warning("the local API listens on %s, beyond this machine: anyone who can reach "
                     "it and holds the token in %s can use this node", node.config.api,
                     node.config.home / "api.token")
-    app = ApiGuard(build_app(node), token=node.api_token)
+    sessions = DashboardSessions()
+    app = ApiGuard(build_app(node, sessions), token=node.api_token, sessions=sessions)
     await serve(app, config, task_status=task_status)  # type: ignore[arg-type]
 
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from calinode.node.config import NodeConfig
     from calinode.node.index.collections import CollectionBook
     from calinode.node.inference.services import LocalModels
+    from calinode.node.jobs.activity import JobActivity
     from calinode.node.jobs.client import JobResult
     from calinode.node.jobs.dispatch import Dispatcher
     from calinode.node.p2p.peer_table import PeerTable
@@ -62,6 +63,9 @@ class ApiNode(Protocol):
 
     @property
     def coordinator(self) -> Coordinator: ...
+
+    @property
+    def activity(self) -> JobActivity: ...
 
     def capabilities(self) -> Capabilities: ...
 

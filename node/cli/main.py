@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from calinode.node import __version__
+from calinode.node.cli.dashboard import add_dashboard_parser, cmd_dashboard
 from calinode.node.cli.errors import EXIT_BROKEN_PIPE, report
 from calinode.node.cli.log_setup import configure_logging
 from calinode.node.cli.models import add_models_parser, cmd_models
@@ -149,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "machine to this node's private swarm (calinode start --join ...)")
 
     sub.add_parser("status", help="show the running node")
+    add_dashboard_parser(sub)
     sub.add_parser("peers", help="list the peer table of the running node")
     ping = sub.add_parser("ping", help="round-trip a ping job to a peer")
     ping.add_argument("peer_id", metavar="PEER_ID")
@@ -373,7 +375,7 @@ COMMANDS = {"start": cmd_start, "keygen": cmd_keygen, "id": cmd_id, "token": cmd
             "peers": cmd_peers, "ping": cmd_ping, "embed": cmd_embed, "generate": cmd_generate,
             "models": cmd_models, "collections": cmd_rag_command, "ingest": cmd_rag_command,
             "search": cmd_rag_command, "delete": cmd_rag_command, "ask": cmd_rag_command,
-            "shards": cmd_rag_command}
+            "shards": cmd_rag_command, "dashboard": cmd_dashboard}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

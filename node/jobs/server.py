@@ -21,6 +21,7 @@ from typing import Any
 import trio
 from libp2p.abc import INetStream
 
+from calinode.node.jobs.activity import JobActivity
 from calinode.node.jobs.admission import AdmissionTicket, JobAdmission
 from calinode.node.metrics import OTHER_KIND, NodeMetrics
 from calinode.node.p2p.framed_stream import FramedStream
@@ -157,6 +158,8 @@ class JobServer:
         self._failed = 0
         self._overloaded = 0
         self._bad_frames = 0
+        #: per-kind counters of the jobs run here (the dashboard's ``/v1/activity``)
+        self.activity = JobActivity()
 
     def statistics(self) -> JobServerStats:
         return JobServerStats(self.admission.in_flight, self._served, self._failed,
@@ -209,13 +212,18 @@ class JobServer:
         caller: str,
         emit: Callable[[dict[str, Any]], Awaitable[None]],
     ) -> dict[str, Any]:
-        """Run the job's handler; count it (served, or failed with its code) in metrics."""
+        """Run the job's handler; count it in metrics (served, or failed with its code) and in
+        :attr:`activity`, the dashboard's counters (a failure too)."""
         local = caller == self.peer_id
+        started = trio.current_time()
+        result: dict[str, Any] | None = None
         try:
             result = await self._run_handler(request, caller, emit)
         except JobError as exc:
             self.metrics.job_done(request.kind, local=local, code=exc.code)
             raise
+        finally:
+            self.activity.record(request.kind, trio.current_time() - started, result)
         self.metrics.job_done(request.kind, local=local)
         return result
 

@@ -69,6 +69,7 @@ PACKAGE_LAYERS = {
     "calinode.node.index": "index",
     "calinode.node.rag": "rag",
     "calinode.node.api": "api",
+    "calinode.node.dashboard": "api",  # the dashboard is part of the local HTTP API
     "calinode.node.cli": "cli",
 }
 
