@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from calinode.node.api.bodies import field, timeout_of
+from calinode.node.api.doctor_routes import doctor_routes
 from calinode.node.api.errors import error_response
 from calinode.node.api.guard import ApiGuard, read_json
 from calinode.node.api.inference_routes import inference_routes
@@ -108,6 +109,7 @@ def build_app(node: ApiNode) -> Starlette:
             Route("/v1/jobs", jobs, methods=["POST"]),
             *inference_routes(node),
             *rag_routes(node),
+            *doctor_routes(node),
         ],
         exception_handlers={CalinodeError: on_calinode_error, HTTPException: on_http_error,
                             ExceptionGroup: on_group, Exception: on_bug},

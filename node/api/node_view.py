@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from calinode.node.config import NodeConfig
     from calinode.node.index.collections import CollectionBook
     from calinode.node.inference.services import LocalModels
-    from calinode.node.jobs.client import JobResult
+    from calinode.node.jobs.client import JobClient, JobResult
     from calinode.node.jobs.dispatch import Dispatcher
     from calinode.node.p2p.peer_table import PeerTable
     from calinode.node.rag.coordinator import Coordinator
@@ -57,6 +57,11 @@ class ApiNode(Protocol):
 
     @property
     def coordinator(self) -> Coordinator: ...
+
+    @property
+    def client(self) -> JobClient: ...
+
+    def network_facts(self) -> dict[str, Any]: ...
 
     def capabilities(self) -> Capabilities: ...
 

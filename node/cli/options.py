@@ -25,7 +25,8 @@ from calinode.protocol.errors import EXIT_USAGE
 #: commands that talk to a node's local API (``start`` serves it): the only ones ``--api``
 #: and ``--token`` mean something for
 API_COMMANDS = frozenset({"start", "embed", "generate", "collections", "ingest", "delete",
-                          "search", "ask", "shards", "invite", "status", "peers", "ping"})
+                          "search", "ask", "shards", "invite", "status", "peers", "ping",
+                          "doctor", "bench"})
 
 #: help for flags and arguments shared by several commands, by ``dest``
 SHARED_HELP = {
