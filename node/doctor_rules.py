@@ -25,7 +25,8 @@ clock_skew              problem   a peer's clock is more than :data:`CLOCK_SKEW_
 stale_records           problem   relayed records refused as too old, no skewed peer seen
 refused_input           problem   peer input refused for reasons that point at a
                                   misconfigured (or hostile) peer: see :data:`MISCONFIG`
-model_corrupt           problem   a model file differs from its manifest's sha256 or size
+model_corrupt           problem   a model file differs from its manifest's sha256 or size (or
+                                  a served model's files are gone)
 disk_low                problem   less than :data:`DISK_MIN_FREE` free under the home
 disk_filling            note      less than :data:`DISK_LOW_FRACTION` of the disk free
 token_permissions       problem   the API token file is readable by others, or not ours
@@ -277,7 +278,7 @@ def judge_peers(node: Mapping[str, Any]) -> list[Finding]:
 def judge_models(models: Sequence[Mapping[str, Any]]) -> list[Finding]:
     """Model files re-hashed against their manifest (``problems`` from the registry)."""
     return [Finding("model_corrupt", "problem", f"model {m['name']}",
-                    f"its files do not match their manifest: {'; '.join(m['problems'][:3])}",
+                    f"its files are not what its manifest says: {'; '.join(m['problems'][:3])}",
                     f"reinstall it: calinode models remove {m['name']}, then calinode models "
                     "prepare (or models add), and restart the node")
             for m in models if m.get("problems")]

@@ -97,8 +97,8 @@ def _render(node: dict[str, Any] | None, local: dict[str, Any],
     if node is not None:
         peers = node.get("peers") or []
         alive = sum(1 for p in peers if p.get("alive"))
-        head = (f"node {node['peer_id']} ({node.get('swarm', {}).get('mode', '?')} swarm), "
-                f"{alive} of {len(peers)} peers alive")
+        head = (f"node {node['peer_id']}, {alive} of {len(peers)} peers alive; swarm: "
+                f"{node.get('swarm', {}).get('mode', '?')}")
     else:
         head = f"no node answering for home {local['home']}"
     models = len(local.get("models") or [])
