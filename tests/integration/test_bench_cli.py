@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from daemon_harness import Swarm, run_cli, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -34,7 +35,7 @@ def test_bench_json_gives_numbers_for_each_model_and_peer(swarm: Swarm,
                 for what, model in MODELS.items()}
     expected |= {(b.peer_id, "rtt", None), (b.peer_id, "echo", None)}
     assert set(rows) == expected, report
-    for (peer, what, _), row in rows.items():
+    for (peer, _, _), row in rows.items():
         assert "error" not in row, row
         assert row["self"] == (peer == a.peer_id)
         assert row["count"] >= 1

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_harness import Daemon, Swarm, run_cli, wait_for
 
 from calinode.node.cli.doctor import EXIT_PROBLEMS
+from daemon_harness import Daemon, Swarm, run_cli, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 import trio
-from node_harness import open_nodes, wait_until
 
 from calinode.node.api.doctor_routes import ECHO_BYTES, bench_one, doctor_facts
 from calinode.node.doctor_rules import judge
 from calinode.node.jobs.server import JobContext
 from calinode.protocol.errors import JobError
+from node_harness import open_nodes, wait_until
 
 
 async def test_facts_carry_each_peer_clock_and_connection(tmp_path: Path) -> None:
