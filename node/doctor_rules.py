@@ -124,6 +124,8 @@ def _is_loopback(ip: str) -> bool:
 
 def _seconds(ms: float) -> str:
     s = abs(ms) / 1000
+    if s < 1:
+        return f"{abs(ms):.0f} ms"
     return f"{s / 60:.1f} min" if s >= 120 else f"{s:.1f} s"
 
 
