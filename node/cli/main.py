@@ -34,6 +34,7 @@ another node:   calinode start --bootstrap /ip4/192.168.1.5/tcp/7411/p2p/12D3Koo
 private swarm:  calinode keygen --out swarm.key   (copy it to every node)
                 calinode start --swarm-key swarm.key
 inspect:        calinode status; calinode peers --json; calinode ping 12D3KooW...
+diagnose:       calinode doctor (what to fix); calinode bench (models, round trips)
 
 options that every command takes, before or after its name: --home DIR, --json,
 --debug (a traceback with any error), --verbose (library log lines); --api HOST:PORT
