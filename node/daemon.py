@@ -204,7 +204,7 @@ class Node:
         addresses peers observed for us, and the inbound handshakes that failed."""
         facts = connection_facts(self.host)
         facts["handshake_failures"] = (self.handshakes.snapshot() if self.handshakes is not None
-                                       else {"failed": 0, "sources": {}})
+                                       else {"failed": 0, "sources": {}, "last_s_ago": None})
         return facts
 
     def routable_addrs(self) -> list[str]:

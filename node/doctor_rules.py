@@ -19,8 +19,9 @@ behind_nat              problem   peers observe this node at an IP it does not l
 peer_loopback_only      problem   a peer on another machine advertises only loopback
                                   addresses (nobody else can dial it)
 open_swarm              note      an open swarm listening beyond this machine
-bad_handshake           problem   inbound connections failed their handshake: a peer with
-                                  another swarm key (or none) tries to join
+bad_handshake           problem   inbound connections failed their handshake within
+                                  :data:`HANDSHAKE_RECENT_S`: a peer with another swarm key
+                                  (or none) tries to join (older failures only: a note)
 clock_skew              problem   a peer's clock is more than :data:`CLOCK_SKEW_LIMIT_MS` off
 stale_records           problem   relayed records refused as too old, no skewed peer seen
 refused_input           problem   peer input refused for reasons that point at a
@@ -48,7 +49,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 __all__ = ["CLOCK_SKEW_LIMIT_MS", "DISK_LOW_FRACTION", "DISK_MIN_FREE", "EXIT_PROBLEMS",
-           "MISCONFIG", "Finding", "judge", "needs_fixing"]
+           "HANDSHAKE_RECENT_S", "MISCONFIG", "Finding", "judge", "needs_fixing"]
 
 #: ``calinode doctor``'s exit status when it found something to fix (0: nothing to fix).
 EXIT_PROBLEMS = 10
@@ -56,6 +57,10 @@ EXIT_PROBLEMS = 10
 #: Relayed records older than 5 min are refused and hybrid-clock versions more than 5 min
 #: ahead are refused (``MAX_RELAY_AGE_MS``, ``MAX_SKEW_MS``); 30 s leaves room before that.
 CLOCK_SKEW_LIMIT_MS = 30_000
+#: Failed inbound handshakes are a problem while the last one is this recent (seconds); a
+#: peer with another key retries every heartbeat, while one connection cut mid-handshake
+#: (a peer restarting) is old news after this.
+HANDSHAKE_RECENT_S = 600.0
 #: Less free space than this under the home is a problem (shards, models and logs live there).
 DISK_MIN_FREE = 1 << 30
 #: Less than this fraction of the disk free is worth a note.
@@ -185,9 +190,13 @@ def judge_swarm(node: Mapping[str, Any]) -> list[Finding]:
             why = "a peer with a swarm key tries to join this open swarm"
             fix = ("start that machine without --swarm-key/--join to join this open swarm, "
                    "or give this node the key")
+        ago = failures.get("last_s_ago")
+        recent = ago is None or ago <= HANDSHAKE_RECENT_S
+        when = "" if ago is None else f", the last {ago:.0f} s ago"
         found.append(Finding(
-            "bad_handshake", "problem", f"connections from {sources}",
-            f"{failures['failed']} inbound connection(s) failed the handshake: {why}", fix))
+            "bad_handshake", "problem" if recent else "note", f"connections from {sources}",
+            f"{failures['failed']} inbound connection(s) failed the handshake{when}: {why}",
+            fix))
     return found
 
 

@@ -91,11 +91,10 @@ def cmd_bench(args: argparse.Namespace, client_factory: Any) -> int:
     with client_factory(args) as client:
         peers = client.peers()
         for item in plan(peers):
-            body = {k: v for k, v in item.items() if k != "self" and v is not None}
-            body["seconds"] = args.seconds
             try:
-                figures = client._request("POST", "/v1/bench", body,
-                                          timeout=max(150.0, 4 * args.seconds))
+                figures = client.bench(item["what"], peer_id=item["peer_id"],
+                                       model=item["model"], seconds=args.seconds,
+                                       timeout=max(150.0, 4 * args.seconds))
                 results.append({**figures, "self": item["self"]})
             except CalinodeError as exc:
                 results.append({**item, "error": f"{exc.code.value}: {exc.message}"[:300]})

@@ -102,8 +102,16 @@ def _render(node: dict[str, Any] | None, local: dict[str, Any],
     else:
         head = f"no node answering for home {local['home']}"
     models = len(local.get("models") or [])
-    lines = [head, f"checked: addresses, swarm key, clocks, refused input, peers, "
-                   f"{models} model(s), disk, token"]
+    lines = [head]
+    if node is not None:
+        network = node.get("network") or {}
+        inbound = sum(1 for row in (network.get("connections") or {}).values()
+                      if row.get("inbound"))
+        observed = ", ".join(network.get("observed_addrs") or []) or "none reported"
+        lines.append(f"addresses: {', '.join(node.get('addrs') or []) or 'none'}; "
+                     f"{inbound} peer(s) dialled in; observed by peers as: {observed}")
+    lines.append(f"checked: addresses, swarm key, clocks, refused input, peers, "
+                 f"{models} model(s), disk, token")
     for f in findings:
         label = "PROBLEM" if f.severity == "problem" else "note"
         lines.append(f"{label:8} {f.check}: {f.subject}: {f.what}")
@@ -120,7 +128,7 @@ def cmd_doctor(args: argparse.Namespace, client_factory: Any) -> int:
     node_error = ""
     try:
         with client_factory(args) as client:
-            node = dict(client._request("GET", "/v1/doctor", timeout=DOCTOR_TIMEOUT))
+            node = client.doctor(timeout=DOCTOR_TIMEOUT)
     except CalinodeError as exc:
         node_error = f"{exc.code.value}: {exc.message}"
     home = Path(node["home"]) if node is not None else resolve_home(args.home, os.environ)

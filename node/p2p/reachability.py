@@ -17,7 +17,9 @@ Two questions a user cannot answer from ``calinode peers``:
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from libp2p.abc import IHost, IRawConnection
@@ -39,15 +41,19 @@ MAX_DESCRIBED = 256
 class HandshakeFailures:
     """Inbound connections that failed their handshake: a count and the latest source IPs."""
 
-    def __init__(self, rejections: Rejections, *, max_sources: int = MAX_SOURCES) -> None:
+    def __init__(self, rejections: Rejections, *, max_sources: int = MAX_SOURCES,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.rejections = rejections
         self.max_sources = max_sources
+        self.clock = clock
         self.failed = 0
         self.sources: OrderedDict[str, int] = OrderedDict()
+        self.last_failed: float | None = None
 
     def note(self, remote_ip: str | None, error: BaseException) -> None:
         ip = (remote_ip or "unknown")[:64]
         self.failed += 1
+        self.last_failed = self.clock()
         self.sources[ip] = self.sources.pop(ip, 0) + 1  # most recent last
         while len(self.sources) > self.max_sources:
             self.sources.popitem(last=False)
@@ -55,7 +61,10 @@ class HandshakeFailures:
                                f"(another swarm key, or none?): {error}")
 
     def snapshot(self) -> dict[str, Any]:
-        return {"failed": self.failed, "sources": dict(self.sources)}
+        """The count, the latest source IPs, and how long ago the last failure was (None:
+        never), so that one old failure (a peer cut off mid-handshake) is not news forever."""
+        ago = None if self.last_failed is None else round(self.clock() - self.last_failed, 1)
+        return {"failed": self.failed, "sources": dict(self.sources), "last_s_ago": ago}
 
 
 def _remote_ip(conn: object) -> str | None:

@@ -91,6 +91,7 @@ def test_render_says_nothing_to_fix_for_a_healthy_node() -> None:
             "peers": [{"peer_id": "p", "alive": True}]}
     text = _render(node, {"home": "/h", "models": [{}, {}]}, [])
     assert text.splitlines()[0] == "node 12D3KooWSelf, 1 of 1 peers alive; swarm: private"
+    assert text.splitlines()[1].startswith("addresses: none; 0 peer(s) dialled in")
     assert "2 model(s)" in text and text.splitlines()[-1] == "nothing to fix"
 
 
@@ -162,12 +163,16 @@ def test_echo_reply_view() -> None:
 
 def test_handshake_failures_are_counted_and_their_sources_capped() -> None:
     rejections = Rejections()
-    failures = HandshakeFailures(rejections, max_sources=3)
+    now = [100.0]
+    failures = HandshakeFailures(rejections, max_sources=3, clock=lambda: now[0])
+    assert failures.snapshot() == {"failed": 0, "sources": {}, "last_s_ago": None}
     for i in range(10):
         failures.note(f"10.0.0.{i}", RuntimeError("noise handshake failed"))
     failures.note("10.0.0.8", RuntimeError("again"))
     failures.note(None, RuntimeError("no address"))
+    now[0] = 130.0
     snapshot = failures.snapshot()
+    assert snapshot["last_s_ago"] == 30.0
     assert snapshot["failed"] == 12 == rejections.counts["bad_handshake"]
     assert list(snapshot["sources"]) == ["10.0.0.9", "10.0.0.8", "unknown"]  # latest last
     assert snapshot["sources"]["10.0.0.8"] == 2

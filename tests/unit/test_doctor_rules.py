@@ -13,6 +13,7 @@ from calinode.node.doctor_rules import (
     CLOCK_SKEW_LIMIT_MS,
     DISK_MIN_FREE,
     EXIT_PROBLEMS,
+    HANDSHAKE_RECENT_S,
     MISCONFIG,
     judge,
     needs_fixing,
@@ -34,7 +35,8 @@ def healthy_node() -> dict[str, Any]:
         "network": {"connections": {PEER: {"inbound": 1, "outbound": 0,
                                            "remote_ips": ["192.168.1.6"]}},
                     "observed_addrs": [],
-                    "handshake_failures": {"failed": 0, "sources": {}}},
+                    "handshake_failures": {"failed": 0, "sources": {},
+                                           "last_s_ago": None}},
         "rejected_input": {}, "identity_conflict": {"seen": 0, "addrs": []},
         "sync_failures": {}, "replicas_not_ready": {},
         "models": [{"name": "minilm-l6-int8", "kind": "embed", "sha256": "a" * 64}],
@@ -112,11 +114,17 @@ def test_stale_relayed_records_are_folded_into_a_found_clock_skew() -> None:
 
 def test_failed_handshakes_name_the_sources_and_the_invite() -> None:
     node = healthy_node()
-    node["network"]["handshake_failures"] = {"failed": 3, "sources": {"10.0.0.9": 3}}
+    node["network"]["handshake_failures"] = {"failed": 3, "sources": {"10.0.0.9": 3},
+                                             "last_s_ago": 1.5}
     node["rejected_input"] = {"bad_handshake": 3}  # counted there too: reported once
     [finding] = judge(node, healthy_local())
     assert finding.check == "bad_handshake" and "10.0.0.9" in finding.subject
+    assert finding.severity == "problem" and "the last 2 s ago" in finding.what
     assert "another swarm key" in finding.what and "calinode invite" in finding.fix
+    # one old failure (a peer cut off mid-handshake, long ago) is only a note
+    node["network"]["handshake_failures"]["last_s_ago"] = HANDSHAKE_RECENT_S + 1
+    assert checks(node, healthy_local()) == [("bad_handshake", "note")]
+    node["network"]["handshake_failures"]["last_s_ago"] = 1.5
     node["swarm"] = {"mode": "open", "private": False}
     assert [f.check for f in judge(node, healthy_local())] == ["bad_handshake", "open_swarm"]
     assert "this open swarm" in judge(node, healthy_local())[0].what
