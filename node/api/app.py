@@ -1,7 +1,8 @@
 """The local HTTP API (Starlette app served by hypercorn under trio, on 127.0.0.1).
 
 Routes: ``GET /healthz``, ``GET /v1/status``, ``GET /v1/peers``, ``POST /v1/ping``
-(``{"peer_id", "count"}``), ``POST /v1/jobs`` (``{"peer_id", "kind", "params", "timeout"}``).
+(``{"peer_id", "count"}``), ``POST /v1/jobs`` (``{"peer_id", "kind", "params", "timeout"}``),
+``GET /v1/doctor`` and ``POST /v1/bench`` (``doctor_routes.py``).
 Every error is JSON, ``{"error": {"code", "message", "type"}}``, with an HTTP status derived
 from the code (``node/api/errors.py``): an exception group is collapsed into its ``CalinodeError``
 (``protocol/errors.py``), and a bug is a 500 ``INTERNAL`` with a JSON body too.
