@@ -126,6 +126,20 @@ class CalinodeClient:
                                   {"peer_id": peer_id, "count": count, "timeout": timeout},
                                   timeout=timeout * count))
 
+    def doctor(self, *, timeout: float = 30.0) -> dict[str, Any]:
+        """The node's facts for ``calinode doctor`` (``GET /v1/doctor``)."""
+        return dict(self._request("GET", "/v1/doctor", timeout=timeout))
+
+    def bench(self, what: str, *, peer_id: str | None = None, model: str | None = None,
+              seconds: float = 0.5, timeout: float = 150.0) -> dict[str, Any]:
+        """One ``calinode bench`` measurement (``POST /v1/bench``)."""
+        body: dict[str, Any] = {"what": what, "seconds": seconds}
+        if peer_id:
+            body["peer_id"] = peer_id
+        if model:
+            body["model"] = model
+        return dict(self._request("POST", "/v1/bench", body, timeout=timeout))
+
     def job(self, kind: str, params: dict[str, Any] | None = None, *,
             peer_id: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
         body: dict[str, Any] = {"kind": kind, "params": params or {}, "timeout": timeout}

@@ -64,6 +64,11 @@ from calinode.node.p2p.host import GuardStats, PeerGate, PeerPolicy, build_host,
 from calinode.node.p2p.identity_conflict import IdentityConflicts, OwnIdWatch
 from calinode.node.p2p.membership import Membership
 from calinode.node.p2p.peer_table import PeerTable
+from calinode.node.p2p.reachability import (
+    HandshakeFailures,
+    connection_facts,
+    watch_inbound_handshakes,
+)
 from calinode.node.p2p.records import SEQ_FILE, RecordSigner
 from calinode.node.private_files import load_or_create_api_token
 from calinode.node.rag.coordinator import Coordinator
@@ -105,6 +110,8 @@ class Node:
     identity: IdentityConflicts | None = None
     #: streams each guarded handler (ours and py-libp2p's) ran, refused, failed
     guard_stats: GuardStats = field(default_factory=GuardStats)
+    #: inbound connections that failed their handshake (a peer with another swarm key)
+    handshakes: HandshakeFailures | None = None
     addrs: tuple[str, ...] = ()
     api_url: str = ""
     api_token: str = ""
@@ -268,6 +275,14 @@ class Node:
             })
         return rows
 
+    def network_facts(self) -> dict[str, Any]:
+        """How peers reach this node (``calinode doctor``): connections by direction, the
+        addresses peers observed for us, and the inbound handshakes that failed."""
+        facts = connection_facts(self.host)
+        facts["handshake_failures"] = (self.handshakes.snapshot() if self.handshakes is not None
+                                       else {"failed": 0, "sources": {}, "last_s_ago": None})
+        return facts
+
     def routable_addrs(self) -> list[str]:
         """Our addresses, the ones other machines can reach first."""
         return [a for a in self.addrs if "/ip4/127." not in a] + [
@@ -303,6 +318,20 @@ class Node:
             rtts.append(round(result.elapsed_ms, 3))
             served_by = result.served_by
         return {"peer_id": peer_id, "served_by": served_by, "rtt_ms": rtts}
+
+
+def shift_wall_clock_for_tests(seconds: float) -> None:
+    """TEST ONLY (``calinode start --test-only-clock-offset SECONDS``, hidden from ``--help``):
+    shift ``time.time``/``time.time_ns`` of this whole process by ``seconds``,
+    as a machine with a wrong clock would have them (monotonic time is left alone, as it is on
+    such a machine). Everything that reads the wall clock (record issue times, the ``ping``
+    job's ``time_ms``, hybrid clocks) then runs ``seconds`` off."""
+    if not seconds:
+        return
+    real_time, real_time_ns = time.time, time.time_ns
+    time.time = lambda: real_time() + seconds
+    time.time_ns = lambda: real_time_ns() + int(seconds * 1e9)
+    log.warning("TEST ONLY: this node's wall clock runs %+.0f s off", seconds)
 
 
 def _banner(node: Node) -> str:
@@ -347,6 +376,8 @@ async def build_node(config: NodeConfig) -> Node:
     policy = PeerPolicy.from_ids(config.allow)
     rejections, guard_stats = Rejections(), GuardStats()
     host = build_host(key_pair, psk=psk, policy=policy, stats=guard_stats, rejections=rejections)
+    handshakes = HandshakeFailures(rejections)
+    watch_inbound_handshakes(host, handshakes)
     signer = RecordSigner(key_pair, version=VERSION, protocol_version=PROTOCOL_VERSION)
     await signer.resume_from(config.home / SEQ_FILE)  # seqs continue above the last run's
     registry = JobRegistry()
@@ -369,7 +400,8 @@ async def build_node(config: NodeConfig) -> Node:
     node = Node(config=config, host=host, peer_id=signer.peer_id, signer=signer, table=table,
                 registry=registry, server=server, client=JobClient(host, server),
                 policy=policy, models=models, book=book, index=index, rejections=rejections,
-                guard_stats=guard_stats, identity=IdentityConflicts(signer, rejections),
+                guard_stats=guard_stats, handshakes=handshakes,
+                identity=IdentityConflicts(signer, rejections),
                 swarm_key=psk, swarm_mode=swarm_mode, access=access, clock=clock,
                 bootstrap=(*config.bootstrap, *(invite.addrs if invite else ())),
                 metrics=metrics)

@@ -36,6 +36,7 @@ REASONS = frozenset({
     "over_budget",          # a request whose work or reply size is over a budget
     "overloaded",           # refused by admission control (streams or bytes in flight)
     "identity_conflict",    # our own peer id from another node (a copied home)
+    "bad_handshake",        # an inbound connection that failed its handshake (another swarm key)
 })
 
 

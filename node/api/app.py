@@ -5,7 +5,8 @@ reasons; ``node/readiness.py``), ``GET /metrics`` (Prometheus text, token needed
 ``node/metrics.py``), ``GET /v1/status``, ``GET /v1/peers``, ``POST /v1/ping``
 (``{"peer_id", "count"}``), ``POST /v1/jobs`` (``{"peer_id", "kind", "params", "timeout"}``),
 the model files for the browser (``node/api/model_files_routes.py``) and the dashboard
-(``node/dashboard/routes.py``: ``/``, ``/login``, ``/static/*``, ``/v1/activity``).
+(``node/dashboard/routes.py``: ``/``, ``/login``, ``/static/*``, ``/v1/activity``),
+``GET /v1/doctor`` and ``POST /v1/bench`` (``doctor_routes.py``).
 Every error is JSON, ``{"error": {"code", "message", "type"}}``, with an HTTP status derived
 from the code (``node/api/errors.py``): an exception group is collapsed into its ``CalinodeError``
 (``protocol/errors.py``), and a bug is a 500 ``INTERNAL`` with a JSON body too.
@@ -27,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from calinode.node.api.bodies import field, timeout_of
+from calinode.node.api.doctor_routes import doctor_routes
 from calinode.node.api.errors import error_response
 from calinode.node.api.guard import ApiGuard, read_json
 from calinode.node.api.inference_routes import inference_routes
@@ -134,6 +136,7 @@ def build_app(node: ApiNode, sessions: DashboardSessions | None = None) -> Starl
             *rag_routes(node),
             *model_files_routes(node),
             *dashboard_routes(node, sessions),
+            *doctor_routes(node),
         ],
         exception_handlers={CalinodeError: on_calinode_error, HTTPException: on_http_error,
                             ExceptionGroup: on_group, Exception: on_bug},

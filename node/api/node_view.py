@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from calinode.node.index.collections import CollectionBook
     from calinode.node.inference.services import LocalModels
     from calinode.node.jobs.activity import JobActivity
-    from calinode.node.jobs.client import JobResult
+    from calinode.node.jobs.client import JobClient, JobResult
     from calinode.node.jobs.dispatch import Dispatcher
     from calinode.node.p2p.peer_table import PeerTable
     from calinode.node.rag.coordinator import Coordinator
@@ -66,6 +66,11 @@ class ApiNode(Protocol):
 
     @property
     def activity(self) -> JobActivity: ...
+
+    @property
+    def client(self) -> JobClient: ...
+
+    def network_facts(self) -> dict[str, Any]: ...
 
     def capabilities(self) -> Capabilities: ...
 

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from calinode.node import __version__
+from calinode.node.cli.bench import add_bench_parser, cmd_bench
 from calinode.node.cli.dashboard import add_dashboard_parser, cmd_dashboard
+from calinode.node.cli.doctor import add_doctor_parser, cmd_doctor
 from calinode.node.cli.errors import EXIT_BROKEN_PIPE, report
 from calinode.node.cli.log_setup import configure_logging
 from calinode.node.cli.models import add_models_parser, cmd_models
@@ -33,6 +35,7 @@ another node:   calinode start --bootstrap /ip4/192.168.1.5/tcp/7411/p2p/12D3Koo
 private swarm:  calinode keygen --out swarm.key   (copy it to every node)
                 calinode start --swarm-key swarm.key
 inspect:        calinode status; calinode peers --json; calinode ping 12D3KooW...
+diagnose:       calinode doctor (what to fix); calinode bench (models, round trips)
 
 options that every command takes, before or after its name: --home DIR, --json,
 --debug (a traceback with any error), --verbose (library log lines); --api HOST:PORT
@@ -97,6 +100,8 @@ def _add_start_parser(sub: Any) -> None:
     start.add_argument("--replica-gc-after", type=float, metavar="SECONDS",
                        help="delete a replica this node no longer owns once every owner has "
                             "held the same copy this long (default 600; 0: keep forever)")
+    start.add_argument("--test-only-clock-offset", type=float, default=0.0,
+                       help=argparse.SUPPRESS)  # TEST ONLY: daemon.shift_wall_clock_for_tests
 
 
 def _add_inference_parsers(sub: Any) -> None:
@@ -137,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_parsers(sub)
     add_models_parser(sub)
     add_rag_parsers(sub)
+    add_doctor_parser(sub)
+    add_bench_parser(sub)
 
     keygen = sub.add_parser("keygen", help="write a new private swarm key")
     keygen.add_argument("--out", required=True, metavar="FILE", help="where to write (mode 0600)")
@@ -170,7 +177,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     import trio
 
     from calinode.node.config import load_config
-    from calinode.node.daemon import run_node
+    from calinode.node.daemon import run_node, shift_wall_clock_for_tests
 
     if args.no_models and (args.embed_models or args.gen_models):
         given = "--embed-model" if args.embed_models else "--gen-model"
@@ -180,6 +187,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         flags["log_level"] = "debug"
     config = load_config(flags)
     configure_logging(config.log_level, verbose=args.verbose or args.debug, native=True)
+    shift_wall_clock_for_tests(args.test_only_clock_offset)  # 0 (nothing) outside tests
     trio.run(functools.partial(run_node, config, ready_json=args.json))
     return 0
 
@@ -370,12 +378,21 @@ def cmd_rag_command(args: argparse.Namespace) -> int:
                            code=exc.code) from None
 
 
+def cmd_doctor_command(args: argparse.Namespace) -> int:
+    return cmd_doctor(args, _client)
+
+
+def cmd_bench_command(args: argparse.Namespace) -> int:
+    return cmd_bench(args, _client)
+
+
 COMMANDS = {"start": cmd_start, "keygen": cmd_keygen, "id": cmd_id, "token": cmd_token,
             "status": cmd_status, "invite": cmd_invite,
             "peers": cmd_peers, "ping": cmd_ping, "embed": cmd_embed, "generate": cmd_generate,
             "models": cmd_models, "collections": cmd_rag_command, "ingest": cmd_rag_command,
             "search": cmd_rag_command, "delete": cmd_rag_command, "ask": cmd_rag_command,
-            "shards": cmd_rag_command, "dashboard": cmd_dashboard}
+            "shards": cmd_rag_command, "dashboard": cmd_dashboard,
+            "doctor": cmd_doctor_command, "bench": cmd_bench_command}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -78,6 +78,7 @@ NODE_TOP_LEVEL = {
     "calinode.node": "core",  # the package itself: __version__
     "calinode.node.access": "core",  # who is a member: pure decisions the job handlers ask
     "calinode.node.config": "core",
+    "calinode.node.doctor_rules": "core",  # calinode doctor's verdicts: pure, used by the CLI
     "calinode.node.hlc": "core",
     "calinode.node.home": "core",
     "calinode.node.ingest_input": "core",  # what ingest takes: shared by CLI, API, rag
