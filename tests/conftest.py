@@ -21,10 +21,17 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
+
+# the daemon fixtures, registered once here so that every tier that runs daemons (integration,
+# browser) shares the session's one prepared model home
+sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
+from daemon_harness import prepared_models, swarm  # noqa: F401  (fixtures)
 
 try:  # pytest >= 8.4 queues unraisable exceptions and reports them at the next test phase
     from _pytest.unraisableexception import collect_unraisable as _drain_unraisable

@@ -25,20 +25,15 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from playwright.sync_api import sync_playwright
 
 import calinode.node
 from calinode.models.embedder import TOKENIZER_FILE, load_tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from daemon_harness import Swarm, prepared_models, swarm  # noqa: F401  (fixtures)
+from daemon_harness import Swarm
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 MODEL = "minilm-l6-int8"
 STATIC = Path(calinode.node.__file__).resolve().parent / "dashboard" / "static"
 TEST_PREFIX = "/__webembed_test__/"
@@ -145,8 +140,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_the_browser_embeds_a_query_as_the_node_does_and_searches_by_it(
-        swarm: Swarm, prepared_models: Path, tmp_path: Path) -> None:  # noqa: F811
-    assert CHROMIUM.exists(), "apt-get install chromium"
+        swarm: Swarm, prepared_models: Path, tmp_path: Path, browser: Any) -> None:
     daemon = swarm.daemon("web", models=prepared_models).start("--index")
     origin = f"http://{daemon.info['api']}"
     with httpx.Client(base_url=origin, headers=daemon.auth, timeout=120) as client:
@@ -165,32 +159,27 @@ def test_the_browser_embeds_a_query_as_the_node_does_and_searches_by_it(
         graph_route = "file" if graph["sha256"] == sha else "browser-graph"
 
         requests: list[str] = []
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            try:
-                context = browser.new_context(extra_http_headers=daemon.auth)
-                page = context.new_page()
-                page.set_default_timeout(60_000)
-                page.on("request", lambda r: requests.append(r.url))
-                page.on("console", lambda m: print("console:", m.text))
-                page.route(f"{origin}{TEST_PREFIX}**", _static_route(node_serves, origin))
-                started = time.monotonic()
-                page.goto(f"{origin}{TEST_PREFIX}page.html")
-                page.wait_for_function("document.title === 'ready'")
-                got = page.evaluate(EMBED, [MODEL, SENTENCES])
-                first_load = time.monotonic() - started
-                tokens = page.evaluate(TOKENIZE, [sha, manifest["max_tokens"],
-                                                  SENTENCES + TRICKY])
-                page.screenshot(path=str(tmp_path / "browser-embedding.png"))
-                fetched_before_reload = list(requests)
-                requests.clear()
-                page.reload()
-                page.wait_for_function("document.title === 'ready'")
-                started = time.monotonic()
-                again = page.evaluate(EMBED, [sha, SENTENCES[:1]])
-                cached_embed = time.monotonic() - started
-            finally:
-                browser.close()
+        context = browser.new_context(extra_http_headers=daemon.auth)
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.on("request", lambda r: requests.append(r.url))
+        page.on("console", lambda m: print("console:", m.text))
+        page.route(f"{origin}{TEST_PREFIX}**", _static_route(node_serves, origin))
+        started = time.monotonic()
+        page.goto(f"{origin}{TEST_PREFIX}page.html")
+        page.wait_for_function("document.title === 'ready'")
+        got = page.evaluate(EMBED, [MODEL, SENTENCES])
+        first_load = time.monotonic() - started
+        tokens = page.evaluate(TOKENIZE, [sha, manifest["max_tokens"],
+                                          SENTENCES + TRICKY])
+        page.screenshot(path=str(tmp_path / "browser-embedding.png"))
+        fetched_before_reload = list(requests)
+        requests.clear()
+        page.reload()
+        page.wait_for_function("document.title === 'ready'")
+        started = time.monotonic()
+        again = page.evaluate(EMBED, [sha, SENTENCES[:1]])
+        cached_embed = time.monotonic() - started
 
         browser_vectors = np.asarray([row["vector"] for row in got], np.float32)
         assert {row["sha256"] for row in got} == {sha}

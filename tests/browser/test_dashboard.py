@@ -119,6 +119,20 @@ def test_dashboard_shows_the_swarm_searches_asks_and_sees_a_node_die(
     first = page.locator("#hits li.hit").first.inner_text()
     assert "Wings in a slipstream" in first and "score" in first and "shard" in first, first
     assert "embedded on the node" in page.inner_text("#embedded-by")
+    keys = "(hits) => hits.map((h) => h.dataset.key)"
+    by_node = page.eval_on_selector_all("#hits li.hit", keys)
+    # the same search embedded in the browser (onnxruntime-web, the node's model file, cached
+    # by sha256): the page says which side embedded, and the hits are the node's
+    page.check("#embed-in-browser")
+    page.click("#search-button")
+    page.wait_for_function(
+        "() => document.getElementById('embedded-by').dataset.side === 'browser'",
+        timeout=180_000)
+    assert "embedded in this browser" in page.inner_text("#embedded-by")
+    by_browser = page.eval_on_selector_all("#hits li.hit", keys)
+    assert by_browser == by_node and len(by_node) > 0, (by_browser, by_node)
+    shoot(page, tmp_path, "dashboard-browser-embedding")
+    page.uncheck("#embed-in-browser")
 
     marks.append(("search", time.monotonic()))
     # an ask streams its answer (several pieces arrive before the end), then its sources

@@ -4,7 +4,7 @@ import { el, replace, shortId } from "./dom.js";
 import { postJSON, postStream } from "./api.js";
 
 function renderHits(target, hits) {
-  replace(target, hits.map((hit) => el("li", { class: "hit" },
+  replace(target, hits.map((hit) => el("li", { class: "hit", "data-key": `${hit.doc_id}#${hit.chunk}` },
     el("div", { class: "hit-head" },
       el("b", {}, hit.metadata?.title || hit.doc_id),
       el("span", { class: "score" }, `score ${Number(hit.score).toFixed(4)}`),

@@ -1,1 +1,0 @@
-from daemon_harness import prepared_models, swarm  # noqa: F401  (fixtures)
