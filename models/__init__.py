@@ -19,4 +19,6 @@ Map of the package:
   ``prepare_smollm2``, ``prepare_gemma3`` (gguf.py), ``export_checkpoint`` (export.py: any
   BERT-family checkpoint to ONNX, verified against torch; optional ``export`` extra),
   ``check_model`` (checks.py: what ``calinode models add`` verifies before installing).
+- browser_graph.py: the graph served to the browser's onnxruntime-web, emulating this CPU's
+  integer kernel where it saturates, so browser and node vectors agree.
 """

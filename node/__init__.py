@@ -29,6 +29,10 @@ all (``tests/unit/test_import_direction.py`` holds the rule and its exceptions).
   coordinator share it.
 - ``api/``: the local HTTP API (OpenAI routes included).
 - ``cli/``: the ``calinode`` command.
+- ``NodeMetrics`` (metrics.py): ``/metrics`` in the Prometheus format, one registry per node;
+  ``readiness`` (readiness.py, pure): what ``/readyz`` answers; ``doctor_rules`` (pure): the
+  verdicts of ``calinode doctor`` on a node's facts.
+- ``dashboard/``: the web dashboard served by the API: routes, login sessions, static page.
 """
 
 from importlib.metadata import PackageNotFoundError, version

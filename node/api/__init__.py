@@ -18,4 +18,6 @@ Map of the package:
 - ``inference_routes`` (inference_routes.py): ``/v1/embed``, ``/v1/generate`` and the
   OpenAI-compatible routes.
 - ``rag_routes`` (rag_routes.py): collections, ingest, search, ask and shards.
+- ``model_files_routes`` (model_files_routes.py): a served model's files by sha256 (the
+  browser's embedding); ``doctor_routes`` (doctor_routes.py): ``/v1/doctor``, ``/v1/bench``.
 """

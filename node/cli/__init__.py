@@ -18,4 +18,6 @@ Map of the package:
   list``) and the ingest progress bar from ``rich`` at a terminal, plain lines otherwise.
 - ``configure_logging`` (log_setup.py): calinode's own log lines, library chatter quiet.
 - ``python -m calinode.node.cli`` (__main__.py): the command without its console script.
+- ``cmd_dashboard`` (dashboard.py), ``cmd_doctor`` (doctor.py), ``cmd_bench`` (bench.py): the
+  dashboard's login URL, the node's diagnosis, its measured speed.
 """

@@ -14,4 +14,5 @@ Map of the package:
 - ``rank_candidates``, ``split_batch`` (routing.py): where a job runs (pure rules).
 - ``Dispatcher``, ``default_model`` (dispatch.py): embed and generate on whichever node has
   the model, batches split and retried within one deadline.
+- ``JobActivity`` (activity.py): per-kind counters of the jobs this node ran (the dashboard).
 """

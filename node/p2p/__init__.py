@@ -20,4 +20,6 @@ Map of the package:
 - ``Membership`` (membership.py): bootstrap, peer exchange, heartbeats, dead-peer detection;
   the pure decisions of a round (membership_rules.py): targets, relayed news, twin probes,
   refusal reasons, addresses.
+- ``HandshakeFailures``, ``watch_inbound_handshakes`` (reachability.py): failed inbound
+  handshakes (a peer with another swarm key), and the connection facts doctor reads.
 """

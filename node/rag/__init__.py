@@ -18,4 +18,6 @@ Map of the package:
 - plan.py (pure): deadlines, shard plans, hedging, batches and their spread over the
   embedders, the exact merge of shard answers, replication notes.
 - prompt.py (pure): the prompt of ``ask`` and chat with a collection, the no-sources reply.
+- query_vector.py (pure): a query vector from a client, checked against the collection's
+  pinned model and dimension.
 """
