@@ -101,6 +101,9 @@ def build_app(node: ApiNode, sessions: DashboardSessions | None = None) -> Starl
         return JSONResponse(node.peers())
 
     async def invite(request: Request) -> JSONResponse:
+        if not node.routable_addrs():  # the API starts before the host listens (/readyz)
+            raise CalinodeError("the node is still starting: its listen addresses are not "
+                                "known yet; try again in a moment", code=ErrorCode.OVERLOADED)
         if node.swarm_key is None:
             return JSONResponse({"invite": None, "swarm": node.swarm_mode,
                                  "bootstrap": node.routable_addrs()[:1]})
