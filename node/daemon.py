@@ -75,7 +75,7 @@ from calinode.node.rag.coordinator import Coordinator
 from calinode.node.readiness import Readiness, readiness
 from calinode.node.rejections import REASONS, Rejections
 from calinode.node.supervision import supervised
-from calinode.protocol.capabilities import Capabilities, ModelOffer
+from calinode.protocol.capabilities import MAX_LINKS, Capabilities, ModelOffer
 from calinode.protocol.errors import BadRequest, ConfigError, ErrorCode, JobError
 from calinode.protocol.ids import JOB_PROTOCOL, META_PROTOCOL, PROTOCOL_VERSION
 from calinode.protocol.messages import CapabilityRecord, Load
@@ -149,7 +149,9 @@ class Node:
             generate=tuple(ModelOffer.from_wire(m, "generate") for m in advertised["generate"]),
             index=self.index is not None, shards=held,
             # unsigned definitions (made before owners existed) stay local: peers refuse them
-            collections=tuple(d for d in self.book.all() if d.signature))
+            collections=tuple(d for d in self.book.all() if d.signature),
+            links=tuple(sorted(e.peer_id for e in self.table.alive()
+                               if self.connected(e.peer_id)))[:MAX_LINKS])
 
     def queue_depth(self) -> int:
         return sum(s.queue_depth for s in self.models.generate.values())

@@ -10,7 +10,8 @@ with it. The wire form (what :meth:`Capabilities.to_wire` writes)::
      "embed": [ModelOffer...], "generate": [ModelOffer...],   # at most MAX_MODELS each
      "index": true,                                     # hosts shard replicas
      "collections": [CollectionDef...],                 # at most MAX_COLLECTIONS
-     "shards": {"papers": {"0": "<digest>", ...}}}       # at most MAX_HELD_SHARDS in all
+     "shards": {"papers": {"0": "<digest>", ...}},      # at most MAX_HELD_SHARDS in all
+     "links": ["12D3KooW...", ...]}                     # at most MAX_LINKS peer ids
 
 Unknown top-level keys are ignored (a newer node may say more); every known key has a type and
 a bound, so whatever the record held, a node reading the view holds at most a few hundred KB
@@ -27,6 +28,7 @@ from typing import Any, Final
 from .collections import COLLECTION_NAME, MAX_SHARDS, CollectionDef
 from .errors import RemoteProtocolError
 from .validation import (
+    BASE58,
     DIGEST,
     JOB_KIND,
     MODEL_NAME,
@@ -42,6 +44,7 @@ __all__ = [
     "MAX_COLLECTIONS",
     "MAX_HELD_SHARDS",
     "MAX_JOB_KINDS",
+    "MAX_LINKS",
     "MAX_MODELS",
     "Capabilities",
     "ModelOffer",
@@ -51,6 +54,9 @@ MAX_JOB_KINDS: Final = 64
 MAX_MODELS: Final = 16
 MAX_COLLECTIONS: Final = 64
 MAX_HELD_SHARDS: Final = 1024
+#: Peers a record names as open connections (the dashboard's topology; a node with more
+#: connections names the first MAX_LINKS in order).
+MAX_LINKS: Final = 64
 _SHARD_KEY: Final = re.compile(r"0|[1-9][0-9]{0,3}")
 
 
@@ -164,6 +170,8 @@ class Capabilities:
     collections: tuple[CollectionDef, ...] = ()
     #: collection -> shard -> digest of the replicas the peer holds and has ready
     shards: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
+    #: peer ids of the swarm the peer holds an open connection to (who is connected to whom)
+    links: tuple[str, ...] = ()
 
     def models(self, kind: str) -> tuple[ModelOffer, ...]:
         """The offers of ``kind`` (``"embed"`` or ``"generate"``)."""
@@ -181,6 +189,7 @@ class Capabilities:
             "collections": [d.to_wire() for d in self.collections],
             "shards": {c: {str(s): d for s, d in sorted(per.items())}
                        for c, per in sorted(self.shards.items())},
+            "links": list(self.links),
         }
 
     @classmethod
@@ -209,5 +218,9 @@ class Capabilities:
                             _tuple("collections", data.get("collections", []), MAX_COLLECTIONS))
         if len({d.name for d in collections}) != len(collections):
             invalid("collections lists one name twice")
+        links = _tuple("links", data.get("links", []), MAX_LINKS)
+        for peer in links:
+            check_str("linked peer id", peer, max_len=128, pattern=BASE58)
         return cls(jobs=tuple(jobs), embed=embed, generate=generate, index=index,
-                   collections=collections, shards=_held_shards(data.get("shards", {})))
+                   collections=collections, shards=_held_shards(data.get("shards", {})),
+                   links=tuple(links))

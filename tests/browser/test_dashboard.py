@@ -102,6 +102,10 @@ def test_dashboard_shows_the_swarm_searches_asks_and_sees_a_node_die(
     row = page.locator(f'#peers tr[data-peer="{n1.peer_id}"]')
     assert "minilm-l6-int8" in row.inner_text() and "smollm2-135m" in row.inner_text()
     assert page.locator("#topology g.node").count() == 3
+    # who is connected to whom: n2-n3 too, which only their records tell n1
+    between = " ".join(sorted((n2.peer_id, n3.peer_id)))
+    page.wait_for_selector(f'#topology .link.connected[data-link="{between}"]')
+    assert page.locator("#topology .link.connected").count() == 3
     # the shard map: 4 shards, every one synced on (at least) its two replicas
     page.wait_for_function(  # a function, not an expression: the page's CSP forbids eval
         """() => {

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from calinode.protocol.capabilities import (
     MAX_COLLECTIONS,
     MAX_HELD_SHARDS,
+    MAX_LINKS,
     Capabilities,
     ModelOffer,
 )
@@ -132,6 +133,11 @@ def test_model_offer_with_any_value(cases: list[tuple[str, str, Any]]) -> None:
     {"embed": "minilm"},
     {"index": 1},
     {"jobs": [1]},
+    {"links": "12D3KooW"},
+    {"links": [1]},
+    {"links": ["0OIl"]},                                 # not base58
+    {"links": ["z" * 129]},
+    {"links": ["z"] * (MAX_LINKS + 1)},
 ])
 def test_poisoned_capabilities_are_refused(poison: dict[str, Any]) -> None:
     with pytest.raises(RemoteProtocolError):

@@ -8,6 +8,7 @@ from calinode.protocol.capabilities import (
     MAX_COLLECTIONS,
     MAX_HELD_SHARDS,
     MAX_JOB_KINDS,
+    MAX_LINKS,
     MAX_MODELS,
     Capabilities,
 )
@@ -30,6 +31,7 @@ from calinode.protocol.records import (
 from calinode.protocol.validation import MAX_INT64
 
 PEER = "12D3KooW" + "A" * 44
+BASE58_DIGITS = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
 def largest_capabilities() -> dict[str, object]:
@@ -60,6 +62,7 @@ def largest_capabilities() -> dict[str, object]:
         "index": True,
         "collections": collections,
         "shards": shards,
+        "links": [BASE58_DIGITS[i % 50] + BASE58_DIGITS[i // 50] * 127 for i in range(MAX_LINKS)],
     }
     Capabilities.from_wire(caps)  # it is legal
     return caps
