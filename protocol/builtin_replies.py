@@ -14,9 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .job_params import check_keys
-from .limits import DEFAULT_LIMITS
-from .validation import check_bytes, check_int, check_str, from_peer, invalid
+from .job_params import check_echo_payload, check_keys
+from .validation import check_int, from_peer, invalid
 
 __all__ = ["MAX_TIME_MS", "MIN_TIME_MS", "EchoReply", "PingReply"]
 
@@ -57,10 +56,7 @@ class EchoReply:
     _KEYS: ClassVar[frozenset[str]] = frozenset({"payload"})
 
     def __post_init__(self) -> None:
-        if isinstance(self.payload, str):
-            check_str("payload", self.payload, min_len=0, max_len=DEFAULT_LIMITS.max_str)
-        else:
-            check_bytes("payload", self.payload, max_len=DEFAULT_LIMITS.max_bin)
+        check_echo_payload(self.payload)
 
     @classmethod
     def from_wire(cls, data: object, *, sent: bytes | str | None = None) -> EchoReply:

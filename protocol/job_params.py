@@ -44,6 +44,7 @@ __all__ = [
     "GenerateParams",
     "PingParams",
     "check_collection",
+    "check_echo_payload",
     "check_finite",
     "check_json",
     "check_keys",
@@ -175,6 +176,14 @@ class PingParams:
             return cls()
 
 
+def check_echo_payload(payload: bytes | str) -> None:
+    """An echo's payload, asked or answered: a string or bytes within the codec's limits."""
+    if isinstance(payload, str):
+        check_str("payload", payload, min_len=0, max_len=DEFAULT_LIMITS.max_str)
+    else:
+        check_bytes("payload", payload, max_len=DEFAULT_LIMITS.max_bin)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class EchoParams:
     """``echo``: one payload (bytes or str) sent back as it came."""
@@ -182,10 +191,7 @@ class EchoParams:
     payload: bytes | str
 
     def __post_init__(self) -> None:
-        if isinstance(self.payload, str):
-            check_str("payload", self.payload, min_len=0, max_len=DEFAULT_LIMITS.max_str)
-        else:
-            check_bytes("payload", self.payload, max_len=DEFAULT_LIMITS.max_bin)
+        check_echo_payload(self.payload)
 
     @classmethod
     def from_wire(cls, data: object) -> EchoParams:

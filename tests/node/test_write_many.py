@@ -33,6 +33,7 @@ from calinode.protocol.ids import JOB_PROTOCOL, META_PROTOCOL
 from calinode.protocol.vectors import encode_vectors
 from hostile_peer import HostilePeer, decode_last, frame, open_hostile_peer, read_all
 from node_harness import open_nodes, wait_until
+from replica_helpers import doc_ids_of
 
 pytestmark = pytest.mark.slow
 Bootstrap = Callable[[Node], str]
@@ -58,14 +59,6 @@ def in_shard(shard: int, n: int, prefix: str = "d") -> list[str]:
     return [d for d in (f"{prefix}{i}" for i in range(1000)) if shard_of(d, SHARDS) == shard][:n]
 
 
-async def docs_in(node: Node, definition: CollectionDef) -> set[str]:
-    assert node.index is not None
-    found: set[str] = set()
-    for shard in node.index.held(ready_only=False).get(definition.name, {}):
-        found.update(await node.index.call(definition, shard, lambda s: s.doc_ids()))
-    return found
-
-
 async def test_each_shard_of_a_hostile_write_many_is_written_or_refused_alone(
     tmp_path: Path, bootstrap_of: Bootstrap
 ) -> None:
@@ -83,7 +76,7 @@ async def test_each_shard_of_a_hostile_write_many_is_written_or_refused_alone(
         answers = {a["shard"]: a for a in reply["result"]["shards"]}
         assert answers[0]["result"]["inserted"] == 2
         assert answers[1]["error"] == answers[SHARDS + 3]["error"] == "BAD_REQUEST"
-        assert await docs_in(node, definition) == set(good)
+        assert await doc_ids_of(node, definition) == set(good)
         assert node.index is not None
         before = node.index.held(ready_only=False)
         for params in (  # refused whole: nothing of it is written
@@ -95,7 +88,7 @@ async def test_each_shard_of_a_hostile_write_many_is_written_or_refused_alone(
             reply = await evil.job(node.peer_id, "shard.write_many", params)
             assert reply["t"] == "err" and reply["code"] == "BAD_REQUEST", reply
         assert node.index.held(ready_only=False) == before
-        assert await docs_in(node, definition) == set(good)
+        assert await doc_ids_of(node, definition) == set(good)
         assert (await evil.job(node.peer_id, "ping", {}))["t"] == "res"
 
 
@@ -181,5 +174,5 @@ async def test_a_hostile_owners_write_many_reply_is_one_failed_replica(
             assert {d.doc_id for d in settled} == set(ids)
             assert not any(d.acknowledged for d in settled), mode  # 1 of the 2 replicas
             assert {d.outcome for d in settled} == {"SHARD_UNAVAILABLE"}, mode
-            assert set(ids) <= await docs_in(node, definition)  # the honest copy is written
+            assert set(ids) <= await doc_ids_of(node, definition)  # the honest copy is written
         assert (await evil.job(node.peer_id, "ping", {}))["t"] == "res"
