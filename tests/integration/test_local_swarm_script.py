@@ -142,7 +142,7 @@ def test_systemd_unit() -> None:
     unit = _parse_unit((DEPLOY / "calinode.service").read_text(encoding="utf-8"))
     service = unit["Service"]
     assert service["Restart"] == ["always"]
-    assert service["ExecStart"] == ["/usr/local/bin/calinode start"]
+    assert service["ExecStart"] == ["/opt/calinode/bin/calinode start"]  # deploy/install.sh
     assert service["User"] == ["calinode"]
     assert service["StateDirectory"] == ["calinode"]
     assert "CALINODE_HOME=/var/lib/calinode" in service["Environment"]
@@ -168,7 +168,7 @@ def test_dockerfile() -> None:
     assert "FROM python:3.11-slim" in lines
     assert "build-essential" in text
     assert "cmake" in text
-    assert "pip install" in text
+    assert "deploy/install.sh /opt/calinode" in text  # the one install recipe
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0"), "the daemon must not run as root"
     assert "ENV CALINODE_HOME=/data" in lines
