@@ -62,9 +62,13 @@ def content_text(content: Any, *, model: str, where: str) -> Any:
             raise BadRequest(f"model {model!r} reads text only: content part {at} of type "
                              f"{kind!r} is not supported")
         if kind != "text":
-            shown = kind if isinstance(kind, str) else type(part).__name__
+            if isinstance(part, dict):
+                shown = (f"type {kind[:40]!r}" if isinstance(kind, str)
+                         else "an object without a string 'type'")
+            else:
+                shown = f"a {type(part).__name__}"
             raise BadRequest(f"content part {at} must be {{'type': 'text', 'text': ...}}, "
-                             f"not {shown[:40]!r}")
+                             f"not {shown}")
         text = part.get("text")
         if not isinstance(text, str):
             raise BadRequest(f"content part {at} needs a string 'text'")
