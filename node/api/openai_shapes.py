@@ -145,13 +145,18 @@ def completion_params(body: dict[str, Any], default_model: str) -> dict[str, Any
     """The generate params (wire form, for the ``GenerateParams`` view) of a
     ``/v1/completions`` request: ``prompt`` (one string), ``max_tokens`` (16 when absent, as
     on OpenAI), ``temperature``, ``top_p``, ``seed``, ``stop``. Fields that would change the
-    answer and that the swarm cannot honour are refused by name."""
+    answer and that the swarm cannot honour are refused by name; their neutral values
+    (``echo: false``, ``n: 1``, a zero penalty...) pass, since clients send them by default."""
     _refuse_unless(body, "echo", [False], "the answer never repeats the prompt; "
                    "prepend it yourself")
     _refuse_unless(body, "suffix", [""], "no model served here does fill-in-the-middle")
     _refuse_unless(body, "n", [1], "one completion per request; send several requests")
     _refuse_unless(body, "best_of", [1], "one completion per request")
     _refuse_unless(body, "logprobs", [], "log-probabilities are not returned here")
+    for penalty in ("presence_penalty", "frequency_penalty"):
+        value = body.get(penalty)
+        if value is not None and (isinstance(value, bool) or value != 0):
+            raise BadRequest(f"{penalty} is not supported on /v1/completions (only 0)")
     bias = body.get("logit_bias")
     if bias not in (None, {}):
         raise BadRequest("logit_bias is not supported on /v1/completions")

@@ -111,7 +111,8 @@ def test_system_fingerprint_names_the_model_file_and_the_version() -> None:
 def test_completion_params_take_openai_fields_and_default_to_16_tokens() -> None:
     params = completion_params({"prompt": "Once", "temperature": 0.2, "top_p": 0.5, "seed": 4,
                                 "stop": "\n", "echo": False, "n": 1, "best_of": 1,
-                                "logit_bias": {}, "suffix": None}, "gen")
+                                "logit_bias": {}, "suffix": None, "presence_penalty": 0,
+                                "frequency_penalty": 0.0, "user": "u1"}, "gen")
     assert params == {"model": "gen", "prompt": "Once", "max_tokens": COMPLETION_MAX_TOKENS,
                       "temperature": 0.2, "top_p": 0.5, "seed": 4, "stop": "\n"}
     assert COMPLETION_MAX_TOKENS == 16
@@ -128,6 +129,9 @@ def test_completion_params_take_openai_fields_and_default_to_16_tokens() -> None
     ({"logprobs": 2}, "logprobs"),
     ({"logprobs": 0}, "logprobs"),
     ({"logit_bias": {"50256": -100}}, "logit_bias"),
+    ({"presence_penalty": 0.5}, "presence_penalty"),
+    ({"frequency_penalty": "x"}, "frequency_penalty"),
+    ({"frequency_penalty": False}, "frequency_penalty"),
     ({"prompt": ["a", "b"]}, "one string"),
     ({"prompt": [1, 2, 3]}, "one string"),
     ({"prompt": None}, "prompt must be a string"),
