@@ -6,10 +6,12 @@ reasons; ``node/readiness.py``), ``GET /metrics`` (Prometheus text, token needed
 (``{"peer_id", "count"}``), ``POST /v1/jobs`` (``{"peer_id", "kind", "params", "timeout"}``),
 the model files for the browser (``node/api/model_files_routes.py``) and the dashboard
 (``node/dashboard/routes.py``: ``/``, ``/login``, ``/static/*``, ``/v1/activity``),
-``GET /v1/doctor`` and ``POST /v1/bench`` (``doctor_routes.py``).
-Every error is JSON, ``{"error": {"code", "message", "type"}}``, with an HTTP status derived
-from the code (``node/api/errors.py``): an exception group is collapsed into its ``CalinodeError``
-(``protocol/errors.py``), and a bug is a 500 ``INTERNAL`` with a JSON body too.
+``GET /v1/doctor`` and ``POST /v1/bench`` (``doctor_routes.py``), and the OpenAI-compatible
+routes (``inference_routes.py``, ``openai_routes.py``).
+Every error is JSON, ``{"error": {"code", "message", "type"}}``, an unknown route (404
+``NOT_FOUND``) and a wrong method (405 ``METHOD_NOT_ALLOWED``) included, with an HTTP status
+derived from the code (``node/api/errors.py``): an exception group is collapsed into its
+``CalinodeError`` (``protocol/errors.py``), and a bug is a 500 ``INTERNAL`` with a JSON body too.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from calinode.node.api.errors import error_response
 from calinode.node.api.guard import ApiGuard, read_json
 from calinode.node.api.inference_routes import inference_routes
 from calinode.node.api.model_files_routes import model_files_routes
+from calinode.node.api.openai_routes import openai_routes
 from calinode.node.api.rag_routes import rag_routes
 from calinode.node.dashboard.routes import dashboard_routes
 from calinode.node.dashboard.sessions import DashboardSessions
@@ -136,6 +139,7 @@ def build_app(node: ApiNode, sessions: DashboardSessions | None = None) -> Starl
             Route("/v1/ping", ping, methods=["POST"]),
             Route("/v1/jobs", jobs, methods=["POST"]),
             *inference_routes(node),
+            *openai_routes(node),
             *rag_routes(node),
             *model_files_routes(node),
             *dashboard_routes(node, sessions),

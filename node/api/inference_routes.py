@@ -7,7 +7,9 @@ Native: ``POST /v1/embed`` (``{model, texts, input_type, dimensions, timeout}`` 
 
 OpenAI-compatible: ``POST /v1/embeddings``, ``POST /v1/chat/completions`` (``stream: true``
 gives server-sent events ending in ``data: [DONE]``) and ``GET /v1/models`` (every model
-reachable in the swarm). Responses add ``served_by``.
+reachable in the swarm); ``openai_routes.py`` adds ``GET /v1/models/{id}`` and
+``POST /v1/completions``, and checks the model before a chat answer starts (the same 404 with or
+without ``stream``). Responses add ``served_by``.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
-import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,8 @@ from starlette.routing import Route
 from calinode.node.api.bodies import integer, request_deadline
 from calinode.node.api.guard import read_json
 from calinode.node.api.json_response import FastJSONResponse
+from calinode.node.api.openai_routes import models_catalog, open_frame
+from calinode.node.api.openai_shapes import ResponseFrame, chat_messages, usage
 from calinode.node.api.streaming import Answer, AnswerEndpoint, Emit
 from calinode.node.inference.jobs import INPUT_TYPES, generate_request, texts_param
 from calinode.node.jobs.dispatch import default_model
@@ -86,23 +88,14 @@ async def openai_embeddings(node: ApiNode, request: Request) -> JSONResponse:
 
 
 def models_listing(node: ApiNode) -> JSONResponse:
-    found: dict[str, dict[str, Any]] = {}
-    sources = [(node.peer_id, node.capabilities())]
-    sources += [(e.peer_id, e.caps) for e in node.table.alive()]
-    for peer_id, caps in sources:
-        for kind in ("embed", "generate"):
-            for model in caps.models(kind):
-                row = found.setdefault(model.name, {
-                    "id": model.name, "object": "model", "created": 0,
-                    "owned_by": "calinode", "kind": kind, "sha256": model.sha256,
-                    "peers": []})
-                row["peers"].append(peer_id)
+    found = models_catalog(node)
     return JSONResponse({"object": "list", "data": sorted(found.values(), key=lambda m: m["id"])})
 
 
 def _openai_to_params(node: ApiNode, body: dict[str, Any]) -> dict[str, Any]:
-    params: dict[str, Any] = {"model": body.get("model") or default_model(node, "generate"),
-                              "messages": body.get("messages")}
+    model = body.get("model") or default_model(node, "generate")
+    params: dict[str, Any] = {"model": model,
+                              "messages": chat_messages(body.get("messages"), str(model))}
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is not None:
         params["max_tokens"] = max_tokens
@@ -136,9 +129,8 @@ class Generation:
 
     async def augment(self, body: dict[str, Any]) -> None:
         """Retrieval-augmented chat: the coordinator's retrieval, within the deadline."""
-        messages = body.get("messages")
-        users = [m for m in messages or [] if isinstance(m, dict) and m.get("role") == "user"]
-        if not users or not isinstance(users[-1].get("content"), str):
+        users = [m for m in self.params.messages or () if m.role == "user"]
+        if not users:
             raise BadRequest("a retrieval-augmented chat needs a user message (the question)")
         k = integer(body, "k", 5)
         collection = body["collection"]
@@ -146,7 +138,7 @@ class Generation:
             raise BadRequest("collection must be a string")
         coordinator = self.node.coordinator
         augmented, self.sources, found = await coordinator.rag_messages(
-            collection, users[-1]["content"], k=k, deadline=self.deadline)
+            collection, users[-1].content, k=k, deadline=self.deadline)
         self.params = dataclasses.replace(
             self.params, messages=tuple(ChatMessage(**m) for m in augmented))
         if not self.sources:
@@ -186,15 +178,16 @@ def chat_endpoint(node: ApiNode) -> AnswerEndpoint:
         deadline = request_deadline(body)
         stream = body.get("stream", False) is True
         params = generate_request(dict(_openai_to_params(node, body), stream=stream))
+        frame = open_frame(node, body, params.model, stream=stream, prefix="chatcmpl")
         generation = Generation(node, params, deadline)
         if body.get("collection") is not None:
             await generation.augment(body)
 
         async def whole() -> dict[str, Any]:
-            payload = _completion(generation.params.model, await generation.run())
+            payload = _completion(frame, await generation.run())
             return _with_sources(payload, generation.sources)
 
-        return Answer(whole=whole, pieces=functools.partial(_chat_pieces, generation),
+        return Answer(whole=whole, pieces=functools.partial(_chat_pieces, generation, frame),
                       stream=stream, sse=True)
 
     return AnswerEndpoint(prepare)
@@ -208,26 +201,21 @@ def _with_sources(payload: dict[str, Any], sources: list[dict[str, Any]] | None
     return payload
 
 
-def _completion(model: str, result: dict[str, Any]) -> dict[str, Any]:
-    usage = result["usage"]
+def _completion(frame: ResponseFrame, result: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
-        "created": int(time.time()), "model": model,
+        **frame.header("chat.completion"),
         "choices": [{"index": 0, "finish_reason": result["finish_reason"],
                      "message": {"role": "assistant", "content": result["text"]}}],
-        "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
-        "served_by": result["served_by"]}
+        "usage": usage(result), "served_by": result["served_by"]}
 
 
-async def _chat_pieces(generation: Generation, emit: Emit) -> None:
+async def _chat_pieces(generation: Generation, frame: ResponseFrame, emit: Emit) -> None:
     """The chat answer as ``chat.completion.chunk`` events: the role with the first text,
-    then the finish reason, ``served_by`` and the sources in the last."""
-    chat_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    created = int(time.time())
+    then the finish reason, ``served_by`` and the sources in the last; then, when
+    ``stream_options.include_usage`` asked for it, the usage chunk."""
 
     def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
-        return {"id": chat_id, "object": "chat.completion.chunk", "created": created,
-                "model": generation.params.model,
+        return {**frame.header("chat.completion.chunk"),
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
     first = True
@@ -242,6 +230,8 @@ async def _chat_pieces(generation: Generation, emit: Emit) -> None:
     final = chunk({}, result["finish_reason"])
     final["served_by"] = result["served_by"]
     await emit(_with_sources(final, generation.sources))
+    if frame.include_usage:
+        await emit(frame.usage_chunk("chat.completion.chunk", result))
 
 
 def inference_routes(node: ApiNode) -> list[Route]:
