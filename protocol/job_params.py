@@ -35,8 +35,12 @@ from .validation import invalid as invalid
 
 __all__ = [
     "INPUT_TYPES",
+    "MAX_CHOICES",
     "MAX_FETCH_IDS",
+    "MAX_GRAMMAR_CHARS",
     "MAX_K",
+    "MAX_LOGPROB_TOKENS",
+    "MAX_TOP_LOGPROBS",
     "ChatMessage",
     "EchoParams",
     "EmbedChunksParams",
@@ -63,6 +67,16 @@ MAX_PROMPT_CHARS: Final = 1_000_000
 MAX_STOP: Final = 8
 MAX_STOP_CHARS: Final = 256
 MAX_GENERATE_TOKENS: Final = 1 << 20
+#: Longest GBNF grammar a ``generate`` may constrain decoding with (a JSON schema's grammar).
+MAX_GRAMMAR_CHARS: Final = 65_536
+#: Most independent samples (OpenAI's ``n``) one ``generate`` may ask for.
+MAX_CHOICES: Final = 8
+#: Most alternatives per token (OpenAI's ``top_logprobs``).
+MAX_TOP_LOGPROBS: Final = 20
+#: Most generated tokens (over all choices) a ``generate`` with logprobs may ask for: each
+#: costs up to ``3 * (MAX_TOP_LOGPROBS + 1) + 2`` msgpack objects in the reply, and the whole
+#: reply must stay well inside one frame's ``max_objects``.
+MAX_LOGPROB_TOKENS: Final = 2048
 #: Most hits per query asked of one shard.
 MAX_K: Final = 1000
 #: Most chunk ids one ``shard.fetch`` request may ask for (the holder pages its reply).
@@ -280,7 +294,14 @@ class ChatMessage:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class GenerateParams:
-    """``generate``: exactly one of ``messages`` (chat) or ``prompt`` (completion)."""
+    """``generate``: exactly one of ``messages`` (chat) or ``prompt`` (completion).
+
+    Sampling extras (issue 15), written on the wire only when asked for, so a plain request
+    still reads the same to a node that predates them: ``grammar`` (GBNF text, at most
+    :data:`MAX_GRAMMAR_CHARS`, constraining decoding: structured output), ``n`` (1 to
+    :data:`MAX_CHOICES` independent samples), ``logprobs`` and ``top_logprobs`` (0 to
+    :data:`MAX_TOP_LOGPROBS` alternatives per token; needs ``logprobs``). With logprobs,
+    ``n * max_tokens`` is at most :data:`MAX_LOGPROB_TOKENS` (the reply's size)."""
 
     model: str
     messages: tuple[ChatMessage, ...] | None = None
@@ -291,6 +312,10 @@ class GenerateParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     stream: bool = False
+    grammar: str | None = None
+    n: int = 1
+    logprobs: bool = False
+    top_logprobs: int = 0
 
     def __post_init__(self) -> None:
         _model(self.model)
@@ -311,10 +336,22 @@ class GenerateParams:
         for s in self.stop:
             check_str("stop", s, max_len=MAX_STOP_CHARS)
         check_instance("stream", self.stream, bool)
+        if self.grammar is not None:
+            check_str("grammar", self.grammar, max_len=MAX_GRAMMAR_CHARS)
+        check_int("n", self.n, lo=1, hi=MAX_CHOICES)
+        check_instance("logprobs", self.logprobs, bool)
+        check_int("top_logprobs", self.top_logprobs, lo=0, hi=MAX_TOP_LOGPROBS)
+        if self.top_logprobs and not self.logprobs:
+            invalid("top_logprobs needs logprobs")
+        if self.stream and (self.n > 1 or self.logprobs):
+            invalid("n > 1 and logprobs are answered whole, not streamed: drop stream")
+        if self.logprobs and self.n * self.max_tokens > MAX_LOGPROB_TOKENS:
+            invalid(f"with logprobs, n * max_tokens must be at most {MAX_LOGPROB_TOKENS}, "
+                    f"is {self.n * self.max_tokens}")
 
     _KEYS: ClassVar[frozenset[str]] = frozenset(
-        {"model", "messages", "prompt", "max_tokens", "temperature",
-                              "top_p", "seed", "stop", "stream"})
+        {"model", "messages", "prompt", "max_tokens", "temperature", "top_p", "seed", "stop",
+         "stream", "grammar", "n", "logprobs", "top_logprobs"})
 
     @classmethod
     def from_wire(cls, data: object) -> GenerateParams:
@@ -337,7 +374,9 @@ class GenerateParams:
                                                 lo=0.0, hi=100.0),
                        top_p=check_finite("top_p", wire.get("top_p", 0.95), lo=0.0, hi=1.0),
                        seed=wire.get("seed"), stop=tuple(stop),
-                       stream=wire.get("stream", False))
+                       stream=wire.get("stream", False), grammar=wire.get("grammar"),
+                       n=wire.get("n", 1), logprobs=wire.get("logprobs", False),
+                       top_logprobs=wire.get("top_logprobs", 0))
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens,
@@ -349,4 +388,11 @@ class GenerateParams:
             out["prompt"] = self.prompt
         if self.seed is not None:
             out["seed"] = self.seed
+        if self.grammar is not None:
+            out["grammar"] = self.grammar
+        if self.n != 1:
+            out["n"] = self.n
+        if self.logprobs:
+            out["logprobs"] = True
+            out["top_logprobs"] = self.top_logprobs
         return out

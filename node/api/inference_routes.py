@@ -26,8 +26,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from calinode.node.api.bodies import integer, request_deadline
+from calinode.node.api.chat_choices import chat_choices
 from calinode.node.api.guard import read_json
 from calinode.node.api.json_response import FastJSONResponse
+from calinode.node.api.sampling_body import sampling_params
 from calinode.node.api.streaming import Answer, AnswerEndpoint, Emit
 from calinode.node.inference.jobs import INPUT_TYPES, generate_request, texts_param
 from calinode.node.jobs.dispatch import default_model
@@ -109,6 +111,7 @@ def _openai_to_params(node: ApiNode, body: dict[str, Any]) -> dict[str, Any]:
     for key in ("temperature", "top_p", "seed", "stop"):
         if body.get(key) is not None:
             params[key] = body[key]
+    params.update(sampling_params(body))  # response_format, n, logprobs, top_logprobs
     return params
 
 
@@ -213,8 +216,7 @@ def _completion(model: str, result: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
         "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "finish_reason": result["finish_reason"],
-                     "message": {"role": "assistant", "content": result["text"]}}],
+        "choices": chat_choices(result),
         "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
         "served_by": result["served_by"]}
 
