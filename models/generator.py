@@ -14,6 +14,11 @@ sequence), ``"length"`` (``max_tokens`` or the context is full) or ``"cancelled"
 Sampling matches llama-cpp-python's (same sampler chain, seed set per call), so a seeded stream
 equals ``Llama.create_chat_completion`` with the same settings (see :data:`SAMPLER_DEFAULTS`).
 
+Structured output: ``params.json_schema`` constrains decoding with the grammar
+:mod:`calinode.models.json_grammar` builds from the schema (checked before the stream starts).
+``params.logprobs``: every chunk carries the :class:`TokenLogprob` of the tokens it covers
+(their log-probability under the raw logits, and the ``top_logprobs`` likeliest tokens).
+
 Chat prompts are rendered with the GGUF's own chat template (``manifest.chat_format`` None) or
 one of llama-cpp-python's named formats (:data:`CHAT_FORMATTERS`). A base model
 (``manifest.chat`` False and no ``chat_format``) only takes completion prompts. A stream stops
@@ -42,9 +47,10 @@ import numpy as np
 from llama_cpp import llama_chat_format
 from llama_cpp.llama_grammar import LlamaGrammar
 
+from calinode.models.json_grammar import schema_grammar
 from calinode.models.manifest import ModelManifest
 from calinode.protocol.errors import ConfigError, ErrorCode, JobError
-from calinode.protocol.job_params import MAX_GRAMMAR_CHARS, MAX_TOP_LOGPROBS
+from calinode.protocol.job_params import MAX_TOP_LOGPROBS
 from calinode.protocol.job_replies import MAX_TOKEN_BYTES, TokenLogprob
 
 FinishReason = Literal["stop", "length", "cancelled"]
@@ -84,8 +90,9 @@ class GenerationParams:
     top_p: float = 0.95
     seed: int | None = None
     stop: tuple[str, ...] = ()
-    #: GBNF grammar constraining decoding (structured output); checked when a stream starts
-    grammar: str | None = None
+    #: JSON schema (JSON text) the output must validate against: decoding is constrained by
+    #: the grammar :func:`~calinode.models.json_grammar.schema_grammar` builds from it
+    json_schema: str | None = None
     #: record each token's log-probability, and its ``top_logprobs`` likeliest alternatives
     logprobs: bool = False
     top_logprobs: int = 0
@@ -105,10 +112,8 @@ class GenerationParams:
         if not all(isinstance(s, str) and s for s in stop):
             raise _bad_request("stop sequences must be non-empty strings")
         object.__setattr__(self, "stop", stop)
-        if self.grammar is not None and (not isinstance(self.grammar, str)
-                                         or len(self.grammar) > MAX_GRAMMAR_CHARS):
-            raise _bad_request(f"grammar must be a string of at most {MAX_GRAMMAR_CHARS} "
-                               "characters")
+        if self.json_schema is not None and not isinstance(self.json_schema, str):
+            raise _bad_request("json_schema must be JSON text")
         if not isinstance(self.logprobs, bool):
             raise _bad_request("logprobs must be true or false")
         if (not _is_int(self.top_logprobs)
@@ -351,14 +356,17 @@ class GgufGenerator:
         if params.max_tokens > self.n_ctx:
             raise _bad_request(f"max_tokens {params.max_tokens} exceeds the context of "
                                f"{self.manifest.name} ({self.n_ctx} tokens)")
-        if params.grammar is not None:
-            self._check_grammar(params.grammar)
-        return self._stream(tokens, [s for s in stops if s], params, cancel or threading.Event())
+        grammar = None
+        if params.json_schema is not None:
+            grammar = schema_grammar(params.json_schema)
+            self._check_grammar(grammar)
+        return self._stream(tokens, [s for s in stops if s], params, grammar,
+                            cancel or threading.Event())
 
     def _check_grammar(self, grammar: str) -> None:
         """Parse ``grammar`` with llama.cpp once before use: llama-cpp-python adds the
         grammar sampler to its chain without checking that llama.cpp built one, and a NULL
-        sampler in the chain would crash the process (a peer may send any text)."""
+        sampler in the chain would crash the process."""
         sampler = llama_cpp.llama_sampler_init_grammar(
             self._vocab, grammar.encode("utf-8"), b"root")
         if not sampler:
@@ -371,11 +379,12 @@ class GgufGenerator:
         tokens: list[int],
         stops: list[str],
         params: GenerationParams,
+        grammar: str | None,
         cancel: threading.Event,
     ) -> Iterator[GenerationChunk]:
         with self._lock:
             budget = min(params.max_tokens, self.n_ctx - len(tokens))
-            samples = self._sample(tokens, params, budget, cancel)
+            samples = self._sample(tokens, params, grammar, budget, cancel)
             try:
                 yield from self._decode(samples, stops, len(tokens))
             finally:
@@ -415,6 +424,7 @@ class GgufGenerator:
         self,
         tokens: list[int],
         params: GenerationParams,
+        grammar_text: str | None,
         budget: int,
         cancel: threading.Event,
     ) -> Generator[Sample | None, None, None]:
@@ -424,8 +434,8 @@ class GgufGenerator:
         reset: Callable[[], None] = self._llm.reset  # untyped upstream
         reset()  # evaluate the whole prompt each time: the same logits, the same tokens
         self._llm.set_seed(llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed)
-        grammar = (None if params.grammar is None
-                   else LlamaGrammar.from_string(params.grammar, verbose=False))
+        grammar = (None if grammar_text is None
+                   else LlamaGrammar.from_string(grammar_text, verbose=False))
         generation = self._llm.generate(
             tokens, temp=params.temperature, top_p=params.top_p, grammar=grammar,
             **SAMPLER_DEFAULTS,

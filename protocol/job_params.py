@@ -23,6 +23,7 @@ kind                   view
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,9 +38,9 @@ __all__ = [
     "INPUT_TYPES",
     "MAX_CHOICES",
     "MAX_FETCH_IDS",
-    "MAX_GRAMMAR_CHARS",
-    "MAX_K",
+        "MAX_K",
     "MAX_LOGPROB_TOKENS",
+    "MAX_SCHEMA_CHARS",
     "MAX_TOP_LOGPROBS",
     "ChatMessage",
     "EchoParams",
@@ -67,8 +68,8 @@ MAX_PROMPT_CHARS: Final = 1_000_000
 MAX_STOP: Final = 8
 MAX_STOP_CHARS: Final = 256
 MAX_GENERATE_TOKENS: Final = 1 << 20
-#: Longest GBNF grammar a ``generate`` may constrain decoding with (a JSON schema's grammar).
-MAX_GRAMMAR_CHARS: Final = 65_536
+#: Longest JSON schema (compact JSON text) a ``generate`` may constrain its output with.
+MAX_SCHEMA_CHARS: Final = 16_384
 #: Most independent samples (OpenAI's ``n``) one ``generate`` may ask for.
 MAX_CHOICES: Final = 8
 #: Most alternatives per token (OpenAI's ``top_logprobs``).
@@ -158,6 +159,18 @@ def check_json(name: str, value: object, depth: int = 0) -> None:
             check_json(name, item, depth + 1)
         return
     invalid(f"{name} holds a {type(value).__name__}, not a JSON value")
+
+
+def check_schema_text(value: object) -> None:
+    """``value`` is a JSON object as text of at most ``MAX_SCHEMA_CHARS`` characters (what it
+    says as a schema is checked where it is used, ``models/json_grammar.py``)."""
+    check_str("json_schema", value, max_len=MAX_SCHEMA_CHARS)
+    try:
+        schema = json.loads(str(value))
+    except (ValueError, RecursionError):
+        invalid("json_schema is not JSON text")
+    if not isinstance(schema, dict):
+        invalid("json_schema must be a JSON object")
 
 
 def _model(value: object) -> None:
@@ -297,11 +310,14 @@ class GenerateParams:
     """``generate``: exactly one of ``messages`` (chat) or ``prompt`` (completion).
 
     Sampling extras (issue 15), written on the wire only when asked for, so a plain request
-    still reads the same to a node that predates them: ``grammar`` (GBNF text, at most
-    :data:`MAX_GRAMMAR_CHARS`, constraining decoding: structured output), ``n`` (1 to
+    still reads the same to a node that predates them: ``json_schema`` (structured output: a
+    JSON schema as compact JSON text of at most :data:`MAX_SCHEMA_CHARS`, a JSON object; the
+    serving node turns it into the grammar that constrains decoding, never taking grammar
+    text from a peer, see ``models/json_grammar.py``), ``n`` (1 to
     :data:`MAX_CHOICES` independent samples), ``logprobs`` and ``top_logprobs`` (0 to
     :data:`MAX_TOP_LOGPROBS` alternatives per token; needs ``logprobs``). With logprobs,
-    ``n * max_tokens`` is at most :data:`MAX_LOGPROB_TOKENS` (the reply's size)."""
+    ``n * max_tokens`` is at most :data:`MAX_LOGPROB_TOKENS` (the reply's size). ``n > 1``
+    and logprobs are answered whole, never streamed."""
 
     model: str
     messages: tuple[ChatMessage, ...] | None = None
@@ -312,7 +328,7 @@ class GenerateParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     stream: bool = False
-    grammar: str | None = None
+    json_schema: str | None = None
     n: int = 1
     logprobs: bool = False
     top_logprobs: int = 0
@@ -336,8 +352,8 @@ class GenerateParams:
         for s in self.stop:
             check_str("stop", s, max_len=MAX_STOP_CHARS)
         check_instance("stream", self.stream, bool)
-        if self.grammar is not None:
-            check_str("grammar", self.grammar, max_len=MAX_GRAMMAR_CHARS)
+        if self.json_schema is not None:
+            check_schema_text(self.json_schema)
         check_int("n", self.n, lo=1, hi=MAX_CHOICES)
         check_instance("logprobs", self.logprobs, bool)
         check_int("top_logprobs", self.top_logprobs, lo=0, hi=MAX_TOP_LOGPROBS)
@@ -351,7 +367,7 @@ class GenerateParams:
 
     _KEYS: ClassVar[frozenset[str]] = frozenset(
         {"model", "messages", "prompt", "max_tokens", "temperature", "top_p", "seed", "stop",
-         "stream", "grammar", "n", "logprobs", "top_logprobs"})
+         "stream", "json_schema", "n", "logprobs", "top_logprobs"})
 
     @classmethod
     def from_wire(cls, data: object) -> GenerateParams:
@@ -374,7 +390,7 @@ class GenerateParams:
                                                 lo=0.0, hi=100.0),
                        top_p=check_finite("top_p", wire.get("top_p", 0.95), lo=0.0, hi=1.0),
                        seed=wire.get("seed"), stop=tuple(stop),
-                       stream=wire.get("stream", False), grammar=wire.get("grammar"),
+                       stream=wire.get("stream", False), json_schema=wire.get("json_schema"),
                        n=wire.get("n", 1), logprobs=wire.get("logprobs", False),
                        top_logprobs=wire.get("top_logprobs", 0))
 
@@ -388,8 +404,8 @@ class GenerateParams:
             out["prompt"] = self.prompt
         if self.seed is not None:
             out["seed"] = self.seed
-        if self.grammar is not None:
-            out["grammar"] = self.grammar
+        if self.json_schema is not None:
+            out["json_schema"] = self.json_schema
         if self.n != 1:
             out["n"] = self.n
         if self.logprobs:

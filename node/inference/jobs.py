@@ -73,7 +73,7 @@ def register_inference_jobs(registry: JobRegistry, models: LocalModels) -> None:
             settings = GenerationParams(
                 max_tokens=request.max_tokens, temperature=request.temperature,
                 top_p=request.top_p, seed=derive_seed(request.seed, index), stop=request.stop,
-                grammar=request.grammar, logprobs=request.logprobs,
+                json_schema=request.json_schema, logprobs=request.logprobs,
                 top_logprobs=request.top_logprobs)
             pieces: list[str] = []
 
