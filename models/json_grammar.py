@@ -151,11 +151,12 @@ def _check_literal(value: object, where: str) -> None:
     if isinstance(value, str):
         for char in value:
             code = ord(char)
-            if code < 0x20 or 0x7F <= code < 0xA0 or code > 0xFFFF or char in '"\\':
+            if (code < 0x20 or 0x7F <= code < 0xA0 or 0xD800 <= code < 0xE000 or code > 0xFFFF
+                    or char in '"\\'):
                 raise BadSchema(f"response_format schema: {where} holds the character "
                                 f"U+{code:04X}, which structured output cannot enforce "
-                                "(no control characters, quotes, backslashes or characters "
-                                "beyond U+FFFF in const, enum or property names)")
+                                "(no control characters, quotes, backslashes, surrogates or "
+                                "characters beyond U+FFFF in const, enum or property names)")
     elif isinstance(value, list):
         for item in value:
             _check_literal(item, where)

@@ -62,6 +62,7 @@ def test_fields_become_generate_params() -> None:
     (schema_format({"const": "a\u0000b"}), "U+0000"),
     (schema_format({"enum": ["ok", "\U0001F600"]}), "U+1F600"),
     (schema_format({"enum": ['say "hi"']}), "U+0022"),
+    (schema_format({"enum": ["\ud83d"]}), "U+D83D"),
     (schema_format({"properties": {"a\\b": {"type": "string"}}}), "U+005C"),
     (schema_format({"type": "object", "properties": {
         f"p{i}": {"type": "string"} for i in range(65)}}), "more than 64"),
