@@ -167,6 +167,8 @@ def _generate_endpoint(node: ApiNode) -> AnswerEndpoint:
         params = dict(body)
         params.setdefault("model", default_model(node, "generate"))
         generation = Generation(node, generate_request(dict(params, stream=stream)), deadline)
+        if generation.params.logprobs:  # raw token bytes: OpenAI's shape is the chat route's
+            raise BadRequest("logprobs are answered by POST /v1/chat/completions")
 
         async def pieces(emit: Emit) -> None:
             async def on_text(text: str) -> None:
