@@ -9,7 +9,9 @@ Map of the package:
 - ``OnnxEmbedder``, ``EmbedResult`` (embedder.py): ONNX Runtime + tokenizers; bucketing,
   pooling, normalization, prefixes, ``dimensions``.
 - ``GgufGenerator``, ``GenerationParams`` (generator.py): llama.cpp chat and completion with
-  token streaming and cancellation.
+  token streaming and cancellation, structured output and logprobs.
+- ``schema_grammar`` (json_grammar.py): a JSON schema as the GBNF grammar of structured
+  output, via llama.cpp's converter, refusing by name what it would not enforce.
 - ``ensure_models`` (defaults.py): the embedded defaults, prepared from PyPI packages when
   missing (by :mod:`calinode.models.prepare`).
 - ``store/``: ``ShardStore`` (store/shard_store.py): one shard replica: SQLite (the truth,

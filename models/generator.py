@@ -14,6 +14,11 @@ sequence), ``"length"`` (``max_tokens`` or the context is full) or ``"cancelled"
 Sampling matches llama-cpp-python's (same sampler chain, seed set per call), so a seeded stream
 equals ``Llama.create_chat_completion`` with the same settings (see :data:`SAMPLER_DEFAULTS`).
 
+Structured output: ``params.json_schema`` constrains decoding with the grammar
+:mod:`calinode.models.json_grammar` builds from the schema (checked before the stream starts).
+``params.logprobs``: every chunk carries the :class:`TokenLogprob` of the tokens it covers
+(their log-probability under the raw logits, and the ``top_logprobs`` likeliest tokens).
+
 Chat prompts are rendered with the GGUF's own chat template (``manifest.chat_format`` None) or
 one of llama-cpp-python's named formats (:data:`CHAT_FORMATTERS`). A base model
 (``manifest.chat`` False and no ``chat_format``) only takes completion prompts. A stream stops
@@ -38,12 +43,19 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import llama_cpp
+import numpy as np
 from llama_cpp import llama_chat_format
+from llama_cpp.llama_grammar import LlamaGrammar
 
+from calinode.models.json_grammar import schema_grammar
 from calinode.models.manifest import ModelManifest
 from calinode.protocol.errors import ConfigError, ErrorCode, JobError
+from calinode.protocol.job_params import MAX_TOP_LOGPROBS
+from calinode.protocol.job_replies import MAX_TOKEN_BYTES, TokenLogprob
 
 FinishReason = Literal["stop", "length", "cancelled"]
+#: a sampled token, and its logprobs when they were asked for
+Sample = tuple[int, "TokenLogprob | None"]
 ROLES = frozenset({"system", "user", "assistant"})
 MAX_STOP_SEQUENCES = 8
 MAX_SEED = 0xFFFF_FFFE  # 0xFFFFFFFF is llama.cpp's "random seed"
@@ -78,6 +90,12 @@ class GenerationParams:
     top_p: float = 0.95
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    #: JSON schema (JSON text) the output must validate against: decoding is constrained by
+    #: the grammar :func:`~calinode.models.json_grammar.schema_grammar` builds from it
+    json_schema: str | None = None
+    #: record each token's log-probability, and its ``top_logprobs`` likeliest alternatives
+    logprobs: bool = False
+    top_logprobs: int = 0
 
     def __post_init__(self) -> None:
         if not _is_int(self.max_tokens) or self.max_tokens < 1:
@@ -94,6 +112,24 @@ class GenerationParams:
         if not all(isinstance(s, str) and s for s in stop):
             raise _bad_request("stop sequences must be non-empty strings")
         object.__setattr__(self, "stop", stop)
+        if self.json_schema is not None and not isinstance(self.json_schema, str):
+            raise _bad_request("json_schema must be JSON text")
+        if not isinstance(self.logprobs, bool):
+            raise _bad_request("logprobs must be true or false")
+        if (not _is_int(self.top_logprobs)
+                or not 0 <= self.top_logprobs <= (MAX_TOP_LOGPROBS if self.logprobs else 0)):
+            raise _bad_request(f"top_logprobs must be in [0, {MAX_TOP_LOGPROBS}] (with "
+                               f"logprobs), not {self.top_logprobs!r}")
+
+
+def derive_seed(seed: int | None, index: int) -> int | None:
+    """The seed of sample ``index`` of a request with ``seed`` (OpenAI's ``n``): sample 0 uses
+    the request's own seed (so ``n=1`` is unchanged); the others are spread over the seed
+    space by a Weyl step, so that two samples of one request never share a seed and sample 1
+    of seed ``s`` is not sample 0 of seed ``s + 1``. No seed: every sample is random."""
+    if seed is None or index == 0:
+        return seed
+    return (seed + index * 0x9E37_79B9) % (MAX_SEED + 1)
 
 
 def _is_int(value: object) -> bool:
@@ -113,6 +149,8 @@ class GenerationChunk:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: with ``params.logprobs``: one entry per token sampled since the previous chunk
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 def validate_messages(messages: object) -> list[dict[str, str]]:
@@ -318,71 +356,122 @@ class GgufGenerator:
         if params.max_tokens > self.n_ctx:
             raise _bad_request(f"max_tokens {params.max_tokens} exceeds the context of "
                                f"{self.manifest.name} ({self.n_ctx} tokens)")
-        return self._stream(tokens, [s for s in stops if s], params, cancel or threading.Event())
+        grammar = None
+        if params.json_schema is not None:
+            grammar = schema_grammar(params.json_schema)
+            self._check_grammar(grammar)
+        return self._stream(tokens, [s for s in stops if s], params, grammar,
+                            cancel or threading.Event())
+
+    def _check_grammar(self, grammar: str) -> None:
+        """Parse ``grammar`` with llama.cpp once before use: llama-cpp-python adds the
+        grammar sampler to its chain without checking that llama.cpp built one, and a NULL
+        sampler in the chain would crash the process."""
+        sampler = llama_cpp.llama_sampler_init_grammar(
+            self._vocab, grammar.encode("utf-8"), b"root")
+        if not sampler:
+            raise _bad_request("grammar does not parse as GBNF with a root rule "
+                               "(llama.cpp refused it)")
+        llama_cpp.llama_sampler_free(sampler)
 
     def _stream(
         self,
         tokens: list[int],
         stops: list[str],
         params: GenerationParams,
+        grammar: str | None,
         cancel: threading.Event,
     ) -> Iterator[GenerationChunk]:
         with self._lock:
             budget = min(params.max_tokens, self.n_ctx - len(tokens))
-            samples = self._sample(tokens, params, budget, cancel)
+            samples = self._sample(tokens, params, grammar, budget, cancel)
             try:
                 yield from self._decode(samples, stops, len(tokens))
             finally:
                 samples.close()
 
     def _decode(
-        self, samples: Iterator[int | None], stops: list[str], n_prompt: int,
+        self, samples: Iterator[Sample | None], stops: list[str], n_prompt: int,
     ) -> Iterator[GenerationChunk]:
         """Turn sampled tokens into text chunks, ending with the finishing chunk."""
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending, count = "", 0
+        logprobs: list[TokenLogprob] = []  # of tokens whose text is not yet in a chunk
         finish: FinishReason = "length"
-        for token in samples:
-            if token is None:
+        for sample in samples:
+            if sample is None:
                 finish = "cancelled"
                 break
+            token, entry = sample
             if llama_cpp.llama_vocab_is_eog(self._vocab, token):
                 finish = "stop"
                 break
             count += 1
+            if entry is not None:
+                logprobs.append(entry)
             pending += decoder.decode(self._llm.detokenize([token]))
             safe, pending, stopped = split_at_stop(pending, stops)
             if stopped:
-                yield GenerationChunk(safe, "stop", n_prompt, count)
+                yield GenerationChunk(safe, "stop", n_prompt, count, tuple(logprobs))
                 return
             if safe:
-                yield GenerationChunk(safe, None, n_prompt, count)
+                yield GenerationChunk(safe, None, n_prompt, count, tuple(logprobs))
+                logprobs.clear()
         tail = pending + decoder.decode(b"", final=True)
-        yield GenerationChunk(tail, finish, n_prompt, count)
+        yield GenerationChunk(tail, finish, n_prompt, count, tuple(logprobs))
 
     def _sample(
         self,
         tokens: list[int],
         params: GenerationParams,
+        grammar_text: str | None,
         budget: int,
         cancel: threading.Event,
-    ) -> Generator[int | None, None, None]:
-        """Yield up to ``budget`` sampled tokens, or None once ``cancel`` is set. A token is
-        evaluated only when the next one is asked for, so stopping early leaves no work."""
+    ) -> Generator[Sample | None, None, None]:
+        """Yield up to ``budget`` sampled tokens (with their logprobs when asked for), or
+        None once ``cancel`` is set. A token is evaluated only when the next one is asked
+        for, so stopping early leaves no work."""
         reset: Callable[[], None] = self._llm.reset  # untyped upstream
         reset()  # evaluate the whole prompt each time: the same logits, the same tokens
         self._llm.set_seed(llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed)
+        grammar = (None if grammar_text is None
+                   else LlamaGrammar.from_string(grammar_text, verbose=False))
         generation = self._llm.generate(
-            tokens, temp=params.temperature, top_p=params.top_p, **SAMPLER_DEFAULTS,
+            tokens, temp=params.temperature, top_p=params.top_p, grammar=grammar,
+            **SAMPLER_DEFAULTS,
         )
         try:
             for _ in range(budget):
                 if cancel.is_set():
                     yield None
                     return
-                yield next(generation)
+                token = next(generation)
+                # the logits that chose `token` are still the context's last ones: the
+                # token itself is evaluated when the next one is asked for
+                entry = self._logprob(token, params.top_logprobs) if params.logprobs else None
+                yield token, entry
         finally:
             generation.close()
+
+    def _logprob(self, token: int, top: int) -> TokenLogprob:
+        """``token``'s log-probability under the model's own distribution (the raw logits'
+        log-softmax, before sampling settings or a grammar reshape them, as llama-cpp-python
+        and OpenAI report it) and the ``top`` likeliest tokens, likeliest first."""
+        pointer = llama_cpp.llama_get_logits_ith(self._llm.ctx, -1)
+        logits = np.ctypeslib.as_array(pointer, shape=(self._llm.n_vocab(),))
+        shifted = logits.astype(np.float64) - float(logits.max())
+        logprobs = shifted - np.log(np.exp(shifted).sum())
+        best = np.argpartition(-logprobs, top)[:top] if top else np.empty(0, dtype=np.intp)
+        best = best[np.argsort(-logprobs[best], kind="stable")]
+        return TokenLogprob(
+            piece=self._piece(token), logprob=min(0.0, float(logprobs[token])),
+            top=tuple((self._piece(int(i)), min(0.0, float(logprobs[i]))) for i in best))
+
+    def _piece(self, token: int) -> bytes:
+        """A token's text as UTF-8 bytes (a special token's is empty), at most
+        ``MAX_TOKEN_BYTES`` (what a reply may carry)."""
+        piece: bytes = self._llm.detokenize([token])
+        return piece[:MAX_TOKEN_BYTES]
 
 
 def _as_list(stop: str | list[str] | None) -> list[str]:

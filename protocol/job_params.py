@@ -23,6 +23,7 @@ kind                   view
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,8 +36,12 @@ from .validation import invalid as invalid
 
 __all__ = [
     "INPUT_TYPES",
+    "MAX_CHOICES",
     "MAX_FETCH_IDS",
-    "MAX_K",
+        "MAX_K",
+    "MAX_LOGPROB_TOKENS",
+    "MAX_SCHEMA_CHARS",
+    "MAX_TOP_LOGPROBS",
     "ChatMessage",
     "EchoParams",
     "EmbedChunksParams",
@@ -63,6 +68,16 @@ MAX_PROMPT_CHARS: Final = 1_000_000
 MAX_STOP: Final = 8
 MAX_STOP_CHARS: Final = 256
 MAX_GENERATE_TOKENS: Final = 1 << 20
+#: Longest JSON schema (compact JSON text) a ``generate`` may constrain its output with.
+MAX_SCHEMA_CHARS: Final = 16_384
+#: Most independent samples (OpenAI's ``n``) one ``generate`` may ask for.
+MAX_CHOICES: Final = 8
+#: Most alternatives per token (OpenAI's ``top_logprobs``).
+MAX_TOP_LOGPROBS: Final = 20
+#: Most generated tokens (over all choices) a ``generate`` with logprobs may ask for: each
+#: costs up to ``3 * (MAX_TOP_LOGPROBS + 1) + 2`` msgpack objects in the reply, and the whole
+#: reply must stay well inside one frame's ``max_objects``.
+MAX_LOGPROB_TOKENS: Final = 2048
 #: Most hits per query asked of one shard.
 MAX_K: Final = 1000
 #: Most chunk ids one ``shard.fetch`` request may ask for (the holder pages its reply).
@@ -144,6 +159,18 @@ def check_json(name: str, value: object, depth: int = 0) -> None:
             check_json(name, item, depth + 1)
         return
     invalid(f"{name} holds a {type(value).__name__}, not a JSON value")
+
+
+def check_schema_text(value: object) -> None:
+    """``value`` is a JSON object as text of at most ``MAX_SCHEMA_CHARS`` characters (what it
+    says as a schema is checked where it is used, ``models/json_grammar.py``)."""
+    check_str("json_schema", value, max_len=MAX_SCHEMA_CHARS)
+    try:
+        schema = json.loads(str(value))
+    except (ValueError, RecursionError):
+        invalid("json_schema is not JSON text")
+    if not isinstance(schema, dict):
+        invalid("json_schema must be a JSON object")
 
 
 def _model(value: object) -> None:
@@ -280,7 +307,17 @@ class ChatMessage:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class GenerateParams:
-    """``generate``: exactly one of ``messages`` (chat) or ``prompt`` (completion)."""
+    """``generate``: exactly one of ``messages`` (chat) or ``prompt`` (completion).
+
+    Sampling extras (issue 15), written on the wire only when asked for, so a plain request
+    still reads the same to a node that predates them: ``json_schema`` (structured output: a
+    JSON schema as compact JSON text of at most :data:`MAX_SCHEMA_CHARS`, a JSON object; the
+    serving node turns it into the grammar that constrains decoding, never taking grammar
+    text from a peer, see ``models/json_grammar.py``), ``n`` (1 to
+    :data:`MAX_CHOICES` independent samples), ``logprobs`` and ``top_logprobs`` (0 to
+    :data:`MAX_TOP_LOGPROBS` alternatives per token; needs ``logprobs``). With logprobs,
+    ``n * max_tokens`` is at most :data:`MAX_LOGPROB_TOKENS` (the reply's size). ``n > 1``
+    and logprobs are answered whole, never streamed."""
 
     model: str
     messages: tuple[ChatMessage, ...] | None = None
@@ -291,6 +328,10 @@ class GenerateParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     stream: bool = False
+    json_schema: str | None = None
+    n: int = 1
+    logprobs: bool = False
+    top_logprobs: int = 0
 
     def __post_init__(self) -> None:
         _model(self.model)
@@ -311,10 +352,22 @@ class GenerateParams:
         for s in self.stop:
             check_str("stop", s, max_len=MAX_STOP_CHARS)
         check_instance("stream", self.stream, bool)
+        if self.json_schema is not None:
+            check_schema_text(self.json_schema)
+        check_int("n", self.n, lo=1, hi=MAX_CHOICES)
+        check_instance("logprobs", self.logprobs, bool)
+        check_int("top_logprobs", self.top_logprobs, lo=0, hi=MAX_TOP_LOGPROBS)
+        if self.top_logprobs and not self.logprobs:
+            invalid("top_logprobs needs logprobs")
+        if self.stream and (self.n > 1 or self.logprobs):
+            invalid("n > 1 and logprobs are answered whole, not streamed: drop stream")
+        if self.logprobs and self.n * self.max_tokens > MAX_LOGPROB_TOKENS:
+            invalid(f"with logprobs, n * max_tokens must be at most {MAX_LOGPROB_TOKENS}, "
+                    f"is {self.n * self.max_tokens}")
 
     _KEYS: ClassVar[frozenset[str]] = frozenset(
-        {"model", "messages", "prompt", "max_tokens", "temperature",
-                              "top_p", "seed", "stop", "stream"})
+        {"model", "messages", "prompt", "max_tokens", "temperature", "top_p", "seed", "stop",
+         "stream", "json_schema", "n", "logprobs", "top_logprobs"})
 
     @classmethod
     def from_wire(cls, data: object) -> GenerateParams:
@@ -337,7 +390,9 @@ class GenerateParams:
                                                 lo=0.0, hi=100.0),
                        top_p=check_finite("top_p", wire.get("top_p", 0.95), lo=0.0, hi=1.0),
                        seed=wire.get("seed"), stop=tuple(stop),
-                       stream=wire.get("stream", False))
+                       stream=wire.get("stream", False), json_schema=wire.get("json_schema"),
+                       n=wire.get("n", 1), logprobs=wire.get("logprobs", False),
+                       top_logprobs=wire.get("top_logprobs", 0))
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens,
@@ -349,4 +404,11 @@ class GenerateParams:
             out["prompt"] = self.prompt
         if self.seed is not None:
             out["seed"] = self.seed
+        if self.json_schema is not None:
+            out["json_schema"] = self.json_schema
+        if self.n != 1:
+            out["n"] = self.n
+        if self.logprobs:
+            out["logprobs"] = True
+            out["top_logprobs"] = self.top_logprobs
         return out

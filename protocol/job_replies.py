@@ -19,6 +19,9 @@ kind                   view
 
 from __future__ import annotations
 
+import functools
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
@@ -26,8 +29,12 @@ import numpy as np
 import numpy.typing as npt
 
 from .job_params import (
+    MAX_CHOICES,
     MAX_DOC_CHUNKS,
+    MAX_LOGPROB_TOKENS,
     MAX_TEXT_CHARS,
+    MAX_TOP_LOGPROBS,
+    GenerateParams,
     check_keys,
     check_list,
 )
@@ -46,7 +53,10 @@ __all__ = [
     "EmbedChunksReply",
     "EmbedReply",
     "GenerateReply",
+    "GeneratedChoice",
     "TextSpan",
+    "TokenLogprob",
+    "token_text",
 ]
 
 FINISH_REASONS: Final = ("stop", "length", "cancelled")
@@ -181,38 +191,197 @@ class EmbedChunksReply:
                 "chunks": [[c.to_wire() for c in doc] for doc in self.chunks]}
 
 
+#: Most UTF-8 bytes of one token's text (llama.cpp vocabularies hold far shorter pieces).
+MAX_TOKEN_BYTES: Final = 256
+#: Lowest log-probability a reply may carry (a float32 log-softmax stays far above it).
+MIN_LOGPROB: Final = -1e6
+
+
+def token_text(piece: bytes) -> str:
+    """A token's text as OpenAI shows it: its UTF-8 bytes decoded, a byte that does not decode
+    on its own (half of a character split over tokens) written as ``\\xNN``."""
+    return piece.decode("utf-8", errors="backslashreplace")
+
+
+def _logprob(value: object) -> float:
+    if not isinstance(value, float | int) or isinstance(value, bool):
+        invalid(f"a logprob must be a number, not {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number) or not MIN_LOGPROB <= number <= 0.0:
+        invalid(f"a logprob must be a finite number in {MIN_LOGPROB}..0, is {value!r}")
+    return number
+
+
+def _piece(value: object) -> bytes:
+    if not isinstance(value, bytes):
+        invalid(f"a token's bytes must be bin, not {type(value).__name__}")
+    if len(value) > MAX_TOKEN_BYTES:
+        invalid(f"a token has {len(value)} bytes, at most {MAX_TOKEN_BYTES}")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TokenLogprob:
+    """One generated token: its bytes, its log-probability under the model and the
+    ``top`` most likely alternatives at that position, most likely first.
+
+    On the wire a compact list ``[logprob, bytes, [[logprob, bytes], ...]]`` (a reply may hold
+    thousands); the token's text is derived from its bytes (:func:`token_text`), so a peer
+    cannot send a text that disagrees with them."""
+
+    piece: bytes
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        _piece(self.piece)
+        _logprob(self.logprob)
+        check_list("top_logprobs", list(self.top), max_len=MAX_TOP_LOGPROBS)
+        for piece, logprob in self.top:
+            _piece(piece)
+            _logprob(logprob)
+
+    @classmethod
+    def from_wire(cls, data: object, *, top: int | None) -> TokenLogprob:
+        """One token's entry with exactly ``top`` alternatives (None: up to the maximum)."""
+        item = check_list("token logprob", data, min_len=3, max_len=3)
+        alternatives = check_list("top_logprobs", item[2], min_len=top or 0,
+                                  max_len=MAX_TOP_LOGPROBS if top is None else top)
+        pairs = []
+        for pair in alternatives:
+            logprob, piece = check_list("top logprob", pair, min_len=2, max_len=2)
+            pairs.append((_piece(piece), _logprob(logprob)))
+        return cls(piece=_piece(item[1]), logprob=_logprob(item[0]), top=tuple(pairs))
+
+    def to_wire(self) -> list[Any]:
+        return [self.logprob, self.piece, [[lp, piece] for piece, lp in self.top]]
+
+    def to_openai(self) -> dict[str, Any]:
+        """OpenAI's ``choices[i].logprobs.content[j]``."""
+        return {"token": token_text(self.piece), "logprob": self.logprob,
+                "bytes": list(self.piece),
+                "top_logprobs": [{"token": token_text(piece), "logprob": lp,
+                                  "bytes": list(piece)} for piece, lp in self.top]}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GeneratedChoice:
+    """One sample of a ``generate``: its text, why it ended, its tokens' logprobs (None when
+    they were not asked for)."""
+
+    text: str
+    finish_reason: str
+    logprobs: tuple[TokenLogprob, ...] | None = None
+
+    def __post_init__(self) -> None:
+        check_str("text", self.text, min_len=0, max_len=DEFAULT_LIMITS.max_str)
+        if self.finish_reason not in FINISH_REASONS:
+            invalid(f"finish_reason must be one of {', '.join(FINISH_REASONS)}")
+        if self.logprobs is not None:
+            check_list("logprobs", list(self.logprobs), max_len=MAX_LOGPROB_TOKENS)
+
+    _KEYS: ClassVar[frozenset[str]] = frozenset({"text", "finish_reason", "logprobs"})
+
+    @classmethod
+    def from_wire(cls, data: object, *, asked: GenerateParams | None = None) -> GeneratedChoice:
+        wire = check_keys("generated choice", data, cls._KEYS,
+                          frozenset({"text", "finish_reason"}))
+        return cls(text=wire["text"], finish_reason=wire["finish_reason"],
+                   logprobs=_logprobs(wire.get("logprobs"), asked))
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"text": self.text, "finish_reason": self.finish_reason}
+        if self.logprobs is not None:
+            out["logprobs"] = [t.to_wire() for t in self.logprobs]
+        return out
+
+
+def _logprobs(value: object, asked: GenerateParams | None) -> tuple[TokenLogprob, ...] | None:
+    """A choice's logprobs: present exactly when they were asked for, at most ``max_tokens``
+    tokens, each with exactly ``top_logprobs`` alternatives."""
+    top: int | None = None
+    limit = MAX_LOGPROB_TOKENS
+    if asked is None:
+        if value is None:
+            return None
+    else:
+        if value is None:
+            if asked.logprobs:
+                invalid("logprobs were asked for but the reply has none")
+            return None
+        if not asked.logprobs:
+            invalid("the reply carries logprobs that were not asked for")
+        top, limit = asked.top_logprobs, min(asked.max_tokens, MAX_LOGPROB_TOKENS)
+    items = check_list("logprobs", value, max_len=limit)
+    return tuple(TokenLogprob.from_wire(item, top=top) for item in items)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class GenerateReply:
+    """``generate``: the first (often the only) sample in ``text``/``finish_reason``/
+    ``logprobs``, the other ``n - 1`` in ``more_choices``; ``usage`` counts the prompt once
+    and the completion tokens of every sample (as OpenAI does)."""
+
     model: str
     sha256: str
     text: str
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    more_choices: tuple[GeneratedChoice, ...] = ()
 
     def __post_init__(self) -> None:
         check_str("model", self.model, max_len=128)
         _sha(self.sha256)
-        check_str("text", self.text, min_len=0, max_len=DEFAULT_LIMITS.max_str)
-        if self.finish_reason not in FINISH_REASONS:
-            invalid(f"finish_reason must be one of {', '.join(FINISH_REASONS)}")
         check_int("prompt_tokens", self.prompt_tokens, lo=0, hi=1 << 31)
         check_int("completion_tokens", self.completion_tokens, lo=0, hi=1 << 31)
+        GeneratedChoice(text=self.text, finish_reason=self.finish_reason,
+                        logprobs=self.logprobs)
+        check_list("more_choices", list(self.more_choices), max_len=MAX_CHOICES - 1)
+
+    @property
+    def choices(self) -> tuple[GeneratedChoice, ...]:
+        first = GeneratedChoice(text=self.text, finish_reason=self.finish_reason,
+                                logprobs=self.logprobs)
+        return (first, *self.more_choices)
 
     _KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"model", "sha256", "text", "finish_reason", "usage", "logprobs", "more_choices"})
+    _REQUIRED: ClassVar[frozenset[str]] = frozenset(
         {"model", "sha256", "text", "finish_reason", "usage"})
 
     @classmethod
-    def from_wire(cls, data: object) -> GenerateReply:
+    def from_wire(cls, data: object, *, asked: GenerateParams | None = None) -> GenerateReply:
+        """The reply to ``asked`` (when given: exactly ``asked.n`` choices, logprobs exactly
+        when asked for, with ``top_logprobs`` alternatives per token)."""
         with from_peer():
-            wire = check_keys("generate reply", data, cls._KEYS, cls._KEYS)
+            wire = check_keys("generate reply", data, cls._KEYS, cls._REQUIRED)
             keys = frozenset({"prompt_tokens", "completion_tokens"})
             usage = check_keys("usage", wire["usage"], keys, keys)
+            n = 1 if asked is None else asked.n
+            more = check_list("more_choices", wire.get("more_choices", []), min_len=n - 1,
+                              max_len=MAX_CHOICES - 1 if asked is None else n - 1)
             return cls(model=wire["model"], sha256=wire["sha256"], text=wire["text"],
-                       finish_reason=wire["finish_reason"], **usage)
+                       finish_reason=wire["finish_reason"],
+                       logprobs=_logprobs(wire.get("logprobs"), asked),
+                       more_choices=tuple(GeneratedChoice.from_wire(c, asked=asked)
+                                          for c in more), **usage)
+
+    @classmethod
+    def parser_for(cls, params: Mapping[str, Any]) -> Callable[[object], GenerateReply]:
+        """The reply parser of a generate request whose (our own, valid) ``params`` are
+        given: a reply that does not answer what was asked is refused like a malformed one."""
+        asked = GenerateParams.from_wire(dict(params))
+        return functools.partial(cls.from_wire, asked=asked)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"model": self.model, "sha256": self.sha256, "text": self.text,
-                "finish_reason": self.finish_reason,
-                "usage": {"prompt_tokens": self.prompt_tokens,
-                          "completion_tokens": self.completion_tokens}}
+        out: dict[str, Any] = {"model": self.model, "sha256": self.sha256, "text": self.text,
+                               "finish_reason": self.finish_reason,
+                               "usage": {"prompt_tokens": self.prompt_tokens,
+                                         "completion_tokens": self.completion_tokens}}
+        if self.logprobs is not None:
+            out["logprobs"] = [t.to_wire() for t in self.logprobs]
+        if self.more_choices:
+            out["more_choices"] = [c.to_wire() for c in self.more_choices]
+        return out

@@ -17,6 +17,9 @@ Map of the package:
   answer may stream (generate, chat, ask) and the one writer of streamed (SSE/NDJSON) answers.
 - ``inference_routes`` (inference_routes.py): ``/v1/embed``, ``/v1/generate`` and the
   OpenAI-compatible routes.
+- ``sampling_params`` (sampling_body.py): a chat body's ``response_format``, ``n``,
+  ``logprobs``, ``top_logprobs`` as generate job params; ``chat_choices`` (chat_choices.py):
+  every sample of a generate result as an OpenAI choice, with its logprobs.
 - ``rag_routes`` (rag_routes.py): collections, ingest, search, ask and shards.
 - ``model_files_routes`` (model_files_routes.py): a served model's files by sha256 (the
   browser's embedding); ``doctor_routes`` (doctor_routes.py): ``/v1/doctor``, ``/v1/bench``.

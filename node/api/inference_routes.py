@@ -26,10 +26,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from calinode.node.api.bodies import integer, request_deadline
+from calinode.node.api.chat_choices import chat_choices
 from calinode.node.api.guard import read_json
 from calinode.node.api.json_response import FastJSONResponse
 from calinode.node.api.openai_routes import models_catalog, open_frame
 from calinode.node.api.openai_shapes import ResponseFrame, chat_messages, usage
+from calinode.node.api.sampling_body import sampling_params
 from calinode.node.api.streaming import Answer, AnswerEndpoint, Emit
 from calinode.node.inference.jobs import INPUT_TYPES, generate_request, texts_param
 from calinode.node.jobs.dispatch import default_model
@@ -102,6 +104,7 @@ def _openai_to_params(node: ApiNode, body: dict[str, Any]) -> dict[str, Any]:
     for key in ("temperature", "top_p", "seed", "stop"):
         if body.get(key) is not None:
             params[key] = body[key]
+    params.update(sampling_params(body))  # response_format, n, logprobs, top_logprobs
     return params
 
 
@@ -156,6 +159,8 @@ def _generate_endpoint(node: ApiNode) -> AnswerEndpoint:
         params = dict(body)
         params.setdefault("model", default_model(node, "generate"))
         generation = Generation(node, generate_request(dict(params, stream=stream)), deadline)
+        if generation.params.logprobs:  # raw token bytes: OpenAI's shape is the chat route's
+            raise BadRequest("logprobs are answered by POST /v1/chat/completions")
 
         async def pieces(emit: Emit) -> None:
             async def on_text(text: str) -> None:
@@ -204,8 +209,7 @@ def _with_sources(payload: dict[str, Any], sources: list[dict[str, Any]] | None
 def _completion(frame: ResponseFrame, result: dict[str, Any]) -> dict[str, Any]:
     return {
         **frame.header("chat.completion"),
-        "choices": [{"index": 0, "finish_reason": result["finish_reason"],
-                     "message": {"role": "assistant", "content": result["text"]}}],
+        "choices": chat_choices(result),
         "usage": usage(result), "served_by": result["served_by"]}
 
 

@@ -59,28 +59,44 @@ def register_inference_jobs(registry: JobRegistry, models: LocalModels) -> None:
                 "token_counts": list(result.token_counts), "truncated": list(result.truncated)}
 
     async def generate(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-        from calinode.models.generator import GenerationParams
+        """``n`` samples one after the other (one model, one stream at a time), sample ``i``
+        seeded with ``derive_seed(seed, i)``; the first one in the reply's top-level keys."""
+        from calinode.models.generator import GenerationParams, derive_seed
 
         request = GenerateParams.from_wire(params)
         service = models.generator(request.model)
-        settings = GenerationParams(
-            max_tokens=request.max_tokens, temperature=request.temperature,
-            top_p=request.top_p, seed=request.seed, stop=request.stop)
-        pieces: list[str] = []
-
-        async def on_text(text: str) -> None:
-            pieces.append(text)
-            if request.stream:
-                await ctx.emit({"text": text})
-
         messages = (None if request.messages is None
                     else [m.to_wire() for m in request.messages])
-        final = await service.generate(params=settings, messages=messages,
-                                       prompt=request.prompt, on_text=on_text)
-        return {"model": request.model, "sha256": service.manifest.sha256,
-                "text": "".join(pieces), "finish_reason": final.finish_reason,
-                "usage": {"prompt_tokens": final.prompt_tokens,
-                          "completion_tokens": final.completion_tokens}}
+        choices: list[dict[str, Any]] = []
+        prompt_tokens = completion_tokens = 0
+        for index in range(request.n):
+            settings = GenerationParams(
+                max_tokens=request.max_tokens, temperature=request.temperature,
+                top_p=request.top_p, seed=derive_seed(request.seed, index), stop=request.stop,
+                json_schema=request.json_schema, logprobs=request.logprobs,
+                top_logprobs=request.top_logprobs)
+            pieces: list[str] = []
+
+            async def on_text(text: str) -> None:
+                pieces.append(text)  # noqa: B023  (each sample's own list, used in its loop)
+                if request.stream:
+                    await ctx.emit({"text": text})
+
+            final = await service.generate(params=settings, messages=messages,
+                                           prompt=request.prompt, on_text=on_text)
+            choice: dict[str, Any] = {"text": "".join(pieces),
+                                      "finish_reason": final.finish_reason}
+            if request.logprobs:
+                choice["logprobs"] = [entry.to_wire() for entry in final.logprobs]
+            choices.append(choice)
+            prompt_tokens = final.prompt_tokens
+            completion_tokens += final.completion_tokens
+        reply: dict[str, Any] = {"model": request.model, "sha256": service.manifest.sha256,
+                                 **choices[0], "usage": {"prompt_tokens": prompt_tokens,
+                                                         "completion_tokens": completion_tokens}}
+        if len(choices) > 1:
+            reply["more_choices"] = choices[1:]
+        return reply
 
     async def embed_chunks(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         """Cut documents into token windows with the model's own tokenizer, embed every

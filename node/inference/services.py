@@ -15,6 +15,7 @@ worker threads (shard stores have theirs in ``node/index/replicas.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from calinode.models.generator import GenerationChunk, GenerationParams, GgufGenerator
     from calinode.models.manifest import ModelManifest
     from calinode.models.registry import ModelRegistry
+    from calinode.protocol.job_replies import TokenLogprob
 
 log = logging.getLogger(__name__)
 
@@ -189,11 +191,15 @@ class GenerateService:
         prompt: str | None,
         on_text: Callable[[str], Awaitable[None]],
     ) -> GenerationChunk:
-        """Stream text pieces to ``on_text``; return the final chunk (finish reason, usage)."""
+        """Stream text pieces to ``on_text``; return the final chunk (finish reason, usage,
+        and with ``params.logprobs`` the logprobs of every token of the stream)."""
         final: list[GenerationChunk] = []
+        logprobs: list[TokenLogprob] = []
 
         async def on_chunks(chunks: list[GenerationChunk]) -> None:
             text = "".join(chunk.text for chunk in chunks)  # several when the CPU is busy
+            for chunk in chunks:
+                logprobs.extend(chunk.logprobs)
             if text:
                 await on_text(text)
             final.extend(chunk for chunk in chunks if chunk.finish_reason is not None)
@@ -219,7 +225,7 @@ class GenerateService:
             raise JobError("generation ended without a finish reason", code=ErrorCode.INTERNAL)
         self.metrics.tokens_generated(self.manifest.name, prompt=final[-1].prompt_tokens,
                                       completion=final[-1].completion_tokens)
-        return final[-1]
+        return dataclasses.replace(final[-1], logprobs=tuple(logprobs))
 
 
 class LocalModels:

@@ -248,6 +248,6 @@ class Dispatcher:
 
         wire = dict(params, stream=on_text is not None)
         reply, served_by = await self.run_with_retry(
-            ranked, "generate", wire, deadline, GenerateReply.from_wire, on_chunk=on_chunk,
+            ranked, "generate", wire, deadline, GenerateReply.parser_for(wire), on_chunk=on_chunk,
             may_retry=lambda: not streamed)
         return dict(reply.to_wire(), served_by=served_by)
