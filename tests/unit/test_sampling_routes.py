@@ -18,6 +18,9 @@ class FakeDispatcher:
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
 
+    def candidates(self, kind: str, name: str) -> list[Any]:  # the chat route asks first
+        return [SimpleNamespace(peer_id="me", sha256="ab" * 32)]
+
     async def generate(self, params: dict[str, Any], **_: Any) -> dict[str, Any]:
         self.sent.append(params)
         entry = [-0.25, b"{", [[-0.25, b"{"], [-2.0, b"["]]]
