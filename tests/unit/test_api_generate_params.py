@@ -6,7 +6,6 @@ no generate job leaves the node. A valid one sends exactly the view's wire form.
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,25 +13,7 @@ import pytest
 from asgi_client import FakeClient
 from calinode.node.api.inference_routes import _generate_endpoint, chat_endpoint
 from calinode.protocol.job_params import MAX_STOP
-
-
-class FakeDispatcher:
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    def candidates(self, kind: str, name: str) -> list[Any]:  # the chat route asks first
-        return [SimpleNamespace(peer_id="me", sha256="ab" * 32)]
-
-    async def generate(self, params: dict[str, Any], **_: Any) -> dict[str, Any]:
-        self.sent.append(params)
-        return {"text": "ok", "finish_reason": "stop", "served_by": "me",
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
-
-
-def fake_node() -> Any:
-    return SimpleNamespace(models=SimpleNamespace(embed={}, generate={"gen": None}),
-                           dispatcher=FakeDispatcher())
-
+from fake_generate_node import fake_node
 
 ENDPOINTS = {"generate": _generate_endpoint, "chat": chat_endpoint}
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}

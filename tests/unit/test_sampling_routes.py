@@ -4,40 +4,23 @@ the generate job (checked before anything is sent) and the OpenAI choices that c
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 from typing import Any
 
 from asgi_client import FakeClient
 from calinode.node.api.inference_routes import _generate_endpoint, chat_endpoint
+from fake_generate_node import fake_node
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
-
-
-class FakeDispatcher:
-    def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
-
-    def candidates(self, kind: str, name: str) -> list[Any]:  # the chat route asks first
-        return [SimpleNamespace(peer_id="me", sha256="ab" * 32)]
-
-    async def generate(self, params: dict[str, Any], **_: Any) -> dict[str, Any]:
-        self.sent.append(params)
-        entry = [-0.25, b"{", [[-0.25, b"{"], [-2.0, b"["]]]
-        return {"text": '{"ok": true}', "finish_reason": "stop", "served_by": "me",
-                "logprobs": [entry],
-                "more_choices": [{"text": '{"ok": false}', "finish_reason": "stop",
-                                  "logprobs": [entry]}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 12}}
-
-
-def fake_node() -> Any:
-    return SimpleNamespace(models=SimpleNamespace(embed={}, generate={"gen": None}),
-                           dispatcher=FakeDispatcher())
+ENTRY = [-0.25, b"{", [[-0.25, b"{"], [-2.0, b"["]]]
+REPLY: dict[str, Any] = {
+    "text": '{"ok": true}', "finish_reason": "stop", "served_by": "me", "logprobs": [ENTRY],
+    "more_choices": [{"text": '{"ok": false}', "finish_reason": "stop", "logprobs": [ENTRY]}],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 12}}
 
 
 async def test_chat_sends_the_schema_n_and_logprobs_and_answers_every_choice() -> None:
-    node = fake_node()
+    node = fake_node(REPLY)
     client = FakeClient({**CHAT, "n": 2, "logprobs": True, "top_logprobs": 2,
                          "response_format": {"type": "json_schema",
                                              "json_schema": {"name": "s", "schema": SCHEMA}}})
@@ -55,7 +38,7 @@ async def test_chat_sends_the_schema_n_and_logprobs_and_answers_every_choice() -
 
 
 async def test_unsupported_schema_is_a_400_and_nothing_is_sent() -> None:
-    node = fake_node()
+    node = fake_node(REPLY)
     client = FakeClient({**CHAT, "response_format": {
         "type": "json_schema", "json_schema": {"schema": {"type": "number", "minimum": 0}}}})
     await client.run(chat_endpoint(node))
@@ -65,7 +48,7 @@ async def test_unsupported_schema_is_a_400_and_nothing_is_sent() -> None:
 
 
 async def test_streamed_n_and_native_logprobs_are_refused() -> None:
-    node = fake_node()
+    node = fake_node(REPLY)
     client = FakeClient({**CHAT, "n": 2, "stream": True})
     await client.run(chat_endpoint(node))
     assert client.status() == 400 and "not streamed" in client.text()
