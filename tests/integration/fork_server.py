@@ -16,8 +16,11 @@ it serves, and the harness falls back to plain ``subprocess.Popen`` when it does
 when ``CALINODE_TEST_FORK_SERVER=0``.
 
 Wire: JSON lines on the server's stdin/stdout. ``{"spawn": argv, "env": {...}, "log": path}``
-answers ``{"pid": n}``; ``{"poll": pid}`` answers ``{"code": int | null}`` (the
-``subprocess`` convention: ``-N`` for death by signal N).
+answers ``{"pid": n, "child": k}``; ``{"poll": k}`` answers ``{"code": int | null}`` (the
+``subprocess`` convention: ``-N`` for death by signal N). A child is named by ``k``, the
+server's count of its spawns, never by its pid: pids wrap (``pid_max`` is 32768 here) and a
+long run reuses them, so an exit code kept under a pid would be read as a new daemon's (it
+then looked dead at birth, and the harness gave up on it while it ran).
 """
 
 from __future__ import annotations
@@ -78,7 +81,9 @@ def serve() -> None:
         __import__(name)
     threads = len(os.listdir("/proc/self/task"))
     print(json.dumps({"ready": threads == 1, "threads": threads}), flush=True)
-    codes: dict[int, int] = {}
+    live: dict[int, int] = {}  # pid -> child number, while the child is not reaped
+    codes: dict[int, int] = {}  # child number -> exit code
+    spawned = 0
     for line in sys.stdin:
         while True:  # reap whatever ended since the last request
             try:
@@ -87,13 +92,16 @@ def serve() -> None:
                 break
             if pid == 0:
                 break
-            codes[pid] = os.waitstatus_to_exitcode(status)
+            if pid in live:
+                codes[live.pop(pid)] = os.waitstatus_to_exitcode(status)
         request = json.loads(line)
         if "spawn" in request:
+            spawned += 1
             pid = os.fork()
             if pid == 0:
                 _child(request["spawn"], request["env"], request["log"])
-            answer: dict[str, Any] = {"pid": pid}
+            live[pid] = spawned
+            answer: dict[str, Any] = {"pid": pid, "child": spawned}
         else:
             answer = {"code": codes.get(request["poll"])}
         print(json.dumps(answer), flush=True)
@@ -125,7 +133,8 @@ class ForkServer:
             return self._read()
 
     def spawn(self, argv: list[str], env: dict[str, str], log: str) -> ForkedDaemon:
-        return ForkedDaemon(self, int(self.ask({"spawn": argv, "env": env, "log": log})["pid"]))
+        answer = self.ask({"spawn": argv, "env": env, "log": log})
+        return ForkedDaemon(self, int(answer["pid"]), int(answer["child"]))
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -137,13 +146,13 @@ class ForkServer:
 class ForkedDaemon:
     """What ``subprocess.Popen`` gives for a daemon, for a child of the fork server."""
 
-    def __init__(self, server: ForkServer, pid: int) -> None:
-        self.server, self.pid = server, pid
+    def __init__(self, server: ForkServer, pid: int, child: int) -> None:
+        self.server, self.pid, self.child = server, pid, child
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            code = self.server.ask({"poll": self.pid})["code"]
+            code = self.server.ask({"poll": self.child})["code"]
             self.returncode = None if code is None else int(code)
         return self.returncode
 
