@@ -212,20 +212,24 @@ class JobServer:
         caller: str,
         emit: Callable[[dict[str, Any]], Awaitable[None]],
     ) -> dict[str, Any]:
-        """Run the job's handler; count it in metrics (served, or failed with its code) and in
-        :attr:`activity`, the dashboard's counters (a failure too)."""
+        """Run the job's handler and count its outcome once, in both of the node's tallies:
+        the metrics (served, or failed with its code) and :attr:`activity`, the dashboard's
+        counters. A job cancelled from outside (its caller's stream closed, the node
+        stopping) has no outcome and counts in neither, so the two never disagree."""
         local = caller == self.peer_id
         started = trio.current_time()
-        result: dict[str, Any] | None = None
         try:
             result = await self._run_handler(request, caller, emit)
         except JobError as exc:
-            self.metrics.job_done(request.kind, local=local, code=exc.code)
+            self._count(request.kind, local, started, None, exc.code)
             raise
-        finally:
-            self.activity.record(request.kind, trio.current_time() - started, result)
-        self.metrics.job_done(request.kind, local=local)
+        self._count(request.kind, local, started, result, None)
         return result
+
+    def _count(self, kind: str, local: bool, started: float,
+               result: dict[str, Any] | None, code: ErrorCode | None) -> None:
+        self.metrics.job_done(kind, local=local, code=code)
+        self.activity.record(kind, trio.current_time() - started, result)
 
     async def _run_handler(
         self,

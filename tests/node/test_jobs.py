@@ -175,3 +175,28 @@ async def test_garbage_on_the_job_protocol_gets_an_error_and_the_node_survives(
                               ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_KIND)
         assert server.server.statistics().bad_frames == 1
         assert (await caller.ping(server.peer_id, count=1, timeout=5))["rtt_ms"]
+
+
+async def test_metrics_and_activity_count_the_same_outcomes(
+    tmp_path: Path, bootstrap_of: Callable[[Node], str]
+) -> None:
+    """One place counts a job's outcome for both tallies: a served job, a refused one and one
+    past its deadline move the metrics and the dashboard's counters alike."""
+    async with open_nodes(tmp_path) as start:
+        server, caller = await _pair(start, bootstrap_of)
+        await caller.run_job(server.peer_id, "echo", {"payload": "hi"}, timeout=5)
+        with pytest.raises(JobError):
+            await caller.run_job(server.peer_id, "echo", {"payload": 5}, timeout=5)
+        with pytest.raises(JobError):
+            await caller.run_job(server.peer_id, "ping", {"unexpected": 1}, timeout=5)
+        registry = server.metrics.registry
+
+        def jobs(kind: str, outcome: str) -> float:
+            return registry.get_sample_value(
+                "calinode_jobs_total", {"kind": kind, "hop": "remote", "outcome": outcome}) or 0
+
+        kinds = server.server.activity.snapshot()["kinds"]
+        assert (kinds["echo"]["served"], kinds["echo"]["failed"]) == (1, 1)
+        assert (jobs("echo", "served"), jobs("echo", "failed")) == (1, 1)
+        assert (kinds["ping"]["served"], kinds["ping"]["failed"]) == (0, 1)
+        assert jobs("ping", "failed") == 1
