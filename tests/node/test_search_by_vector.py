@@ -6,7 +6,6 @@ coordinator's own vector search, and a vector of another model, dimension or kin
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +14,9 @@ import numpy as np
 import trio
 
 from calinode.node.daemon import Node
-from calinode.node.index.collections import sign_definition
-from calinode.node.index.placement import shard_of
-from calinode.protocol.collections import CollectionDef
-from calinode.protocol.vectors import encode_vectors
 from hostile_peer import open_hostile_peer
 from node_harness import open_nodes
+from seeded_collection import seed_collection
 
 DIM = 4
 SHARDS = 4
@@ -36,20 +32,8 @@ async def test_a_vector_search_finds_what_the_nodes_own_vector_search_finds(
     async with open_nodes(tmp_path) as start, open_hostile_peer() as writer:
         node = await start("index", index=True)
         await writer.connect(bootstrap_of(node))
-        definition = sign_definition(replace(CollectionDef(
-            name="papers", model="fake", model_sha256=SHA, dim=DIM, pooling="mean",
-            normalize=True, query_prefix="", passage_prefix="", shards=SHARDS, replicas=1),
-            owner=writer.peer_id), writer.key_pair)
-        for shard in range(SHARDS):
-            wire = [{"doc_id": d, "content_hash": d, "version": 1, "deleted": False,
-                     "chunks": [{"text": f"{d}#{c}", "metadata": {"c": c}}
-                                for c in range(len(v))],
-                     "vectors": encode_vectors(v)}
-                    for d, v in docs.items() if shard_of(d, SHARDS) == shard]
-            reply = await writer.job(node.peer_id, "shard.write", {
-                "collection": "papers", "definition": definition.to_wire(), "shard": shard,
-                "docs": wire, "seed": True})
-            assert reply["t"] == "res", reply
+        definition = await seed_collection(writer, node, docs, shards=SHARDS,
+                                           model_sha256=SHA)
         query = [0.5, -1.0, 2.0, 0.25]
         unit = np.asarray([query], dtype=np.float32) / np.linalg.norm(query)
         async with httpx.AsyncClient(base_url=node.api_url, timeout=120, headers={

@@ -5,7 +5,6 @@ shards); and the chunk search of the same node for comparison."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -13,13 +12,10 @@ import numpy as np
 import trio
 
 from calinode.node.daemon import Node
-from calinode.node.index.collections import sign_definition
-from calinode.node.index.placement import shard_of
-from calinode.protocol.collections import CollectionDef
 from calinode.protocol.ranking import rank_key
-from calinode.protocol.vectors import encode_vectors
 from hostile_peer import open_hostile_peer
 from node_harness import open_nodes
+from seeded_collection import seed_collection
 
 DIM = 4
 SHARDS = 8
@@ -34,19 +30,8 @@ async def test_per_doc_search_gives_the_k_best_distinct_documents_exactly(
     async with open_nodes(tmp_path) as start, open_hostile_peer() as writer:
         node = await start("index", index=True)
         await writer.connect(bootstrap_of(node))
-        definition = sign_definition(replace(CollectionDef(
-            name="papers", model="fake", model_sha256="0" * 64, dim=DIM, pooling="mean",
-            normalize=True, query_prefix="", passage_prefix="", shards=SHARDS, replicas=1),
-            owner=writer.peer_id), writer.key_pair)
-        for shard in range(SHARDS):
-            wire = [{"doc_id": d, "content_hash": d, "version": 1, "deleted": False,
-                     "chunks": [{"text": f"{d}#{c}", "metadata": {}} for c in range(len(v))],
-                     "vectors": encode_vectors(v)}
-                    for d, v in docs.items() if shard_of(d, SHARDS) == shard]
-            reply = await writer.job(node.peer_id, "shard.write", {
-                "collection": "papers", "definition": definition.to_wire(), "shard": shard,
-                "docs": wire, "seed": True})
-            assert reply["t"] == "res", reply
+        definition = await seed_collection(writer, node, docs, shards=SHARDS,
+                                           model_sha256="0" * 64)
         queries = rng.standard_normal((4, DIM)).astype(np.float32)
         for k in (1, 10, 50):
             with trio.fail_after(60):
