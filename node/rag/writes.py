@@ -35,10 +35,12 @@ WRITE_ATTEMPTS = 8  # tries of one owner's write while it answers OVERLOADED
 _T = TypeVar("_T")
 
 
-async def retry_overloaded(call: Callable[[float], Awaitable[_T]]) -> _T:
+async def retry_overloaded(call: Callable[[float], Awaitable[_T]],
+                           on_retry: Callable[[], None] = lambda: None) -> _T:
     """``call(timeout)`` until it succeeds, for at most ``WRITE_TIMEOUT`` seconds: an
     ``OVERLOADED`` replica (busy with other writes) is asked again after a jittered back-off,
-    up to ``WRITE_ATTEMPTS`` times; any other ``JobError``, or the last, is raised."""
+    up to ``WRITE_ATTEMPTS`` times, each time calling ``on_retry`` (the node counts it in
+    ``calinode_job_retries_total``); any other ``JobError``, or the last, is raised."""
     deadline = trio.current_time() + WRITE_TIMEOUT
     for attempt in range(WRITE_ATTEMPTS):
         try:
@@ -47,6 +49,7 @@ async def retry_overloaded(call: Callable[[float], Awaitable[_T]]) -> _T:
             if exc.code != ErrorCode.OVERLOADED or attempt == WRITE_ATTEMPTS - 1:
                 raise
         # the replica is busy with other writes: back off (jittered) and try again
+        on_retry()
         await trio.sleep(min(2.0, 0.02 * 2 ** attempt) * (0.5 + random.random()))
     raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -120,7 +123,8 @@ class ShardWriter:
             return reply
 
         try:
-            reply = await retry_overloaded(call)
+            reply = await retry_overloaded(
+                call, lambda: self.node.metrics.job_retried("shard.write_many"))
         except JobError as exc:
             for shard in shards:
                 answers[shard].append(ReplicaAnswer(peer, None, exc.code.value))
@@ -155,7 +159,9 @@ class ShardWriter:
                 return reply
 
             try:
-                answers.append(ReplicaAnswer(peer, (await retry_overloaded(call)).outcomes))
+                reply = await retry_overloaded(
+                    call, lambda: self.node.metrics.job_retried("shard.write"))
+                answers.append(ReplicaAnswer(peer, reply.outcomes))
             except JobError as exc:
                 answers.append(ReplicaAnswer(peer, None, exc.code.value))
 
