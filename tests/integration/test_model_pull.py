@@ -69,8 +69,9 @@ def test_a_node_with_an_empty_home_pulls_its_models_and_behaves_the_same(
     assert puller.cli("models", "verify") == {EMBEDDER: [], "smollm2-135m": []}
     reference = source.cli("embed", *TEXTS)
     reference_text = greedy(source)
+    source_id = source.peer_id
     source.stop()  # from here on, only the pulled copies can answer
-    wait_for(lambda: not advertises(puller, source.peer_id, EMBEDDER), 30, "source gone")
+    wait_for(lambda: not advertises(puller, source_id, EMBEDDER), 30, "source gone")
     vectors = puller.cli("embed", *TEXTS)
     assert vectors["served_by"] == [puller.peer_id]
     assert np.array_equal(np.array(vectors["vectors"]), np.array(reference["vectors"]))
