@@ -36,6 +36,9 @@ def default_home(env: Mapping[str, str]) -> Path:
 # with 20 ms windows, 0.93-1.01x with 50 ms, 0.96-0.98x with 100 ms. The first token goes at
 # once, and a model slower than 10 tokens/s still streams token by token. ``--stream-interval``.
 STREAM_INTERVAL = 0.1
+#: The lowest ``--blob-rate`` (bytes/s): a 1 MiB chunk then waits at most ~4 s per transfer
+#: in line, and the default four transfers stay well inside a puller's 60 s chunk deadline.
+MIN_BLOB_RATE = 256 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,8 +105,9 @@ class NodeConfig:
             raise ConfigError("max_jobs and max_jobs_per_peer must be at least 1")
         if not 1 <= self.blob_max_transfers <= 64:
             raise ConfigError("blob_max_transfers must be 1 to 64")
-        if self.blob_rate < 0:
-            raise ConfigError("blob_rate must be 0 (no cap) or more bytes/s")
+        if self.blob_rate != 0 and self.blob_rate < MIN_BLOB_RATE:
+            raise ConfigError(f"blob_rate must be 0 (no cap) or at least {MIN_BLOB_RATE} "
+                              "bytes/s (a 1 MiB chunk must reach a peer within its deadline)")
         if self.open_swarm and (self.join or self.swarm_key):
             raise ConfigError("--open runs without a swarm key: drop --join/--swarm-key, or "
                               "drop --open")

@@ -96,3 +96,18 @@ def test_readyz_says_which_model_is_being_pulled() -> None:
                         pulling=pulls.describe())
     assert not verdict.ready
     assert verdict.reasons[0] == "pulling model minilm-l6-int8 (41%)"
+
+
+def test_blob_options_are_bounded() -> None:
+    import pytest
+
+    from calinode.node.config import MIN_BLOB_RATE, NodeConfig
+    from calinode.protocol.errors import ConfigError
+
+    home = Path("/nonexistent")
+    assert NodeConfig(home=home).blob_rate == 0  # no cap by default
+    assert NodeConfig(home=home, blob_rate=MIN_BLOB_RATE).blob_rate == MIN_BLOB_RATE
+    for bad in ({"blob_rate": MIN_BLOB_RATE - 1}, {"blob_rate": -1},
+                {"blob_max_transfers": 0}, {"blob_max_transfers": 65}):
+        with pytest.raises(ConfigError):
+            NodeConfig(home=home, **bad)  # type: ignore[arg-type]
