@@ -27,6 +27,9 @@ from calinode.protocol.blobs import TransferManifest
 
 ChunkId = tuple[int, int]  # (file index, chunk index)
 MAX_PEER_FAILURES = 3
+#: ``OVERLOADED`` refusals in a row before a peer is dropped: a busy peer is not a broken one
+#: (with the puller's pause between tries, about a minute of refusals)
+MAX_PEER_BUSY = 60
 
 
 @dataclass
@@ -36,6 +39,7 @@ class ChunkBook:
     pending: deque[ChunkId] = field(default_factory=deque)
     faulty: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
+    busy: Counter[str] = field(default_factory=Counter)
     dropped: set[str] = field(default_factory=set)
     fetched_bytes: int = 0
     resumed_bytes: int = 0
@@ -73,17 +77,20 @@ class ChunkBook:
         """A verified chunk from ``peer`` was written."""
         self.verified.add(chunk)
         self.fetched_bytes += size
-        self.failures[peer] = 0
+        self.failures[peer] = self.busy[peer] = 0
 
     def corrupt(self, chunk: ChunkId, peer: str) -> None:
         """``peer`` sent bytes that fail the chunk's hash: refetch elsewhere, use it no more."""
         self.faulty[peer] += 1
         self.pending.appendleft(chunk)
 
-    def failed(self, chunk: ChunkId, peer: str) -> None:
-        """Fetching ``chunk`` from ``peer`` failed in transit (or was refused): retry later."""
-        self.failures[peer] += 1
-        if self.failures[peer] >= MAX_PEER_FAILURES:
+    def failed(self, chunk: ChunkId, peer: str, *, busy: bool = False) -> None:
+        """Fetching ``chunk`` from ``peer`` failed in transit, or was refused as ``busy``
+        (``OVERLOADED``): retry later; a peer failing too often in a row is dropped."""
+        counter, limit = (self.busy, MAX_PEER_BUSY) if busy else (self.failures,
+                                                                  MAX_PEER_FAILURES)
+        counter[peer] += 1
+        if counter[peer] >= limit:
             self.dropped.add(peer)
         self.pending.appendleft(chunk)
 

@@ -10,8 +10,8 @@ on arrival, resumable, installed only once every whole file checks.
 3. ``STREAMS_PER_PEER`` workers per peer take chunks from one queue. A chunk whose length or
    sha256 is wrong goes back to the queue and its sender is faulty (counted as ``bad_chunk``,
    reported in the result, used no more); a chunk that fails in transit or is refused
-   (``OVERLOADED``) goes back to the queue too, and a peer failing three times in a row is
-   dropped.
+   (``OVERLOADED``) goes back to the queue too; a peer failing three times in a row (or
+   refusing as busy for about a minute) is dropped.
 4. The model is installed through :meth:`ModelRegistry.install`, which copies and re-hashes
    every file: a check refuses it unless every whole-file sha256 and size is the manifest's.
 """
@@ -205,7 +205,7 @@ class Pull:
                 book.pending.appendleft(chunk)
                 raise
             except CalinodeError as exc:
-                book.failed(chunk, peer)
+                book.failed(chunk, peer, busy=exc.code == ErrorCode.OVERLOADED)
                 if exc.code not in (ErrorCode.OVERLOADED, ErrorCode.DEADLINE_EXCEEDED,
                                     ErrorCode.PEER_UNREACHABLE):
                     self.rejections.reject("bad_reply", peer, f"blob chunk: {exc.message}")

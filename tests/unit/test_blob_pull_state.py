@@ -111,3 +111,42 @@ def test_blob_options_are_bounded() -> None:
                 {"blob_max_transfers": 0}, {"blob_max_transfers": 65}):
         with pytest.raises(ConfigError):
             NodeConfig(home=home, **bad)  # type: ignore[arg-type]
+
+
+def test_a_busy_peer_is_retried_longer_than_a_broken_one() -> None:
+    from calinode.node.blobs.pull_state import MAX_PEER_BUSY
+
+    book = ChunkBook.start(make_transfer([os.urandom(CHUNK)]))
+    for _ in range(MAX_PEER_BUSY - 1):
+        book.failed(book.take() or (0, 0), "busy", busy=True)
+    assert book.usable("busy")
+    book.arrived(book.take() or (0, 0), "busy", CHUNK)  # it answered: the count starts over
+    assert book.busy["busy"] == 0 and book.done
+
+
+def test_models_are_found_by_name_or_sha256_among_live_peers() -> None:
+    from types import SimpleNamespace
+    from typing import Any
+
+    import pytest
+
+    from calinode.node.blobs.swarm_models import holders, swarm_models
+    from calinode.protocol.capabilities import ModelOffer
+    from calinode.protocol.errors import ErrorCode, JobError
+
+    def entry(peer: str, alive: bool, *offers: ModelOffer) -> Any:
+        return SimpleNamespace(peer_id=peer, alive=alive,
+                               caps=SimpleNamespace(embed=offers, generate=()))
+
+    one = ModelOffer(name="m", kind="embed", sha256="a" * 64, dim=4, pooling="mean")
+    other = ModelOffer(name="m", kind="embed", sha256="b" * 64, dim=4, pooling="mean")
+    entries = [entry("p1", True, one), entry("p2", True, one), entry("dead", False, other)]
+    assert [m.peers for m in swarm_models(entries)] == [["p1", "p2"]]
+    assert holders(entries, "m")[1] == ["p1", "p2"]
+    assert holders(entries, "a" * 64)[0].name == "m"
+    with pytest.raises(JobError) as info:
+        holders(entries, "b" * 64)  # only a dead peer holds it
+    assert info.value.code == ErrorCode.UNKNOWN_MODEL
+    with pytest.raises(JobError) as info:
+        holders([*entries, entry("p3", True, other)], "m")  # one name, two models
+    assert info.value.code == ErrorCode.BAD_REQUEST
