@@ -185,6 +185,8 @@ class Node:
             "peers": {"known": len(self.table), "alive": len(self.table.alive()),
                       "candidates": len(self.membership.candidates) if self.membership else 0},
             "rejected_input": self.rejections.snapshot(),
+            "model_transfers": (self.transfers.statistics() if self.transfers is not None
+                                else {}),
             "identity_conflict": (self.identity.snapshot() if self.identity is not None
                                   else {"seen": 0, "addrs": []}),
             "sync_failures": {f"{c}/{s}": why for (c, s), why

@@ -42,6 +42,12 @@ class ModelTransfers:
                                  corrupt_for_tests=corrupt_for_tests, metrics=metrics)
         self.pulls = ModelPulls()
 
+    def statistics(self) -> dict[str, Any]:
+        """``calinode status``: pulls in progress and what this node served."""
+        return {"pulling": [p.to_wire() for p in self.pulls.active.values()],
+                "served_chunks": self.server.served_chunks,
+                "served_bytes": self.server.served_bytes}
+
     def swarm(self) -> list[dict[str, Any]]:
         """``calinode models list --swarm``: models the live peers advertise, and who."""
         return [m.to_wire() for m in swarm_models(self.table.entries())]

@@ -82,6 +82,8 @@ async def test_a_model_is_pulled_from_two_peers_and_a_corrupting_one_is_reported
         assert result.fetched_bytes == manifest.primary.size + manifest.files[1].size
         assert seen[-1] == (result.size, result.size)
         assert not PartialFolder(puller.model_registry.root, manifest.sha256).path.exists()
+        served = good.status()["model_transfers"]
+        assert served["pulling"] == [] and served["served_chunks"] >= 1
 
 
 @pytest.mark.slow
