@@ -208,6 +208,16 @@ class CalinodeClient:
     def models(self) -> list[dict[str, Any]]:
         return list(self._request("GET", "/v1/models")["data"])
 
+    def swarm_models(self) -> list[dict[str, Any]]:
+        """Models this node and its live peers advertise, with the peers holding each."""
+        return list(self._request("GET", "/v1/swarm/models"))
+
+    def pull_model(self, model: str, *, timeout: float = 3600.0) -> Iterator[dict[str, Any]]:
+        """Pull ``model`` (name or sha256) into the node's home: ``{"progress"}`` lines,
+        then ``{"result"}``."""
+        return self._ndjson("/v1/swarm/models/pull", {"model": model, "stream": True},
+                            timeout)
+
     def collections(self) -> list[dict[str, Any]]:
         return list(self._request("GET", "/v1/collections"))
 

@@ -36,6 +36,9 @@ def default_home(env: Mapping[str, str]) -> Path:
 # with 20 ms windows, 0.93-1.01x with 50 ms, 0.96-0.98x with 100 ms. The first token goes at
 # once, and a model slower than 10 tokens/s still streams token by token. ``--stream-interval``.
 STREAM_INTERVAL = 0.1
+#: The lowest ``--blob-rate`` (bytes/s): a 1 MiB chunk then waits at most ~4 s per transfer
+#: in line, and the default four transfers stay well inside a puller's 60 s chunk deadline.
+MIN_BLOB_RATE = 256 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +71,13 @@ class NodeConfig:
     # a replica this node no longer owns is deleted once every owner has held the same copy
     # for this long (seconds); 0 keeps such replicas forever
     replica_gc_after: float = 600.0
+    # model transfers to peers (/calinode/blob/1.0.0): chunks served at once, and a bytes/s
+    # cap over all of them (0: none); a transfer past the first is refused OVERLOADED
+    blob_max_transfers: int = 4
+    blob_rate: int = 0
+    # TEST ONLY: serve every model chunk with a flipped byte (pullers must refetch it
+    # elsewhere and report this node); hidden from --help
+    test_only_corrupt_chunks: bool = False
 
     def __post_init__(self) -> None:
         host, sep, port = self.api.rpartition(":")
@@ -93,6 +103,11 @@ class NodeConfig:
             raise ConfigError("replica_gc_after must be 0 (never) or more seconds")
         if self.max_jobs < 1 or self.max_jobs_per_peer < 1:
             raise ConfigError("max_jobs and max_jobs_per_peer must be at least 1")
+        if not 1 <= self.blob_max_transfers <= 64:
+            raise ConfigError("blob_max_transfers must be 1 to 64")
+        if self.blob_rate != 0 and self.blob_rate < MIN_BLOB_RATE:
+            raise ConfigError(f"blob_rate must be 0 (no cap) or at least {MIN_BLOB_RATE} "
+                              "bytes/s (a 1 MiB chunk must reach a peer within its deadline)")
         if self.open_swarm and (self.join or self.swarm_key):
             raise ConfigError("--open runs without a swarm key: drop --join/--swarm-key, or "
                               "drop --open")
@@ -129,10 +144,10 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _TUPLES = {"listen", "bootstrap", "allow", "trust", "mdns_interfaces", "embed_models",
            "gen_models"}
-_BOOLS = {"mdns", "no_models", "index", "open_swarm"}
+_BOOLS = {"mdns", "no_models", "index", "open_swarm", "test_only_corrupt_chunks"}
 _FLOATS = {"heartbeat_interval", "dead_after", "drop_after", "stream_interval",
            "replica_gc_after"}
-_INTS = {"max_jobs", "max_jobs_per_peer", "threads"}
+_INTS = {"max_jobs", "max_jobs_per_peer", "threads", "blob_max_transfers", "blob_rate"}
 _KEYS = {f.name for f in fields(NodeConfig)} - {"home"}
 
 

@@ -29,6 +29,8 @@ from multiaddr import Multiaddr
 from calinode import node as _node_pkg
 from calinode.models.registry import ModelRegistry
 from calinode.node.access import AccessPolicy
+from calinode.node.blobs.service import ModelTransfers
+from calinode.node.blobs.startup import models_to_pull, pull_missing_models
 from calinode.node.config import NodeConfig
 from calinode.node.hlc import HybridClock
 from calinode.node.home import (
@@ -75,6 +77,7 @@ from calinode.node.rag.coordinator import Coordinator
 from calinode.node.readiness import Readiness, readiness
 from calinode.node.rejections import REASONS, Rejections
 from calinode.node.supervision import supervised
+from calinode.protocol.blobs import BLOB_PROTOCOL
 from calinode.protocol.capabilities import MAX_LINKS, Capabilities, ModelOffer
 from calinode.protocol.errors import BadRequest, ConfigError, ErrorCode, JobError
 from calinode.protocol.ids import JOB_PROTOCOL, META_PROTOCOL, PROTOCOL_VERSION
@@ -125,6 +128,8 @@ class Node:
     metrics: NodeMetrics = field(default_factory=NodeMetrics)
     #: replica sizes as last measured for ``/metrics`` (disk: read at most every 5 s)
     shard_sizes: ShardSizes = field(default_factory=ShardSizes)
+    #: models served to peers and pulled from them (``node/blobs/``)
+    transfers: ModelTransfers | None = None
 
     @property
     def model_registry(self) -> ModelRegistry:
@@ -180,6 +185,8 @@ class Node:
             "peers": {"known": len(self.table), "alive": len(self.table.alive()),
                       "candidates": len(self.membership.candidates) if self.membership else 0},
             "rejected_input": self.rejections.snapshot(),
+            "model_transfers": (self.transfers.statistics() if self.transfers is not None
+                                else {}),
             "identity_conflict": (self.identity.snapshot() if self.identity is not None
                                   else {"seen": 0, "addrs": []}),
             "sync_failures": {f"{c}/{s}": why for (c, s), why
@@ -201,7 +208,8 @@ class Node:
             index=self.index is not None,
             membership_rounds=self.membership.rounds if self.membership is not None else 0,
             settled_sync_rounds=self.coordinator.settled_sync_rounds,
-            not_ready=self.index.not_ready() if self.index is not None else {})
+            not_ready=self.index.not_ready() if self.index is not None else {},
+            pulling=self.transfers.pulls.describe() if self.transfers is not None else ())
 
     def metrics_state(self) -> NodeState:
         """What ``/metrics`` reads of the node's state at each scrape (``node/metrics.py``)."""
@@ -407,6 +415,12 @@ async def build_node(config: NodeConfig) -> Node:
                 swarm_key=psk, swarm_mode=swarm_mode, access=access, clock=clock,
                 bootstrap=(*config.bootstrap, *(invite.addrs if invite else ())),
                 metrics=metrics)
+    node.transfers = ModelTransfers(
+        host, node.model_registry, table, rejections=rejections, metrics=metrics,
+        max_transfers=config.blob_max_transfers, rate=config.blob_rate,
+        corrupt_for_tests=config.test_only_corrupt_chunks)
+    if config.test_only_corrupt_chunks:
+        log.warning("TEST ONLY: this node serves every model chunk corrupted")
     return node
 
 
@@ -476,6 +490,10 @@ async def _run_locked(config: NodeConfig, *, handle_signals: bool, announce: boo
     node.host.set_stream_handler(TProtocol(JOB_PROTOCOL), guarded(
         node.server.rpc_job, node.policy, "job", stats=node.guard_stats,
         rejections=node.rejections))
+    assert node.transfers is not None
+    node.host.set_stream_handler(TProtocol(BLOB_PROTOCOL), guarded(
+        node.transfers.server.rpc_blob, node.policy, "blob", stats=node.guard_stats,
+        rejections=node.rejections))
     try:
         listen = [Multiaddr(addr) for addr in config.listen]
     except Exception as exc:
@@ -488,7 +506,12 @@ async def _run_locked(config: NodeConfig, *, handle_signals: bool, announce: boo
             node.api_token = await trio.to_thread.run_sync(load_or_create_api_token, config.home)
             binds = await nursery.start(serve_api, node)
             node.api_url = binds[0]
-            await load_models(node, nursery)
+            # a configured model missing here is pulled from the swarm once membership runs
+            to_pull = [] if config.no_models else await trio.to_thread.run_sync(functools.partial(
+                models_to_pull, node.model_registry, [*config.embed_models, *config.gen_models],
+                has_swarm=bool(node.bootstrap)))
+            if not to_pull:
+                await load_models(node, nursery)
             if node.index is not None:
                 await node.index.open_existing()
             await nursery.start(supervised, "replica sync", node.coordinator.run_sync)
@@ -504,6 +527,11 @@ async def _run_locked(config: NodeConfig, *, handle_signals: bool, announce: boo
                 node.membership.rpc_meta, node.policy, "meta", stats=node.guard_stats,
                 rejections=node.rejections))
             await nursery.start(supervised, "membership", node.membership.run)
+            if to_pull:
+                membership = node.membership
+                await pull_missing_models(node.transfers, to_pull, self_id=node.peer_id,
+                                          rounds=lambda: membership.rounds, say=_progress)
+                await load_models(node, nursery)
             if config.mdns:
                 from calinode.node.p2p.mdns import run_mdns
 

@@ -40,7 +40,9 @@ Counted where the work happens (name, type, labels: meaning):
   queries counts 1; an ask's retrieval is one);
 - ``calinode_search_partial_answers_total`` counter: those answered without some shard;
 - ``calinode_ingest_documents_total`` counter (outcome): documents of ingests this node
-  coordinated, ``acknowledged`` (on the write quorum) or ``failed``.
+  coordinated, ``acknowledged`` (on the write quorum) or ``failed``;
+- ``calinode_blob_chunks_total`` counter (outcome): model blob chunks this node ``served``,
+  ``fetched`` (verified on arrival) or refused as ``corrupt`` (``node/blobs/``).
 
 Read from the node's state at scrape time:
 
@@ -168,6 +170,9 @@ class NodeMetrics:
                                  "started, answered or failed", ["outcome"], registry=r)
         self.p2p_bytes = Counter("calinode_p2p_bytes", "Framed bytes on calinode's protocols",
                                  ["protocol", "direction"], registry=r)
+        self.blob_chunks = Counter("calinode_blob_chunks", "Model blob chunks this node "
+                                   "served, fetched (verified) or refused as corrupt",
+                                   ["outcome"], registry=r)
         self.searches = Counter("calinode_searches", "Searches this node coordinated",
                                 registry=r)
         self.search_partial = Counter("calinode_search_partial_answers", "Searches answered "
@@ -183,6 +188,8 @@ class NodeMetrics:
             self.exchanges.labels(outcome)
         for outcome in ("acknowledged", "failed"):
             self.ingest_docs.labels(outcome)
+        for outcome in ("served", "fetched", "corrupt"):
+            self.blob_chunks.labels(outcome)
         self._meters = {protocol: ByteMeter(self.p2p_bytes.labels(protocol, "in"),
                                             self.p2p_bytes.labels(protocol, "out"))
                         for protocol in PROTOCOLS}

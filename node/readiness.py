@@ -3,7 +3,8 @@
 
 Ready means:
 
-- every model the node was started with is loaded (the API answers while they load);
+- every model the node was started with is loaded (the API answers while they load, and
+  while a model it does not have is pulled from the swarm: "pulling model X (41%)");
 - for an index node (``--index``), its replicas are synced: it has learned the live swarm
   (two heartbeat rounds, the same wait a recovering replica has), a replica sync round has
   completed since, and no replica on its disk is unserved (pulling, recovering, given up:
@@ -36,10 +37,12 @@ class Readiness:
 
 def readiness(*, wanted_models: Sequence[str], loaded_models: Iterable[str], index: bool,
               membership_rounds: int, settled_sync_rounds: int,
-              not_ready: Mapping[str, Sequence[int]]) -> Readiness:
+              not_ready: Mapping[str, Sequence[int]],
+              pulling: Sequence[str] = ()) -> Readiness:
     """The node's readiness (see the module docstring). ``settled_sync_rounds``: replica sync
-    rounds completed that started after membership had settled."""
-    reasons: list[str] = []
+    rounds completed that started after membership had settled; ``pulling``: one phrase per
+    model being pulled from peers."""
+    reasons: list[str] = list(pulling)
     loaded = set(loaded_models)
     missing = [name for name in wanted_models if name not in loaded]
     if missing:

@@ -37,6 +37,8 @@ REASONS = frozenset({
     "overloaded",           # refused by admission control (streams or bytes in flight)
     "identity_conflict",    # our own peer id from another node (a copied home)
     "bad_handshake",        # an inbound connection that failed its handshake (another swarm key)
+    "bad_blob_request",     # a blob request that is malformed, out of range or for an unknown model
+    "bad_chunk",            # a model chunk whose bytes fail the sha256 its manifest lists
 })
 
 

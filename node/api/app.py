@@ -35,6 +35,7 @@ from calinode.node.api.errors import error_response
 from calinode.node.api.guard import ApiGuard, read_json
 from calinode.node.api.inference_routes import inference_routes
 from calinode.node.api.model_files_routes import model_files_routes
+from calinode.node.api.model_pull_routes import model_pull_routes
 from calinode.node.api.openai_routes import openai_routes
 from calinode.node.api.rag_routes import rag_routes
 from calinode.node.dashboard.routes import dashboard_routes
@@ -142,6 +143,7 @@ def build_app(node: ApiNode, sessions: DashboardSessions | None = None) -> Starl
             *openai_routes(node),
             *rag_routes(node),
             *model_files_routes(node),
+            *model_pull_routes(node),
             *dashboard_routes(node, sessions),
             *doctor_routes(node),
         ],

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from calinode.models.registry import ModelRegistry
+    from calinode.node.blobs.service import ModelTransfers
     from calinode.node.config import NodeConfig
     from calinode.node.index.collections import CollectionBook
     from calinode.node.inference.services import LocalModels
@@ -57,6 +58,9 @@ class ApiNode(Protocol):
 
     @property
     def model_registry(self) -> ModelRegistry: ...
+
+    @property
+    def transfers(self) -> ModelTransfers | None: ...  # model blobs (node/blobs/)
 
     @property
     def dispatcher(self) -> Dispatcher: ...

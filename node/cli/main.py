@@ -100,8 +100,15 @@ def _add_start_parser(sub: Any) -> None:
     start.add_argument("--replica-gc-after", type=float, metavar="SECONDS",
                        help="delete a replica this node no longer owns once every owner has "
                             "held the same copy this long (default 600; 0: keep forever)")
+    start.add_argument("--blob-max-transfers", type=int, metavar="N",
+                       help="model chunks served to peers at once (default 4; more are "
+                            "refused OVERLOADED and fetched elsewhere)")
+    start.add_argument("--blob-rate", type=int, metavar="BYTES_PER_S",
+                       help="cap the bytes/s of models served to peers (default 0: no cap)")
     start.add_argument("--test-only-clock-offset", type=float, default=0.0,
                        help=argparse.SUPPRESS)  # TEST ONLY: daemon.shift_wall_clock_for_tests
+    start.add_argument("--test-only-corrupt-chunks", action="store_const", const=True,
+                       default=None, help=argparse.SUPPRESS)  # TEST ONLY: node/blobs/server.py
 
 
 def _add_inference_parsers(sub: Any) -> None:

@@ -5,6 +5,13 @@ folder with tokenizer.json, or a GGUF file), ``remove NAME``, ``verify [NAME...]
 ``export CHECKPOINT_DIR --name NAME [--int8]`` (needs the optional ``export`` extra: torch).
 A running node loads models at start: restart it to pick up changes.
 
+Two actions go through the home's running node, because only it is connected to the swarm
+(its peer table knows who advertises what; no second host, identity or swarm key in the CLI):
+``list --swarm`` (which peers hold which models) and ``pull NAME|SHA256``, which fetches a
+model from the peers advertising it into the node's home (``node/blobs/``: chunks from
+several peers at once, each verified on arrival, resumable after a crash), with a progress
+bar on stderr and, with ``--json``, one object at the end.
+
 ``add`` installs a model only once it has passed the checks of ``models/prepare/checks.py`` on the
 copied bytes (it loads and runs as the node will run it). ``remove`` refuses a model that a
 collection of the home pins or that the home's running node serves, unless ``--force``, which
@@ -26,9 +33,18 @@ from calinode.protocol.errors import BadRequest, ConfigError
 
 
 def add_models_parser(sub: Any) -> None:
-    models = sub.add_parser("models", help="list, prepare, add, remove, verify, export models")
+    models = sub.add_parser("models", help="list, prepare, add, remove, verify, export, "
+                            "pull models")
     msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-    msub.add_parser("list", help="installed models")
+    listing = msub.add_parser("list", help="installed models (--swarm: the swarm's)")
+    listing.add_argument("--swarm", action="store_true",
+                         help="the models the running node and its live peers advertise, "
+                              "and which peers hold each")
+    pull = msub.add_parser("pull", help="fetch a model from the peers that hold it (through "
+                           "the running node, into its home)")
+    pull.add_argument("model", metavar="NAME|SHA256")
+    pull.add_argument("--timeout", type=float, default=3600.0,
+                      help="seconds to wait for the whole model")
     prepare = msub.add_parser("prepare", help="prepare embedded defaults (no network needed)")
     prepare.add_argument("names", nargs="*", metavar="NAME",
                          help="minilm-l6, minilm-l6-int8, smollm2-135m, gemma3-270m "
@@ -150,7 +166,105 @@ def _remove(args: argparse.Namespace, registry: Any) -> None:
     registry.remove(manifest.name)
 
 
+#: ``calinode models list --swarm``
+SWARM_COLUMNS = (Column("NAME", 20), Column("KIND", 9), Column("SHA256", 18),
+                 Column("PEERS", gap="  "))
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from calinode.node.client import CalinodeClient
+
+    return CalinodeClient.from_home(args.home, api=args.api, token=getattr(args, "token", None))
+
+
+def _list_swarm(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        rows = client.swarm_models()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print_table(SWARM_COLUMNS, [(r["name"], r["kind"], r["sha256"][:16],
+                                     ", ".join(p[-8:] for p in r["peers"])) for r in rows],
+                    empty="(no model advertised: is the node part of a swarm?)")
+    return 0
+
+
+class PullBar:
+    """``calinode models pull``'s progress on stderr: ``rich``'s bar at a terminal, else a
+    plain line each 10%; nothing with ``--json``."""
+
+    def __init__(self, name: str, *, quiet: bool) -> None:
+        from calinode.node.cli.render import is_terminal
+
+        self.name = name
+        self.quiet = quiet
+        self.bar: Any = None
+        self.task: Any = None
+        self.tenths = -1
+        if not quiet and is_terminal(sys.stderr):
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TransferSpeedColumn,
+            )
+
+            self.bar = Progress(TextColumn(f"pull {name}"), BarColumn(), DownloadColumn(),
+                                TransferSpeedColumn(), console=Console(file=sys.stderr))
+
+    def update(self, done: int, total: int) -> None:
+        if self.quiet or not total:
+            return
+        if self.bar is not None:
+            if self.task is None:
+                self.bar.start()
+                self.task = self.bar.add_task("pull", total=total)
+            self.bar.update(self.task, completed=done)
+            return
+        tenths = 10 * done // total
+        if tenths != self.tenths:
+            self.tenths = tenths
+            print(f"pull {self.name}: {done / 1e6:.1f}/{total / 1e6:.1f} MB "
+                  f"({100 * done // total}%)", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.stop()
+
+
+def _pull(args: argparse.Namespace, registry: Any) -> int:
+    result: dict[str, Any] = {}
+    bar = PullBar(args.model, quiet=args.json)
+    try:
+        with _client(args) as client:
+            for line in client.pull_model(args.model, timeout=args.timeout):
+                if "progress" in line:
+                    bar.update(int(line["progress"]["done"]), int(line["progress"]["total"]))
+                elif "result" in line:
+                    result = dict(line["result"])
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps(result))
+    elif result.get("already_installed"):
+        print(f"{result['name']} ({result['sha256'][:16]}) is already installed")
+    else:
+        faulty = result.get("faulty_peers") or {}
+        print(f"pulled {result['name']} (sha256 {result['sha256'][:16]}, "
+              f"{result['size'] / 1e6:.1f} MB: {result['fetched_bytes'] / 1e6:.1f} MB fetched, "
+              f"{result['resumed_bytes'] / 1e6:.1f} MB resumed, from "
+              f"{len(result['peers'])} peer(s) in {result['seconds']:.1f} s)")
+        for peer, count in faulty.items():
+            print(f"calinode: warning: peer {peer} sent {count} corrupt chunk(s); they were "
+                  "fetched again from another peer", file=sys.stderr)
+    return 0
+
+
 def _list(args: argparse.Namespace, registry: Any) -> int:
+    if getattr(args, "swarm", False):
+        return _list_swarm(args)
     rows = [m.advertised() | {"size": sum(f.size for f in m.files)}
             for m in registry.manifests()]
     if args.json:
@@ -223,7 +337,7 @@ def _export(args: argparse.Namespace, registry: Any) -> int:
 
 
 ACTIONS = {"list": _list, "prepare": _prepare, "add": _install, "remove": _uninstall,
-           "verify": _verify, "export": _export}
+           "verify": _verify, "export": _export, "pull": _pull}
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from calinode.protocol.errors import EXIT_USAGE
 #: and ``--token`` mean something for
 API_COMMANDS = frozenset({"start", "embed", "generate", "collections", "ingest", "delete",
                           "search", "ask", "shards", "invite", "status", "peers", "ping",
-                          "dashboard", "doctor", "bench"})
+                          "dashboard", "doctor", "bench", "models"})
 
 #: help for flags and arguments shared by several commands, by ``dest``
 SHARED_HELP = {

@@ -89,11 +89,17 @@ def test_unset_shared_options_are_filled() -> None:
 def test_api_for_a_command_without_an_api_is_a_one_line_usage_error(
         capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
-        build_parser().parse_args(["--api", "h:1", "models", "list"])
+        build_parser().parse_args(["--api", "h:1", "id"])
     assert exited.value.code == EXIT_USAGE
     err = capsys.readouterr().err
     assert err.startswith("calinode: error: BAD_REQUEST: --api does not apply") and \
         err.count("\n") == 1
+
+
+def test_models_pull_and_list_swarm_talk_to_a_node_api() -> None:
+    args = build_parser().parse_args(["models", "pull", "minilm-l6-int8", "--api", "h:1"])
+    assert (args.models_command, args.model, args.api) == ("pull", "minilm-l6-int8", "h:1")
+    assert build_parser().parse_args(["models", "list", "--swarm"]).swarm
 
 
 def test_a_usage_error_is_one_line_with_exit_status_2(

@@ -19,7 +19,8 @@ Layers, lowest first, and what each may import (besides itself):
 - ``inference`` (``node/inference/``): ``jobs``, and ``index`` for its pure chunking (the
   ``embed_chunks`` job cuts documents); ``index`` never imports ``inference``.
 - ``rag`` (the coordinator): ``index``, ``inference``.
-- ``api`` (``node/api/``): ``rag``.
+- ``blobs`` (``node/blobs/``, model transfers between peers): ``jobs``.
+- ``api`` (``node/api/``): ``rag``, ``blobs``.
 - ``daemon``: everything but the command line: it is the composition root that builds the
   node (the API included).
 - ``client`` (``node/client.py``, the HTTP client of the local API): ``core``.
@@ -50,7 +51,8 @@ BELOW: dict[str, set[str]] = {
     "index": {"jobs"},
     "inference": {"jobs", "index"},
     "rag": {"index", "inference"},
-    "api": {"rag"},
+    "blobs": {"jobs"},
+    "api": {"rag", "blobs"},
     "daemon": {"api"},
     "client": {"core"},
     "cli": {"client", "models"},
@@ -68,6 +70,7 @@ PACKAGE_LAYERS = {
     "calinode.node.inference": "inference",
     "calinode.node.index": "index",
     "calinode.node.rag": "rag",
+    "calinode.node.blobs": "blobs",
     "calinode.node.api": "api",
     "calinode.node.dashboard": "api",  # the dashboard is part of the local HTTP API
     "calinode.node.cli": "cli",
