@@ -30,6 +30,8 @@ __all__ = ["MAX_ANSWER_CHARS", "MAX_QUERY_CHARS", "MAX_SOURCES", "Action", "Acti
 
 #: Longest search query the model may ask (characters); the grammar stops it there too.
 MAX_QUERY_CHARS: Final = 200
+#: Shortest answer the grammar allows (a small model otherwise answers "...").
+MIN_ANSWER_CHARS: Final = 12
 #: Longest answer kept (characters); generation is bounded by tokens before that.
 MAX_ANSWER_CHARS: Final = 8_000
 #: Most sources one answer may cite.
@@ -187,6 +189,7 @@ def action_schema(seen: Sequence[str], *, may_search: bool = True,
             sources["maxItems"] = 0
         alternatives.append({
             "type": "object", "additionalProperties": False, "required": ["answer", "sources"],
-            "properties": {"answer": {"type": "string", "minLength": 1}, "sources": sources}})
+            "properties": {"answer": {"type": "string", "minLength": MIN_ANSWER_CHARS},
+                           "sources": sources}})
     schema = alternatives[0] if len(alternatives) == 1 else {"anyOf": alternatives}
     return json.dumps(schema, separators=(",", ":"))

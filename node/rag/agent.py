@@ -10,7 +10,9 @@ model answers or a bound is hit:
 - ``steps``: at most ``max_steps`` tool steps (default 4, at most 8);
 - ``tokens``: generated tokens of the whole run (default 1024, at most 4096); a tool step runs
   only while twice one generation's share is left, so the answer always has its share;
-- ``deadline``: tool steps stop when :data:`ANSWER_TIME_SHARE` of the request's time is left.
+- ``deadline``: tool steps stop when :data:`ANSWER_TIME_SHARE` of the request's time is left;
+- ``repeats``: the model asked for a call it made before :data:`MAX_REPEATS` times (it is
+  going round; a repeated call is never run again).
 
 Then one last generation, constrained to an answer, speaks from what the loop has, and the
 reply names the bound that was hit (``bound``). A repeated call is not run again; a bad
@@ -31,6 +33,7 @@ import trio
 
 from calinode.node.rag.agent_steps import (
     ANSWER_TIME_SHARE,
+    MAX_REPEATS,
     NO_ANSWER,
     AgentBounds,
     AgentState,
@@ -105,6 +108,9 @@ async def run_agent(collection: str, question: str, model: AgentModel, tools: Ag
                 break
             if bounds.max_tokens - state.tokens < 2 * bounds.step_tokens:
                 bound = "tokens"
+                break
+            if sum(s.repeated for s in state.steps) >= MAX_REPEATS:
+                bound = "repeats"
                 break
             schema = action_schema(list(state.seen), may_answer=bool(state.steps))
             reply = await _generate(model, state, served, state.messages(), schema,

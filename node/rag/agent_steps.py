@@ -45,18 +45,22 @@ FETCH_CHARS: Final = 1500
 MAX_SEEN: Final = 32
 
 SYSTEM_PROMPT: Final = (
-    "You answer a question from the document collection {collection!r}. Each turn, reply "
-    "with one JSON object:\n"
-    '{{"tool": "search", "query": "..."}} searches the collection and lists the best '
-    "documents with their ids;\n"
-    '{{"tool": "fetch", "doc_id": "..."}} shows the text of one document;\n'
-    '{{"answer": "...", "sources": ["doc id", ...]}} is your final answer, citing the ids '
-    "of the documents it uses.\n"
-    "Answer only from what the tools showed.")
+    "You answer a question from the document collection {collection!r} using two tools. "
+    "Each turn, reply with one JSON object:\n"
+    '- {{"tool": "search", "query": <words to look for>}} searches the collection and lists '
+    "the best documents with their ids;\n"
+    '- {{"tool": "fetch", "doc_id": <an id from a search>}} shows the text of that document;\n'
+    '- {{"answer": <your answer, a full sentence>, "sources": [<ids of the documents you '
+    "used>]}} ends the task.\n"
+    "Search with different words if a search did not help. Answer only from what the tools "
+    "showed.")
+FINAL_PROMPT: Final = ("Now write your final answer as a full sentence, from the "
+                       "observations above, with the ids of the documents you used as "
+                       "sources.")
 #: The answer when the last generation gave none (a peer that ignored the grammar).
 NO_ANSWER: Final = "(no answer: the model did not give one within the agent's bounds)"
-FINAL_PROMPT: Final = ("Now give your final answer from the observations above, as "
-                       '{"answer": "...", "sources": [...]}.')
+#: Repeated calls after which the loop stops asking for tools (the model is going round).
+MAX_REPEATS: Final = 2
 
 
 @dataclass(frozen=True, slots=True)

@@ -149,7 +149,10 @@ async def test_a_repeated_call_is_not_run_again() -> None:
     assert [(s["step"], s["tool"], s.get("repeated", False)) for s in result["steps"]] == [
         (1, "search", False), (2, "search", True), (3, "fetch", False), (4, "fetch", True)]
     assert "made at step 1" in model.calls[2]["messages"][-1]["content"]
-    assert result["answer"] == "The slipstream." and result["bound"] is None
+    # the second repeat ends the tool steps: the model is going round; it answers from
+    # what it has, asked for an answer only
+    assert result["answer"] == "The slipstream." and result["bound"] == "repeats"
+    assert set(json.loads(model.calls[-1]["schema"])["properties"]) == {"answer", "sources"}
 
 
 async def test_the_step_bound_ends_with_a_constrained_answer() -> None:
