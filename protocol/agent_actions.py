@@ -188,8 +188,9 @@ def action_schema(seen: Sequence[str], *, may_search: bool = True,
         else:
             sources["maxItems"] = 0
         alternatives.append({
-            "type": "object", "additionalProperties": False, "required": ["answer", "sources"],
-            "properties": {"answer": {"type": "string", "minLength": MIN_ANSWER_CHARS},
-                           "sources": sources}})
+            # sources first: an answer cut off by its token bound has them already
+            "type": "object", "additionalProperties": False, "required": ["sources", "answer"],
+            "properties": {"sources": sources,
+                           "answer": {"type": "string", "minLength": MIN_ANSWER_CHARS}}})
     schema = alternatives[0] if len(alternatives) == 1 else {"anyOf": alternatives}
     return json.dumps(schema, separators=(",", ":"))

@@ -37,6 +37,9 @@ from calinode.protocol.errors import EXIT_DOCS_FAILED, EXIT_PARTIAL, BadRequest,
 #: embedders at once, and between two requests they idle, so a request is large (at 64, the
 #: pause between requests and the uneven last batches cost about a tenth of ingest speed)
 SEND_BATCH = 256
+#: How long ``calinode ask`` lets the node work, without and with ``--agent``.
+ASK_TIMEOUT = 300.0
+AGENT_TIMEOUT = 180.0
 #: How long ``calinode search`` lets the node work on one request (all its queries).
 CLI_SEARCH_BUDGET = 600.0
 SEARCH_EPILOG = f"""\
@@ -129,6 +132,8 @@ def _add_query_parsers(sub: Any) -> None:
     ask.add_argument("--agent", action="store_true",
                      help="let the model search and fetch from the collection in a bounded "
                           "tool loop, then answer with the sources it used")
+    ask.add_argument("--timeout", type=float, default=None,
+                     help="seconds the whole answer may take (default 300; with --agent 180)")
     ask.add_argument("--max-steps", type=int, default=None,
                      help="with --agent: tool steps before the answer (default 4, at most 8)")
 
@@ -331,7 +336,8 @@ def _ask_agent(args: argparse.Namespace, client: Any) -> tuple[Any, str]:
     """``calinode ask --agent``: each step on a line as it is done, then the answer and its
     sources; with ``--json`` the whole reply as one object."""
     options = {"model": args.model, "max_steps": args.max_steps,
-               "max_tokens": args.max_tokens}
+               "max_tokens": args.max_tokens,
+               "timeout": AGENT_TIMEOUT if args.timeout is None else args.timeout}
     if args.json:
         return client.agent(args.collection, args.question, **options), ""
     data: dict[str, Any] = {}
@@ -351,12 +357,13 @@ def _ask(args: argparse.Namespace, client: Any) -> tuple[Any, str]:
     if args.max_steps is not None:
         raise BadRequest("--max-steps goes with --agent")
     max_tokens = 256 if args.max_tokens is None else args.max_tokens
+    timeout = ASK_TIMEOUT if args.timeout is None else args.timeout
     if args.json:
         data = client.ask(args.collection, args.question, k=args.k, model=args.model,
-                          max_tokens=max_tokens)
+                          max_tokens=max_tokens, timeout=timeout)
         return data, ""
     for item in client.ask_stream(args.collection, args.question, k=args.k,
-                                  model=args.model, max_tokens=max_tokens):
+                                  model=args.model, max_tokens=max_tokens, timeout=timeout):
         if "text" in item:
             print(item["text"], end="", flush=True)
         elif "done" in item:

@@ -45,6 +45,7 @@ from calinode.node.rag.agent_steps import (
     fetch_step,
     repeated_step,
     salvage_answer,
+    salvage_sources,
     search_step,
     used_sources,
 )
@@ -190,7 +191,8 @@ async def _last_word(model: AgentModel, state: AgentState, served: list[str],
     try:
         action = parse_action(reply, final=True)
     except ActionError:
-        return FinalAnswer(answer=salvage_answer(reply) or NO_ANSWER, sources=())
+        return FinalAnswer(answer=salvage_answer(reply) or NO_ANSWER,
+                           sources=salvage_sources(reply))
     assert isinstance(action, FinalAnswer)
     return action
 

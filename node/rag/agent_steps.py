@@ -12,11 +12,13 @@ failed tool is ``error: ...``; a call made before is not run again (its observat
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from calinode.protocol.agent_actions import (
+    MAX_SOURCES,
     FetchCall,
     FinalAnswer,
     SearchCall,
@@ -227,9 +229,9 @@ def used_sources(answer: FinalAnswer | None, state: AgentState) -> list[dict[str
 
 
 def salvage_answer(text: str) -> str:
-    """The answer of a reply cut off by its token bound (``{"answer": "...`` without its
-    end): the string as far as it got. A JSON reply without an answer (a model that ignored
-    its grammar) has none (""); other text is kept as it is."""
+    """The answer of a reply cut off by its token bound (``{"sources": [...], "answer":
+    "...`` without its end): the string as far as it got. A JSON reply without an answer (a
+    model that ignored its grammar) has none (""); other text is kept as it is."""
     start = text.find('"answer"')
     if start >= 0:
         colon = text.find('"', text.find(":", start) + 1)
@@ -246,6 +248,19 @@ def salvage_answer(text: str) -> str:
     if text.lstrip().startswith(("{", "[")):
         return ""
     return text.strip()
+
+
+def salvage_sources(text: str) -> tuple[str, ...]:
+    """The complete ``"sources": [...]`` list of a reply cut off after it (ids not shown
+    are dropped later, like any)."""
+    found = re.search(r'"sources"\s*:\s*(\[[^\]]*\])', text)
+    if found is None:
+        return ()
+    try:
+        ids = json.loads(found.group(1))
+    except ValueError:
+        return ()
+    return tuple(i for i in ids if isinstance(i, str))[:MAX_SOURCES]
 
 
 def _snippet(text: str, limit: int) -> str:

@@ -20,6 +20,7 @@ from calinode.node.rag.agent_steps import (
     Document,
     Hit,
     salvage_answer,
+    salvage_sources,
 )
 from calinode.node.rag.agent_swarm import join_chunks
 from calinode.protocol.agent_actions import (
@@ -190,6 +191,14 @@ async def test_a_last_reply_that_is_no_answer_says_so() -> None:
     assert result["answer"] == NO_ANSWER
 
 
+async def test_an_answer_cut_off_by_its_tokens_keeps_its_sources() -> None:
+    model = FakeModel(search_reply("lift wing"),
+                      '{"sources": ["d1", "d7"], "answer": "The slipstream raises')
+    result = await run(model, FakeTools(), AgentBounds(max_steps=1))
+    assert result["answer"] == "The slipstream raises"
+    assert [s["doc_id"] for s in result["sources"]] == ["d1"]
+
+
 async def test_invented_sources_are_dropped() -> None:
     model = FakeModel(search_reply("lift wing"),
                       answer_reply("Slipstream.", "d1", "d999", "d3"))
@@ -280,6 +289,8 @@ def test_salvage_and_join_chunks() -> None:
     assert salvage_answer('{"answer": "a \\"b\\" c", "sour') == 'a "b" c'
     assert salvage_answer("plain words") == "plain words"
     assert salvage_answer(search_reply("lift")) == ""  # JSON, but no answer in it
+    assert salvage_sources('{"sources": ["1", 2, "30"], "answer": "The li') == ("1", "30")
+    assert salvage_sources('{"sources": ["1", "3') == ()
     a = "one two three four five six seven eight nine ten"
     b = "six seven eight nine ten eleven twelve"
     assert join_chunks([a, b]) == a + " eleven twelve"
