@@ -150,10 +150,14 @@ class AgentState:
 
     def messages(self, *, final: bool = False) -> list[dict[str, str]]:
         """The conversation the model sees: the rules, the question, each step's reply and
-        observation, and with ``final`` the request for the answer."""
+        observation, and with ``final`` the request for the answer, after the steps that
+        found something only (a small model copies the last observation it saw, and an
+        error teaches nothing about the question)."""
         out = [{"role": "system", "content": SYSTEM_PROMPT.format(collection=self.collection)},
                {"role": "user", "content": f"Question: {self.question}"}]
         for step, reply in zip(self.steps, self.replies, strict=True):
+            if final and step.error is not None:
+                continue
             out.append({"role": "assistant", "content": reply})
             out.append({"role": "user", "content": f"Observation: {step.observation}"})
         if final:

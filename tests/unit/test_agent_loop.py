@@ -154,6 +154,10 @@ async def test_a_repeated_call_is_not_run_again() -> None:
     # what it has, asked for an answer only
     assert result["answer"] == "The slipstream." and result["bound"] == "repeats"
     assert set(json.loads(model.calls[-1]["schema"])["properties"]) == {"answer", "sources"}
+    # asked for the answer, the model sees the steps that found something, not the errors
+    last = [m["content"] for m in model.calls[-1]["messages"]]
+    assert sum(c.startswith("Observation: [d1]") for c in last) == 2
+    assert not any("error" in c for c in last)
 
 
 async def test_the_step_bound_ends_with_a_constrained_answer() -> None:
