@@ -43,6 +43,10 @@ SEARCH_HITS: Final = 3
 SNIPPET_CHARS: Final = 200
 #: Characters of a fetched document the model sees.
 FETCH_CHARS: Final = 1500
+#: Characters of observations one prompt shows (~1500 tokens: a 2048-token context keeps
+#: room for the rules, the replies and the answer), and what an old one keeps at least.
+CONTEXT_CHARS: Final = 6000
+MIN_OBSERVATION_CHARS: Final = 120
 #: Document ids the agent remembers (the enum of the next step's schema).
 MAX_SEEN: Final = 32
 
@@ -155,11 +159,12 @@ class AgentState:
         error teaches nothing about the question)."""
         out = [{"role": "system", "content": SYSTEM_PROMPT.format(collection=self.collection)},
                {"role": "user", "content": f"Question: {self.question}"}]
-        for step, reply in zip(self.steps, self.replies, strict=True):
-            if final and step.error is not None:
-                continue
+        kept = [(step, reply) for step, reply in zip(self.steps, self.replies, strict=True)
+                if not (final and step.error is not None)]
+        shown = fit_observations([step.observation for step, _ in kept])
+        for (_, reply), observation in zip(kept, shown, strict=True):
             out.append({"role": "assistant", "content": reply})
-            out.append({"role": "user", "content": f"Observation: {step.observation}"})
+            out.append({"role": "user", "content": f"Observation: {observation}"})
         if final:
             out.append({"role": "user", "content": FINAL_PROMPT})
         return out
@@ -177,6 +182,19 @@ class AgentState:
         self.replies.append(reply)
         if action is not None and not step.repeated and step.error is None:
             self.calls[action.key] = step.n
+
+
+def fit_observations(observations: list[str], budget: int = CONTEXT_CHARS) -> list[str]:
+    """The observations within ``budget`` characters in all, so the conversation fits the
+    model's context however many steps there were: the newest in full, older ones cut
+    (each keeps at least :data:`MIN_OBSERVATION_CHARS`)."""
+    out: list[str] = []
+    left = budget
+    for text in reversed(observations):
+        keep = min(len(text), max(MIN_OBSERVATION_CHARS, left))
+        out.append(text if keep >= len(text) else text[:keep - 3].rstrip() + "...")
+        left = max(0, left - keep)
+    return out[::-1]
 
 
 def call_args(action: SearchCall | FetchCall) -> dict[str, str]:

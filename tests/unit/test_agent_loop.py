@@ -19,6 +19,7 @@ from calinode.node.rag.agent_steps import (
     AgentBounds,
     Document,
     Hit,
+    fit_observations,
     salvage_answer,
     salvage_sources,
 )
@@ -286,6 +287,16 @@ def test_every_schema_the_loop_builds_becomes_a_grammar() -> None:
             assert schema_grammar(schema)
     unsafe = json.loads(action_schema(['with "quote"'], may_search=False))
     assert unsafe["properties"]["sources"]["items"]["type"] == "string"  # no enum then
+
+
+def test_observations_fit_the_context_newest_first() -> None:
+    old, new = "a" * 5000, "b" * 4000
+    fitted = fit_observations([old, "c" * 50, new], budget=6000)
+    assert fitted[2] == new and fitted[1] == "c" * 50
+    assert len(fitted[0]) == 1950 and fitted[0].endswith("...")
+    squeezed = fit_observations(["x" * 1000] * 3 + ["y" * 7000], budget=6000)
+    assert [len(t) for t in squeezed] == [120, 120, 120, 6000]
+    assert sum(map(len, fit_observations(["z" * 1500] * 8))) <= 6000 + 120 * 8
 
 
 def test_salvage_and_join_chunks() -> None:
