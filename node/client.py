@@ -266,6 +266,32 @@ class CalinodeClient:
             body["model"] = model
         return dict(self._request("POST", "/v1/ask", body, timeout=timeout))
 
+    def agent(self, collection: str, question: str, *, model: str | None = None,
+              max_steps: int | None = None, max_tokens: int | None = None,
+              timeout: float = 180.0) -> dict[str, Any]:
+        """The agent's answer (``/v1/ask`` with ``"agent": true``): answer, sources, steps,
+        the bound hit."""
+        body = self._agent_body(collection, question, model, max_steps, max_tokens, timeout)
+        return dict(self._request("POST", "/v1/ask", body, timeout=timeout + 10))
+
+    def agent_stream(self, collection: str, question: str, *, model: str | None = None,
+                     max_steps: int | None = None, max_tokens: int | None = None,
+                     timeout: float = 180.0) -> Iterator[dict[str, Any]]:
+        """Yields ``{"step": ...}`` as the agent makes each step, then ``{"done": ...}``."""
+        body = self._agent_body(collection, question, model, max_steps, max_tokens, timeout)
+        yield from self._ndjson("/v1/ask", {**body, "stream": True}, timeout)
+
+    @staticmethod
+    def _agent_body(collection: str, question: str, model: str | None, max_steps: int | None,
+                    max_tokens: int | None, timeout: float) -> dict[str, Any]:
+        body: dict[str, Any] = {"collection": collection, "question": question,
+                                "agent": True, "timeout": timeout}
+        for key, value in (("model", model), ("max_steps", max_steps),
+                           ("max_tokens", max_tokens)):
+            if value is not None:
+                body[key] = value
+        return body
+
     def shards(self, collection: str | None = None) -> list[dict[str, Any]]:
         path = "/v1/shards" + (f"?collection={collection}" if collection else "")
         return list(self._request("GET", path))

@@ -10,7 +10,9 @@ named in the reply's ``duplicates``; a document above ``MAX_DOCUMENT_CHARS`` fai
 embedded by the client, e.g. in the browser: checked against the collection's pinned model
 and dimension), ``k``; ``"group_by": "doc"`` for the k best distinct
 documents, each by its best chunk; ``"text": false`` for hits without text and metadata),
-``POST /v1/ask`` (``{collection, question, k, model}``), ``GET /v1/shards?collection=NAME``.
+``POST /v1/ask`` (``{collection, question, k, model}``; with ``"agent": true`` the agent's
+bounded tool loop: ``{collection, question, model, max_steps, max_tokens}``),
+``GET /v1/shards?collection=NAME``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from calinode.protocol.errors import BadRequest
 if TYPE_CHECKING:
     from calinode.node.api.node_view import ApiNode
 
+#: Seconds an agent request may take when it names no ``timeout`` (several generations).
+AGENT_TIMEOUT = 180.0
 
 
 def collection_info(definition: CollectionDef) -> dict[str, Any]:
@@ -152,6 +156,11 @@ async def ask(node: ApiNode, request: Request) -> Answer:
     """JSON, or with ``stream: true`` NDJSON: ``{"text"}`` lines, then ``{"done"}``; a
     client that disconnects cancels the answer (retrieval or generation)."""
     body = await read_json(request)
+    agent = body.get("agent", False)
+    if not isinstance(agent, bool):
+        raise BadRequest("agent must be true or false")
+    if agent:
+        return _agent(node, body)
     deadline = request_deadline(body)
     args = (string(body, "collection"), string(body, "question"))
     settings: dict[str, Any] = {"k": integer(body, "k", 5), "model": body.get("model"),
@@ -166,6 +175,33 @@ async def ask(node: ApiNode, request: Request) -> Answer:
             await emit({"text": text})
 
         await emit({"done": await node.coordinator.ask(*args, on_text=on_text, **settings)})
+
+    return Answer(whole=whole, pieces=pieces, stream=body.get("stream") is True)
+
+
+def _agent(node: ApiNode, body: dict[str, Any]) -> Answer:
+    """``{"agent": true, collection, question, model?, max_steps?, max_tokens?}``: the
+    bounded tool loop (the coordinator's ``agent``). Streamed: a ``{"step": ...}`` line per
+    step (tool, args, hits or chars or error) as it is done, then ``{"done": ...}``."""
+    deadline = request_deadline(body, AGENT_TIMEOUT)
+    args = (string(body, "collection"), string(body, "question"))
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise BadRequest("model must be a string")
+    settings: dict[str, Any] = {
+        "model": model, "deadline": deadline,
+        "max_steps": None if body.get("max_steps") is None else integer(body, "max_steps", 0),
+        "max_tokens": (None if body.get("max_tokens") is None
+                       else integer(body, "max_tokens", 0))}
+
+    async def whole() -> dict[str, Any]:
+        return await node.coordinator.agent(*args, **settings)
+
+    async def pieces(emit: Emit) -> None:
+        async def on_step(step: dict[str, Any]) -> None:
+            await emit({"step": step})
+
+        await emit({"done": await node.coordinator.agent(*args, on_step=on_step, **settings)})
 
     return Answer(whole=whole, pieces=pieces, stream=body.get("stream") is True)
 

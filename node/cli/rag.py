@@ -7,8 +7,9 @@ with :data:`EXIT_DOCS_FAILED` (and a one-line summary on stderr) when any docume
 ``ingest`` reads a folder of .txt/.md files, a JSONL file of ``{"_id", "title", "text",
 ...metadata}`` (the BEIR corpus format) or ``-`` (JSONL on stdin), sends it in batches and
 shows its progress on stderr (``rich``'s bar at a terminal, a plain line a batch otherwise);
-``search --queries FILE.jsonl`` prints one JSON line per query. ``shards`` is a ``rich`` table
-at a terminal, plain lines otherwise (``node/cli/render.py``).
+``search --queries FILE.jsonl`` prints one JSON line per query. ``ask --agent`` lets the model
+search and fetch in a bounded tool loop (node/rag/agent.py), printing each step as it is done.
+``shards`` is a ``rich`` table at a terminal, plain lines otherwise (``node/cli/render.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from calinode.protocol.errors import EXIT_DOCS_FAILED, EXIT_PARTIAL, BadRequest,
 #: embedders at once, and between two requests they idle, so a request is large (at 64, the
 #: pause between requests and the uneven last batches cost about a tenth of ingest speed)
 SEND_BATCH = 256
+#: How long ``calinode ask`` lets the node work, without and with ``--agent``.
+ASK_TIMEOUT = 300.0
+AGENT_TIMEOUT = 180.0
 #: How long ``calinode search`` lets the node work on one request (all its queries).
 CLI_SEARCH_BUDGET = 600.0
 SEARCH_EPILOG = f"""\
@@ -122,7 +126,16 @@ def _add_query_parsers(sub: Any) -> None:
     ask.add_argument("--collection", required=True)
     ask.add_argument("-k", type=int, default=5)
     ask.add_argument("--model", help="generation model")
-    ask.add_argument("--max-tokens", type=int, default=256)
+    ask.add_argument("--max-tokens", type=int, default=None,
+                     help="tokens to generate (default 256; with --agent: of the whole loop, "
+                          "default 1024, at most 4096)")
+    ask.add_argument("--agent", action="store_true",
+                     help="let the model search and fetch from the collection in a bounded "
+                          "tool loop, then answer with the sources it used")
+    ask.add_argument("--timeout", type=float, default=None,
+                     help="seconds the whole answer may take (default 300; with --agent 180)")
+    ask.add_argument("--max-steps", type=int, default=None,
+                     help="with --agent: tool steps before the answer (default 4, at most 8)")
 
     shards = sub.add_parser("shards", help="the shard map: owners, replicas, counts, health")
     shards.add_argument("--collection")
@@ -297,15 +310,60 @@ def delete_text(data: dict[str, Any]) -> str:
                       for f in data["failed"]))
 
 
+def step_line(step: dict[str, Any]) -> str:
+    """One agent step for a person: ``step 1: search "wing lift" -> 3 hits``."""
+    args = " ".join(f"{v!r}" if k == "doc_id" else json.dumps(v)
+                    for k, v in step.get("args", {}).items())
+    if step.get("error"):
+        outcome = f"error: {step['error']}"
+    elif step.get("hits") is not None:
+        outcome = f"{step['hits']} hit{'' if step['hits'] == 1 else 's'}"
+    else:
+        outcome = f"{step.get('chars', 0)} characters"
+    return f"step {step['step']}: {step['tool']} {args} -> {outcome}"[:300]
+
+
+def agent_text(data: dict[str, Any]) -> str:
+    """The agent's answer for a person: the answer, its numbered sources, the bound hit."""
+    sources = "\n".join(f"  [{s['n']}] {s['doc_id']} {s.get('title') or ''}".rstrip()
+                        for s in data["sources"]) or "  none"
+    bound = (f"\n(stopped by the {data['bound']} bound: answered from what it had)"
+             if data.get("bound") else "")
+    return f"{data['answer']}\n\nsources:\n{sources}{bound}"
+
+
+def _ask_agent(args: argparse.Namespace, client: Any) -> tuple[Any, str]:
+    """``calinode ask --agent``: each step on a line as it is done, then the answer and its
+    sources; with ``--json`` the whole reply as one object."""
+    options = {"model": args.model, "max_steps": args.max_steps,
+               "max_tokens": args.max_tokens,
+               "timeout": AGENT_TIMEOUT if args.timeout is None else args.timeout}
+    if args.json:
+        return client.agent(args.collection, args.question, **options), ""
+    data: dict[str, Any] = {}
+    for item in client.agent_stream(args.collection, args.question, **options):
+        if "step" in item:
+            print(step_line(item["step"]), flush=True)
+        elif "done" in item:
+            data = item["done"]
+    return data, "\n" + agent_text(data)
+
+
 def _ask(args: argparse.Namespace, client: Any) -> tuple[Any, str]:
     """``calinode ask``: with ``--json`` the whole reply; else the answer streamed as it is
     generated, then the sources."""
+    if args.agent:
+        return _ask_agent(args, client)
+    if args.max_steps is not None:
+        raise BadRequest("--max-steps goes with --agent")
+    max_tokens = 256 if args.max_tokens is None else args.max_tokens
+    timeout = ASK_TIMEOUT if args.timeout is None else args.timeout
     if args.json:
         data = client.ask(args.collection, args.question, k=args.k, model=args.model,
-                          max_tokens=args.max_tokens)
+                          max_tokens=max_tokens, timeout=timeout)
         return data, ""
     for item in client.ask_stream(args.collection, args.question, k=args.k,
-                                  model=args.model, max_tokens=args.max_tokens):
+                                  model=args.model, max_tokens=max_tokens, timeout=timeout):
         if "text" in item:
             print(item["text"], end="", flush=True)
         elif "done" in item:

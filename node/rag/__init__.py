@@ -18,6 +18,9 @@ Map of the package:
 - plan.py (pure): deadlines, shard plans, hedging, batches and their spread over the
   embedders, the exact merge of shard answers, replication notes.
 - prompt.py (pure): the prompt of ``ask`` and chat with a collection, the no-sources reply.
+- ``run_agent`` (agent.py): the agent's bounded tool loop (``ask --agent``); its pure step
+  logic in agent_steps.py, its ports on the swarm (generate, search, fetch by doc id) in
+  agent_swarm.py; the model's actions are parsed by ``protocol/agent_actions.py``.
 - query_vector.py (pure): a query vector from a client, checked against the collection's
   pinned model and dimension.
 """

@@ -23,6 +23,9 @@ import trio
 from calinode.node.index.collections import sign_definition
 from calinode.node.index.placement import PlacementMap
 from calinode.node.jobs.dispatch import default_model
+from calinode.node.rag.agent import OnStep, run_agent
+from calinode.node.rag.agent_steps import AgentBounds
+from calinode.node.rag.agent_swarm import SwarmModel, SwarmTools
 from calinode.node.rag.ingest import Ingest, Progress
 from calinode.node.rag.plan import ShardPlan, deadline_of, replication_notes
 from calinode.node.rag.ports import RagNode
@@ -278,3 +281,19 @@ class Coordinator:
         return {"answer": result["text"], "sources": sources, "no_sources": not sources,
                 "partial": found["partial"], "missing_shards": found["missing_shards"],
                 "served_by": result["served_by"], "finish_reason": result["finish_reason"]}
+
+    async def agent(self, name: str, question: str, *, model: str | None = None,
+                    max_steps: int | None = None, max_tokens: int | None = None,
+                    on_step: OnStep | None = None, deadline: float | None = None,
+                    timeout: float = 180.0) -> dict[str, Any]:
+        """Answer with the agent (``agent.py``): the model searches and fetches from ``name``
+        in a bounded loop (``max_steps``, ``max_tokens``: None for the defaults), by one
+        ``deadline``; ``on_step`` gets each step as it is done."""
+        deadline = deadline_of(deadline, timeout)
+        self.node.book.get(name)  # an unknown collection is refused before any generation
+        bounds = AgentBounds.of(max_steps, max_tokens)
+        chosen = model or default_model(self.node, "generate")
+        result = await run_agent(name, question, SwarmModel(self.node, chosen),
+                                 SwarmTools(self.node, self.view, self.searches, name),
+                                 bounds, deadline=deadline, on_step=on_step)
+        return {**result, "model": chosen}
