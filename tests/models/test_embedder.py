@@ -59,7 +59,8 @@ def test_matches_sentence_transformers(
                                 normalize_embeddings=True, show_progress_bar=False)
     actual = minilm.embed([*varied_sentences, LONG_TEXT]).vectors
     cosines = np.sum(expected * actual, axis=1)
-    assert cosines.min() >= 0.99, f"mean {cosines.mean():.5f}, min {cosines.min():.5f}"
+    # minilm-l6 holds the original float32 weights: the same model, not a close copy
+    assert cosines.min() >= 0.9999, f"mean {cosines.mean():.6f}, min {cosines.min():.6f}"
 
 
 def test_bucketing_equals_one_by_one_in_the_original_order(
