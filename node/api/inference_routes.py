@@ -148,7 +148,8 @@ class Generation:
         augmented, self.sources, found = await coordinator.rag_messages(
             collection, users[-1].content, k=k, deadline=self.deadline)
         self.params = dataclasses.replace(
-            self.params, messages=tuple(ChatMessage(**m) for m in augmented))
+            self.params, messages=tuple(ChatMessage(role=m["role"], content=m["content"])
+                                        for m in augmented))
         if not self.sources:
             self.canned = coordinator.no_sources_reply(collection, found)
 

@@ -92,7 +92,7 @@ def register_inference_jobs(registry: JobRegistry, models: LocalModels) -> None:
             choice: dict[str, Any] = {"text": "".join(pieces),
                                       "finish_reason": final.finish_reason}
             if tools is not None and hold is not None:
-                choice = tools.reply_fields(choice["text"], final.finish_reason)
+                choice = tools.reply_fields(choice["text"], choice["finish_reason"])
                 rest = "" if "tool_calls" in choice else hold.rest()
                 if request.stream and rest:
                     await ctx.emit({"text": rest})
