@@ -33,7 +33,9 @@ def new_call_id() -> str:
 
 def _call(body: str, offered: Collection[str]) -> ToolCall | None:
     try:
-        value, _ = json.JSONDecoder().raw_decode(body.strip())
+        # strict=False: the grammar's JSON strings may hold raw control characters (a
+        # newline), which json.dumps escapes below
+        value, _ = json.JSONDecoder(strict=False).raw_decode(body.strip())
     except (ValueError, RecursionError):
         return None
     if not isinstance(value, dict) or set(value) != {"name", "arguments"}:
@@ -41,7 +43,7 @@ def _call(body: str, offered: Collection[str]) -> ToolCall | None:
     name, arguments = value["name"], value["arguments"]
     if isinstance(arguments, str):
         try:
-            arguments = json.loads(arguments)
+            arguments = json.loads(arguments, strict=False)
         except (ValueError, RecursionError):
             return None
     if not isinstance(name, str) or name not in offered or not isinstance(arguments, dict):

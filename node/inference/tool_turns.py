@@ -22,7 +22,9 @@ import trio
 from calinode.models.tool_grammar import CALL_CLOSE, tool_call_grammar
 from calinode.models.tool_output import CallHoldBack, tool_reply_fields
 from calinode.models.tool_prompt import render_messages
+from calinode.protocol.errors import ErrorCode, JobError
 from calinode.protocol.job_params import GenerateParams
+from calinode.protocol.tools import MAX_ARGUMENTS_CHARS
 
 if TYPE_CHECKING:
     from calinode.models.generator import GenerationParams
@@ -65,4 +67,12 @@ class ToolTurn:
         return CallHoldBack(silent=self.grammar is not None)
 
     def reply_fields(self, text: str, finish: str) -> dict[str, Any]:
-        return tool_reply_fields(text, finish, self.offered)
+        """The sample's reply fields; a forced call that ended (``stop``) yet does not parse
+        (its arguments beyond ``MAX_ARGUMENTS_CHARS``) is an error, never a reply that
+        breaks what was asked."""
+        fields = tool_reply_fields(text, finish, self.offered)
+        if self.grammar is not None and fields["finish_reason"] == "stop":
+            raise JobError(f"the forced tool call does not parse as a call of at most "
+                           f"{MAX_ARGUMENTS_CHARS} characters of arguments",
+                           code=ErrorCode.INTERNAL)
+        return fields

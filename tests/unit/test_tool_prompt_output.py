@@ -92,6 +92,8 @@ def test_an_answer_is_parsed_into_one_call_of_an_offered_tool() -> None:
     assert call.id.startswith("call_") and len(call.id) == 29
     before, (again,) = parse_tool_output("Let me check.\n" + text + "</tool_call>", OFFERED)
     assert before == "Let me check." and again.id != call.id
+    raw = '<tool_call>{"name": "get_time", "arguments": {"tz": "a\nb"}}'  # a raw newline
+    assert json.loads(parse_tool_output(raw, OFFERED)[1][0].arguments) == {"tz": "a\nb"}
     stringly = '<tool_call>{"name": "get_time", "arguments": "{\\"tz\\": \\"UTC\\"}"}'
     assert json.loads(parse_tool_output(stringly, OFFERED)[1][0].arguments) == {"tz": "UTC"}
 
