@@ -57,7 +57,7 @@ FinishReason = Literal["stop", "length", "cancelled"]
 #: a sampled token, and its logprobs when they were asked for
 Sample = tuple[int, "TokenLogprob | None"]
 ROLES = frozenset({"system", "user", "assistant"})
-MAX_STOP_SEQUENCES = 9  # a request's 8, and the end of a tool call block
+MAX_STOP_SEQUENCES = 8
 MAX_SEED = 0xFFFF_FFFE  # 0xFFFFFFFF is llama.cpp's "random seed"
 DEFAULT_MAX_CONTEXT = 4096
 #: Sampler settings that are not per-request parameters (llama-cpp-python's chat defaults).

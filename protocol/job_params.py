@@ -411,7 +411,7 @@ class GenerateParams:
         ``messages``; ``tool_choice`` is ``auto`` (the model answers in text or calls one) or
         ``required`` (it must call one; with ``tool_name``, that one), and means nothing
         without tools. A tool's answer is its call, so ``json_schema`` does not combine with
-        tools."""
+        tools; the end of a call block is a stop sequence, so tools leave one fewer."""
         check_list("tools", list(self.tools), max_len=MAX_TOOLS)
         for tool in self.tools:
             check_instance("tools", tool, ToolSpec)
@@ -431,6 +431,9 @@ class GenerateParams:
             invalid("tools need chat messages, not a prompt")
         if self.json_schema is not None:
             invalid("tools and json_schema (response_format) do not combine")
+        if len(self.stop) >= MAX_STOP:
+            invalid(f"with tools, at most {MAX_STOP - 1} stop sequences (the end of a tool "
+                    "call block is one)")
 
     _KEYS: ClassVar[frozenset[str]] = frozenset(
         {"model", "messages", "prompt", "max_tokens", "temperature", "top_p", "seed", "stop",

@@ -80,6 +80,7 @@ def _tool(**over: Any) -> dict[str, Any]:
     ({"tool_name": "get_weather"}, "tool_name needs tool_choice required"),
     ({"tool_choice": "required", "tool_name": "nope"}, "tool_name must name one of"),
     ({"json_schema": '{"type":"object"}'}, "do not combine"),
+    ({"stop": list("abcdefgh")}, "at most 7 stop sequences"),
 ])
 def test_hostile_tool_params_are_refused_by_name(extra: dict[str, Any], field: str) -> None:
     assert field in refused(GenerateParams.from_wire, dict(TOOLS, **extra))
