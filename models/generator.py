@@ -96,6 +96,9 @@ class GenerationParams:
     #: record each token's log-probability, and its ``top_logprobs`` likeliest alternatives
     logprobs: bool = False
     top_logprobs: int = 0
+    #: GBNF that constrains decoding, built on this node (never taken from a peer): the
+    #: forced tool call of :func:`~calinode.models.tool_grammar.tool_call_grammar`
+    grammar: str | None = None
 
     def __post_init__(self) -> None:
         if not _is_int(self.max_tokens) or self.max_tokens < 1:
@@ -120,6 +123,8 @@ class GenerationParams:
                 or not 0 <= self.top_logprobs <= (MAX_TOP_LOGPROBS if self.logprobs else 0)):
             raise _bad_request(f"top_logprobs must be in [0, {MAX_TOP_LOGPROBS}] (with "
                                f"logprobs), not {self.top_logprobs!r}")
+        if self.grammar is not None and self.json_schema is not None:
+            raise _bad_request("a grammar and a json_schema do not combine")
 
 
 def derive_seed(seed: int | None, index: int) -> int | None:
@@ -359,6 +364,9 @@ class GgufGenerator:
         grammar = None
         if params.json_schema is not None:
             grammar = schema_grammar(params.json_schema)
+            self._check_grammar(grammar)
+        if params.grammar is not None:  # a forced tool call
+            grammar = params.grammar
             self._check_grammar(grammar)
         return self._stream(tokens, [s for s in stops if s], params, grammar,
                             cancel or threading.Event())

@@ -23,7 +23,8 @@ Bytes in, events out; messages in, bytes out (h11 style).  Module map, bottom-up
   ping, echo, embed and generate jobs (job_params.py, with the shared checks and limits) and
   of the ``shard.*`` jobs (shard_params.py), a document on the wire (wire_docs.py), the replies
   of the inference jobs (job_replies.py), of the ``shard.*`` jobs (shard_replies.py) and of
-  ``shard.changes`` (sync_replies.py), of ``ping`` and ``echo`` (builtin_replies.py).
+  ``shard.changes`` (sync_replies.py), of ``ping`` and ``echo`` (builtin_replies.py); the
+  tools a ``generate`` offers and the calls it answers (``ToolSpec``, ``ToolCall``: tools.py).
 - ``rank_key`` (ranking.py): the one tie order of hits; ``SearchBudget`` (search_budget.py):
   how much one ``shard.search`` may cost and answer.
 

@@ -31,6 +31,14 @@ from typing import Any, ClassVar, Final
 
 from .collections import COLLECTION_NAME, MAX_CHUNK_TOKENS, MAX_DIM
 from .limits import DEFAULT_LIMITS
+from .tools import (
+    MAX_TOOLS,
+    TOOL_CHOICES,
+    ToolCall,
+    ToolSpec,
+    check_tools,
+    tool_calls_from_wire,
+)
 from .validation import MAX_INT64, check_bytes, check_instance, check_int, check_str, from_peer
 from .validation import invalid as invalid
 
@@ -294,15 +302,43 @@ class EmbedChunksParams:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ChatMessage:
+    """One message of a chat. Tool calling (issue 15): an ``assistant`` message may carry the
+    ``tool_calls`` it made (its content then often empty), a ``tool`` message answers the
+    call ``tool_call_id`` names; both are written on the wire only when set."""
+
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
     def __post_init__(self) -> None:
         check_str("message role", self.role, max_len=MAX_ROLE)
         check_str("message content", self.content, min_len=0, max_len=MAX_PROMPT_CHARS)
+        if self.tool_calls and self.role != "assistant":
+            invalid("only an assistant message carries tool_calls")
+        if (self.role == "tool") != (self.tool_call_id is not None):
+            invalid("a tool message (and only it) names the tool_call_id it answers")
+        if self.tool_call_id is not None:
+            check_str("tool_call_id", self.tool_call_id, max_len=64)
 
-    def to_wire(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content}
+    _KEYS: ClassVar[frozenset[str]] = frozenset({"role", "content", "tool_calls",
+                                                 "tool_call_id"})
+
+    @classmethod
+    def from_wire(cls, data: object, where: str) -> ChatMessage:
+        wire = check_keys(where, data, cls._KEYS, frozenset({"role", "content"}))
+        calls = wire.get("tool_calls")
+        return cls(role=wire["role"], content=wire["content"],
+                   tool_calls=() if calls is None else tool_calls_from_wire(calls),
+                   tool_call_id=wire.get("tool_call_id"))
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [call.to_wire() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -332,6 +368,10 @@ class GenerateParams:
     n: int = 1
     logprobs: bool = False
     top_logprobs: int = 0
+    # tool calling (issue 15): see _check_tool_fields
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: str = "auto"
+    tool_name: str | None = None
 
     def __post_init__(self) -> None:
         _model(self.model)
@@ -364,10 +404,41 @@ class GenerateParams:
         if self.logprobs and self.n * self.max_tokens > MAX_LOGPROB_TOKENS:
             invalid(f"with logprobs, n * max_tokens must be at most {MAX_LOGPROB_TOKENS}, "
                     f"is {self.n * self.max_tokens}")
+        self._check_tool_fields()
+
+    def _check_tool_fields(self) -> None:
+        """Tool calling (issue 15): ``tools`` (see :mod:`calinode.protocol.tools`) need chat
+        ``messages``; ``tool_choice`` is ``auto`` (the model answers in text or calls one) or
+        ``required`` (it must call one; with ``tool_name``, that one), and means nothing
+        without tools. A tool's answer is its call, so ``json_schema`` does not combine with
+        tools; the end of a call block is a stop sequence, so tools leave one fewer."""
+        check_list("tools", list(self.tools), max_len=MAX_TOOLS)
+        for tool in self.tools:
+            check_instance("tools", tool, ToolSpec)
+        check_tools(self.tools)
+        if self.tool_choice not in TOOL_CHOICES:
+            invalid(f"tool_choice must be one of {', '.join(TOOL_CHOICES)}")
+        if self.tool_name is not None:
+            if self.tool_choice != "required":
+                invalid("tool_name needs tool_choice required")
+            if self.tool_name not in {t.name for t in self.tools}:
+                invalid("tool_name must name one of the tools")
+        if not self.tools:
+            if self.tool_choice != "auto":
+                invalid("tool_choice needs tools")
+            return
+        if self.messages is None:
+            invalid("tools need chat messages, not a prompt")
+        if self.json_schema is not None:
+            invalid("tools and json_schema (response_format) do not combine")
+        if len(self.stop) >= MAX_STOP:
+            invalid(f"with tools, at most {MAX_STOP - 1} stop sequences (the end of a tool "
+                    "call block is one)")
 
     _KEYS: ClassVar[frozenset[str]] = frozenset(
         {"model", "messages", "prompt", "max_tokens", "temperature", "top_p", "seed", "stop",
-         "stream", "json_schema", "n", "logprobs", "top_logprobs"})
+         "stream", "json_schema", "n", "logprobs", "top_logprobs"}) | frozenset(
+        {"tools", "tool_choice", "tool_name"})
 
     @classmethod
     def from_wire(cls, data: object) -> GenerateParams:
@@ -377,8 +448,7 @@ class GenerateParams:
             if wire.get("messages") is not None:
                 items = check_list("messages", wire["messages"], min_len=1,
                                    max_len=MAX_MESSAGES)
-                keys = frozenset({"role", "content"})
-                messages = tuple(ChatMessage(**check_keys(f"messages[{i}]", m, keys, keys))
+                messages = tuple(ChatMessage.from_wire(m, f"messages[{i}]")
                                  for i, m in enumerate(items))
             stop = wire.get("stop", [])
             stop = [stop] if isinstance(stop, str) else stop
@@ -392,7 +462,8 @@ class GenerateParams:
                        seed=wire.get("seed"), stop=tuple(stop),
                        stream=wire.get("stream", False), json_schema=wire.get("json_schema"),
                        n=wire.get("n", 1), logprobs=wire.get("logprobs", False),
-                       top_logprobs=wire.get("top_logprobs", 0))
+                       top_logprobs=wire.get("top_logprobs", 0),
+                       **_tool_fields(wire))
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens,
@@ -411,4 +482,21 @@ class GenerateParams:
         if self.logprobs:
             out["logprobs"] = True
             out["top_logprobs"] = self.top_logprobs
+        if self.tools:
+            out["tools"] = [tool.to_wire() for tool in self.tools]
+            out["tool_choice"] = self.tool_choice
+            if self.tool_name is not None:
+                out["tool_name"] = self.tool_name
         return out
+
+
+def _tool_fields(wire: Mapping[str, Any]) -> dict[str, Any]:
+    """The tool calling fields of a generate params map (only those it sets)."""
+    out: dict[str, Any] = {}
+    if wire.get("tools") is not None:
+        items = check_list("tools", wire["tools"], max_len=MAX_TOOLS)
+        out["tools"] = tuple(ToolSpec.from_wire(item) for item in items)
+    for key in ("tool_choice", "tool_name"):
+        if wire.get(key) is not None:
+            out[key] = wire[key]
+    return out

@@ -39,6 +39,7 @@ from .job_params import (
     check_list,
 )
 from .limits import DEFAULT_LIMITS
+from .tools import ToolCall, tool_calls_from_wire
 from .validation import (
     SHA256,
     check_int,
@@ -59,7 +60,7 @@ __all__ = [
     "token_text",
 ]
 
-FINISH_REASONS: Final = ("stop", "length", "cancelled")
+FINISH_REASONS: Final = ("stop", "length", "cancelled", "tool_calls")
 
 
 def _vectors(value: object, rows: int | None, dim: int | None) -> npt.NDArray[np.float32]:
@@ -272,6 +273,9 @@ class GeneratedChoice:
     text: str
     finish_reason: str
     logprobs: tuple[TokenLogprob, ...] | None = None
+    #: the calls the model made (tool calling, issue 15): exactly when ``finish_reason`` is
+    #: ``tool_calls``; ``text`` is then what it said before them (often empty)
+    tool_calls: tuple[ToolCall, ...] = ()
 
     def __post_init__(self) -> None:
         check_str("text", self.text, min_len=0, max_len=DEFAULT_LIMITS.max_str)
@@ -279,21 +283,49 @@ class GeneratedChoice:
             invalid(f"finish_reason must be one of {', '.join(FINISH_REASONS)}")
         if self.logprobs is not None:
             check_list("logprobs", list(self.logprobs), max_len=MAX_LOGPROB_TOKENS)
+        if bool(self.tool_calls) != (self.finish_reason == "tool_calls"):
+            invalid("tool_calls come exactly with finish_reason tool_calls")
 
-    _KEYS: ClassVar[frozenset[str]] = frozenset({"text", "finish_reason", "logprobs"})
+    _KEYS: ClassVar[frozenset[str]] = frozenset({"text", "finish_reason", "logprobs",
+                                                 "tool_calls"})
 
     @classmethod
     def from_wire(cls, data: object, *, asked: GenerateParams | None = None) -> GeneratedChoice:
         wire = check_keys("generated choice", data, cls._KEYS,
                           frozenset({"text", "finish_reason"}))
         return cls(text=wire["text"], finish_reason=wire["finish_reason"],
-                   logprobs=_logprobs(wire.get("logprobs"), asked))
+                   logprobs=_logprobs(wire.get("logprobs"), asked),
+                   tool_calls=_tool_calls(wire, asked))
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"text": self.text, "finish_reason": self.finish_reason}
         if self.logprobs is not None:
             out["logprobs"] = [t.to_wire() for t in self.logprobs]
+        if self.tool_calls:
+            out["tool_calls"] = [call.to_wire() for call in self.tool_calls]
         return out
+
+
+def _tool_calls(wire: Mapping[str, Any], asked: GenerateParams | None
+                ) -> tuple[ToolCall, ...]:
+    """A choice's tool calls: only when tools were offered, each naming an offered tool (the
+    one ``tool_name`` forced, when it did); a ``required`` call that ended as if complete
+    (``stop``) without one is refused too."""
+    value = wire.get("tool_calls")
+    calls = () if value is None else tool_calls_from_wire(value)
+    if asked is None:
+        return calls
+    offered = {tool.name for tool in asked.tools}
+    if calls and not offered:
+        invalid("the reply carries tool_calls but no tools were offered")
+    for call in calls:
+        if call.name not in offered:
+            invalid(f"the reply calls {call.name!r}, which was not offered")
+        if asked.tool_name is not None and call.name != asked.tool_name:
+            invalid(f"the reply calls {call.name!r}, {asked.tool_name!r} was required")
+    if asked.tools and asked.tool_choice == "required" and wire.get("finish_reason") == "stop":
+        invalid("a tool call was required but the reply has none")
+    return calls
 
 
 def _logprobs(value: object, asked: GenerateParams | None) -> tuple[TokenLogprob, ...] | None:
@@ -330,6 +362,8 @@ class GenerateReply:
     completion_tokens: int
     logprobs: tuple[TokenLogprob, ...] | None = None
     more_choices: tuple[GeneratedChoice, ...] = ()
+    #: the first sample's tool calls (issue 15)
+    tool_calls: tuple[ToolCall, ...] = ()
 
     def __post_init__(self) -> None:
         check_str("model", self.model, max_len=128)
@@ -337,17 +371,18 @@ class GenerateReply:
         check_int("prompt_tokens", self.prompt_tokens, lo=0, hi=1 << 31)
         check_int("completion_tokens", self.completion_tokens, lo=0, hi=1 << 31)
         GeneratedChoice(text=self.text, finish_reason=self.finish_reason,
-                        logprobs=self.logprobs)
+                        logprobs=self.logprobs, tool_calls=self.tool_calls)
         check_list("more_choices", list(self.more_choices), max_len=MAX_CHOICES - 1)
 
     @property
     def choices(self) -> tuple[GeneratedChoice, ...]:
         first = GeneratedChoice(text=self.text, finish_reason=self.finish_reason,
-                                logprobs=self.logprobs)
+                                logprobs=self.logprobs, tool_calls=self.tool_calls)
         return (first, *self.more_choices)
 
     _KEYS: ClassVar[frozenset[str]] = frozenset(
-        {"model", "sha256", "text", "finish_reason", "usage", "logprobs", "more_choices"})
+        {"model", "sha256", "text", "finish_reason", "usage", "logprobs", "more_choices",
+         "tool_calls"})
     _REQUIRED: ClassVar[frozenset[str]] = frozenset(
         {"model", "sha256", "text", "finish_reason", "usage"})
 
@@ -366,7 +401,8 @@ class GenerateReply:
                        finish_reason=wire["finish_reason"],
                        logprobs=_logprobs(wire.get("logprobs"), asked),
                        more_choices=tuple(GeneratedChoice.from_wire(c, asked=asked)
-                                          for c in more), **usage)
+                                          for c in more),
+                       tool_calls=_tool_calls(wire, asked), **usage)
 
     @classmethod
     def parser_for(cls, params: Mapping[str, Any]) -> Callable[[object], GenerateReply]:
@@ -384,4 +420,6 @@ class GenerateReply:
             out["logprobs"] = [t.to_wire() for t in self.logprobs]
         if self.more_choices:
             out["more_choices"] = [c.to_wire() for c in self.more_choices]
+        if self.tool_calls:
+            out["tool_calls"] = [call.to_wire() for call in self.tool_calls]
         return out

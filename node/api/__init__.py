@@ -20,6 +20,9 @@ Map of the package:
 - ``sampling_params`` (sampling_body.py): a chat body's ``response_format``, ``n``,
   ``logprobs``, ``top_logprobs`` as generate job params; ``chat_choices`` (chat_choices.py):
   every sample of a generate result as an OpenAI choice, with its logprobs.
+- ``tool_params``, ``wire_messages`` (tools_body.py): a chat body's ``tools``,
+  ``tool_choice`` and tool history as generate job params; ``tool_call_deltas``
+  (tool_deltas.py): ``message.tool_calls`` and the streamed tool-call deltas.
 - ``rag_routes`` (rag_routes.py): collections, ingest, search, ask and shards.
 - ``model_files_routes`` (model_files_routes.py): a served model's files by sha256 (the
   browser's embedding); ``doctor_routes`` (doctor_routes.py): ``/v1/doctor``, ``/v1/bench``.

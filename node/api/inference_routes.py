@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -33,6 +34,8 @@ from calinode.node.api.openai_routes import models_catalog, open_frame
 from calinode.node.api.openai_shapes import ResponseFrame, chat_messages, usage
 from calinode.node.api.sampling_body import sampling_params
 from calinode.node.api.streaming import Answer, AnswerEndpoint, Emit
+from calinode.node.api.tool_deltas import tool_call_deltas
+from calinode.node.api.tools_body import check_tools_schemas, tool_params, wire_messages
 from calinode.node.inference.jobs import INPUT_TYPES, generate_request, texts_param
 from calinode.node.jobs.dispatch import default_model
 from calinode.protocol.errors import BadRequest
@@ -105,6 +108,8 @@ def _openai_to_params(node: ApiNode, body: dict[str, Any]) -> dict[str, Any]:
         if body.get(key) is not None:
             params[key] = body[key]
     params.update(sampling_params(body))  # response_format, n, logprobs, top_logprobs
+    params["messages"] = wire_messages(params["messages"])  # tool calls in the history
+    params.update(tool_params(body, structured="json_schema" in params))  # tools
     return params
 
 
@@ -143,7 +148,8 @@ class Generation:
         augmented, self.sources, found = await coordinator.rag_messages(
             collection, users[-1].content, k=k, deadline=self.deadline)
         self.params = dataclasses.replace(
-            self.params, messages=tuple(ChatMessage(**m) for m in augmented))
+            self.params, messages=tuple(ChatMessage(role=m["role"], content=m["content"])
+                                        for m in augmented))
         if not self.sources:
             self.canned = coordinator.no_sources_reply(collection, found)
 
@@ -182,7 +188,10 @@ def chat_endpoint(node: ApiNode) -> AnswerEndpoint:
         body = await read_json(request)
         deadline = request_deadline(body)
         stream = body.get("stream", False) is True
-        params = generate_request(dict(_openai_to_params(node, body), stream=stream))
+        wire = _openai_to_params(node, body)
+        if "tools" in wire:
+            await trio.to_thread.run_sync(check_tools_schemas, wire)
+        params = generate_request(dict(wire, stream=stream))
         frame = open_frame(node, body, params.model, stream=stream, prefix="chatcmpl")
         generation = Generation(node, params, deadline)
         if body.get("collection") is not None:
@@ -231,6 +240,8 @@ async def _chat_pieces(generation: Generation, frame: ResponseFrame, emit: Emit)
         first = False
 
     result = await generation.run(on_text)
+    for delta in tool_call_deltas(result.get("tool_calls", ()), with_role=first):
+        await emit(chunk(delta, None))
     final = chunk({}, result["finish_reason"])
     final["served_by"] = result["served_by"]
     await emit(_with_sources(final, generation.sources))

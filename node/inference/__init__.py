@@ -9,4 +9,5 @@ Map of the package:
   cancellation both ways.
 - ``register_inference_jobs`` (jobs.py): the ``embed``, ``embed_chunks`` and ``generate`` job
   kinds; ``texts_param``, ``generate_request``: the same checks for the HTTP API.
+- ``ToolTurn`` (tool_turns.py): what tool calling changes in one ``generate`` job.
 """

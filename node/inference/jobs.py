@@ -14,6 +14,7 @@ import trio
 
 from calinode.node.index.chunking import Chunk, chunk_text
 from calinode.node.inference.services import LocalModels
+from calinode.node.inference.tool_turns import ToolTurn, chat_messages_of
 from calinode.node.jobs.server import JobContext, JobRegistry
 from calinode.protocol.errors import BadRequest, ProtocolError
 from calinode.protocol.job_params import (
@@ -65,8 +66,8 @@ def register_inference_jobs(registry: JobRegistry, models: LocalModels) -> None:
 
         request = GenerateParams.from_wire(params)
         service = models.generator(request.model)
-        messages = (None if request.messages is None
-                    else [m.to_wire() for m in request.messages])
+        messages = chat_messages_of(request)
+        tools = await ToolTurn.of(request)
         choices: list[dict[str, Any]] = []
         prompt_tokens = completion_tokens = 0
         for index in range(request.n):
@@ -75,17 +76,26 @@ def register_inference_jobs(registry: JobRegistry, models: LocalModels) -> None:
                 top_p=request.top_p, seed=derive_seed(request.seed, index), stop=request.stop,
                 json_schema=request.json_schema, logprobs=request.logprobs,
                 top_logprobs=request.top_logprobs)
+            if tools is not None:
+                settings = tools.settings(settings)
+            hold = None if tools is None else tools.hold_back()
             pieces: list[str] = []
 
             async def on_text(text: str) -> None:
                 pieces.append(text)  # noqa: B023  (each sample's own list, used in its loop)
-                if request.stream:
-                    await ctx.emit({"text": text})
+                shown = text if hold is None else hold.feed(text)  # noqa: B023
+                if request.stream and shown:
+                    await ctx.emit({"text": shown})
 
             final = await service.generate(params=settings, messages=messages,
                                            prompt=request.prompt, on_text=on_text)
             choice: dict[str, Any] = {"text": "".join(pieces),
                                       "finish_reason": final.finish_reason}
+            if tools is not None and hold is not None:
+                choice = tools.reply_fields(choice["text"], choice["finish_reason"])
+                rest = "" if "tool_calls" in choice else hold.rest()
+                if request.stream and rest:
+                    await ctx.emit({"text": rest})
             if request.logprobs:
                 choice["logprobs"] = [entry.to_wire() for entry in final.logprobs]
             choices.append(choice)
