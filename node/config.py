@@ -37,6 +37,12 @@ def default_home(env: Mapping[str, str]) -> Path:
 # once, and a model slower than 10 tokens/s still streams token by token. ``--stream-interval``.
 STREAM_INTERVAL = 0.1
 
+# A streamed generation whose serving peer sends nothing for this long after its first piece
+# is resumed on another peer (issue 14). Pieces come at least every STREAM_INTERVAL while the
+# peer generates; 15 s allows a CPU-starved peer or a GC pause many times over, and is short
+# against a 300 s generation budget. calinode.toml or CALINODE_GENERATE_STALL_TIMEOUT.
+GENERATE_STALL_TIMEOUT = 15.0
+
 
 @dataclass(frozen=True, kw_only=True)
 class NodeConfig:
@@ -68,6 +74,11 @@ class NodeConfig:
     # a replica this node no longer owns is deleted once every owner has held the same copy
     # for this long (seconds); 0 keeps such replicas forever
     replica_gc_after: float = 600.0
+    # a streaming generation peer silent this long (seconds) mid-stream is resumed elsewhere
+    generate_stall_timeout: float = GENERATE_STALL_TIMEOUT
+    # TEST ONLY: seconds this node's generators pause after each streamed piece (tests kill
+    # a serving node mid-stream); 0 in any real use
+    test_token_delay: float = 0.0
 
     def __post_init__(self) -> None:
         host, sep, port = self.api.rpartition(":")
@@ -89,6 +100,11 @@ class NodeConfig:
             raise ConfigError("threads must be 0 (every core) or more")
         if not 0 <= self.stream_interval <= 1:
             raise ConfigError("stream_interval must be 0 to 1 seconds")
+        if not 0 < self.generate_stall_timeout <= 3600:
+            raise ConfigError("generate_stall_timeout must be more than 0 and at most 3600 "
+                              "seconds")
+        if not 0 <= self.test_token_delay <= 10:
+            raise ConfigError("test_token_delay must be 0 to 10 seconds")
         if self.replica_gc_after < 0:
             raise ConfigError("replica_gc_after must be 0 (never) or more seconds")
         if self.max_jobs < 1 or self.max_jobs_per_peer < 1:
@@ -131,7 +147,7 @@ _TUPLES = {"listen", "bootstrap", "allow", "trust", "mdns_interfaces", "embed_mo
            "gen_models"}
 _BOOLS = {"mdns", "no_models", "index", "open_swarm"}
 _FLOATS = {"heartbeat_interval", "dead_after", "drop_after", "stream_interval",
-           "replica_gc_after"}
+           "replica_gc_after", "generate_stall_timeout", "test_token_delay"}
 _INTS = {"max_jobs", "max_jobs_per_peer", "threads"}
 _KEYS = {f.name for f in fields(NodeConfig)} - {"home"}
 
