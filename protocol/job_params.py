@@ -74,8 +74,11 @@ MAX_GENERATE_TOKENS: Final = 1 << 20
 #: Largest token id a ``generate`` resume may carry (llama.cpp token ids are int32).
 MAX_TOKEN_ID: Final = (1 << 31) - 1
 #: Most already-generated tokens one resumed ``generate`` may carry (see ``resume_tokens``):
-#: one msgpack int each, far inside a frame's ``max_objects``, and more than any context.
-MAX_RESUME_TOKENS: Final = 65_536
+#: four times the default context. A decoded int costs about 38 bytes against a frame's
+#: decoding budget of 10 per payload byte plus 512 KiB (``protocol/limits.py``): even ids
+#: of one byte each fit that budget up to about 18,700 ids, so a legitimate resume is never
+#: refused as a bad frame.
+MAX_RESUME_TOKENS: Final = 16_384
 #: Longest JSON schema (compact JSON text) a ``generate`` may constrain its output with.
 MAX_SCHEMA_CHARS: Final = 16_384
 #: Most independent samples (OpenAI's ``n``) one ``generate`` may ask for.
