@@ -222,12 +222,12 @@ class GenerateService:
             final.extend(chunk for chunk in chunks if chunk.finish_reason is not None)
 
         def make_iter(cancel: Any) -> Any:
+            extra = {"resume": resume} if resume else {}  # a plain request: as before
             if messages is not None:
-                chunks = self.generator.stream_chat(messages, params, cancel, resume=resume)
+                chunks = self.generator.stream_chat(messages, params, cancel, **extra)
             else:
                 assert prompt is not None
-                chunks = self.generator.stream_completion(prompt, params, cancel,
-                                                          resume=resume)
+                chunks = self.generator.stream_completion(prompt, params, cancel, **extra)
             return _slowed(chunks, self.test_token_delay) if self.test_token_delay else chunks
 
         self._waiting += 1
