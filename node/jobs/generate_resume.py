@@ -87,9 +87,10 @@ class ResumeBook:
         return dict(wire, resume_tokens=list(self.tokens))
 
     def finish(self, reply: GenerateReply) -> GenerateReply:
-        """The final reply as the caller must see it (see the module docstring)."""
+        """The final reply as the caller must see it (see the module docstring). Its
+        ``resumed`` are this relay's own switches: whatever a peer claimed there is dropped."""
         if not self.switches:
-            return reply
+            return dataclasses.replace(reply, resumed=()) if reply.resumed else reply
         prefix = "".join(self.pieces[:self._pieces_at_switch])
         return dataclasses.replace(reply, text=prefix + reply.text,
                                    resumed=tuple(self.switches))

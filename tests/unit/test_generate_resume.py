@@ -187,6 +187,12 @@ def test_a_reply_without_switches_is_unchanged() -> None:
     assert book.finish(original) is original
 
 
+def test_a_peer_s_own_resumed_claim_is_dropped() -> None:
+    book = ResumeBook(max_tokens=10)
+    claimed = GenerateReply.from_wire(reply(resumed=[{"from": "x", "to": "y", "at_token": 1}]))
+    assert book.finish(claimed).resumed == ()
+
+
 # -- the stall option ------------------------------------------------------------------------
 
 
