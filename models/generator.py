@@ -19,6 +19,11 @@ Structured output: ``params.json_schema`` constrains decoding with the grammar
 ``params.logprobs``: every chunk carries the :class:`TokenLogprob` of the tokens it covers
 (their log-probability under the raw logits, and the ``top_logprobs`` likeliest tokens).
 
+Resume: ``stream_chat``/``stream_completion`` with ``resume`` (token ids another node
+generated for the same request) replay those tokens and stream only what follows, as the
+uninterrupted run would have (see :meth:`GgufGenerator._sample`); every chunk carries the ids
+of the tokens whose text it releases, which is what a relay sends back to resume.
+
 Chat prompts are rendered with the GGUF's own chat template (``manifest.chat_format`` None) or
 one of llama-cpp-python's named formats (:data:`CHAT_FORMATTERS`). A base model
 (``manifest.chat`` False and no ``chat_format``) only takes completion prompts. A stream stops
@@ -63,6 +68,7 @@ DEFAULT_MAX_CONTEXT = 4096
 #: Sampler settings that are not per-request parameters (llama-cpp-python's chat defaults).
 SAMPLER_DEFAULTS: dict[str, Any] = {"top_k": 40, "min_p": 0.05, "repeat_penalty": 1.1}
 
+log = logging.getLogger(__name__)
 ChatFormatter = Callable[..., llama_chat_format.ChatFormatterResponse]
 #: llama-cpp-python's named chat formats that a manifest may name in ``chat_format``.
 CHAT_FORMATTERS: dict[str, ChatFormatter] = {
@@ -156,6 +162,9 @@ class GenerationChunk:
     completion_tokens: int = 0
     #: with ``params.logprobs``: one entry per token sampled since the previous chunk
     logprobs: tuple[TokenLogprob, ...] = ()
+    #: the ids of the tokens sampled since the previous chunk (whose text this chunk
+    #: releases): what a relay sends back to resume the generation on another node
+    tokens: tuple[int, ...] = ()
 
 
 def validate_messages(messages: object) -> list[dict[str, str]]:
@@ -293,9 +302,12 @@ class GgufGenerator:
         messages: list[dict[str, str]],
         params: GenerationParams,
         cancel: threading.Event | None = None,
+        *,
+        resume: Sequence[int] = (),
     ) -> Iterator[GenerationChunk]:
         """Stream the assistant's reply to ``messages``. Bad messages, a base model or a
-        too-long prompt raise ``BAD_REQUEST`` here, before the stream starts."""
+        too-long prompt raise ``BAD_REQUEST`` here, before the stream starts. ``resume``:
+        see :meth:`_sample`."""
         if self._formatter is None:
             raise _bad_request(f"model {self.manifest.name} is a base model without a chat "
                                "format: give it a prompt to complete instead (calinode "
@@ -305,19 +317,23 @@ class GgufGenerator:
         rendered = self._formatter(messages=cast(Any, checked))
         tokens = self._tokenize(rendered.prompt, add_bos=not rendered.added_special)
         stops = _as_list(rendered.stop) + list(self.manifest.stop) + list(params.stop)
-        return self._start(tokens, stops, params, cancel)
+        return self._start(tokens, stops, params, cancel, resume)
 
     def stream_completion(
         self,
         prompt: str,
         params: GenerationParams,
         cancel: threading.Event | None = None,
+        *,
+        resume: Sequence[int] = (),
     ) -> Iterator[GenerationChunk]:
-        """Stream the continuation of ``prompt`` (raw text; special tokens are parsed)."""
+        """Stream the continuation of ``prompt`` (raw text; special tokens are parsed).
+        ``resume``: see :meth:`_sample`."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise _bad_request("prompt must be a non-empty string")
         tokens = self._tokenize(prompt, add_bos=True)
-        return self._start(tokens, list(self.manifest.stop) + list(params.stop), params, cancel)
+        return self._start(tokens, list(self.manifest.stop) + list(params.stop), params, cancel,
+                           resume)
 
     def _chat_formatter(self) -> ChatFormatter | None:
         name = self.manifest.chat_format
@@ -354,6 +370,7 @@ class GgufGenerator:
         stops: list[str],
         params: GenerationParams,
         cancel: threading.Event | None,
+        resume: Sequence[int] = (),
     ) -> Iterator[GenerationChunk]:
         if len(tokens) >= self.n_ctx:
             raise _bad_request(f"prompt is {len(tokens)} tokens but the context of "
@@ -361,6 +378,13 @@ class GgufGenerator:
         if params.max_tokens > self.n_ctx:
             raise _bad_request(f"max_tokens {params.max_tokens} exceeds the context of "
                                f"{self.manifest.name} ({self.n_ctx} tokens)")
+        resume = tuple(resume)
+        if len(resume) >= params.max_tokens or len(tokens) + len(resume) >= self.n_ctx:
+            raise _bad_request(f"cannot resume after {len(resume)} tokens: max_tokens is "
+                               f"{params.max_tokens}, the context holds {self.n_ctx}")
+        if any(not _is_int(t) or not 0 <= t < self._llm.n_vocab() for t in resume):
+            raise _bad_request(f"resume tokens must be ids of {self.manifest.name}'s "
+                               f"vocabulary (0 to {self._llm.n_vocab() - 1})")
         grammar = None
         if params.json_schema is not None:
             grammar = schema_grammar(params.json_schema)
@@ -369,7 +393,7 @@ class GgufGenerator:
             grammar = params.grammar
             self._check_grammar(grammar)
         return self._stream(tokens, [s for s in stops if s], params, grammar,
-                            cancel or threading.Event())
+                            cancel or threading.Event(), resume)
 
     def _check_grammar(self, grammar: str) -> None:
         """Parse ``grammar`` with llama.cpp once before use: llama-cpp-python adds the
@@ -389,22 +413,28 @@ class GgufGenerator:
         params: GenerationParams,
         grammar: str | None,
         cancel: threading.Event,
+        resume: tuple[int, ...] = (),
     ) -> Iterator[GenerationChunk]:
         with self._lock:
             budget = min(params.max_tokens, self.n_ctx - len(tokens))
-            samples = self._sample(tokens, params, grammar, budget, cancel)
+            samples = self._sample(tokens, params, grammar, budget, cancel, resume)
             try:
-                yield from self._decode(samples, stops, len(tokens))
+                yield from self._decode(samples, stops, len(tokens), skip=len(resume))
             finally:
                 samples.close()
 
     def _decode(
-        self, samples: Iterator[Sample | None], stops: list[str], n_prompt: int,
+        self, samples: Iterator[Sample | None], stops: list[str], n_prompt: int, *,
+        skip: int = 0,
     ) -> Iterator[GenerationChunk]:
-        """Turn sampled tokens into text chunks, ending with the finishing chunk."""
+        """Turn sampled tokens into text chunks, ending with the finishing chunk. The text
+        of the first ``skip`` tokens (a resume's replayed ones, already delivered) is decoded
+        but not yielded: what they held back (a possible stop sequence, half a character)
+        goes out with the next token's, exactly as in the uninterrupted run."""
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending, count = "", 0
         logprobs: list[TokenLogprob] = []  # of tokens whose text is not yet in a chunk
+        ids: list[int] = []  # of tokens whose text is not yet in a chunk
         finish: FinishReason = "length"
         for sample in samples:
             if sample is None:
@@ -417,16 +447,25 @@ class GgufGenerator:
             count += 1
             if entry is not None:
                 logprobs.append(entry)
+            ids.append(token)
             pending += decoder.decode(self._llm.detokenize([token]))
             safe, pending, stopped = split_at_stop(pending, stops)
+            if count <= skip:  # replayed: its released text was delivered before
+                if stopped:  # only if the replay diverged (see _sample)
+                    yield GenerationChunk("", "stop", n_prompt, count, (), tuple(ids))
+                    return
+                if safe:
+                    ids.clear()
+                continue
             if stopped:
-                yield GenerationChunk(safe, "stop", n_prompt, count, tuple(logprobs))
+                yield GenerationChunk(safe, "stop", n_prompt, count, tuple(logprobs), tuple(ids))
                 return
             if safe:
-                yield GenerationChunk(safe, None, n_prompt, count, tuple(logprobs))
+                yield GenerationChunk(safe, None, n_prompt, count, tuple(logprobs), tuple(ids))
                 logprobs.clear()
+                ids.clear()
         tail = pending + decoder.decode(b"", final=True)
-        yield GenerationChunk(tail, finish, n_prompt, count, tuple(logprobs))
+        yield GenerationChunk(tail, finish, n_prompt, count, tuple(logprobs), tuple(ids))
 
     def _sample(
         self,
@@ -435,31 +474,65 @@ class GgufGenerator:
         grammar_text: str | None,
         budget: int,
         cancel: threading.Event,
+        resume: tuple[int, ...] = (),
     ) -> Generator[Sample | None, None, None]:
         """Yield up to ``budget`` sampled tokens (with their logprobs when asked for), or
         None once ``cancel`` is set. A token is evaluated only when the next one is asked
-        for, so stopping early leaves no work."""
+        for, so stopping early leaves no work.
+
+        ``resume`` (the token ids another node generated for this request before it died)
+        is replayed, not evaluated as one batch after the prompt: the generation runs again
+        from the prompt with the same seed and sampler chain, one token at a time, and
+        yields the replayed tokens like any other (``_decode`` does not stream their text
+        again). Every computation is then the one the first node made (the prompt as one
+        batch, then one token per step; a batch's matrix products may round differently and
+        flip a greedy choice), and the sampler chain's state (its random generator, its
+        repeat-penalty history, a JSON grammar's position) is the uninterrupted run's, so
+        greedy and seeded output continue exactly. Cost: one decode step per replayed
+        token. Should the model pick another token than a replayed one (another build or
+        CPU rounding differently), the replayed ids win: the generation restarts from the
+        prompt plus all of them as one batch and samples on (the text already streamed
+        stays right; the sampler's history then lacks the replayed tokens)."""
+        generation = self._generation(tokens, params, grammar_text)
+        produced = 0
+        try:
+            while produced < budget:
+                if cancel.is_set():
+                    yield None
+                    return
+                token = next(generation)
+                if produced < len(resume) and token != resume[produced]:
+                    log.warning("%s: the resumed generation diverged from the replayed tokens "
+                                "at token %d of %d; going on after the replayed ones",
+                                self.manifest.name, produced, len(resume))
+                    generation.close()
+                    generation = self._generation(tokens + list(resume), params, grammar_text)
+                    for forced in resume[produced:]:
+                        yield forced, None
+                    produced = len(resume)
+                    continue
+                # the logits that chose `token` are still the context's last ones: the
+                # token itself is evaluated when the next one is asked for
+                entry = self._logprob(token, params.top_logprobs) if params.logprobs else None
+                produced += 1
+                yield token, entry
+        finally:
+            generation.close()
+
+    def _generation(self, tokens: list[int], params: GenerationParams,
+                    grammar_text: str | None) -> Generator[int, Any, None]:
+        """llama-cpp-python's token generator over ``tokens``, from a fresh context and a
+        freshly seeded sampler chain."""
         reset: Callable[[], None] = self._llm.reset  # untyped upstream
         reset()  # evaluate the whole prompt each time: the same logits, the same tokens
         self._llm.set_seed(llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed)
         grammar = (None if grammar_text is None
                    else LlamaGrammar.from_string(grammar_text, verbose=False))
-        generation = self._llm.generate(
+        generation: Generator[int, Any, None] = self._llm.generate(
             tokens, temp=params.temperature, top_p=params.top_p, grammar=grammar,
             **SAMPLER_DEFAULTS,
         )
-        try:
-            for _ in range(budget):
-                if cancel.is_set():
-                    yield None
-                    return
-                token = next(generation)
-                # the logits that chose `token` are still the context's last ones: the
-                # token itself is evaluated when the next one is asked for
-                entry = self._logprob(token, params.top_logprobs) if params.logprobs else None
-                yield token, entry
-        finally:
-            generation.close()
+        return generation
 
     def _logprob(self, token: int, top: int) -> TokenLogprob:
         """``token``'s log-probability under the model's own distribution (the raw logits'

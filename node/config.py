@@ -40,6 +40,12 @@ STREAM_INTERVAL = 0.1
 #: in line, and the default four transfers stay well inside a puller's 60 s chunk deadline.
 MIN_BLOB_RATE = 256 * 1024
 
+# A streamed generation whose serving peer sends nothing for this long after its first piece
+# is resumed on another peer (issue 14). Pieces come at least every STREAM_INTERVAL while the
+# peer generates; 15 s allows a CPU-starved peer or a GC pause many times over, and is short
+# against a 300 s generation budget. calinode.toml or CALINODE_GENERATE_STALL_TIMEOUT.
+GENERATE_STALL_TIMEOUT = 15.0
+
 
 @dataclass(frozen=True, kw_only=True)
 class NodeConfig:
@@ -78,6 +84,11 @@ class NodeConfig:
     # TEST ONLY: serve every model chunk with a flipped byte (pullers must refetch it
     # elsewhere and report this node); hidden from --help
     test_only_corrupt_chunks: bool = False
+    # a streaming generation peer silent this long (seconds) mid-stream is resumed elsewhere
+    generate_stall_timeout: float = GENERATE_STALL_TIMEOUT
+    # TEST ONLY: seconds this node's generators pause after each streamed piece (tests kill
+    # a serving node mid-stream); 0 in any real use
+    test_token_delay: float = 0.0
 
     def __post_init__(self) -> None:
         host, sep, port = self.api.rpartition(":")
@@ -99,6 +110,11 @@ class NodeConfig:
             raise ConfigError("threads must be 0 (every core) or more")
         if not 0 <= self.stream_interval <= 1:
             raise ConfigError("stream_interval must be 0 to 1 seconds")
+        if not 0 < self.generate_stall_timeout <= 3600:
+            raise ConfigError("generate_stall_timeout must be more than 0 and at most 3600 "
+                              "seconds")
+        if not 0 <= self.test_token_delay <= 10:
+            raise ConfigError("test_token_delay must be 0 to 10 seconds")
         if self.replica_gc_after < 0:
             raise ConfigError("replica_gc_after must be 0 (never) or more seconds")
         if self.max_jobs < 1 or self.max_jobs_per_peer < 1:
@@ -146,7 +162,7 @@ _TUPLES = {"listen", "bootstrap", "allow", "trust", "mdns_interfaces", "embed_mo
            "gen_models"}
 _BOOLS = {"mdns", "no_models", "index", "open_swarm", "test_only_corrupt_chunks"}
 _FLOATS = {"heartbeat_interval", "dead_after", "drop_after", "stream_interval",
-           "replica_gc_after"}
+           "replica_gc_after", "generate_stall_timeout", "test_token_delay"}
 _INTS = {"max_jobs", "max_jobs_per_peer", "threads", "blob_max_transfers", "blob_rate"}
 _KEYS = {f.name for f in fields(NodeConfig)} - {"home"}
 

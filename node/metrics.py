@@ -24,6 +24,8 @@ Counted where the work happens (name, type, labels: meaning):
   retryable failure (embed, generate, shard.search, shard.fetch);
 - ``calinode_job_hedges_total`` counter (kind): shard.search requests sent to further
   holders because a search round was slow;
+- ``calinode_generations_resumed_total`` counter: generations this node relayed that moved
+  to another peer mid-stream because the serving one died or stalled (issue 14);
 - ``calinode_job_duration_seconds`` histogram (kind, hop): jobs this node sent, to itself
   (local) or a peer (remote), from sending to the reply, answered or not;
 - ``calinode_embed_texts_total`` counter (model): texts embedded by this node's own models
@@ -153,6 +155,9 @@ class NodeMetrics:
                                     "by error code", ["kind", "code"], registry=r)
         self.job_retries = Counter("calinode_job_retries", "Jobs sent again to another peer "
                                    "after a retryable failure", ["kind"], registry=r)
+        self.generations_resumed = Counter(
+            "calinode_generations_resumed", "Generations this node relayed that moved to "
+            "another peer mid-stream (the serving one died or stalled)", registry=r)
         self.job_hedges = Counter("calinode_job_hedges", "Extra requests sent because the "
                                   "first ones were slow (hedging)", ["kind"], registry=r)
         self.job_seconds = Histogram("calinode_job_duration_seconds", "Jobs this node sent, "
@@ -209,6 +214,9 @@ class NodeMetrics:
 
     def job_retried(self, kind: str) -> None:
         self.job_retries.labels(job_kind(kind)).inc()
+
+    def generation_resumed(self) -> None:
+        self.generations_resumed.inc()
 
     def job_hedged(self, kind: str, count: int = 1) -> None:
         self.job_hedges.labels(job_kind(kind)).inc(count)

@@ -46,9 +46,11 @@ __all__ = [
     "INPUT_TYPES",
     "MAX_CHOICES",
     "MAX_FETCH_IDS",
-        "MAX_K",
+    "MAX_K",
     "MAX_LOGPROB_TOKENS",
+    "MAX_RESUME_TOKENS",
     "MAX_SCHEMA_CHARS",
+    "MAX_TOKEN_ID",
     "MAX_TOP_LOGPROBS",
     "ChatMessage",
     "EchoParams",
@@ -62,6 +64,7 @@ __all__ = [
     "check_json",
     "check_keys",
     "check_list",
+    "check_token_ids",
 ]
 
 #: Longest text to embed (characters); longer documents are chunked first.
@@ -76,6 +79,14 @@ MAX_PROMPT_CHARS: Final = 1_000_000
 MAX_STOP: Final = 8
 MAX_STOP_CHARS: Final = 256
 MAX_GENERATE_TOKENS: Final = 1 << 20
+#: Largest token id a ``generate`` resume may carry (llama.cpp token ids are int32).
+MAX_TOKEN_ID: Final = (1 << 31) - 1
+#: Most already-generated tokens one resumed ``generate`` may carry (see ``resume_tokens``):
+#: four times the default context. A decoded int costs about 38 bytes against a frame's
+#: decoding budget of 10 per payload byte plus 512 KiB (``protocol/limits.py``): even ids
+#: of one byte each fit that budget up to about 18,700 ids, so a legitimate resume is never
+#: refused as a bad frame.
+MAX_RESUME_TOKENS: Final = 16_384
 #: Longest JSON schema (compact JSON text) a ``generate`` may constrain its output with.
 MAX_SCHEMA_CHARS: Final = 16_384
 #: Most independent samples (OpenAI's ``n``) one ``generate`` may ask for.
@@ -179,6 +190,18 @@ def check_schema_text(value: object) -> None:
         invalid("json_schema is not JSON text")
     if not isinstance(schema, dict):
         invalid("json_schema must be a JSON object")
+
+
+def check_token_ids(name: str, value: object, *,
+                    max_len: int = MAX_RESUME_TOKENS) -> tuple[int, ...]:
+    """A list (or tuple) of at most ``max_len`` token ids, each an int in
+    ``[0, MAX_TOKEN_ID]``."""
+    if isinstance(value, tuple):
+        value = list(value)
+    items = check_list(name, value, max_len=max_len)
+    for item in items:
+        check_int(name, item, lo=0, hi=MAX_TOKEN_ID)
+    return tuple(items)
 
 
 def _model(value: object) -> None:
@@ -353,7 +376,15 @@ class GenerateParams:
     :data:`MAX_CHOICES` independent samples), ``logprobs`` and ``top_logprobs`` (0 to
     :data:`MAX_TOP_LOGPROBS` alternatives per token; needs ``logprobs``). With logprobs,
     ``n * max_tokens`` is at most :data:`MAX_LOGPROB_TOKENS` (the reply's size). ``n > 1``
-    and logprobs are answered whole, never streamed."""
+    and logprobs are answered whole, never streamed.
+
+    Resume (issue 14, "a generation outlives the peer that serves it"): ``resume_tokens``
+    are the token ids another peer already generated for this very request (same model
+    sha256, prompt, seed and sampling), at most :data:`MAX_RESUME_TOKENS`, each in
+    ``[0, MAX_TOKEN_ID]``, and fewer than ``max_tokens`` (which stays the whole request's:
+    ``max_tokens - len(resume_tokens)`` remain). The serving node replays them and streams
+    only what comes after. One sample, no logprobs (those of the replayed tokens are gone).
+    Written on the wire only when non-empty."""
 
     model: str
     messages: tuple[ChatMessage, ...] | None = None
@@ -372,6 +403,8 @@ class GenerateParams:
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: str = "auto"
     tool_name: str | None = None
+    # -- resume block (issue 14) --
+    resume_tokens: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         _model(self.model)
@@ -405,6 +438,7 @@ class GenerateParams:
             invalid(f"with logprobs, n * max_tokens must be at most {MAX_LOGPROB_TOKENS}, "
                     f"is {self.n * self.max_tokens}")
         self._check_tool_fields()
+        self._check_resume()
 
     def _check_tool_fields(self) -> None:
         """Tool calling (issue 15): ``tools`` (see :mod:`calinode.protocol.tools`) need chat
@@ -435,9 +469,20 @@ class GenerateParams:
             invalid(f"with tools, at most {MAX_STOP - 1} stop sequences (the end of a tool "
                     "call block is one)")
 
+    def _check_resume(self) -> None:
+        object.__setattr__(self, "resume_tokens",
+                           check_token_ids("resume_tokens", self.resume_tokens))
+        if not self.resume_tokens:
+            return
+        if len(self.resume_tokens) >= self.max_tokens:
+            invalid(f"resume_tokens must be fewer than max_tokens ({self.max_tokens}), "
+                    f"has {len(self.resume_tokens)}")
+        if self.n != 1 or self.logprobs:
+            invalid("resume_tokens resume one sample without logprobs: drop n or logprobs")
+
     _KEYS: ClassVar[frozenset[str]] = frozenset(
         {"model", "messages", "prompt", "max_tokens", "temperature", "top_p", "seed", "stop",
-         "stream", "json_schema", "n", "logprobs", "top_logprobs"}) | frozenset(
+         "stream", "json_schema", "n", "logprobs", "top_logprobs", "resume_tokens"}) | frozenset(
         {"tools", "tool_choice", "tool_name"})
 
     @classmethod
@@ -463,6 +508,8 @@ class GenerateParams:
                        stream=wire.get("stream", False), json_schema=wire.get("json_schema"),
                        n=wire.get("n", 1), logprobs=wire.get("logprobs", False),
                        top_logprobs=wire.get("top_logprobs", 0),
+                       resume_tokens=check_token_ids("resume_tokens",
+                                                     wire.get("resume_tokens", [])),
                        **_tool_fields(wire))
 
     def to_wire(self) -> dict[str, Any]:
@@ -487,6 +534,8 @@ class GenerateParams:
             out["tool_choice"] = self.tool_choice
             if self.tool_name is not None:
                 out["tool_name"] = self.tool_name
+        if self.resume_tokens:
+            out["resume_tokens"] = list(self.resume_tokens)
         return out
 
 

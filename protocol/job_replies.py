@@ -32,11 +32,13 @@ from .job_params import (
     MAX_CHOICES,
     MAX_DOC_CHUNKS,
     MAX_LOGPROB_TOKENS,
+    MAX_RESUME_TOKENS,
     MAX_TEXT_CHARS,
     MAX_TOP_LOGPROBS,
     GenerateParams,
     check_keys,
     check_list,
+    check_token_ids,
 )
 from .limits import DEFAULT_LIMITS
 from .tools import ToolCall, tool_calls_from_wire
@@ -53,8 +55,10 @@ __all__ = [
     "FINISH_REASONS",
     "EmbedChunksReply",
     "EmbedReply",
+    "GenerateChunk",
     "GenerateReply",
     "GeneratedChoice",
+    "ResumeSwitch",
     "TextSpan",
     "TokenLogprob",
     "token_text",
@@ -364,8 +368,11 @@ class GenerateReply:
     more_choices: tuple[GeneratedChoice, ...] = ()
     #: the first sample's tool calls (issue 15)
     tool_calls: tuple[ToolCall, ...] = ()
+    # -- resume block (issue 14): the peers this generation moved between, in order --
+    resumed: tuple[ResumeSwitch, ...] = ()
 
     def __post_init__(self) -> None:
+        check_list("resumed", list(self.resumed), max_len=MAX_RESUMES)
         check_str("model", self.model, max_len=128)
         _sha(self.sha256)
         check_int("prompt_tokens", self.prompt_tokens, lo=0, hi=1 << 31)
@@ -382,7 +389,7 @@ class GenerateReply:
 
     _KEYS: ClassVar[frozenset[str]] = frozenset(
         {"model", "sha256", "text", "finish_reason", "usage", "logprobs", "more_choices",
-         "tool_calls"})
+         "tool_calls", "resumed"})
     _REQUIRED: ClassVar[frozenset[str]] = frozenset(
         {"model", "sha256", "text", "finish_reason", "usage"})
 
@@ -402,7 +409,8 @@ class GenerateReply:
                        logprobs=_logprobs(wire.get("logprobs"), asked),
                        more_choices=tuple(GeneratedChoice.from_wire(c, asked=asked)
                                           for c in more),
-                       tool_calls=_tool_calls(wire, asked), **usage)
+                       tool_calls=_tool_calls(wire, asked),
+                       resumed=ResumeSwitch.list_from_wire(wire.get("resumed", [])), **usage)
 
     @classmethod
     def parser_for(cls, params: Mapping[str, Any]) -> Callable[[object], GenerateReply]:
@@ -422,4 +430,77 @@ class GenerateReply:
             out["more_choices"] = [c.to_wire() for c in self.more_choices]
         if self.tool_calls:
             out["tool_calls"] = [call.to_wire() for call in self.tool_calls]
+        if self.resumed:
+            out["resumed"] = [r.to_wire() for r in self.resumed]
+        return out
+
+
+# -- resume (issue 14: a generation outlives the peer that serves it) -----------------------
+
+#: Most times one generation moves to another peer (each costs a replay of the tokens so far).
+MAX_RESUMES: Final = 2
+MAX_PEER_ID_CHARS: Final = 128
+#: Most token ids one streamed chunk may carry (a chunk covers at most a stream interval).
+MAX_CHUNK_TOKENS: Final = 4096
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ResumeSwitch:
+    """One move of a generation: from the peer that died or stalled to the one that went on,
+    after ``at_token`` generated tokens (the ones the relay had received and replayed)."""
+
+    from_peer: str
+    to_peer: str
+    at_token: int
+
+    def __post_init__(self) -> None:
+        check_str("resumed.from", self.from_peer, min_len=1, max_len=MAX_PEER_ID_CHARS)
+        check_str("resumed.to", self.to_peer, min_len=1, max_len=MAX_PEER_ID_CHARS)
+        check_int("resumed.at_token", self.at_token, lo=0, hi=MAX_RESUME_TOKENS)
+
+    _KEYS: ClassVar[frozenset[str]] = frozenset({"from", "to", "at_token"})
+
+    @classmethod
+    def list_from_wire(cls, data: object) -> tuple[ResumeSwitch, ...]:
+        items = check_list("resumed", data, max_len=MAX_RESUMES)
+        out = []
+        for item in items:
+            wire = check_keys("resumed", item, cls._KEYS, cls._KEYS)
+            out.append(cls(from_peer=wire["from"], to_peer=wire["to"],
+                           at_token=wire["at_token"]))
+        return tuple(out)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"from": self.from_peer, "to": self.to_peer, "at_token": self.at_token}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GenerateChunk:
+    """One streamed piece of a ``generate``: its ``text`` and the ids of the ``tokens`` it
+    covers (the tokens sampled since the previous chunk, whose text the serving node
+    released), so a relay can resume the generation elsewhere exactly where it stands. A
+    node that predates resume sends no ``tokens`` (None): its stream cannot be resumed."""
+
+    text: str
+    tokens: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        check_str("chunk text", self.text, min_len=0, max_len=MAX_TEXT_CHARS)
+        if self.tokens is not None:
+            check_token_ids("chunk tokens", self.tokens, max_len=MAX_CHUNK_TOKENS)
+
+    _KEYS: ClassVar[frozenset[str]] = frozenset({"text", "tokens"})
+
+    @classmethod
+    def from_wire(cls, data: object) -> GenerateChunk:
+        with from_peer():
+            wire = check_keys("generate chunk", data, cls._KEYS, frozenset({"text"}))
+            tokens = wire.get("tokens")
+            return cls(text=wire["text"], tokens=None if tokens is None else check_token_ids(
+                "chunk tokens", tokens, max_len=MAX_CHUNK_TOKENS))
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"text": self.text}
+        if self.tokens is not None:
+            out["tokens"] = list(self.tokens)
         return out

@@ -31,7 +31,7 @@ from calinode.node.api.chat_choices import chat_choices
 from calinode.node.api.guard import read_json
 from calinode.node.api.json_response import FastJSONResponse
 from calinode.node.api.openai_routes import models_catalog, open_frame
-from calinode.node.api.openai_shapes import ResponseFrame, chat_messages, usage
+from calinode.node.api.openai_shapes import ResponseFrame, chat_messages, provenance, usage
 from calinode.node.api.sampling_body import sampling_params
 from calinode.node.api.streaming import Answer, AnswerEndpoint, Emit
 from calinode.node.api.tool_deltas import tool_call_deltas
@@ -219,7 +219,7 @@ def _completion(frame: ResponseFrame, result: dict[str, Any]) -> dict[str, Any]:
     return {
         **frame.header("chat.completion"),
         "choices": chat_choices(result),
-        "usage": usage(result), "served_by": result["served_by"]}
+        "usage": usage(result), **provenance(result)}
 
 
 async def _chat_pieces(generation: Generation, frame: ResponseFrame, emit: Emit) -> None:
@@ -243,7 +243,7 @@ async def _chat_pieces(generation: Generation, frame: ResponseFrame, emit: Emit)
     for delta in tool_call_deltas(result.get("tool_calls", ()), with_role=first):
         await emit(chunk(delta, None))
     final = chunk({}, result["finish_reason"])
-    final["served_by"] = result["served_by"]
+    final.update(provenance(result))
     await emit(_with_sources(final, generation.sources))
     if frame.include_usage:
         await emit(frame.usage_chunk("chat.completion.chunk", result))

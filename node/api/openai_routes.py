@@ -32,6 +32,7 @@ from calinode.node.api.openai_shapes import (
     completion_params,
     include_usage,
     model_catalog,
+    provenance,
     system_fingerprint,
     text_completion,
     text_completion_chunk,
@@ -91,7 +92,7 @@ def completions_endpoint(node: ApiNode) -> AnswerEndpoint:
 
             result = await node.dispatcher.generate(wire, deadline=deadline, on_text=on_text)
             last = text_completion_chunk(frame, "", result["finish_reason"])
-            last["served_by"] = result["served_by"]
+            last.update(provenance(result))
             await emit(last)
             if frame.include_usage:
                 await emit(frame.usage_chunk("text_completion", result))

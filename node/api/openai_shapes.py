@@ -178,6 +178,15 @@ def completion_params(body: dict[str, Any], default_model: str) -> dict[str, Any
     return params
 
 
+def provenance(result: dict[str, Any]) -> dict[str, Any]:
+    """Who answered: ``served_by``, and ``resumed`` (``[{from, to, at_token}]``) when the
+    generation moved to another peer mid-way (its serving peer died or stalled)."""
+    out: dict[str, Any] = {"served_by": result["served_by"]}
+    if result.get("resumed"):
+        out["resumed"] = result["resumed"]
+    return out
+
+
 def _text_choice(text: str, finish: str | None) -> dict[str, Any]:
     return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
 
@@ -186,7 +195,7 @@ def text_completion(frame: ResponseFrame, result: dict[str, Any]) -> dict[str, A
     """The whole ``text_completion`` answer of a generate result."""
     return {**frame.header("text_completion"),
             "choices": [_text_choice(result["text"], result["finish_reason"])],
-            "usage": usage(result), "served_by": result["served_by"]}
+            "usage": usage(result), **provenance(result)}
 
 
 def text_completion_chunk(frame: ResponseFrame, text: str,

@@ -23,6 +23,7 @@ from calinode.protocol.job_params import (
     EmbedParams,
     GenerateParams,
 )
+from calinode.protocol.job_replies import GenerateChunk
 from calinode.protocol.vectors import encode_vectors
 
 __all__ = ["INPUT_TYPES", "generate_request", "register_inference_jobs", "texts_param"]
@@ -87,8 +88,16 @@ def register_inference_jobs(registry: JobRegistry, models: LocalModels) -> None:
                 if request.stream and shown:
                     await ctx.emit({"text": shown})
 
-            final = await service.generate(params=settings, messages=messages,
-                                           prompt=request.prompt, on_text=on_text)
+            async def on_tokens(text: str, tokens: tuple[int, ...]) -> None:
+                # a streamed chunk carries its token ids: the relay can resume elsewhere
+                pieces.append(text)  # noqa: B023  (each sample's own list, used in its loop)
+                await ctx.emit(GenerateChunk(text=text, tokens=tokens).to_wire())
+
+            final = await service.generate(
+                params=settings, messages=messages, prompt=request.prompt, on_text=on_text,
+                resume=request.resume_tokens,
+                # with tools the text is held back and parsed whole: no resumable pieces
+                on_tokens=on_tokens if request.stream and tools is None else None)
             choice: dict[str, Any] = {"text": "".join(pieces),
                                       "finish_reason": final.finish_reason}
             if tools is not None and hold is not None:

@@ -19,7 +19,8 @@ import dataclasses
 import functools
 import logging
 import os
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -160,8 +161,12 @@ class GenerateService:
 
     def __init__(self, generator: GgufGenerator, *,
                  stream_interval: float = STREAM_INTERVAL,
-                 metrics: NodeMetrics | None = None) -> None:
+                 metrics: NodeMetrics | None = None,
+                 test_token_delay: float = 0.0) -> None:
         self.generator = generator
+        #: TEST ONLY (``--test-token-delay``): seconds the worker thread sleeps after each
+        #: streamed chunk, so a test can kill this node in the middle of a generation
+        self.test_token_delay = test_token_delay
         self.metrics = metrics if metrics is not None else NodeMetrics()
         self.stream_interval = stream_interval
         self.manifest: ModelManifest = generator.manifest
@@ -190,9 +195,18 @@ class GenerateService:
         messages: list[dict[str, str]] | None,
         prompt: str | None,
         on_text: Callable[[str], Awaitable[None]],
+        resume: tuple[int, ...] = (),
+        on_tokens: Callable[[str, tuple[int, ...]], Awaitable[None]] | None = None,
     ) -> GenerationChunk:
         """Stream text pieces to ``on_text``; return the final chunk (finish reason, usage,
-        and with ``params.logprobs`` the logprobs of every token of the stream)."""
+        and with ``params.logprobs`` the logprobs of every token of the stream).
+
+        Resume (issue 14): ``resume`` are token ids another node generated for this request;
+        they are replayed and only what follows is streamed. ``on_tokens``, when given,
+        replaces ``on_text`` and also gets the ids of the tokens each piece covers (what a
+        relay needs to resume elsewhere). The final chunk's ``completion_tokens`` count the
+        replayed tokens too (the whole generation's); this node's metrics count only the
+        ones it added."""
         final: list[GenerationChunk] = []
         logprobs: list[TokenLogprob] = []
 
@@ -201,14 +215,20 @@ class GenerateService:
             for chunk in chunks:
                 logprobs.extend(chunk.logprobs)
             if text:
-                await on_text(text)
+                if on_tokens is not None:
+                    await on_tokens(text, tuple(t for chunk in chunks for t in chunk.tokens))
+                else:
+                    await on_text(text)
             final.extend(chunk for chunk in chunks if chunk.finish_reason is not None)
 
         def make_iter(cancel: Any) -> Any:
+            extra = {"resume": resume} if resume else {}  # a plain request: as before
             if messages is not None:
-                return self.generator.stream_chat(messages, params, cancel)
-            assert prompt is not None
-            return self.generator.stream_completion(prompt, params, cancel)
+                chunks = self.generator.stream_chat(messages, params, cancel, **extra)
+            else:
+                assert prompt is not None
+                chunks = self.generator.stream_completion(prompt, params, cancel, **extra)
+            return _slowed(chunks, self.test_token_delay) if self.test_token_delay else chunks
 
         self._waiting += 1
         waiting = True
@@ -224,8 +244,21 @@ class GenerateService:
         if not final:
             raise JobError("generation ended without a finish reason", code=ErrorCode.INTERNAL)
         self.metrics.tokens_generated(self.manifest.name, prompt=final[-1].prompt_tokens,
-                                      completion=final[-1].completion_tokens)
+                                      completion=final[-1].completion_tokens - len(resume))
         return dataclasses.replace(final[-1], logprobs=tuple(logprobs))
+
+
+def _slowed(chunks: Iterator[GenerationChunk], delay: float) -> Iterator[GenerationChunk]:
+    """TEST ONLY: ``chunks`` with a pause after each (runs in the worker thread). Closing it
+    closes ``chunks`` (which releases the model)."""
+    try:
+        for chunk in chunks:
+            yield chunk
+            time.sleep(delay)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 class LocalModels:
@@ -259,7 +292,8 @@ class LocalModels:
 
     async def load(self, registry: ModelRegistry, names: list[str], *,
                    nursery: trio.Nursery, threads: int | None = None,
-                   stream_interval: float = STREAM_INTERVAL) -> None:
+                   stream_interval: float = STREAM_INTERVAL,
+                   test_token_delay: float = 0.0) -> None:
         """Load each named model (blocking loads run in a worker thread)."""
         from calinode.models.embedder import OnnxEmbedder
         from calinode.models.generator import GgufGenerator
@@ -277,5 +311,6 @@ class LocalModels:
                 generator = await trio.to_thread.run_sync(functools.partial(
                     GgufGenerator, manifest, registry.path_of(manifest), threads=threads))
                 self.generate[name] = GenerateService(generator, stream_interval=stream_interval,
-                                                      metrics=self.metrics)
+                                                      metrics=self.metrics,
+                                                      test_token_delay=test_token_delay)
             log.info("loaded %s model %s (sha256 %s)", manifest.kind, name, manifest.sha256[:12])

@@ -4,7 +4,8 @@ The receiving node ranks candidates (``routing.py``): itself when it has the mod
 busy, else the least-loaded live peer with a byte-identical copy, then lowest RTT. A large
 embed batch is split into contiguous parts over several candidates and reassembled in order.
 A part or a generation whose peer dies, times out or is overloaded is retried once on another
-candidate within the caller's deadline (a generation only if no text has been streamed yet).
+candidate within the caller's deadline (a generation only if no text has been streamed yet;
+after that, a generation resumes on another peer: see ``generate_resume.py``).
 ``embed`` and ``generate`` take the caller's absolute ``deadline`` (trio time): a request that
 is part of a search or an ask spends what is left of one budget, and each job carries what is
 left when it is sent (``JobClient.call`` writes it into ``deadline_ms``).
@@ -15,6 +16,7 @@ counts as a failed candidate (``bad_reply``).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -23,6 +25,7 @@ import numpy as np
 import trio
 
 from calinode.node.jobs.client import ReplyParser
+from calinode.node.jobs.generate_resume import ResumeBook, resumable_request
 from calinode.node.jobs.routing import (
     Candidate,
     model_offers,
@@ -31,8 +34,9 @@ from calinode.node.jobs.routing import (
     split_batch,
 )
 from calinode.protocol.collections import CollectionDef
-from calinode.protocol.errors import ErrorCode, JobError, groups_collapsed
-from calinode.protocol.job_replies import EmbedReply, GenerateReply
+from calinode.protocol.errors import ErrorCode, JobError, ProtocolError, groups_collapsed
+from calinode.protocol.job_params import GenerateParams
+from calinode.protocol.job_replies import EmbedReply, GenerateChunk, GenerateReply
 
 if TYPE_CHECKING:
     from calinode.models.manifest import ModelManifest
@@ -233,21 +237,90 @@ class Dispatcher:
                        deadline: float | None = None,
                        on_text: Callable[[str], Awaitable[None]] | None = None
                        ) -> dict[str, Any]:
-        """Generate by ``deadline`` (trio time; else ``timeout`` seconds from now)."""
+        """Generate by ``deadline`` (trio time; else ``timeout`` seconds from now).
+
+        Before any text has streamed, a failed peer is replaced once (a plain retry). After,
+        a peer that dies, fails or sends nothing for ``generate_stall_timeout`` seconds is
+        replaced by the next candidate (same model sha256), which replays the tokens received
+        so far and goes on (``generate_resume.py``), at most ``MAX_RESUMES`` times; the
+        caller's stream goes on as if nothing happened, and the reply lists the switches in
+        ``resumed``."""
         deadline = trio.current_time() + timeout if deadline is None else deadline
-        ranked = self.candidates("generate", str(params.get("model")))
-        streamed = False
+        order = list(self.candidates("generate", str(params.get("model"))))
+        asked = GenerateParams.from_wire(dict(params))
+        book = ResumeBook(max_tokens=asked.max_tokens)
+        # a resumable request streams from its peer even for a whole reply: the pieces
+        # carry the token ids a resume needs
+        wire = dict(params, stream=on_text is not None or resumable_request(asked))
+        attempt_wire, retried = wire, False
+        last: JobError | None = None
+        while order:
+            candidate = order.pop(0)
+            remaining = deadline - trio.current_time()
+            if remaining <= 0:
+                break
+            try:
+                reply, served_by = await self._generate_on(
+                    candidate, attempt_wire, book, deadline,
+                    first_wait=remaining / 2 if order else remaining, on_text=on_text)
+                return dict(book.finish(reply).to_wire(), served_by=served_by)
+            except JobError as exc:
+                last = exc
+                resuming = "resume_tokens" in attempt_wire  # an old peer may refuse those
+                if exc.code not in RETRYABLE and not (resuming and
+                                                      exc.code == ErrorCode.BAD_REQUEST):
+                    raise
+                if not order:
+                    raise
+                if book.can_resume():
+                    attempt_wire = book.switch(candidate.peer_id, order[0].peer_id, wire)
+                    self.node.metrics.generation_resumed()
+                    log.warning("generate on %s failed after %d tokens (%s: %s); resuming on "
+                                "%s", candidate.peer_id, len(book.tokens), exc.code.value,
+                                exc.message, order[0].peer_id)
+                    continue
+                if book.streamed or retried:
+                    raise
+                retried = True
+                self.node.metrics.job_retried("generate")
+                log.warning("generate on %s failed (%s); trying another peer",
+                            candidate.peer_id, exc.code.value)
+        raise last or JobError("generate ran out of time before any peer answered",
+                               code=ErrorCode.DEADLINE_EXCEEDED)
 
-        async def on_chunk(data: dict[str, Any]) -> None:
-            nonlocal streamed
-            text = data.get("text")
-            if isinstance(text, str) and text:
-                streamed = True
-                if on_text is not None:
+    async def _generate_on(
+        self, candidate: Candidate, wire: dict[str, Any], book: ResumeBook, deadline: float,
+        *, first_wait: float, on_text: Callable[[str], Awaitable[None]] | None,
+    ) -> tuple[GenerateReply, str]:
+        """One attempt of a generation on ``candidate``: its first piece within
+        ``first_wait`` seconds, each next one within the stall timeout (the clock stops
+        while a piece is passed on to the caller), its reply by ``deadline``. A stall, like
+        a piece or reply that fails its typed view, is a retryable ``JobError``."""
+        stall = self.node.config.generate_stall_timeout
+        peer = candidate.peer_id
+        with trio.CancelScope(deadline=trio.current_time() + first_wait) as watch:
+
+            async def on_chunk(data: dict[str, Any]) -> None:
+                try:
+                    chunk = GenerateChunk.from_wire(data)
+                except ProtocolError as exc:
+                    self.node.server.rejections.reject("bad_reply", peer,
+                                                       f"generate chunk: {exc.message}")
+                    raise JobError(f"{peer} sent an invalid generate chunk: {exc.message}",
+                                   code=ErrorCode.INTERNAL) from None
+                watch.deadline = math.inf
+                text = book.received(chunk)
+                if text and on_text is not None:
                     await on_text(text)
+                watch.deadline = trio.current_time() + stall
 
-        wire = dict(params, stream=on_text is not None)
-        reply, served_by = await self.run_with_retry(
-            ranked, "generate", wire, deadline, GenerateReply.parser_for(wire), on_chunk=on_chunk,
-            may_retry=lambda: not streamed)
-        return dict(reply.to_wire(), served_by=served_by)
+            reply, result = await self.node.client.call_parsed(
+                peer, "generate", wire, GenerateReply.parser_for(wire),
+                timeout=deadline - trio.current_time(), on_chunk=on_chunk)
+            if reply.sha256 != candidate.sha256:  # routing picked one file; the peer swapped it
+                raise JobError(f"{peer} answered with another model file than it offers",
+                               code=ErrorCode.INTERNAL)
+            return reply, result.served_by
+        what = "its first piece" if not book.pieces else "a piece"
+        raise JobError(f"generate on {peer} stalled: no {what} in time",
+                       code=ErrorCode.DEADLINE_EXCEEDED)

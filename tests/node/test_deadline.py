@@ -204,6 +204,7 @@ class FakeConfig:
     index: bool = False
     gen_models: tuple[str, ...] = ()
     embed_models: tuple[str, ...] = ()
+    generate_stall_timeout: float = 15.0  # the dispatcher's resume watch (issue 14)
 
 
 @dataclass

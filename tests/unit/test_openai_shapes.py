@@ -17,6 +17,7 @@ from calinode.node.api.openai_shapes import (
     content_text,
     include_usage,
     model_catalog,
+    provenance,
     system_fingerprint,
     text_completion,
     text_completion_chunk,
@@ -175,3 +176,12 @@ def test_the_catalog_lists_each_model_once_with_every_peer_serving_it() -> None:
                               "owned_by": "calinode", "kind": "generate", "sha256": SHA,
                               "chat": False, "context_length": 2048, "peers": ["me", "peer"]}
     assert catalog["emb"]["peers"] == ["peer"] and catalog["emb"]["kind"] == "embed"
+
+
+def test_a_resumed_generation_says_where_it_moved_and_a_plain_one_does_not() -> None:
+    switch = {"from": "12D3KooWdead", "to": "12D3KooWalive", "at_token": 61}
+    assert provenance({"served_by": "12D3KooWalive", "resumed": [switch]}) == {
+        "served_by": "12D3KooWalive", "resumed": [switch]}
+    assert provenance({"served_by": "12D3KooWalive", "resumed": []}) == {
+        "served_by": "12D3KooWalive"}
+    assert provenance({"served_by": "12D3KooWalive"}) == {"served_by": "12D3KooWalive"}
