@@ -68,6 +68,9 @@ class NodeConfig:
     # a replica this node no longer owns is deleted once every owner has held the same copy
     # for this long (seconds); 0 keeps such replicas forever
     replica_gc_after: float = 600.0
+    #: TEST ONLY: every embedding model call takes this many times as long (a slow peer in
+    #: tests/integration/test_scale_out.py); 1: off
+    test_only_embed_slowdown: float = 1.0
 
     def __post_init__(self) -> None:
         host, sep, port = self.api.rpartition(":")
@@ -89,6 +92,8 @@ class NodeConfig:
             raise ConfigError("threads must be 0 (every core) or more")
         if not 0 <= self.stream_interval <= 1:
             raise ConfigError("stream_interval must be 0 to 1 seconds")
+        if not 1 <= self.test_only_embed_slowdown <= 100:
+            raise ConfigError("test_only_embed_slowdown must be 1 (off) to 100")
         if self.replica_gc_after < 0:
             raise ConfigError("replica_gc_after must be 0 (never) or more seconds")
         if self.max_jobs < 1 or self.max_jobs_per_peer < 1:
@@ -131,7 +136,7 @@ _TUPLES = {"listen", "bootstrap", "allow", "trust", "mdns_interfaces", "embed_mo
            "gen_models"}
 _BOOLS = {"mdns", "no_models", "index", "open_swarm"}
 _FLOATS = {"heartbeat_interval", "dead_after", "drop_after", "stream_interval",
-           "replica_gc_after"}
+           "replica_gc_after", "test_only_embed_slowdown"}
 _INTS = {"max_jobs", "max_jobs_per_peer", "threads"}
 _KEYS = {f.name for f in fields(NodeConfig)} - {"home"}
 

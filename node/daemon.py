@@ -434,7 +434,8 @@ async def load_models(node: Node, nursery: trio.Nursery) -> None:
     await trio.to_thread.run_sync(
         lambda: ensure_models(registry, names, progress=_progress))
     await node.models.load(registry, names, nursery=nursery, threads=config.threads or None,
-                           stream_interval=config.stream_interval)
+                           stream_interval=config.stream_interval,
+                           test_only_embed_slowdown=config.test_only_embed_slowdown)
 
 
 async def run_node(

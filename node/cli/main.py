@@ -102,6 +102,8 @@ def _add_start_parser(sub: Any) -> None:
                             "held the same copy this long (default 600; 0: keep forever)")
     start.add_argument("--test-only-clock-offset", type=float, default=0.0,
                        help=argparse.SUPPRESS)  # TEST ONLY: daemon.shift_wall_clock_for_tests
+    start.add_argument("--test-only-embed-slowdown", type=float, metavar="FACTOR",
+                       help=argparse.SUPPRESS)  # TEST ONLY: EmbedService.test_only_slowdown
 
 
 def _add_inference_parsers(sub: Any) -> None:
