@@ -226,14 +226,14 @@ class Dispatcher:
                 lambda wire: EmbedReply.from_wire(wire, texts=len(texts)))
             return self._assemble(model, [(0, len(texts))], [(reply, served_by)])
         queue = WorkQueue(len(texts), batch_size(len(texts), len(ranked)),
-                          advertised=self._advertised_rates("embed", model, ranked))
+                          advertised=self.advertised_rates("embed", model, ranked))
         results = await self.run_queue(
             queue, ranked, "embed", deadline,
             lambda batch: dict(params, texts=texts[batch.start:batch.stop]),
             lambda batch: lambda wire: EmbedReply.from_wire(wire, texts=batch.size))
         return self._assemble(model, [(b.start, b.stop) for b in queue.batches], results)
 
-    def _advertised_rates(self, kind: str, model: str,
+    def advertised_rates(self, kind: str, model: str,
                           ranked: list[Candidate]) -> dict[str, float | None]:
         """Texts/s each candidate measured and advertised (this node: its own service's)."""
         rates: dict[str, float | None] = {}

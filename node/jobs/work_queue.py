@@ -21,10 +21,14 @@ seeded by the rate the peer advertises (``ModelOffer.rate``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
 
 #: Texts per batch: the smallest batch is still worth a round trip (a job costs ~5-10 ms of
 #: framing and scheduling per hop), the largest keeps the tail short (the last batch is what
@@ -230,3 +234,40 @@ class WorkQueue:
     def stranded(self, peers: Iterable[str]) -> bool:
         """True when work is left and every one of ``peers`` is out: nobody can finish it."""
         return not self.complete and all(p in self._failed_peers for p in peers)
+
+
+class RatedSpread:
+    """Where the next of a stream of batches goes when the batches come one by one (an
+    ingest cuts and writes as it goes, so it cannot hand a :class:`WorkQueue` all its work
+    up front): to the peer that would finish it soonest, its batches in flight and its rate
+    counted (``(running + 1) / rate``); a peer of unknown rate counts as the median known.
+    The dispatcher's rank breaks ties and stays the order of the fallbacks."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, int] = {}
+
+    def count(self, peer: str) -> int:
+        return self._running.get(peer, 0)
+
+    def order(self, ranked: list[T], rates: Mapping[str, float | None],
+              peer_of: Callable[[T], str]) -> list[T]:
+        known = sorted(r for r in rates.values() if r is not None and r > 0)
+        typical = known[len(known) // 2] if known else 1.0
+        rank = {peer_of(c): n for n, c in enumerate(ranked)}
+
+        def finish(candidate: T) -> tuple[float, int]:
+            peer = peer_of(candidate)
+            rate = rates.get(peer) or typical
+            return (self.count(peer) + 1) / rate, rank[peer]
+
+        return sorted(ranked, key=finish)
+
+    @contextlib.contextmanager
+    def running(self, peer: str) -> Iterator[None]:
+        self._running[peer] = self.count(peer) + 1
+        try:
+            yield
+        finally:
+            self._running[peer] -= 1
+            if not self._running[peer]:
+                del self._running[peer]

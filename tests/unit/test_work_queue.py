@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import pytest
@@ -15,6 +16,7 @@ from calinode.node.jobs.work_queue import (
     MAX_BATCH,
     MIN_BATCH,
     Batch,
+    RatedSpread,
     WorkQueue,
     batch_size,
 )
@@ -166,3 +168,18 @@ def test_measured_rate_replaces_the_advertised_one() -> None:
     assert batch is not None and queue.finished(batch, "a", 1.0)
     rate = queue.rate("a")
     assert rate is not None and 64 < rate < 1000
+
+
+def test_rated_spread_sends_the_next_batch_where_it_finishes_soonest() -> None:
+    spread = RatedSpread()
+    rates = {"fast": 250.0, "slow": 50.0, "new": None}
+    ranked = ["slow", "fast", "new"]
+    picked: list[str] = []
+    with contextlib.ExitStack() as stack:
+        for _ in range(8):  # batches handed out while none has finished
+            peer = spread.order(ranked, rates, lambda p: p)[0]
+            picked.append(peer)
+            stack.enter_context(spread.running(peer))
+    counts = {p: picked.count(p) for p in ranked}
+    assert counts["slow"] <= 1 and counts["fast"] >= 3  # "new" counts as the median (250)
+    assert spread.count("fast") == 0  # every batch ended
