@@ -1,10 +1,12 @@
 """Routed jobs: embed and generate on whichever node has the model.
 
 The receiving node ranks candidates (``routing.py``): itself when it has the model and is not
-busy, else the least-loaded live peer with a byte-identical copy, then lowest RTT. A large
-embed batch is split into contiguous parts over several candidates and reassembled in order.
-A part or a generation whose peer dies, times out or is overloaded is retried once on another
-candidate within the caller's deadline (a generation only if no text has been streamed yet).
+busy, else the least-loaded live peer with a byte-identical copy, then lowest RTT (a peer's
+load: what its record says, or the jobs this node has in flight to it, whichever is more). A
+large embed batch is cut into batches that every candidate pulls when free (``work_queue.py``),
+reassembled in order; a batch whose peer fails goes to the others, a stalled one is hedged.
+A generation whose peer dies, times out or is overloaded is retried once on another
+candidate within the caller's deadline (only if no text has been streamed yet).
 ``embed`` and ``generate`` take the caller's absolute ``deadline`` (trio time): a request that
 is part of a search or an ask spends what is left of one budget, and each job carries what is
 left when it is sent (``JobClient.call`` writes it into ``deadline_ms``).

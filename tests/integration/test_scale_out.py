@@ -27,6 +27,12 @@ TEXTS = [f"Passage {i}: the {['lift', 'drag', 'heat flux', 'shock'][i % 4]} of a
 LOCAL_BATCH = 32  # at most MIN_SPLIT texts: the receiving node embeds them itself
 
 
+def serves(daemon: Daemon, peer_id: str) -> bool:
+    row = daemon.peers().get(peer_id)
+    return bool(row and row["alive"]
+                and any(m["name"] == MODEL for m in row["capabilities"]["embed"]))
+
+
 def embed_rate(daemon: Daemon, peer_id: str) -> float | None:
     row = daemon.peers().get(peer_id)
     if not row or not row["alive"]:
@@ -42,10 +48,8 @@ def test_a_5x_slower_embedder_gets_a_small_share_and_every_vector_is_right(
         "--threads", "1", "--bootstrap", fast.addr)
     slow = swarm.daemon("slow", models=prepared_models).start(
         "--threads", "1", "--bootstrap", fast.addr, "--test-only-embed-slowdown", "5")
-    wait_for(lambda: embed_rate(fast, other.peer_id) is not None or (
-        other.peer_id in fast.peers() and slow.peer_id in fast.peers()
-        and fast.peers()[other.peer_id]["alive"] and fast.peers()[slow.peer_id]["alive"]),
-        60, "both embedding peers seen by the first")
+    wait_for(lambda: serves(fast, other.peer_id) and serves(fast, slow.peer_id), 60,
+             "both embedding peers seen by the first")
 
     with CalinodeClient.from_home(fast.home) as api:
         result = api.embed(TEXTS, model=MODEL, timeout=120)
