@@ -266,7 +266,7 @@ def main() -> None:
         subprocess.run([CALINODE, "models", "--home", str(work / "models-home"), "prepare"],
                        check=True)
         models = work / "models-home" / "models"
-    docs = corpus()
+    docs = [doc for doc in corpus() if doc.get("text", "").strip()]  # 2 have no text
     # the client runs on core 0 too, with the coordinator
     os.sched_setaffinity(0, {0})
     one = measure(work, models, 1, args, docs)

@@ -130,8 +130,9 @@ class Node:
     def model_registry(self) -> ModelRegistry:
         return ModelRegistry(self.config.home / "models")
 
-    @property
+    @functools.cached_property
     def dispatcher(self) -> Dispatcher:
+        """The one dispatcher of this node (it counts the jobs in flight to each peer)."""
         return Dispatcher(self)
 
     @functools.cached_property

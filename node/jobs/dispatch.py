@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -56,10 +55,6 @@ RETRYABLE = {ErrorCode.PEER_UNREACHABLE, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.
 MIN_SPLIT = 32  # texts per part below which a batch is not worth splitting
 #: How often an idle embed worker looks for a stalled batch to hedge (when nothing changed).
 HEDGE_POLL_SECONDS = 0.25
-#: The jobs each node (its JobClient) has sent and not yet heard back from, per peer: the
-#: load a peer's record advertises is up to a heartbeat old, so 4 generations sent at once
-#: would all see the same idle peer (the Dispatcher itself lives for one request only).
-_SENT: weakref.WeakKeyDictionary[object, SentJobs] = weakref.WeakKeyDictionary()
 
 
 class _LocalService(Protocol):
@@ -140,6 +135,10 @@ class EmbedOutcome:
 class Dispatcher:
     def __init__(self, node: DispatchNode) -> None:
         self.node = node
+        #: the jobs this node has sent and not yet heard back from, per peer: the load a
+        #: peer's record advertises is up to a heartbeat old, so 4 generations sent at once
+        #: all saw the same idle peer (the daemon keeps one Dispatcher for its lifetime)
+        self.sent = SentJobs()
 
     def candidates(self, kind: str, name: str,
                    collection: CollectionDef | None = None) -> list[Candidate]:
@@ -164,11 +163,6 @@ class Dispatcher:
         require_candidates(offers, name, kind, known)
         spare = local is not None and not local.busy and not sent.count(node.peer_id)
         return rank_candidates(offers, local_spare=spare)
-
-    @property
-    def sent(self) -> SentJobs:
-        """The jobs this node has in flight to each peer (see ``_SENT``)."""
-        return _SENT.setdefault(self.node.client, SentJobs())
 
     def node_sent(self, peer: str) -> contextlib.AbstractContextManager[None]:
         """Count a job to ``peer`` in flight while the block runs."""

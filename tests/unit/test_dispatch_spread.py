@@ -33,7 +33,7 @@ def fake_vector(text: str) -> np.ndarray:
     return np.random.default_rng(zlib.crc32(text.encode())).random(DIM, dtype=np.float32)
 
 
-@dataclass(eq=False)  # hashable: the dispatcher keys per-client state by it
+@dataclass
 class FakeClient:
     """A fake JobClient: fake peer ``p`` embeds at ``speeds[p]`` texts/s (one batch at a
     time), generates for ``gen_seconds``; a peer in ``dead`` fails with PEER_UNREACHABLE."""
