@@ -309,9 +309,10 @@ class Dispatcher:
                     for _ in range(queue.slots(candidate.peer_id)):
                         nursery.start_soon(worker, candidate.peer_id)
         if not queue.complete:
-            raise (last_error[0] if last_error else JobError(
-                f"{kind} ran out of time before every batch was answered",
-                code=ErrorCode.DEADLINE_EXCEEDED))
+            if last_error and trio.current_time() < deadline:
+                raise last_error[0]  # every candidate failed
+            raise JobError(f"{kind} ran out of time before every batch was answered",
+                           code=ErrorCode.DEADLINE_EXCEEDED)
         if queue.hedged:
             log.info("%s: %d stalled batch(es) hedged on idle peers", kind, queue.hedged)
         return results
