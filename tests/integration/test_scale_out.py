@@ -52,7 +52,7 @@ def test_a_5x_slower_embedder_gets_a_small_share_and_every_vector_is_right(
              "both embedding peers seen by the first")
 
     with CalinodeClient.from_home(fast.home) as api:
-        result = api.embed(TEXTS, model=MODEL, timeout=120)
+        result = api.embed(TEXTS, model=MODEL, timeout=600)  # a safety net
         served = Counter(result["served_by"])
         batches = len(result["served_by"])
         assert batches >= 12, result["served_by"]  # cut into many batches, not 3 parts
@@ -62,7 +62,7 @@ def test_a_5x_slower_embedder_gets_a_small_share_and_every_vector_is_right(
         vectors = np.array(result["vectors"], dtype=np.float32)
         assert vectors.shape == (len(TEXTS), 384)
         local = np.concatenate([
-            np.array(api.embed(TEXTS[at:at + LOCAL_BATCH], model=MODEL)["vectors"],
+            np.array(api.embed(TEXTS[at:at + LOCAL_BATCH], model=MODEL, timeout=300)["vectors"],
                      dtype=np.float32) for at in range(0, len(TEXTS), LOCAL_BATCH)])
         assert np.allclose(vectors, local, atol=1e-4)  # in order, the right vectors
 
