@@ -15,7 +15,8 @@ Measured, for each setup: texts/s of a ``--texts`` embed (64-token sentences, se
 requests of 2048, the API's largest), Cranfield ingest chunks/s (``bench/cranfield.py``,
 a fresh collection each round), and aggregate tokens/s of 4 concurrent greedy generations of
 ``--gen-tokens`` tokens; medians of ``--rounds`` after a warm-up. Also the coordinator's CPU
-time per embedded text and per generated token (``/proc/PID/stat``), which bounds what one
+time per embedded text and per generated token (``/proc/PID/stat``, its idle background
+taken off), which bounds what one
 coordinator can feed, and a model of N machines (:func:`predict`) checked against the 2-node
 figure.
 """
@@ -104,6 +105,15 @@ def wait_for_servers(coordinator: Node, servers: list[Node]) -> None:
                 return
             time.sleep(0.2)
     raise SystemExit("the coordinator never saw every serving node")
+
+
+def idle_cpu_rate(node: Node, seconds: float = 5.0) -> float:
+    """CPU seconds per second ``node`` spends with no request (heartbeats, records): taken
+    off its CPU time during a measurement, which on a slow, shared machine is long enough
+    for that background to look like a cost per text."""
+    cpu0, wall0 = node.cpu_seconds(), time.perf_counter()
+    time.sleep(seconds)
+    return (node.cpu_seconds() - cpu0) / (time.perf_counter() - wall0)
 
 
 def timed(fn: Callable[[], int], rounds: int, *, warm_up: bool = True) -> tuple[float, int]:
@@ -199,15 +209,17 @@ def measure(work: Path, models: Path, servers: int, args: argparse.Namespace,
         nodes.extend(serving)
         wait_for_servers(coordinator, serving)
         texts = sentences(args.texts)
+        idle = idle_cpu_rate(coordinator)
         with coordinator.client() as client:
-            cpu0 = coordinator.cpu_seconds()
+            cpu0, wall0 = coordinator.cpu_seconds(), time.perf_counter()
             embed_rate, _ = timed(lambda: embed_texts(client, texts), args.rounds)
-            cpu_per_text = (coordinator.cpu_seconds() - cpu0) / ((args.rounds + 1) * len(texts))
+            busy = coordinator.cpu_seconds() - cpu0 - idle * (time.perf_counter() - wall0)
+            cpu_per_text = max(0.0, busy) / ((args.rounds + 1) * len(texts))
             # the models are warm from the embeds: an ingest round is long, none is wasted
             ingest_rate, _ = timed(Ingester(client, docs), max(1, args.rounds - 1),
                                    warm_up=False)
         api, token = coordinator.info["api"], coordinator.token
-        cpu0 = coordinator.cpu_seconds()
+        cpu0, wall0 = coordinator.cpu_seconds(), time.perf_counter()
         generated = [0]
         served_by: list[str] = []
 
@@ -218,7 +230,8 @@ def measure(work: Path, models: Path, servers: int, args: argparse.Namespace,
             return count
 
         gen_rate, _ = timed(generate, max(1, args.rounds - 1))
-        cpu_per_token = (coordinator.cpu_seconds() - cpu0) / max(1, generated[0])
+        busy = coordinator.cpu_seconds() - cpu0 - idle * (time.perf_counter() - wall0)
+        cpu_per_token = max(0.0, busy) / max(1, generated[0])
         served = {node.name: served_by.count(node.info["peer_id"]) for node in serving}
         return Figures(embed_rate, ingest_rate, gen_rate, cpu_per_text * 1e6,
                        cpu_per_token * 1e6, served)
