@@ -89,6 +89,9 @@ class NodeConfig:
     # TEST ONLY: seconds this node's generators pause after each streamed piece (tests kill
     # a serving node mid-stream); 0 in any real use
     test_token_delay: float = 0.0
+    #: TEST ONLY: every embedding model call takes this many times as long (a slow peer in
+    #: tests/integration/test_scale_out.py); 1: off
+    test_only_embed_slowdown: float = 1.0
 
     def __post_init__(self) -> None:
         host, sep, port = self.api.rpartition(":")
@@ -115,6 +118,8 @@ class NodeConfig:
                               "seconds")
         if not 0 <= self.test_token_delay <= 10:
             raise ConfigError("test_token_delay must be 0 to 10 seconds")
+        if not 1 <= self.test_only_embed_slowdown <= 100:
+            raise ConfigError("test_only_embed_slowdown must be 1 (off) to 100")
         if self.replica_gc_after < 0:
             raise ConfigError("replica_gc_after must be 0 (never) or more seconds")
         if self.max_jobs < 1 or self.max_jobs_per_peer < 1:
@@ -162,7 +167,8 @@ _TUPLES = {"listen", "bootstrap", "allow", "trust", "mdns_interfaces", "embed_mo
            "gen_models"}
 _BOOLS = {"mdns", "no_models", "index", "open_swarm", "test_only_corrupt_chunks"}
 _FLOATS = {"heartbeat_interval", "dead_after", "drop_after", "stream_interval",
-           "replica_gc_after", "generate_stall_timeout", "test_token_delay"}
+           "replica_gc_after", "generate_stall_timeout", "test_token_delay",
+           "test_only_embed_slowdown"}
 _INTS = {"max_jobs", "max_jobs_per_peer", "threads", "blob_max_transfers", "blob_rate"}
 _KEYS = {f.name for f in fields(NodeConfig)} - {"home"}
 

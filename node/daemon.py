@@ -135,8 +135,9 @@ class Node:
     def model_registry(self) -> ModelRegistry:
         return ModelRegistry(self.config.home / "models")
 
-    @property
+    @functools.cached_property
     def dispatcher(self) -> Dispatcher:
+        """The one dispatcher of this node (it counts the jobs in flight to each peer)."""
         return Dispatcher(self)
 
     @functools.cached_property
@@ -449,7 +450,8 @@ async def load_models(node: Node, nursery: trio.Nursery) -> None:
         lambda: ensure_models(registry, names, progress=_progress))
     await node.models.load(registry, names, nursery=nursery, threads=config.threads or None,
                            stream_interval=config.stream_interval,
-                           test_token_delay=config.test_token_delay)
+                           test_token_delay=config.test_token_delay,
+                           test_only_embed_slowdown=config.test_only_embed_slowdown)
 
 
 async def run_node(

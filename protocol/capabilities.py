@@ -8,6 +8,7 @@ with it. The wire form (what :meth:`Capabilities.to_wire` writes)::
 
     {"jobs": ["embed", "ping", ...],                    # at most MAX_JOB_KINDS job kinds
      "embed": [ModelOffer...], "generate": [ModelOffer...],   # at most MAX_MODELS each
+                                                        # (each may carry its measured rate)
      "index": true,                                     # hosts shard replicas
      "collections": [CollectionDef...],                 # at most MAX_COLLECTIONS
      "shards": {"papers": {"0": "<digest>", ...}},      # at most MAX_HELD_SHARDS in all
@@ -46,6 +47,7 @@ __all__ = [
     "MAX_JOB_KINDS",
     "MAX_LINKS",
     "MAX_MODELS",
+    "MAX_RATE",
     "Capabilities",
     "ModelOffer",
 ]
@@ -57,6 +59,8 @@ MAX_HELD_SHARDS: Final = 1024
 #: Peers a record names as open connections (the dashboard's topology; a node with more
 #: connections names the first MAX_LINKS in order).
 MAX_LINKS: Final = 64
+#: Largest advertised model rate (texts or tokens per second): far above any one machine.
+MAX_RATE: Final = 1e6
 _SHARD_KEY: Final = re.compile(r"0|[1-9][0-9]{0,3}")
 
 
@@ -75,6 +79,9 @@ class ModelOffer:
     max_tokens: int = 256
     context_length: int | None = None
     chat: bool = True
+    #: measured speed on the serving node: texts/s (embed) or tokens/s (generate); None:
+    #: not measured yet. Sizes the first batches a coordinator sends (``work_queue.py``).
+    rate: float | None = None
 
     def __post_init__(self) -> None:
         check_str("model name", self.name, max_len=128, pattern=MODEL_NAME)
@@ -96,6 +103,11 @@ class ModelOffer:
         elif self.context_length is not None:
             invalid("an embedding model has no context_length")
         check_instance("model chat", self.chat, bool)
+        if self.rate is not None:
+            if isinstance(self.rate, bool) or not isinstance(self.rate, int | float):
+                invalid(f"model rate must be a number, not {type(self.rate).__name__}")
+            if not 0 < self.rate <= MAX_RATE:  # also refuses NaN
+                invalid(f"model rate must be over 0 and at most {MAX_RATE:g}")
 
     def to_wire(self) -> dict[str, Any]:
         """The advertised map (the same keys a model manifest advertises)."""
@@ -106,6 +118,8 @@ class ModelOffer:
                        max_tokens=self.max_tokens)
         else:
             out.update(context_length=self.context_length, chat=self.chat)
+        if self.rate is not None:
+            out["rate"] = self.rate
         return out
 
     @classmethod
@@ -113,7 +127,7 @@ class ModelOffer:
         if not isinstance(data, dict):
             invalid(f"a {kind} model entry must be a map, not {type(data).__name__}")
         allowed = {"name", "kind", "sha256", "dim", "pooling", "normalize", "query_prefix",
-                   "passage_prefix", "max_tokens", "context_length", "chat"}
+                   "passage_prefix", "max_tokens", "context_length", "chat", "rate"}
         unknown = [repr(k)[:40] for k in data if k not in allowed]
         if unknown:
             invalid(f"{kind} model entry has unknown fields {sorted(unknown)[:8]}")

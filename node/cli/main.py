@@ -109,6 +109,8 @@ def _add_start_parser(sub: Any) -> None:
                        help=argparse.SUPPRESS)  # TEST ONLY: daemon.shift_wall_clock_for_tests
     start.add_argument("--test-only-corrupt-chunks", action="store_const", const=True,
                        default=None, help=argparse.SUPPRESS)  # TEST ONLY: node/blobs/server.py
+    start.add_argument("--test-only-embed-slowdown", type=float, metavar="FACTOR",
+                       help=argparse.SUPPRESS)  # TEST ONLY: EmbedService.test_only_slowdown
 
 
 def _add_inference_parsers(sub: Any) -> None:

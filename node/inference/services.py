@@ -54,9 +54,16 @@ class _Pending:
     error: BaseException | None = None
 
 
+#: Weight of the newest model call in an embed service's measured rate (texts/s).
+RATE_WEIGHT = 0.3
+#: Model calls of fewer texts say more about fixed costs than about speed: not measured.
+RATE_MIN_TEXTS = 16
+
+
 class EmbedService:
     def __init__(self, embedder: OnnxEmbedder, *, max_merge: int = 256,
-                 metrics: NodeMetrics | None = None) -> None:
+                 metrics: NodeMetrics | None = None,
+                 test_only_slowdown: float = 1.0) -> None:
         self.embedder = embedder
         self.metrics = metrics if metrics is not None else NodeMetrics()
         self.manifest: ModelManifest = embedder.manifest
@@ -69,6 +76,13 @@ class EmbedService:
         #: This model's own worker thread (ONNX Runtime already uses every core): a flood of
         #: work for another resource never delays it, and it never delays theirs.
         self.limiter = trio.CapacityLimiter(1)
+        #: texts/s of this model on this node (an average over recent calls of at least
+        #: RATE_MIN_TEXTS texts; None until one ran): advertised in the record so that a
+        #: coordinator sizes this node's share of a large embed (``node/jobs/work_queue.py``)
+        self.rate: float | None = None
+        #: TEST ONLY (``--test-only-embed-slowdown``): every model call takes this many times
+        #: as long (the worker thread sleeps the difference), to test a slow peer
+        self.test_only_slowdown = max(1.0, test_only_slowdown)
 
     @property
     def busy(self) -> bool:
@@ -127,7 +141,8 @@ class EmbedService:
                 call = functools.partial(self.embedder.embed, texts,
                                          input_type=group[0].input_type,  # type: ignore[arg-type]
                                          dimensions=group[0].dimensions)
-                merged = await trio.to_thread.run_sync(call, limiter=self.limiter)
+                merged, seconds = await trio.to_thread.run_sync(
+                    self._timed, call, limiter=self.limiter)
             except Exception as exc:
                 for p in group:
                     p.error = exc if len(group) == 1 else JobError(
@@ -138,7 +153,26 @@ class EmbedService:
             finally:
                 self._running -= 1
             self._split(group, merged)
+            self._measured(len(texts), seconds)
             self.metrics.texts_embedded(self.manifest.name, len(texts))
+
+    def _timed(self, call: Callable[[], EmbedResult]) -> tuple[EmbedResult, float]:
+        """Run one model call (in the worker thread) and time it; under the test-only
+        slowdown, sleep until it took that many times as long."""
+        started = time.perf_counter()
+        result = call()
+        seconds = time.perf_counter() - started
+        if self.test_only_slowdown > 1.0:
+            time.sleep(seconds * (self.test_only_slowdown - 1.0))
+            seconds *= self.test_only_slowdown
+        return result, seconds
+
+    def _measured(self, texts: int, seconds: float) -> None:
+        if texts < RATE_MIN_TEXTS or seconds <= 0:
+            return
+        rate = texts / seconds
+        self.rate = rate if self.rate is None else (
+            RATE_WEIGHT * rate + (1 - RATE_WEIGHT) * self.rate)
 
     @staticmethod
     def _split(group: list[_Pending], merged: EmbedResult) -> None:
@@ -272,7 +306,7 @@ class LocalModels:
 
     def advertised(self) -> dict[str, list[dict[str, Any]]]:
         return {
-            "embed": [s.manifest.advertised() for s in self.embed.values()],
+            "embed": [_with_rate(s.manifest.advertised(), s.rate) for s in self.embed.values()],
             "generate": [s.manifest.advertised() for s in self.generate.values()],
         }
 
@@ -293,7 +327,8 @@ class LocalModels:
     async def load(self, registry: ModelRegistry, names: list[str], *,
                    nursery: trio.Nursery, threads: int | None = None,
                    stream_interval: float = STREAM_INTERVAL,
-                   test_token_delay: float = 0.0) -> None:
+                   test_token_delay: float = 0.0,
+                   test_only_embed_slowdown: float = 1.0) -> None:
         """Load each named model (blocking loads run in a worker thread)."""
         from calinode.models.embedder import OnnxEmbedder
         from calinode.models.generator import GgufGenerator
@@ -304,7 +339,8 @@ class LocalModels:
             if manifest.kind == "embed":
                 embedder = await trio.to_thread.run_sync(functools.partial(
                     OnnxEmbedder, manifest, registry.folder(name), threads=threads))
-                service = EmbedService(embedder, metrics=self.metrics)
+                service = EmbedService(embedder, metrics=self.metrics,
+                                       test_only_slowdown=test_only_embed_slowdown)
                 await nursery.start(service.run)
                 self.embed[name] = service
             else:
@@ -314,3 +350,11 @@ class LocalModels:
                                                       metrics=self.metrics,
                                                       test_token_delay=test_token_delay)
             log.info("loaded %s model %s (sha256 %s)", manifest.kind, name, manifest.sha256[:12])
+
+
+def _with_rate(advertised: dict[str, Any], rate: float | None) -> dict[str, Any]:
+    """A model's advertised map plus its measured rate (rounded: records are signed and
+    re-sent every heartbeat, and a rate's noise is far above 0.1 texts/s)."""
+    if rate is None or rate <= 0:
+        return advertised
+    return {**advertised, "rate": round(min(rate, 1e6), 1) or 0.1}

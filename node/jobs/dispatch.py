@@ -1,9 +1,11 @@
 """Routed jobs: embed and generate on whichever node has the model.
 
 The receiving node ranks candidates (``routing.py``): itself when it has the model and is not
-busy, else the least-loaded live peer with a byte-identical copy, then lowest RTT. A large
-embed batch is split into contiguous parts over several candidates and reassembled in order.
-A part or a generation whose peer dies, times out or is overloaded is retried once on another
+busy, else the least-loaded live peer with a byte-identical copy, then lowest RTT (a peer's
+load: what its record says, or the jobs this node has in flight to it, whichever is more). A
+large embed batch is cut into batches that every candidate pulls when free (``work_queue.py``),
+reassembled in order; a batch whose peer fails goes to the others, a stalled one is hedged.
+A generation whose peer dies, times out or is overloaded is retried once on another
 candidate within the caller's deadline (a generation only if no text has been streamed yet;
 after that, a generation resumes on another peer: see ``generate_resume.py``).
 ``embed`` and ``generate`` take the caller's absolute ``deadline`` (trio time): a request that
@@ -15,6 +17,7 @@ counts as a failed candidate (``bad_reply``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,11 +31,12 @@ from calinode.node.jobs.client import ReplyParser
 from calinode.node.jobs.generate_resume import ResumeBook, resumable_request
 from calinode.node.jobs.routing import (
     Candidate,
+    SentJobs,
     model_offers,
     rank_candidates,
     require_candidates,
-    split_batch,
 )
+from calinode.node.jobs.work_queue import Batch, WorkQueue, batch_size
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import ErrorCode, JobError, ProtocolError, groups_collapsed
 from calinode.protocol.job_params import GenerateParams
@@ -53,6 +57,8 @@ V = TypeVar("V")
 RETRYABLE = {ErrorCode.PEER_UNREACHABLE, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.OVERLOADED,
              ErrorCode.UNKNOWN_MODEL, ErrorCode.UNKNOWN_KIND, ErrorCode.INTERNAL}
 MIN_SPLIT = 32  # texts per part below which a batch is not worth splitting
+#: How often an idle embed worker looks for a stalled batch to hedge (when nothing changed).
+HEDGE_POLL_SECONDS = 0.25
 
 
 class _LocalService(Protocol):
@@ -133,6 +139,10 @@ class EmbedOutcome:
 class Dispatcher:
     def __init__(self, node: DispatchNode) -> None:
         self.node = node
+        #: the jobs this node has sent and not yet heard back from, per peer: the load a
+        #: peer's record advertises is up to a heartbeat old, so 4 generations sent at once
+        #: all saw the same idle peer (the daemon keeps one Dispatcher for its lifetime)
+        self.sent = SentJobs()
 
     def candidates(self, kind: str, name: str,
                    collection: CollectionDef | None = None) -> list[Candidate]:
@@ -142,15 +152,25 @@ class Dispatcher:
         node = self.node
         local_services = node.models.embed if kind == "embed" else node.models.generate
         local = local_services.get(name)
-        peers = [(e.peer_id, e.caps, e.record.load.in_flight
-                  + e.record.load.queue_depth, e.rtt_ms) for e in node.table.alive()
+        sent = self.sent
+        # a peer's load: what its record advertised, or what this node alone has sent it
+        # and not yet heard back from, whichever is more (the record may be stale)
+        peers = [(e.peer_id, e.caps, max(e.record.load.in_flight + e.record.load.queue_depth,
+                                          sent.count(e.peer_id)), e.rtt_ms)
+                 for e in node.table.alive()
                  if node.access.may_send_data(e.peer_id, collection)]
         offers = model_offers(name, kind, local.manifest.sha256 if local else None,
-                              peers, node.peer_id, node.server.in_flight)
+                              peers, node.peer_id,
+                              max(node.server.in_flight, sent.count(node.peer_id)))
         known = [m.name for _, caps, _, _ in peers for m in caps.models(kind)]
         known += list(local_services)
         require_candidates(offers, name, kind, known)
-        return rank_candidates(offers, local_spare=local is not None and not local.busy)
+        spare = local is not None and not local.busy and not sent.count(node.peer_id)
+        return rank_candidates(offers, local_spare=spare)
+
+    def node_sent(self, peer: str) -> contextlib.AbstractContextManager[None]:
+        """Count a job to ``peer`` in flight while the block runs."""
+        return self.sent.running(peer)
 
     async def run_with_retry(
         self, order: list[Candidate], kind: str, params: dict[str, Any], deadline: float,
@@ -171,8 +191,10 @@ class Dispatcher:
             has_fallback = attempt == 0 and len(order) > 1
             budget = remaining / 2 if has_fallback else remaining
             try:
-                reply, result = await self.node.client.call_parsed(
-                    candidate.peer_id, kind, params, parse, timeout=budget, on_chunk=on_chunk)
+                with self.node_sent(candidate.peer_id):
+                    reply, result = await self.node.client.call_parsed(
+                        candidate.peer_id, kind, params, parse, timeout=budget,
+                        on_chunk=on_chunk)
                 return reply, result.served_by
             except JobError as exc:
                 last = exc
@@ -187,28 +209,117 @@ class Dispatcher:
                     dimensions: int | None = None, timeout: float = 60.0,
                     deadline: float | None = None) -> EmbedOutcome:
         """Embed ``texts`` by ``deadline`` (trio time; else ``timeout`` seconds from now):
-        a caller with a budget of its own passes its deadline, never a fresh timeout."""
+        a caller with a budget of its own passes its deadline, never a fresh timeout.
+
+        A batch of more than ``MIN_SPLIT`` texts goes through a pull-based work queue
+        (``work_queue.py``) over every candidate, this node included: each takes the next
+        batch when it has a free slot, so a fast peer serves more, and a stalled batch is
+        hedged on an idle peer."""
         deadline = trio.current_time() + timeout if deadline is None else deadline
         ranked = self.candidates("embed", model)
-        parts = split_batch(len(texts), len(ranked), min_part=MIN_SPLIT)
-        results: list[tuple[EmbedReply, str] | None] = [None] * len(parts)
+        params: dict[str, Any] = {"model": model, "input_type": input_type}
+        if dimensions is not None:
+            params["dimensions"] = dimensions
+        if len(texts) <= MIN_SPLIT or len(ranked) == 1:
+            reply, served_by = await self.run_with_retry(
+                ranked, "embed", dict(params, texts=texts), deadline,
+                lambda wire: EmbedReply.from_wire(wire, texts=len(texts)))
+            return self._assemble(model, [(0, len(texts))], [(reply, served_by)])
+        queue = WorkQueue(len(texts), batch_size(len(texts), len(ranked)),
+                          advertised=self.advertised_rates("embed", model, ranked))
+        results = await self.run_queue(
+            queue, ranked, "embed", deadline,
+            lambda batch: dict(params, texts=texts[batch.start:batch.stop]),
+            lambda batch: lambda wire: EmbedReply.from_wire(wire, texts=batch.size))
+        return self._assemble(model, [(b.start, b.stop) for b in queue.batches], results)
 
-        async def run_part(index: int, start: int, stop: int) -> None:
-            order = ranked[index:] + ranked[:index]  # part i starts on candidate i
-            params: dict[str, Any] = {"model": model, "texts": texts[start:stop],
-                                      "input_type": input_type}
-            if dimensions is not None:
-                params["dimensions"] = dimensions
-            count = stop - start
-            results[index] = await self.run_with_retry(
-                order, "embed", params, deadline,
-                lambda wire: EmbedReply.from_wire(wire, texts=count))
+    def advertised_rates(self, kind: str, model: str,
+                          ranked: list[Candidate]) -> dict[str, float | None]:
+        """Texts/s each candidate measured and advertised (this node: its own service's)."""
+        rates: dict[str, float | None] = {}
+        for candidate in ranked:
+            if candidate.is_self:
+                local = self.node.models.embed.get(model) if kind == "embed" else None
+                rates[candidate.peer_id] = getattr(local, "rate", None)
+                continue
+            entry = self.node.table.get(candidate.peer_id)
+            offer = entry.caps.offer(kind, model) if entry is not None else None
+            rates[candidate.peer_id] = offer.rate if offer is not None else None
+        return rates
 
-        with groups_collapsed():
+    async def run_queue(
+        self, queue: WorkQueue, ranked: list[Candidate], kind: str, deadline: float,
+        params_of: Callable[[Batch], dict[str, Any]],
+        parser_of: Callable[[Batch], ReplyParser[V]],
+    ) -> list[tuple[V, str] | None]:
+        """Run every batch of ``queue`` on the ``ranked`` candidates, pull-based: each
+        candidate runs ``queue.slots(peer)`` workers that take the next batch when free
+        (a stalled one, hedged, once nothing is left). Returns ``(reply view, served_by)``
+        per batch, in order. A candidate that fails takes no more batches; the request fails
+        when a batch failed ``MAX_FAILURES`` times, every candidate is out, a reply is
+        refused for a reason no other peer fixes, or the deadline passes."""
+        results: list[tuple[V, str] | None] = [None] * len(queue.batches)
+        running: dict[tuple[int, str], trio.CancelScope] = {}
+        changed = trio.Event()
+        last_error: list[JobError] = []
+        peers = [c.peer_id for c in ranked]
+
+        def notify() -> None:
+            nonlocal changed
+            changed.set()
+            changed = trio.Event()
+
+        async def run_batch(peer: str, batch: Batch) -> None:
+            remaining = deadline - trio.current_time()
+            with trio.CancelScope() as scope:
+                running[(batch.index, peer)] = scope
+                try:
+                    with self.node_sent(peer):
+                        reply, result = await self.node.client.call_parsed(
+                            peer, kind, params_of(batch), parser_of(batch),
+                            timeout=max(0.001, remaining))
+                except JobError as exc:
+                    if exc.code not in RETRYABLE:
+                        raise
+                    log.warning("%s batch %d on %s failed (%s); its work goes to the others",
+                                kind, batch.index, peer, exc.code.value)
+                    last_error[:] = [exc]
+                    if not queue.failed(batch, peer):
+                        raise
+                    return
+                finally:
+                    running.pop((batch.index, peer), None)
+                    notify()
+                if queue.finished(batch, peer, trio.current_time()):
+                    results[batch.index] = (reply, result.served_by)
+                    for other in queue.others_running(batch):  # a hedge lost the race
+                        if (scope_of := running.get((batch.index, other))) is not None:
+                            scope_of.cancel()
+
+        async def worker(peer: str) -> None:
+            while not queue.complete and not queue.is_out(peer):
+                if queue.stranded(peers):
+                    return
+                batch = queue.next_for(peer, trio.current_time())
+                if batch is None:
+                    with trio.move_on_after(HEDGE_POLL_SECONDS):
+                        await changed.wait()
+                    continue
+                await run_batch(peer, batch)
+
+        with trio.move_on_at(deadline), groups_collapsed():
             async with trio.open_nursery() as nursery:
-                for index, (start, stop) in enumerate(parts):
-                    nursery.start_soon(run_part, index, start, stop)
-        return self._assemble(model, parts, results)
+                for candidate in ranked:
+                    for _ in range(queue.slots(candidate.peer_id)):
+                        nursery.start_soon(worker, candidate.peer_id)
+        if not queue.complete:
+            if last_error and trio.current_time() < deadline:
+                raise last_error[0]  # every candidate failed
+            raise JobError(f"{kind} ran out of time before every batch was answered",
+                           code=ErrorCode.DEADLINE_EXCEEDED)
+        if queue.hedged:
+            log.info("%s: %d stalled batch(es) hedged on idle peers", kind, queue.hedged)
+        return results
 
     @staticmethod
     def _assemble(model: str, parts: list[tuple[int, int]],
@@ -314,9 +425,10 @@ class Dispatcher:
                     await on_text(text)
                 watch.deadline = trio.current_time() + stall
 
-            reply, result = await self.node.client.call_parsed(
-                peer, "generate", wire, GenerateReply.parser_for(wire),
-                timeout=deadline - trio.current_time(), on_chunk=on_chunk)
+            with self.node_sent(peer):  # counted as load: concurrent generations spread
+                reply, result = await self.node.client.call_parsed(
+                    peer, "generate", wire, GenerateReply.parser_for(wire),
+                    timeout=deadline - trio.current_time(), on_chunk=on_chunk)
             if reply.sha256 != candidate.sha256:  # routing picked one file; the peer swapped it
                 raise JobError(f"{peer} answered with another model file than it offers",
                                code=ErrorCode.INTERNAL)

@@ -5,14 +5,17 @@
   again (busy) after its peers, so a busy local model is still used when peers are busier.
 - :func:`split_batch`: cut an embed batch into contiguous parts over the ranked candidates,
   so that reassembly is a concatenation in part order.
+- :class:`SentJobs`: the jobs this node has sent each peer and not yet heard back from, which
+  the ranking counts as load when the peer's record (a heartbeat old) says less.
 - :func:`model_offers`: which peers offer a model, keeping only byte-identical copies (one
   sha256) so a job never mixes vectors of two different files.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from calinode.models.defaults import PREPARABLE
@@ -69,6 +72,28 @@ def rank_candidates(candidates: Sequence[Candidate], *, local_spare: bool) -> li
     if own and local_spare:
         return own + others
     return others + own
+
+
+class SentJobs:
+    """Jobs in flight from this node, per peer (the peer's own record lags by a heartbeat:
+    4 generations sent at once all saw the same idle peer and queued there one after
+    the other while another peer idled)."""
+
+    def __init__(self) -> None:
+        self._count: dict[str, int] = {}
+
+    def count(self, peer: str) -> int:
+        return self._count.get(peer, 0)
+
+    @contextlib.contextmanager
+    def running(self, peer: str) -> Iterator[None]:
+        self._count[peer] = self._count.get(peer, 0) + 1
+        try:
+            yield
+        finally:
+            self._count[peer] -= 1
+            if not self._count[peer]:
+                del self._count[peer]
 
 
 def split_batch(count: int, workers: int, *, min_part: int) -> list[tuple[int, int]]:

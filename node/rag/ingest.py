@@ -22,7 +22,8 @@ from calinode.node.index.chunking import content_hash, text_pieces
 from calinode.node.index.placement import shard_of
 from calinode.node.index.write_frames import too_large
 from calinode.node.ingest_input import MAX_DOCUMENT_CHARS, document_size, make_document_text
-from calinode.node.rag.plan import EmbedderSpread, ingest_batches, write_quorum_problem
+from calinode.node.jobs.work_queue import RatedSpread
+from calinode.node.rag.plan import ingest_batches, write_quorum_problem
 from calinode.node.rag.ports import RagNode
 from calinode.node.rag.swarm_view import SwarmView
 from calinode.node.rag.write_quorum import DocSettlement
@@ -112,7 +113,7 @@ class Ingest:
         embedders = len(self.node.dispatcher.candidates("embed", definition.model, definition))
         limiter = trio.CapacityLimiter(
             max(1, min(MAX_BATCHES_IN_FLIGHT, BATCHES_PER_EMBEDDER * embedders)))
-        spread = EmbedderSpread()
+        spread = RatedSpread()
         done = 0
 
         async def run(batch: list[dict[str, Any]]) -> None:
@@ -148,7 +149,7 @@ class Ingest:
         return summary
 
     async def ingest_batch(self, definition: CollectionDef, batch: list[dict[str, Any]],
-                           spread: EmbedderSpread | None = None,
+                           spread: RatedSpread | None = None,
                            ) -> tuple[list[DocSettlement], list[dict[str, Any]], int]:
         """Each valid document's settlement, the documents refused before writing, and the
         number of chunks written."""
@@ -158,7 +159,7 @@ class Ingest:
         if not batch:
             return [], rejected, 0
         texts = [make_document_text(doc.get("title"), doc["text"]) for doc in batch]
-        embedded = await self._embed_documents(definition, texts, spread or EmbedderSpread())
+        embedded = await self._embed_documents(definition, texts, spread or RatedSpread())
         version = self.node.clock.tick()
         # records and their sizes in a worker thread: a batch of long documents is thousands
         # of chunks whose texts are encoded and measured
@@ -167,7 +168,7 @@ class Ingest:
         return await self.writer.write_all(definition, writes), rejected + too_big, row
 
     async def _embed_documents(self, definition: CollectionDef, texts: list[str],
-                               spread: EmbedderSpread) -> list[list[_EmbeddedChunk]]:
+                               spread: RatedSpread) -> list[list[_EmbeddedChunk]]:
         """Every text cut into chunks and embedded: per text its chunks ``(text, start, end,
         vector)``, offsets into that text.
 
@@ -208,14 +209,19 @@ class Ingest:
         return out
 
     async def _embed_request(self, definition: CollectionDef, texts: list[str],
-                             spread: EmbedderSpread) -> EmbedChunksReply:
-        """One ``embed_chunks`` request, on the embedder with the fewest of this ingest's
-        requests (the others its fallbacks)."""
+                             spread: RatedSpread) -> EmbedChunksReply:
+        """One ``embed_chunks`` request, on the embedder that would finish it soonest: this
+        ingest's requests in flight on each, over its advertised rate (``RatedSpread``; the
+        others are its fallbacks). A peer 5x slower gets about a fifth of a fast one's share
+        instead of as many requests as any other."""
         params = {"model": definition.model, "docs": texts,
                   "chunk_tokens": definition.chunk_tokens,
                   "chunk_overlap": definition.chunk_overlap}
         dispatcher = self.node.dispatcher
-        order = spread.order(dispatcher.candidates("embed", definition.model, definition))
+        ranked = dispatcher.candidates("embed", definition.model, definition)
+        order = spread.order(ranked, dispatcher.advertised_rates("embed", definition.model,
+                                                                 ranked),
+                             lambda candidate: candidate.peer_id)
         deadline = trio.current_time() + 120
         count = len(texts)
         with spread.running(order[0].peer_id if order else ""):
