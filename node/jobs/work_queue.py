@@ -42,6 +42,8 @@ BATCHES_PER_PEER = 8
 #: fastest peer's rate gets one slot: its second batch would only wait there.
 SLOTS_PER_PEER = 2
 SLOW_PEER_SHARE = 0.25
+#: Texts/s assumed when no peer's rate is known yet (a slow CPU, one text per call).
+UNMEASURED_RATE = 20.0
 #: A batch is stalled once it has run this many times its peer's expected time.
 HEDGE_FACTOR = 3.0
 MIN_HEDGE_SECONDS = 2.0
@@ -190,7 +192,10 @@ class WorkQueue:
         expected = self.expected_seconds(peer, batch)
         if expected is None:  # never measured: compare with the fastest peer measured
             fastest = max(self._rates.values(), default=0.0)
-            expected = batch.size / fastest if fastest > 0 else math.inf
+            # nothing measured at all (a swarm that only embedded search queries, a peer just
+            # restarted): a slow CPU's rate, so a batch stuck on a half-dead connection is
+            # still hedged well inside the request's deadline instead of spending all of it
+            expected = batch.size / (fastest if fastest > 0 else UNMEASURED_RATE)
         return max(MIN_HEDGE_SECONDS, HEDGE_FACTOR * expected)
 
     def finished(self, batch: Batch, peer: str, now: float) -> bool:

@@ -173,7 +173,7 @@ def test_a_usage_error_is_one_bad_request_line() -> None:
 
 
 def test_api_for_a_command_without_api_is_refused() -> None:
-    proc = calinode("--api", "127.0.0.1:1", "models", "list")
+    proc = calinode("--api", "127.0.0.1:1", "id")
     one_error_line(proc, ErrorCode.BAD_REQUEST)
 
 

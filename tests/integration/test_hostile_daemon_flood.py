@@ -111,7 +111,8 @@ def test_relayed_record_flood_against_a_real_daemon(swarm: Swarm) -> None:
     print(f"node 1 after the flood: candidates {status['peers']['candidates']}, rejected "
           f"{status['rejected_input']}")
     for daemon in daemons:
-        assert daemon.proc is not None and daemon.proc.poll() is None, daemon.log()
+        assert daemon.proc is not None and daemon.proc.poll() is None, (
+            f"{daemon.name} exited with status {daemon.proc.poll()}:\n{daemon.log()}")
     for source, target in ((a, b), (b, c), (c, a), (a, c), (b, a), (c, b)):
         assert source.cli("ping", target.peer_id, "-c", "1")["served_by"] == target.peer_id
     assert status["rejected_input"]["relay_cap"] > 0

@@ -135,6 +135,18 @@ def test_no_hedge_before_the_stall_limit() -> None:
     assert queue.served_by == {0: "a", 1: "a"}
 
 
+def test_a_batch_stuck_when_no_rate_is_known_is_still_hedged() -> None:
+    """Nothing measured yet (a swarm that only embedded search queries): a batch stuck on a
+    half-dead connection is hedged after a slow CPU's time, not left to the deadline."""
+    queue = WorkQueue(40, 20)
+    first, second = queue.next_for("a", 0.0), queue.next_for("b", 0.0)
+    assert first is not None and second is not None
+    assert queue.finished(first, "a", 0.5)
+    assert queue.next_for("a", 1.0) is None  # b is not late yet
+    assert queue.next_for("a", 20.0) == second and queue.hedged == 1
+    assert queue.finished(second, "a", 20.5)
+
+
 def test_a_peer_dying_mid_batch_gives_its_batches_to_the_others() -> None:
     queue = WorkQueue(2048, 64)
     peers = FakePeers({"a": 200.0, "b": 200.0, "c": 200.0}, dies_at={"b": 1.0})
