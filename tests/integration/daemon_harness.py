@@ -237,6 +237,23 @@ def wait_for(predicate: Any, timeout: float, what: str) -> float:
     raise AssertionError(f"timed out after {timeout} s waiting for {what} ({last_error})")
 
 
+def offers_model(daemon: Daemon, peer_id: str, name: str) -> bool:
+    """Whether ``daemon`` sees ``peer_id`` alive and offering model ``name`` (either kind)."""
+    row = daemon.peers().get(peer_id)
+    return bool(row and row["alive"] and any(
+        m["name"] == name for kind in ("embed", "generate") for m in row["capabilities"][kind]))
+
+
+def relayed_pair(swarm: Swarm, models: Path, model: str, threads: int = 2
+                 ) -> tuple[Daemon, Daemon]:
+    """A with the prepared default models, and C without models that knows only A: C relays
+    every model job to A. Returns ``(a, c)`` once C sees A offer ``model``."""
+    a = swarm.daemon("a", models=models).start("--threads", str(threads))
+    c = swarm.daemon("c").start("--bootstrap", a.addr)
+    wait_for(lambda: offers_model(c, a.peer_id, model), 30, "A's models seen by C")
+    return a, c
+
+
 def shards_converged(daemon: Daemon, collection: str, replicas: int) -> bool:
     """Every shard of ``collection`` answers on ``replicas`` replicas with one digest, its
     owners among them (a restarted owner serves only once it has caught up)."""

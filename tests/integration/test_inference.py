@@ -16,7 +16,16 @@ import pytest
 
 from calinode.node.client import CalinodeClient
 from calinode.protocol.errors import ApiError
-from daemon_harness import CALINODE, Daemon, Swarm, _clean_env, run_cli, wait_for
+from daemon_harness import (
+    CALINODE,
+    Daemon,
+    Swarm,
+    _clean_env,
+    offers_model,
+    relayed_pair,
+    run_cli,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -24,19 +33,10 @@ SENTENCES = [f"Sentence number {i} about wing flutter, boundary layers and heat 
              for i in range(300)]
 
 
-def has_model(daemon: Daemon, peer_id: str, name: str) -> bool:
-    row = daemon.peers().get(peer_id)
-    return bool(row and row["alive"] and any(
-        m["name"] == name for kind in ("embed", "generate") for m in row["capabilities"][kind]))
-
-
 @pytest.fixture
 def pair(swarm: Swarm, prepared_models: Path) -> tuple[Daemon, Daemon]:
     """A: has the default models; C: no models, knows only A."""
-    a = swarm.daemon("a", models=prepared_models).start("--threads", "1")
-    c = swarm.daemon("c").start("--bootstrap", a.addr)
-    wait_for(lambda: has_model(c, a.peer_id, "minilm-l6-int8"), 30, "A's models seen by C")
-    return a, c
+    return relayed_pair(swarm, prepared_models, "minilm-l6-int8", threads=1)
 
 
 def client(daemon: Daemon) -> CalinodeClient:
@@ -81,7 +81,7 @@ def per_token_pair(swarm: Swarm, prepared_models: Path) -> tuple[Daemon, Daemon]
     a = swarm.daemon("a", models=prepared_models).start("--threads", "1",
                                                         "--stream-interval", "0")
     c = swarm.daemon("c").start("--bootstrap", a.addr)
-    wait_for(lambda: has_model(c, a.peer_id, "smollm2-135m"), 30, "A's models seen by C")
+    wait_for(lambda: offers_model(c, a.peer_id, "smollm2-135m"), 30, "A's models seen by C")
     return a, c
 
 
@@ -153,8 +153,8 @@ def test_killing_the_serving_peer_mid_batch_finishes_elsewhere_or_fails_clearly(
     b = swarm.daemon("b", models=prepared_models).start("--threads", "1",
                                                          "--bootstrap", a.addr)
     c = swarm.daemon("c").start("--bootstrap", a.addr)
-    wait_for(lambda: has_model(c, a.peer_id, "minilm-l6-int8")
-             and has_model(c, b.peer_id, "minilm-l6-int8"), 30, "both embedders seen by C")
+    wait_for(lambda: offers_model(c, a.peer_id, "minilm-l6-int8")
+             and offers_model(c, b.peer_id, "minilm-l6-int8"), 30, "both embedders seen by C")
     outcome: dict[str, Any] = {}
 
     def run() -> None:

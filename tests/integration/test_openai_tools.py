@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import trio
 
-from daemon_harness import Daemon, Swarm, wait_for
+from daemon_harness import Daemon, Swarm, relayed_pair
 from hostile_peer import open_hostile_peer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -37,19 +37,10 @@ CLOCK: Any = {"type": "function", "function": {
 QUESTION: Any = [{"role": "user", "content": "What is the weather like in Paris?"}]
 
 
-def has_model(daemon: Daemon, peer_id: str, name: str) -> bool:
-    row = daemon.peers().get(peer_id)
-    return bool(row and row["alive"] and any(
-        m["name"] == name for m in row["capabilities"]["generate"]))
-
-
 @pytest.fixture
 def pair(swarm: Swarm, prepared_models: Path) -> tuple[Daemon, Daemon]:
     """A: has the default models; C: no models, knows only A."""
-    a = swarm.daemon("a", models=prepared_models).start("--threads", "2")
-    c = swarm.daemon("c").start("--bootstrap", a.addr)
-    wait_for(lambda: has_model(c, a.peer_id, MODEL), 30, "A's models seen by C")
-    return a, c
+    return relayed_pair(swarm, prepared_models, MODEL, threads=2)
 
 
 def valid_arguments(name: str, text: str) -> bool:
