@@ -254,6 +254,30 @@ def relayed_pair(swarm: Swarm, models: Path, model: str, threads: int = 2
     return a, c
 
 
+def refuses_then_serves(daemon: Daemon, kind: str, attacks: list[dict[str, Any]],
+                        good: dict[str, Any]) -> dict[str, Any]:
+    """A real hostile libp2p peer sends ``daemon`` every job of ``attacks`` (each must be
+    refused BAD_REQUEST), then ``good``; returns ``good``'s result, with the daemon alive."""
+    import trio
+
+    from hostile_peer import open_hostile_peer
+
+    replies: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        async with open_hostile_peer() as evil:
+            await evil.connect(daemon.addr)
+            for params in [*attacks, good]:
+                replies.append(await evil.job(daemon.peer_id, kind, params))
+
+    trio.run(main)
+    assert [r.get("code") for r in replies[:-1]] == ["BAD_REQUEST"] * len(attacks), replies
+    assert replies[-1]["t"] == "res", replies[-1]
+    assert daemon.proc is not None and daemon.proc.poll() is None  # still running
+    result: dict[str, Any] = replies[-1]["result"]
+    return result
+
+
 def shards_converged(daemon: Daemon, collection: str, replicas: int) -> bool:
     """Every shard of ``collection`` answers on ``replicas`` replicas with one digest, its
     owners among them (a restarted owner serves only once it has caught up)."""

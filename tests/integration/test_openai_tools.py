@@ -15,10 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 
-from daemon_harness import Daemon, Swarm, relayed_pair
-from hostile_peer import open_hostile_peer
+from daemon_harness import Daemon, Swarm, refuses_then_serves, relayed_pair
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -135,16 +133,5 @@ def test_hostile_tool_fields_cannot_crash_the_serving_node(pair: tuple[Daemon, D
         dict(base, messages=[{"role": "assistant", "content": "", "tool_calls": [
             {"id": "c1", "name": "t", "arguments": "[]"}]}]),
     ]
-    replies: list[dict[str, Any]] = []
-
-    async def main() -> None:
-        async with open_hostile_peer() as evil:
-            await evil.connect(a.addr)
-            for params in attacks:
-                replies.append(await evil.job(a.peer_id, "generate", params))
-            replies.append(await evil.job(a.peer_id, "generate", base))
-
-    trio.run(main)
-    assert [r.get("code") for r in replies[:-1]] == ["BAD_REQUEST"] * len(attacks)
-    assert replies[-1]["t"] == "res" and replies[-1]["result"]["usage"]["completion_tokens"]
-    assert a.proc is not None and a.proc.poll() is None  # still running
+    result = refuses_then_serves(a, "generate", attacks, base)
+    assert result["usage"]["completion_tokens"]
