@@ -35,6 +35,7 @@ from calinode.node.jobs.routing import (
     model_offers,
     rank_candidates,
     require_candidates,
+    split_batch,
 )
 from calinode.node.jobs.work_queue import Batch, WorkQueue, batch_size
 from calinode.protocol.collections import CollectionDef
@@ -57,6 +58,9 @@ V = TypeVar("V")
 RETRYABLE = {ErrorCode.PEER_UNREACHABLE, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.OVERLOADED,
              ErrorCode.UNKNOWN_MODEL, ErrorCode.UNKNOWN_KIND, ErrorCode.INTERNAL}
 MIN_SPLIT = 32  # texts per part below which a batch is not worth splitting
+#: Requests of at most this many texts are split in equal parts (``_embed_parts``); larger
+#: ones go through the work queue.
+QUEUE_MIN_TEXTS = 256
 #: How often an idle embed worker looks for a stalled batch to hedge (when nothing changed).
 HEDGE_POLL_SECONDS = 0.25
 
@@ -211,7 +215,7 @@ class Dispatcher:
         """Embed ``texts`` by ``deadline`` (trio time; else ``timeout`` seconds from now):
         a caller with a budget of its own passes its deadline, never a fresh timeout.
 
-        A batch of more than ``MIN_SPLIT`` texts goes through a pull-based work queue
+        A batch of more than ``QUEUE_MIN_TEXTS`` texts goes through a pull-based work queue
         (``work_queue.py``) over every candidate, this node included: each takes the next
         batch when it has a free slot, so a fast peer serves more, and a stalled batch is
         hedged on an idle peer."""
@@ -220,11 +224,8 @@ class Dispatcher:
         params: dict[str, Any] = {"model": model, "input_type": input_type}
         if dimensions is not None:
             params["dimensions"] = dimensions
-        if len(texts) <= MIN_SPLIT or len(ranked) == 1:
-            reply, served_by = await self.run_with_retry(
-                ranked, "embed", dict(params, texts=texts), deadline,
-                lambda wire: EmbedReply.from_wire(wire, texts=len(texts)))
-            return self._assemble(model, [(0, len(texts))], [(reply, served_by)])
+        if len(texts) <= QUEUE_MIN_TEXTS or len(ranked) == 1:
+            return await self._embed_parts(model, texts, ranked, params, deadline)
         queue = WorkQueue(len(texts), batch_size(len(texts), len(ranked)),
                           advertised=self.advertised_rates("embed", model, ranked))
         results = await self.run_queue(
@@ -232,6 +233,28 @@ class Dispatcher:
             lambda batch: dict(params, texts=texts[batch.start:batch.stop]),
             lambda batch: lambda wire: EmbedReply.from_wire(wire, texts=batch.size))
         return self._assemble(model, [(b.start, b.stop) for b in queue.batches], results)
+
+    async def _embed_parts(self, model: str, texts: list[str], ranked: list[Candidate],
+                           params: dict[str, Any], deadline: float) -> EmbedOutcome:
+        """A request of at most ``QUEUE_MIN_TEXTS`` (a search's queries, a small embed): equal
+        contiguous parts, part i first on candidate i, each retried once on the next with half
+        the budget left (``run_with_retry``). CI showed the work queue leaving a small search
+        embed to its deadline after an owner restarted; this path has none of that."""
+        parts = split_batch(len(texts), len(ranked), min_part=MIN_SPLIT)
+        results: list[tuple[EmbedReply, str] | None] = [None] * len(parts)
+
+        async def run_part(index: int, start: int, stop: int) -> None:
+            order = ranked[index:] + ranked[:index]
+            count = stop - start
+            results[index] = await self.run_with_retry(
+                order, "embed", dict(params, texts=texts[start:stop]), deadline,
+                lambda wire: EmbedReply.from_wire(wire, texts=count))
+
+        with groups_collapsed():
+            async with trio.open_nursery() as nursery:
+                for index, (start, stop) in enumerate(parts):
+                    nursery.start_soon(run_part, index, start, stop)
+        return self._assemble(model, parts, results)
 
     def advertised_rates(self, kind: str, model: str,
                           ranked: list[Candidate]) -> dict[str, float | None]:
