@@ -50,8 +50,12 @@ def _child(argv: list[str], env: dict[str, str], log: str) -> None:
         os.dup2(out, 1)
         os.dup2(out, 2)
         os.closerange(3, 65536)
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)
+        # as in a freshly started Python: SIGPIPE ignored, so a write to a socket a peer
+        # reset is an EPIPE error the daemon handles, not a silent death (SIG_DFL here made
+        # daemons under the relayed-record flood die with status -13)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         os.environ.clear()
         os.environ.update(env)
         sys.argv = ["calinode", *argv]
