@@ -227,7 +227,8 @@ class Dispatcher:
         if len(texts) <= QUEUE_MIN_TEXTS or len(ranked) == 1:
             return await self._embed_parts(model, texts, ranked, params, deadline)
         queue = WorkQueue(len(texts), batch_size(len(texts), len(ranked)),
-                          advertised=self.advertised_rates("embed", model, ranked))
+                          advertised=self.advertised_rates("embed", model, ranked),
+                          peers=len(ranked))
         results = await self.run_queue(
             queue, ranked, "embed", deadline,
             lambda batch: dict(params, texts=texts[batch.start:batch.stop]),

@@ -19,6 +19,7 @@ from calinode.node.jobs.work_queue import (
     RatedSpread,
     WorkQueue,
     batch_size,
+    cut_batches,
 )
 
 POLL = 0.25  # an idle fake worker looks again this often (the dispatcher's HEDGE_POLL_SECONDS)
@@ -86,6 +87,32 @@ def test_batches_cover_the_request_in_order() -> None:
     assert queue.batches[-1] == Batch(7, 896, 1000)
     assert all(a.stop == b.start for a, b in zip(queue.batches, queue.batches[1:], strict=False))
     assert WorkQueue(0, 64).complete
+
+
+def test_guided_batches_shrink_toward_the_end_and_cover_the_request() -> None:
+    for count, size, peers in [(2048, 128, 2), (2048, 86, 3), (300, 32, 2), (4096, 128, 8),
+                               (33, 32, 2), (1, 32, 2), (0, 32, 2)]:
+        bounds = cut_batches(count, size, peers)
+        assert [start for start, _ in bounds] == [0, *[stop for _, stop in bounds]][:len(bounds)]
+        assert (bounds[-1][1] if bounds else 0) == count
+        sizes = [stop - start for start, stop in bounds]
+        assert all(s <= max(size, MIN_BATCH + MIN_BATCH // 2) for s in sizes), sizes
+        assert sizes[:-1] == sorted(sizes[:-1], reverse=True), sizes
+    guided = [stop - start for start, stop in cut_batches(2048, 128, 2)]
+    assert guided[0] == 128 and guided[-1] <= MIN_BATCH + MIN_BATCH // 2
+    assert cut_batches(1000, 128) == [(s, min(s + 128, 1000)) for s in range(0, 1000, 128)]
+
+
+def test_guided_batches_end_two_peers_within_a_small_batch() -> None:
+    """Simulated time: two peers of 50 and 42 texts/s (one shares its core with the
+    coordinator) on 2048 texts. Fixed batches of 128 leave one idle for most of a batch at
+    the end; guided ones end within about a small batch's time of the ideal."""
+    speeds = {"a": 50.0, "b": 42.0}
+    ideal = 2048 / sum(speeds.values())
+    fixed = FakePeers(speeds).run(WorkQueue(2048, 128))
+    guided = FakePeers(speeds).run(WorkQueue(2048, 128, peers=2))
+    assert guided - ideal <= (MIN_BATCH + MIN_BATCH // 2) / min(speeds.values()) + POLL
+    assert guided < fixed
 
 
 def test_batch_size_is_bounded() -> None:
