@@ -35,9 +35,8 @@ from calinode.node.jobs.routing import (
     model_offers,
     rank_candidates,
     require_candidates,
-    split_batch,
 )
-from calinode.node.jobs.work_queue import Batch, WorkQueue, batch_size
+from calinode.node.jobs.work_queue import Batch, WorkQueue, batch_size, soonest_first
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import ErrorCode, JobError, ProtocolError, groups_collapsed
 from calinode.protocol.job_params import GenerateParams
@@ -57,10 +56,9 @@ V = TypeVar("V")
 
 RETRYABLE = {ErrorCode.PEER_UNREACHABLE, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.OVERLOADED,
              ErrorCode.UNKNOWN_MODEL, ErrorCode.UNKNOWN_KIND, ErrorCode.INTERNAL}
-MIN_SPLIT = 32  # texts per part below which a batch is not worth splitting
-#: Requests of at most this many texts are split in equal parts (``_embed_parts``); larger
-#: ones go through the work queue.
-QUEUE_MIN_TEXTS = 256
+#: An embed of at most this many texts is not worth splitting: it runs whole on the best
+#: candidate (the receiving node when it has the model and is idle), retried once elsewhere.
+MIN_SPLIT = 32
 #: How often an idle embed worker looks for a stalled batch to hedge (when nothing changed).
 HEDGE_POLL_SECONDS = 0.25
 
@@ -215,7 +213,7 @@ class Dispatcher:
         """Embed ``texts`` by ``deadline`` (trio time; else ``timeout`` seconds from now):
         a caller with a budget of its own passes its deadline, never a fresh timeout.
 
-        A batch of more than ``QUEUE_MIN_TEXTS`` texts goes through a pull-based work queue
+        A batch of more than ``MIN_SPLIT`` texts goes through a pull-based work queue
         (``work_queue.py``) over every candidate, this node included: each takes the next
         batch when it has a free slot, so a fast peer serves more, and a stalled batch is
         hedged on an idle peer."""
@@ -224,8 +222,12 @@ class Dispatcher:
         params: dict[str, Any] = {"model": model, "input_type": input_type}
         if dimensions is not None:
             params["dimensions"] = dimensions
-        if len(texts) <= QUEUE_MIN_TEXTS or len(ranked) == 1:
-            return await self._embed_parts(model, texts, ranked, params, deadline)
+        if len(texts) <= MIN_SPLIT or len(ranked) == 1:
+            count = len(texts)
+            reply = await self.run_with_retry(
+                ranked, "embed", dict(params, texts=texts), deadline,
+                lambda wire: EmbedReply.from_wire(wire, texts=count))
+            return self._assemble(model, [(0, count)], [reply])
         queue = WorkQueue(len(texts), batch_size(len(texts), len(ranked)),
                           advertised=self.advertised_rates("embed", model, ranked),
                           peers=len(ranked))
@@ -235,36 +237,15 @@ class Dispatcher:
             lambda batch: lambda wire: EmbedReply.from_wire(wire, texts=batch.size))
         return self._assemble(model, [(b.start, b.stop) for b in queue.batches], results)
 
-    async def _embed_parts(self, model: str, texts: list[str], ranked: list[Candidate],
-                           params: dict[str, Any], deadline: float) -> EmbedOutcome:
-        """A request of at most ``QUEUE_MIN_TEXTS`` (a search's queries, a small embed): equal
-        contiguous parts, part i first on candidate i, each retried once on the next with half
-        the budget left (``run_with_retry``). CI showed the work queue leaving a small search
-        embed to its deadline after an owner restarted; this path has none of that."""
-        parts = split_batch(len(texts), len(ranked), min_part=MIN_SPLIT)
-        results: list[tuple[EmbedReply, str] | None] = [None] * len(parts)
-
-        async def run_part(index: int, start: int, stop: int) -> None:
-            order = ranked[index:] + ranked[:index]
-            count = stop - start
-            results[index] = await self.run_with_retry(
-                order, "embed", dict(params, texts=texts[start:stop]), deadline,
-                lambda wire: EmbedReply.from_wire(wire, texts=count))
-
-        with groups_collapsed():
-            async with trio.open_nursery() as nursery:
-                for index, (start, stop) in enumerate(parts):
-                    nursery.start_soon(run_part, index, start, stop)
-        return self._assemble(model, parts, results)
-
     def advertised_rates(self, kind: str, model: str,
                           ranked: list[Candidate]) -> dict[str, float | None]:
-        """Texts/s each candidate measured and advertised (this node: its own service's)."""
+        """Texts/s (embed) or tokens/s (generate) each candidate measured and advertised
+        (this node: its own service's)."""
         rates: dict[str, float | None] = {}
         for candidate in ranked:
             if candidate.is_self:
-                local = self.node.models.embed.get(model) if kind == "embed" else None
-                rates[candidate.peer_id] = getattr(local, "rate", None)
+                services = self.node.models.embed if kind == "embed" else self.node.models.generate
+                rates[candidate.peer_id] = getattr(services.get(model), "rate", None)
                 continue
             entry = self.node.table.get(candidate.peer_id)
             offer = entry.caps.offer(kind, model) if entry is not None else None
@@ -374,14 +355,20 @@ class Dispatcher:
                        ) -> dict[str, Any]:
         """Generate by ``deadline`` (trio time; else ``timeout`` seconds from now).
 
-        Before any text has streamed, a failed peer is replaced once (a plain retry). After,
+        Candidates are taken soonest-finishing first (:func:`soonest_first`). Before any text
+        has streamed, a failed peer is replaced once (a plain retry). After,
         a peer that dies, fails or sends nothing for ``generate_stall_timeout`` seconds is
         replaced by the next candidate (same model sha256), which replays the tokens received
         so far and goes on (``generate_resume.py``), at most ``MAX_RESUMES`` times; the
         caller's stream goes on as if nothing happened, and the reply lists the switches in
         ``resumed``."""
         deadline = trio.current_time() + timeout if deadline is None else deadline
-        order = list(self.candidates("generate", str(params.get("model"))))
+        model = str(params.get("model"))
+        ranked = self.candidates("generate", model)
+        # the peer that would finish one more generation soonest: its jobs in flight over its
+        # advertised tokens/s (a 5x slower peer gets a sixth of concurrent generations, not half)
+        order = soonest_first(ranked, self.advertised_rates("generate", model, ranked),
+                              lambda c: c.peer_id, load=lambda c: c.load)
         asked = GenerateParams.from_wire(dict(params))
         book = ResumeBook(max_tokens=asked.max_tokens)
         # a resumable request streams from its peer even for a whole reply: the pieces

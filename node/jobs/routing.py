@@ -3,8 +3,6 @@
 - :func:`rank_candidates`: this node first when it has the model and spare capacity; then
   capable live peers by load (jobs in flight + queue), then by round-trip time; this node
   again (busy) after its peers, so a busy local model is still used when peers are busier.
-- :func:`split_batch`: cut an embed batch into contiguous parts over the ranked candidates,
-  so that reassembly is a concatenation in part order.
 - :class:`SentJobs`: the jobs this node has sent each peer and not yet heard back from, which
   the ranking counts as load when the peer's record (a heartbeat old) says less.
 - :func:`model_offers`: which peers offer a model, keeping only byte-identical copies (one
@@ -94,21 +92,6 @@ class SentJobs:
             self._count[peer] -= 1
             if not self._count[peer]:
                 del self._count[peer]
-
-
-def split_batch(count: int, workers: int, *, min_part: int) -> list[tuple[int, int]]:
-    """Contiguous ``(start, stop)`` parts of ``range(count)`` for at most ``workers`` workers,
-    none smaller than ``min_part`` (except a batch smaller than that: one part)."""
-    if count <= 0:
-        return []
-    parts = max(1, min(workers, count // max(1, min_part)))
-    base, extra = divmod(count, parts)
-    bounds, start = [], 0
-    for i in range(parts):
-        stop = start + base + (1 if i < extra else 0)
-        bounds.append((start, stop))
-        start = stop
-    return bounds
 
 
 def serve_advice(name: str, kind: str) -> str:

@@ -5,7 +5,7 @@ Pure decisions, no I/O (``dispatch.py`` runs the peers): the work is cut into co
 (:meth:`WorkQueue.next_for`), so a peer twice as fast asks twice as often and serves twice as
 many; near the end a peer known to be slow declines a batch the others would finish sooner
 (:meth:`WorkQueue.next_for` returns None), so the request never waits for its last batch.
-Equal parts, one per peer (what ``split_batch`` did), made every request as slow as its
+Equal parts, one per peer (what the dispatcher did before), made every request as slow as its
 slowest peer: one worker 5x slower made the whole batch 5x slower.
 
 Once nothing is left to hand out, an idle peer may *hedge* a batch that has been running on
@@ -188,20 +188,27 @@ class WorkQueue:
         return self.batches[stalled]
 
     def _worth_taking(self, peer: str, batch: Batch) -> bool:
-        """False when the other peers would finish all the work left, ``batch`` included,
-        before ``peer`` finished ``batch`` (after what it runs already): near the end a slow
-        peer taking the last batch would make the whole request wait for it."""
+        """False when another peer would finish ``batch`` sooner than ``peer`` (after what
+        each runs already): near the end a slow peer taking the last batch would make the
+        whole request wait for it. The others finish it no sooner than their combined rate
+        allows for all the work left, nor than the fastest of them alone can run it: a batch
+        runs on one peer (comparing with the combined rate only, no peer of three with equal
+        rates ever took a request's single batch, and the request ran to its deadline)."""
         mine = self._rates.get(peer)
         others = {p: r for p, r in self._rates.items()
                   if p != peer and p not in self._failed_peers}
         if mine is None or not others:
             return True
-        own_texts = sum(self.batches[i].size for i, attempts in self._running.items()
-                        for a in attempts if a.peer == peer)
         left = sum(self.batches[i].size for i in self._pending) + sum(
             self.batches[i].size for i, attempts in self._running.items()
             if any(a.peer in others for a in attempts))
-        return (own_texts + batch.size) / mine <= left / sum(others.values())
+        together = left / sum(others.values())
+        alone = min((self._texts_running_on(p) + batch.size) / r for p, r in others.items())
+        return (self._texts_running_on(peer) + batch.size) / mine <= max(together, alone)
+
+    def _texts_running_on(self, peer: str) -> int:
+        return sum(self.batches[i].size for i, attempts in self._running.items()
+                   for a in attempts if a.peer == peer)
 
     def _stalled(self, peer: str, now: float) -> int | None:
         """The longest-running batch that runs once, on another peer, far past its time."""
@@ -270,6 +277,22 @@ class WorkQueue:
         return not self.complete and all(p in self._failed_peers for p in peers)
 
 
+def soonest_first(ranked: list[T], rates: Mapping[str, float | None],
+                  peer_of: Callable[[T], str], load: Callable[[T], int]) -> list[T]:
+    """``ranked`` by when each would finish one more job: ``(load + 1) / rate``, a peer of
+    unknown rate counted at the median known rate (all unknown: by load alone); the rank
+    breaks ties, so equal peers keep the dispatcher's order (this node first when idle)."""
+    known = sorted(r for r in rates.values() if r is not None and r > 0)
+    typical = known[len(known) // 2] if known else 1.0
+    rank = {id(c): n for n, c in enumerate(ranked)}
+
+    def finish(candidate: T) -> tuple[float, int]:
+        rate = rates.get(peer_of(candidate)) or typical
+        return (load(candidate) + 1) / rate, rank[id(candidate)]
+
+    return sorted(ranked, key=finish)
+
+
 class RatedSpread:
     """Where the next of a stream of batches goes when the batches come one by one (an
     ingest cuts and writes as it goes, so it cannot hand a :class:`WorkQueue` all its work
@@ -285,16 +308,7 @@ class RatedSpread:
 
     def order(self, ranked: list[T], rates: Mapping[str, float | None],
               peer_of: Callable[[T], str]) -> list[T]:
-        known = sorted(r for r in rates.values() if r is not None and r > 0)
-        typical = known[len(known) // 2] if known else 1.0
-        rank = {peer_of(c): n for n, c in enumerate(ranked)}
-
-        def finish(candidate: T) -> tuple[float, int]:
-            peer = peer_of(candidate)
-            rate = rates.get(peer) or typical
-            return (self.count(peer) + 1) / rate, rank[peer]
-
-        return sorted(ranked, key=finish)
+        return soonest_first(ranked, rates, peer_of, load=lambda c: self.count(peer_of(c)))
 
     @contextlib.contextmanager
     def running(self, peer: str) -> Iterator[None]:

@@ -1,6 +1,5 @@
-import itertools
 
-from calinode.node.jobs.routing import Candidate, model_offers, rank_candidates, split_batch
+from calinode.node.jobs.routing import Candidate, model_offers, rank_candidates
 from calinode.protocol.capabilities import Capabilities, ModelOffer
 
 A, B, G = "a" * 64, "b" * 64, "c" * 64
@@ -41,17 +40,6 @@ def test_generate_offers_are_separate_from_embed() -> None:
     peers = [("p1", Capabilities(generate=(offer,)), 0, 1.0)]
     assert model_offers("g", "embed", None, peers, "me", 0) == []
     assert [c.peer_id for c in model_offers("g", "generate", None, peers, "me", 0)] == ["p1"]
-
-
-def test_split_batch_is_contiguous_and_balanced() -> None:
-    assert split_batch(10, 3, min_part=1) == [(0, 4), (4, 7), (7, 10)]
-    assert split_batch(5, 3, min_part=8) == [(0, 5)]
-    assert split_batch(64, 2, min_part=16) == [(0, 32), (32, 64)]
-    assert split_batch(0, 3, min_part=1) == []
-    for count in range(1, 200):
-        parts = split_batch(count, 4, min_part=8)
-        assert parts[0][0] == 0 and parts[-1][1] == count
-        assert all(a[1] == b[0] for a, b in itertools.pairwise(parts))
 
 
 def test_candidate_is_hashable_value() -> None:

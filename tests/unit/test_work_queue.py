@@ -20,6 +20,7 @@ from calinode.node.jobs.work_queue import (
     WorkQueue,
     batch_size,
     cut_batches,
+    soonest_first,
 )
 
 POLL = 0.25  # an idle fake worker looks again this often (the dispatcher's HEDGE_POLL_SECONDS)
@@ -113,6 +114,21 @@ def test_guided_batches_end_two_peers_within_a_small_batch() -> None:
     guided = FakePeers(speeds).run(WorkQueue(2048, 128, peers=2))
     assert guided - ideal <= (MIN_BATCH + MIN_BATCH // 2) / min(speeds.values()) + POLL
     assert guided < fixed
+
+
+@pytest.mark.parametrize("rates", [
+    {"a": 31.0, "b": 28.0, "c": 54.0},  # three nodes after a restart (CI: a search ran out)
+    {"a": 100.0, "b": 100.0, "c": 100.0},
+    {"a": 100.0, "b": 100.0, "c": 20.0},
+    {"a": 5.0, "b": 5.0, "c": 5.0, "d": 5.0, "e": 5.0},
+])
+def test_a_single_batch_is_always_taken_by_someone(rates: dict[str, float]) -> None:
+    queue = WorkQueue(40, 40, advertised=rates)
+    taken = [p for p in rates if queue.next_for(p, 0.0) is not None]
+    assert len(taken) == 1 and rates[taken[0]] == max(rates.values())
+    queue = WorkQueue(300, 32, advertised=rates, peers=len(rates))
+    FakePeers(rates).run(queue, limit=600.0)
+    assert queue.complete and not queue.hedged
 
 
 def test_batch_size_is_bounded() -> None:
@@ -222,3 +238,29 @@ def test_rated_spread_sends_the_next_batch_where_it_finishes_soonest() -> None:
     counts = {p: picked.count(p) for p in ranked}
     assert counts["slow"] <= 1 and counts["fast"] >= 3  # "new" counts as the median (250)
     assert spread.count("fast") == 0  # every batch ended
+
+
+def test_soonest_first_sends_a_slow_peer_a_share_by_its_rate() -> None:
+    """Concurrent generations routed one by one, each to the soonest finisher, the load
+    counting the ones sent before: a 5x slower peer gets one in six, equal peers alternate."""
+    rates: dict[str, float | None] = {"fast": 50.0, "slow": 10.0}
+    load = dict.fromkeys(rates, 0)
+    for _ in range(12):
+        first = soonest_first(list(rates), rates, lambda p: p, load=load.__getitem__)[0]
+        load[first] += 1
+    assert load == {"fast": 10, "slow": 2}
+    equal: dict[str, float | None] = {"a": 30.0, "b": 30.0}
+    load = dict.fromkeys(equal, 0)
+    picks = []
+    for _ in range(4):
+        picks.append(soonest_first(["a", "b"], equal, lambda p: p, load=load.__getitem__)[0])
+        load[picks[-1]] += 1
+    assert picks == ["a", "b", "a", "b"]  # ties keep the dispatcher's rank
+
+
+def test_soonest_first_counts_an_unknown_rate_as_the_median() -> None:
+    rates: dict[str, float | None] = {"a": 10.0, "new": None, "b": 40.0, "c": 20.0}
+    order = soonest_first(["new", "a", "b", "c"], rates, lambda p: p, load=lambda p: 0)
+    assert order == ["b", "new", "c", "a"]  # "new" as the median, 20, and ranked before "c"
+    assert soonest_first(["x", "y"], {}, lambda p: p, load={"x": 2, "y": 0}.__getitem__) == [
+        "y", "x"]
