@@ -58,6 +58,8 @@ class _Pending:
 RATE_WEIGHT = 0.3
 #: Model calls of fewer texts say more about fixed costs than about speed: not measured.
 RATE_MIN_TEXTS = 16
+#: A generation of fewer new tokens says little about the model's speed (prompt-bound).
+RATE_MIN_TOKENS = 16
 
 
 class EmbedService:
@@ -208,6 +210,10 @@ class GenerateService:
         self._waiting = 0
         #: This model's own worker thread (one generation at a time anyway, see ``_lock``).
         self.limiter = trio.CapacityLimiter(1)
+        #: measured tokens/s of whole generations (prompt included, waiting for the lock not),
+        #: an exponential average over those of at least ``RATE_MIN_TOKENS`` new tokens; None
+        #: until one ran: advertised so that a relay sends a slow peer fewer generations
+        self.rate: float | None = None
 
     @property
     def busy(self) -> bool:
@@ -270,15 +276,22 @@ class GenerateService:
             async with self._lock:
                 self._waiting -= 1
                 waiting = False
+                started = time.perf_counter()
                 await run_streaming(make_iter, on_chunks, min_interval=self.stream_interval,
                                     limiter=self.limiter)
+                seconds = time.perf_counter() - started
         finally:
             if waiting:
                 self._waiting -= 1
         if not final:
             raise JobError("generation ended without a finish reason", code=ErrorCode.INTERNAL)
+        added = final[-1].completion_tokens - len(resume)
         self.metrics.tokens_generated(self.manifest.name, prompt=final[-1].prompt_tokens,
-                                      completion=final[-1].completion_tokens - len(resume))
+                                      completion=added)
+        if added >= RATE_MIN_TOKENS and seconds > 0:
+            rate = added / seconds
+            self.rate = rate if self.rate is None else (
+                RATE_WEIGHT * rate + (1 - RATE_WEIGHT) * self.rate)
         return dataclasses.replace(final[-1], logprobs=tuple(logprobs))
 
 
@@ -307,7 +320,8 @@ class LocalModels:
     def advertised(self) -> dict[str, list[dict[str, Any]]]:
         return {
             "embed": [_with_rate(s.manifest.advertised(), s.rate) for s in self.embed.values()],
-            "generate": [s.manifest.advertised() for s in self.generate.values()],
+            "generate": [_with_rate(s.manifest.advertised(), s.rate)
+                         for s in self.generate.values()],
         }
 
     def embedder(self, name: str) -> EmbedService:
