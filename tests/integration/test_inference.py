@@ -119,6 +119,11 @@ def test_generation_streams_token_by_token_from_a_remote_peer(
     texts = [ch.choices[0].delta.content for ch in chunks if ch.choices[0].delta.content]
     assert chunks[-1].choices[0].finish_reason == "length" and len(texts) >= 16
 
+    # a's record now advertises the tokens/s it measured, which c's routing weighs it by
+    wait_for(lambda: any((m.get("rate") or 0) > 0 for m in
+                         c.peers()[a.peer_id]["capabilities"]["generate"]),
+             60, "the generation rate a measured, in its record as c sees it")
+
 
 def test_openai_client_against_a_node_without_models(pair: tuple[Daemon, Daemon]) -> None:
     import openai
