@@ -55,6 +55,8 @@ NETWORK_BYTES_PER_S = 125e6
 #: bytes a text costs on the wire, there and back: ~330 characters out, 384 float32 back
 #: plus framing (measured from the job frames of a 2048-text embed: ~1.9 KB per text)
 BYTES_PER_TEXT = 1900.0
+#: bytes a streamed token costs on the wire: a text piece, its token id, framing
+BYTES_PER_TOKEN = 64.0
 
 
 @dataclass
@@ -323,6 +325,17 @@ def report(args: argparse.Namespace, one: Figures, two: Figures) -> None:
     for n in (1, 2, 4, 8, 16, 32, 64):
         rate, limit = predict(n, per_node, cost)
         print(f"  N={n:3d}: {rate:9.0f} texts/s, limited by {limit}")
+    token_cost = two.coordinator_us_per_token / 1e6
+    per_node_tokens = one.generate
+    predicted_tokens, _ = predict(2, per_node_tokens, token_cost, bytes_per_item=BYTES_PER_TOKEN)
+    print(f"\nmodel of N machines, concurrent generations (tokens/s): each serving node "
+          f"{per_node_tokens:.0f} tokens/s, the coordinator at "
+          f"{two.coordinator_us_per_token:.0f} us CPU per token")
+    print(f"  check: 2 nodes predicted {predicted_tokens:.0f}, measured {two.generate:.0f} "
+          f"({two.generate / predicted_tokens:.2f} of the model)")
+    for n in (1, 2, 4, 8, 16, 32, 64):
+        rate, limit = predict(n, per_node_tokens, token_cost, bytes_per_item=BYTES_PER_TOKEN)
+        print(f"  N={n:3d}: {rate:9.0f} tokens/s, limited by {limit}")
 
 
 if __name__ == "__main__":
