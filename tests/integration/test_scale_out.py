@@ -24,8 +24,8 @@ MODEL = "minilm-l6-int8"
 TEXTS = [f"Passage {i}: the {['lift', 'drag', 'heat flux', 'shock'][i % 4]} of a "
          f"{['thin', 'swept', 'blunt'][i % 3]} body at Mach {i % 7 + 1}, case {i * 37 % 1000}."
          for i in range(2048)]
-LOCAL_BATCH = 32  # at most MIN_SPLIT texts: the receiving node embeds them itself
-SAMPLE_EVERY = 64  # half the smallest batch (MIN_BATCH): every batch holds a checked block
+LOCAL_BATCH = 16  # at most MIN_SPLIT texts: one job, not split
+SAMPLE_EVERY = 32  # the smallest batch (MIN_BATCH): every batch overlaps a checked block
 
 
 def serves(daemon: Daemon, peer_id: str) -> bool:
@@ -62,8 +62,8 @@ def test_a_5x_slower_embedder_gets_a_small_share_and_every_vector_is_right(
         assert served[other.peer_id] > served[slow.peer_id], served
         vectors = np.array(result["vectors"], dtype=np.float32)
         assert vectors.shape == (len(TEXTS), 384)
-        # a block of LOCAL_BATCH texts every SAMPLE_EVERY, embedded by the receiving node
-        # alone: spread over every batch of the large embed, each must be in its place
+        # a block of LOCAL_BATCH texts every SAMPLE_EVERY, embedded as one small job: spread
+        # over every batch of the large embed, each must be in its place
         for at in range(0, len(TEXTS), SAMPLE_EVERY):
             local = np.array(api.embed(TEXTS[at:at + LOCAL_BATCH], model=MODEL,
                                        timeout=300)["vectors"], dtype=np.float32)
