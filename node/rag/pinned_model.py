@@ -1,9 +1,9 @@
 """The error of a collection whose pinned model file no reachable node serves.
 
 A collection pins its embedding model by name *and* sha256: vectors of two files never mix in
-one index. When a default model is rebuilt (``minilm-l6`` and ``minilm-l6-int8`` were, from the
-original float32 weights), a fresh home serves the same name with another sha256, and every
-search or ingest of an older collection is refused. The refusal says which file is pinned,
+one index. When a default model is rebuilt (``minilm-l6`` was, from the original float32
+weights), a fresh home serves the same name with another sha256, and every search or ingest
+of an older collection is refused. The refusal says which file is pinned,
 which one is served, and the two ways out, so an operator need not read the source.
 """
 
@@ -13,7 +13,7 @@ from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import ErrorCode, JobError
 
 #: the former default files, rebuilt byte for byte on demand under these names
-FORMER_DEFAULTS = {"minilm-l6": "minilm-l6-v1", "minilm-l6-int8": "minilm-l6-int8-v1"}
+FORMER_DEFAULTS = {"minilm-l6": "minilm-l6-v1"}
 
 
 def pinned_model_not_served(definition: CollectionDef, served_sha256: str, *,

@@ -6,7 +6,7 @@ from calinode.node.rag.pinned_model import pinned_model_not_served
 from calinode.protocol.collections import CollectionDef
 from calinode.protocol.errors import ErrorCode
 
-PINNED = "52090d0c0879a04eac3732ea53c424d39a34c5718a942d4f9ef756dbfb044cae"
+PINNED = "e503dd80ef2567de087232201b03bcaf7f3cdb5b92d5652f681791347c00d232"
 SERVED = "f" * 64
 
 
@@ -16,12 +16,12 @@ def _collection(model: str) -> CollectionDef:
 
 
 def test_a_former_default_names_both_files_and_both_ways_out() -> None:
-    error = pinned_model_not_served(_collection("minilm-l6-int8"), SERVED, what="the queries")
+    error = pinned_model_not_served(_collection("minilm-l6"), SERVED, what="the queries")
     assert error.code == ErrorCode.UNKNOWN_MODEL
     message = str(error)
     assert PINNED in message and SERVED in message and "the queries" in message
-    assert "calinode models prepare minilm-l6-int8-v1" in message
-    assert "calinode collections create NEW --model minilm-l6-int8" in message
+    assert "calinode models prepare minilm-l6-v1" in message
+    assert "calinode collections create NEW --model minilm-l6" in message
     assert "calinode collections drop papers" in message
 
 
