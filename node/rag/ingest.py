@@ -23,6 +23,7 @@ from calinode.node.index.placement import shard_of
 from calinode.node.index.write_frames import too_large
 from calinode.node.ingest_input import MAX_DOCUMENT_CHARS, document_size, make_document_text
 from calinode.node.jobs.work_queue import RatedSpread
+from calinode.node.rag.pinned_model import pinned_model_not_served
 from calinode.node.rag.plan import ingest_batches, write_quorum_problem
 from calinode.node.rag.ports import RagNode
 from calinode.node.rag.swarm_view import SwarmView
@@ -229,8 +230,7 @@ class Ingest:
                 order, "embed_chunks", params, deadline,
                 lambda wire: EmbedChunksReply.from_wire(wire, docs=count, dim=definition.dim))
         if reply.sha256 != definition.model_sha256:
-            raise JobError("the embedding peer runs another file of the collection's model",
-                           code=ErrorCode.UNKNOWN_MODEL)
+            raise pinned_model_not_served(definition, reply.sha256, what="the documents")
         return reply
 
     async def delete(self, name: str, doc_ids: list[str]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import trio
 from calinode.models.store.digest import chunk_faiss_id
 from calinode.node.index.merge import missing_shards
 from calinode.node.index.placement import shard_of
+from calinode.node.rag.pinned_model import pinned_model_not_served
 from calinode.node.rag.plan import (
     ShardAnswers,
     ShardPlan,
@@ -31,7 +32,7 @@ from calinode.node.rag.ports import RagNode
 from calinode.node.rag.query_vector import query_vector
 from calinode.node.rag.swarm_view import SwarmView
 from calinode.protocol.collections import CollectionDef
-from calinode.protocol.errors import BadRequest, ErrorCode, JobError, groups_collapsed
+from calinode.protocol.errors import BadRequest, JobError, groups_collapsed
 from calinode.protocol.job_params import MAX_FETCH_IDS, MAX_K
 from calinode.protocol.search_budget import SearchBudget, plan_search
 from calinode.protocol.shard_params import ShardFetchParams, ShardSearchParams
@@ -85,8 +86,7 @@ class Search:
         outcome = await self.node.dispatcher.embed(definition.model, queries,
                                                    input_type="query", deadline=deadline)
         if outcome.sha256 != definition.model_sha256:
-            raise JobError("queries would be embedded by another file of the collection's model",
-                           code=ErrorCode.UNKNOWN_MODEL)
+            raise pinned_model_not_served(definition, outcome.sha256, what="the queries")
         return await self.search_vectors(definition, outcome.vectors, k=k, deadline=deadline,
                                          per_doc=per_doc, text=text)
 
