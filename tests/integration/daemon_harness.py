@@ -73,11 +73,24 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {ports}")
 
 
+def note_time(kind: str, seconds: float, what: str) -> None:
+    """With ``CALINODE_TEST_TIMINGS=FILE``, append one line (test, kind, seconds, what) to
+    FILE: where an integration test's time goes, CLI runs and waits apart (the suite's time
+    budget; README). Nothing at all otherwise."""
+    path = os.environ.get("CALINODE_TEST_TIMINGS")
+    if path:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(f"{test}\t{kind}\t{seconds:.2f}\t{what}\n")
+
+
 def run_cli(
     *args: str, timeout: float = 600, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
+    started = time.monotonic()
     proc = subprocess.run([CALINODE, *args], capture_output=True, text=True, timeout=timeout,
                           env=_clean_env())
+    note_time("cli", time.monotonic() - started, " ".join(args[:2]))
     if check and proc.returncode != 0:
         raise AssertionError(f"calinode {' '.join(args)} failed ({proc.returncode}):\n"
                              f"{proc.stdout}\n{proc.stderr}")
@@ -109,17 +122,19 @@ class Daemon:
         if self.models is not None and not (self.home / "models").exists():
             (self.home / "models").symlink_to(self.models, target_is_directory=True)
         models = [] if self.models is not None else ["--no-models"]
+        started = time.monotonic()
         self.proc = launch(["start", "--home", str(self.home),
                             "--listen", f"/ip4/127.0.0.1/tcp/{self.port}",
                             "--api", "127.0.0.1:0", *FAST, *models, *self.extra],
                            self.home / "log")
-        deadline = time.monotonic() + 60
+        deadline = started + 60
         while not self.node_file.exists():
             if self.proc.poll() is not None:
                 raise AssertionError(f"{self.name} exited early:\n{self.log()}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.name} never became ready:\n{self.log()}")
             time.sleep(0.05)
+        note_time("start", time.monotonic() - started, self.name)
         return self
 
     def log(self) -> str:
@@ -230,6 +245,7 @@ def wait_for(predicate: Any, timeout: float, what: str) -> float:
     while time.monotonic() - started < timeout:
         try:
             if predicate():
+                note_time("wait", time.monotonic() - started, what)
                 return time.monotonic() - started
         except (AssertionError, ValueError, KeyError) as exc:
             last_error = exc
