@@ -48,8 +48,12 @@ CALINODE = str(Path(sys.executable).with_name("calinode"))
 EMBED_MODEL, GEN_MODEL = "minilm-l6-int8", "smollm2-135m"
 API_BATCH = 2048  # the most texts one /v1/embed request may carry (Limits.max_batch)
 GEN_CONCURRENCY = 4
-PROMPTS = ["Explain how a wing makes lift.", "Describe heat transfer in a boundary layer.",
-           "What is a shock wave?", "Why do swept wings delay transonic drag rise?"]
+#: essays: each runs to ``--gen-tokens`` (short answers that stopped at 20-40 tokens made the
+#: figure depend on which two prompts met on one node, not on the nodes)
+PROMPTS = ["Write a long, detailed essay on how a wing makes lift.",
+           "Write a long, detailed essay on heat transfer in a boundary layer.",
+           "Write a long, detailed essay on shock waves in supersonic flow.",
+           "Write a long, detailed essay on why swept wings delay transonic drag rise."]
 #: 1 Gbit/s Ethernet, the network the N-machine model assumes (bytes/s)
 NETWORK_BYTES_PER_S = 125e6
 #: bytes a text costs on the wire, there and back: ~330 characters out, 384 float32 back
@@ -167,8 +171,10 @@ def generate_concurrently(api: str, token: str, tokens: int,
         try:
             with httpx.Client(base_url=f"http://{api}", timeout=600,
                               headers={"Authorization": f"Bearer {token}"}) as client:
-                response = client.post("/v1/generate", json={
-                    "model": GEN_MODEL, "prompt": prompt, "max_tokens": tokens,
+                response = client.post("/v1/generate", json={  # a chat turn: smollm2-135m
+                    # is an instruct model; a bare prompt often ends at once
+                    "model": GEN_MODEL, "messages": [{"role": "user", "content": prompt}],
+                    "max_tokens": tokens,
                     "temperature": 0.0, "seed": 7})
                 response.raise_for_status()
                 reply = response.json()
@@ -196,6 +202,7 @@ class Figures:
     coordinator_us_per_text: float
     coordinator_us_per_token: float
     served: dict[str, int]  # generations per serving node in the last round
+    generated: int  # tokens in the last round
 
 
 def measure(work: Path, models: Path, servers: int, args: argparse.Namespace,
@@ -231,12 +238,12 @@ def measure(work: Path, models: Path, servers: int, args: argparse.Namespace,
                                                             served_by))
             return count
 
-        gen_rate, _ = timed(generate, max(1, args.rounds - 1))
+        gen_rate, last_tokens = timed(generate, max(1, args.rounds - 1))
         busy = coordinator.cpu_seconds() - cpu0 - idle * (time.perf_counter() - wall0)
         cpu_per_token = max(0.0, busy) / max(1, generated[0])
         served = {node.name: served_by.count(node.info["peer_id"]) for node in serving}
         return Figures(embed_rate, ingest_rate, gen_rate, cpu_per_text * 1e6,
-                       cpu_per_token * 1e6, served)
+                       cpu_per_token * 1e6, served, last_tokens)
     finally:
         for node in nodes:
             node.proc.terminate()
@@ -312,7 +319,8 @@ def report(args: argparse.Namespace, one: Figures, two: Figures) -> None:
     print(f"\ncoordinator CPU per embedded text: {one.coordinator_us_per_text:.0f} us (1 node), "
           f"{two.coordinator_us_per_text:.0f} us (2 nodes); per generated token: "
           f"{one.coordinator_us_per_token:.0f} / {two.coordinator_us_per_token:.0f} us")
-    print(f"the last round's {GEN_CONCURRENCY} generations per serving node: 1 node "
+    print(f"the last round's {GEN_CONCURRENCY} generations ({two.generated} tokens) per serving "
+          f"node: 1 node "
           f"{one.served}, 2 nodes {two.served}")
     per_node = one.embed
     cost = two.coordinator_us_per_text / 1e6

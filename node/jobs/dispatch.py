@@ -144,7 +144,7 @@ class Dispatcher:
         #: the jobs this node has sent and not yet heard back from, per peer: the load a
         #: peer's record advertises is up to a heartbeat old, so 4 generations sent at once
         #: all saw the same idle peer (the daemon keeps one Dispatcher for its lifetime)
-        self.sent = SentJobs()
+        self.sent = SentJobs(clock=trio.current_time)
 
     def candidates(self, kind: str, name: str,
                    collection: CollectionDef | None = None) -> list[Candidate]:
@@ -157,8 +157,9 @@ class Dispatcher:
         sent = self.sent
         # a peer's load: what its record advertised, or what this node alone has sent it
         # and not yet heard back from, whichever is more (the record may be stale)
-        peers = [(e.peer_id, e.caps, max(e.record.load.in_flight + e.record.load.queue_depth,
-                                          sent.count(e.peer_id)), e.rtt_ms)
+        peers = [(e.peer_id, e.caps, sent.record_load(
+                     e.peer_id, e.record.load.in_flight + e.record.load.queue_depth,
+                     e.record_at), e.rtt_ms)
                  for e in node.table.alive()
                  if node.access.may_send_data(e.peer_id, collection)]
         offers = model_offers(name, kind, local.manifest.sha256 if local else None,

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from calinode.models.defaults import PREPARABLE
 from calinode.protocol.capabilities import Capabilities
 from calinode.protocol.errors import ErrorCode, JobError
+
+#: Peers whose last job end :class:`SentJobs` remembers (the peer table's own cap is 1000).
+MAX_TRACKED_PEERS = 1024
 
 
 @dataclass(frozen=True)
@@ -75,13 +78,28 @@ def rank_candidates(candidates: Sequence[Candidate], *, local_spare: bool) -> li
 class SentJobs:
     """Jobs in flight from this node, per peer (the peer's own record lags by a heartbeat:
     4 generations sent at once all saw the same idle peer and queued there one after
-    the other while another peer idled)."""
+    the other while another peer idled), and when the last of them to each peer ended:
+    a record received before that may still count jobs of ours that are over
+    (:meth:`record_load`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
         self._count: dict[str, int] = {}
+        self._ended: dict[str, float] = {}
 
     def count(self, peer: str) -> int:
         return self._count.get(peer, 0)
+
+    def record_load(self, peer: str, advertised: int, received_at: float) -> int:
+        """A peer's load: what its record advertised, or what this node has sent it and
+        not heard back from, whichever is more; the record's figure only if it was received
+        after this node's last job there ended (else it may count that job: 4 concurrent
+        generations right after 4 others all went to one of two idle peers, the other's
+        record still saying it ran the previous ones). Another node's jobs then count from
+        that peer's next record on."""
+        if received_at < self._ended.get(peer, float("-inf")):
+            advertised = 0
+        return max(advertised, self.count(peer))
 
     @contextlib.contextmanager
     def running(self, peer: str) -> Iterator[None]:
@@ -92,6 +110,11 @@ class SentJobs:
             self._count[peer] -= 1
             if not self._count[peer]:
                 del self._count[peer]
+            self._ended[peer] = self._clock()
+            if len(self._ended) > MAX_TRACKED_PEERS:  # peers come and go: keep the newest
+                for old in sorted(self._ended, key=self._ended.__getitem__)[
+                        :len(self._ended) - MAX_TRACKED_PEERS]:
+                    del self._ended[old]
 
 
 def serve_advice(name: str, kind: str) -> str:

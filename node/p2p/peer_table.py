@@ -58,6 +58,8 @@ class PeerEntry:
     rtt_ms: float | None = None
     #: bytes of the record's msgpack encoding (what relaying it costs)
     size: int = 0
+    #: trio time the current record was accepted (its load is as old as that, or older)
+    record_at: float = 0.0
 
     @property
     def peer_id(self) -> str:
@@ -119,13 +121,14 @@ class PeerTable:
         if entry is None:
             self._make_room(record.peer_id)
             self._entries[record.peer_id] = PeerEntry(record=record, caps=caps, first_known=now,
-                                                      size=record_size(record))
+                                                      size=record_size(record), record_at=now)
             if direct:
                 self.mark_seen(record.peer_id, now)
             return True
         entry.record = record
         entry.caps = caps
         entry.size = record_size(record)
+        entry.record_at = now
         if direct:
             self.mark_seen(record.peer_id, now)
         return True

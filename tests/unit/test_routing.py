@@ -1,5 +1,5 @@
 
-from calinode.node.jobs.routing import Candidate, model_offers, rank_candidates
+from calinode.node.jobs.routing import Candidate, SentJobs, model_offers, rank_candidates
 from calinode.protocol.capabilities import Capabilities, ModelOffer
 
 A, B, G = "a" * 64, "b" * 64, "c" * 64
@@ -44,3 +44,16 @@ def test_generate_offers_are_separate_from_embed() -> None:
 
 def test_candidate_is_hashable_value() -> None:
     assert Candidate("p", "A", 0, 1.0) == Candidate("p", "A", 0, 1.0)
+
+
+def test_a_record_older_than_our_last_finished_job_does_not_count_its_load() -> None:
+    now = [10.0]
+    sent = SentJobs(clock=lambda: now[0])
+    assert sent.record_load("p", 3, received_at=5.0) == 3  # nothing of ours ended: trust it
+    with sent.running("p"):
+        assert sent.record_load("p", 0, received_at=5.0) == 1  # ours in flight count
+        now[0] = 12.0
+    # the record (received at 11) may still count the job of ours that ended at 12
+    assert sent.record_load("p", 2, received_at=11.0) == 0
+    assert sent.record_load("p", 2, received_at=13.0) == 2  # a newer record counts again
+    assert sent.record_load("q", 4, received_at=1.0) == 4  # another peer is unaffected
