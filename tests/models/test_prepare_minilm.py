@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+from collections.abc import Callable
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 
@@ -81,25 +82,29 @@ def test_float_graph_has_only_float_weights_and_standard_ops(
 def fused_registry(minilm_registry: ModelRegistry,
                    tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
     """A copy of the session's registry with ``minilm-l6-int8-fused`` prepared in it."""
-    registry = _copy_registry(minilm_registry, tmp_path_factory.mktemp("fused") / "models")
-    messages: list[str] = []
-    prepare_minilm_fused(registry, progress=messages.append)
-    text = "\n".join(messages)
-    for step in ("Attention", "SkipLayerNorm", "7-bit", "cosine", f"{FUSED_NAME} installed"):
-        assert step in text
-    assert f"{FLOAT_NAME} installed" not in text  # the float default is there: reused
-    return registry
+    return _prepared_copy(minilm_registry, tmp_path_factory, "fused", prepare_minilm_fused,
+                          ("Attention", "SkipLayerNorm", "7-bit", "cosine",
+                           f"{FUSED_NAME} installed"))
 
 
 @pytest.fixture(scope="module")
 def v2_registry(minilm_registry: ModelRegistry,
                 tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
     """A copy of the session's registry with ``minilm-l6-int8-v2`` prepared in it."""
-    registry = _copy_registry(minilm_registry, tmp_path_factory.mktemp("v2") / "models")
+    return _prepared_copy(minilm_registry, tmp_path_factory, "v2", prepare_minilm_int8_v2,
+                          ("original weights", f"{INT8_V2_NAME} installed"))
+
+
+def _prepared_copy(source: ModelRegistry, factory: pytest.TempPathFactory, folder: str,
+                   prepare: Callable[..., object], steps: tuple[str, ...]) -> ModelRegistry:
+    """A copy of ``source`` with ``prepare`` run in it, which reported each of ``steps`` and
+    reused the float default already there."""
+    registry = _copy_registry(source, factory.mktemp(folder) / "models")
     messages: list[str] = []
-    prepare_minilm_int8_v2(registry, progress=messages.append)
+    prepare(registry, progress=messages.append)
     text = "\n".join(messages)
-    assert "original weights" in text and f"{INT8_V2_NAME} installed" in text
+    for step in steps:
+        assert step in text
     assert f"{FLOAT_NAME} installed" not in text  # the float default is there: reused
     return registry
 

@@ -71,7 +71,7 @@ def fake_entry(peer: str, kind: str, rate: float | None = None) -> Any:
              if kind == "embed" else
              ModelOffer(name="gen", kind="generate", sha256=GEN_SHA, context_length=2048))
     caps = Capabilities(embed=(offer,)) if kind == "embed" else Capabilities(generate=(offer,))
-    return SimpleNamespace(peer_id=peer, caps=caps, rtt_ms=1.0,
+    return SimpleNamespace(peer_id=peer, caps=caps, rtt_ms=1.0, record_at=0.0,
                            record=SimpleNamespace(load=SimpleNamespace(in_flight=0,
                                                                        queue_depth=0)))
 
