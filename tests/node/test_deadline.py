@@ -170,6 +170,7 @@ class FakePeerEntry:
     caps: Capabilities
     record: FakeRecord = field(default_factory=FakeRecord)
     rtt_ms: float | None = 1.0
+    record_at: float = 0.0
 
 
 @dataclass
@@ -178,6 +179,9 @@ class FakePeerTable:
 
     def alive(self) -> list[FakePeerEntry]:
         return list(self.entries)
+
+    def get(self, peer_id: str) -> FakePeerEntry | None:
+        return next((e for e in self.entries if e.peer_id == peer_id), None)
 
 
 class FakeAccess:
