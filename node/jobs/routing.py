@@ -110,11 +110,10 @@ class SentJobs:
             self._count[peer] -= 1
             if not self._count[peer]:
                 del self._count[peer]
+            self._ended.pop(peer, None)  # re-inserted: the dict stays oldest end first
             self._ended[peer] = self._clock()
             if len(self._ended) > MAX_TRACKED_PEERS:  # peers come and go: keep the newest
-                for old in sorted(self._ended, key=self._ended.__getitem__)[
-                        :len(self._ended) - MAX_TRACKED_PEERS]:
-                    del self._ended[old]
+                del self._ended[next(iter(self._ended))]
 
 
 def serve_advice(name: str, kind: str) -> str:

@@ -284,13 +284,11 @@ def soonest_first(ranked: list[T], rates: Mapping[str, float | None],
     breaks ties, so equal peers keep the dispatcher's order (this node first when idle)."""
     known = sorted(r for r in rates.values() if r is not None and r > 0)
     typical = known[len(known) // 2] if known else 1.0
-    rank = {id(c): n for n, c in enumerate(ranked)}
 
-    def finish(candidate: T) -> tuple[float, int]:
-        rate = rates.get(peer_of(candidate)) or typical
-        return (load(candidate) + 1) / rate, rank[id(candidate)]
+    def finish(candidate: T) -> float:
+        return (load(candidate) + 1) / (rates.get(peer_of(candidate)) or typical)
 
-    return sorted(ranked, key=finish)
+    return sorted(ranked, key=finish)  # stable: ties keep their rank
 
 
 class RatedSpread:

@@ -57,3 +57,17 @@ def test_a_record_older_than_our_last_finished_job_does_not_count_its_load() -> 
     assert sent.record_load("p", 2, received_at=11.0) == 0
     assert sent.record_load("p", 2, received_at=13.0) == 2  # a newer record counts again
     assert sent.record_load("q", 4, received_at=1.0) == 4  # another peer is unaffected
+
+
+def test_sent_jobs_remember_the_job_ends_of_the_newest_peers_only() -> None:
+    from calinode.node.jobs.routing import MAX_TRACKED_PEERS
+
+    now = [0.0]
+    sent = SentJobs(clock=lambda: now[0])
+    for n in range(MAX_TRACKED_PEERS + 1):
+        now[0] = float(n + 1)
+        with sent.running(f"p{n}"):
+            pass
+    # p0's end (at 1) is forgotten: its record counts again; p1's (at 2) is still known
+    assert sent.record_load("p0", 3, received_at=0.5) == 3
+    assert sent.record_load("p1", 3, received_at=0.5) == 0
