@@ -345,32 +345,33 @@ def _build_int8(sources: MiniLMSources, registry: ModelRegistry, work: Path,
                 progress: Progress) -> Path:
     """The INT8 default: the former float graph quantized dynamically, per channel, unfused
     (byte for byte the file it has always been, so its sha256 stays)."""
-    _import_onnx()
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    result = work / "int8.onnx"
     former = _former_float(sources, work, progress)
     progress("quantizing the float32 graph to int8 weights, per channel")
-    with _quantizer_advice_silenced():
-        quantize_dynamic(former, result, per_channel=True, weight_type=QuantType.QInt8)
-    _check_against(INT8_NAME, result, sources.onnx, sources, progress)
-    return result
+    return _quantize_per_channel(INT8_NAME, former, work / "int8.onnx", sources.onnx,
+                                 sources, progress)
 
 
 def _build_int8_v2(sources: MiniLMSources, registry: ModelRegistry, work: Path,
                    progress: Progress) -> Path:
     """The installed float default (the original weights) quantized as ``minilm-l6-int8``
     is: dynamically, to int8 weights per channel, unfused."""
+    float_graph = registry.path_of(registry.get(FLOAT_NAME))
+    progress("quantizing the float32 graph of the original weights to int8 weights, "
+             "per channel")
+    return _quantize_per_channel(INT8_V2_NAME, float_graph, work / "int8-v2.onnx",
+                                 float_graph, sources, progress)
+
+
+def _quantize_per_channel(name: str, graph: Path, result: Path, reference: Path,
+                          sources: MiniLMSources, progress: Progress) -> Path:
+    """``graph`` quantized dynamically to int8 weights per channel, unfused, into ``result``,
+    checked against ``reference`` (the INT8 default's recipe)."""
     _import_onnx()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    float_graph = registry.path_of(registry.get(FLOAT_NAME))
-    result = work / "int8-v2.onnx"
-    progress("quantizing the float32 graph of the original weights to int8 weights, "
-             "per channel")
     with _quantizer_advice_silenced():
-        quantize_dynamic(float_graph, result, per_channel=True, weight_type=QuantType.QInt8)
-    _check_against(INT8_V2_NAME, result, float_graph, sources, progress)
+        quantize_dynamic(graph, result, per_channel=True, weight_type=QuantType.QInt8)
+    _check_against(name, result, reference, sources, progress)
     return result
 
 

@@ -62,6 +62,12 @@ RATE_MIN_TEXTS = 16
 RATE_MIN_TOKENS = 16
 
 
+def blended_rate(old: float | None, measured: float) -> float:
+    """A service's measured rate after one more call: an exponential average (the newest
+    call weighs ``RATE_WEIGHT``), or ``measured`` for the first."""
+    return measured if old is None else RATE_WEIGHT * measured + (1 - RATE_WEIGHT) * old
+
+
 class EmbedService:
     def __init__(self, embedder: OnnxEmbedder, *, max_merge: int = 256,
                  metrics: NodeMetrics | None = None,
@@ -172,9 +178,7 @@ class EmbedService:
     def _measured(self, texts: int, seconds: float) -> None:
         if texts < RATE_MIN_TEXTS or seconds <= 0:
             return
-        rate = texts / seconds
-        self.rate = rate if self.rate is None else (
-            RATE_WEIGHT * rate + (1 - RATE_WEIGHT) * self.rate)
+        self.rate = blended_rate(self.rate, texts / seconds)
 
     @staticmethod
     def _split(group: list[_Pending], merged: EmbedResult) -> None:
@@ -289,9 +293,7 @@ class GenerateService:
         self.metrics.tokens_generated(self.manifest.name, prompt=final[-1].prompt_tokens,
                                       completion=added)
         if added >= RATE_MIN_TOKENS and seconds > 0:
-            rate = added / seconds
-            self.rate = rate if self.rate is None else (
-                RATE_WEIGHT * rate + (1 - RATE_WEIGHT) * self.rate)
+            self.rate = blended_rate(self.rate, added / seconds)
         return dataclasses.replace(final[-1], logprobs=tuple(logprobs))
 
 
