@@ -148,11 +148,16 @@ def test_dashboard_shows_the_swarm_searches_asks_and_sees_a_node_die(
     assert pieces >= 2 and answer.strip(), (pieces, answer)
     assert page.locator("#sources li").count() >= 1
     marks.append(("ask", time.monotonic()))
-    # the activity charts saw the work: shard searches and a generation with tokens
+    # the activity charts saw the work n1 served: the query embeddings and a generation with
+    # tokens always (n1 is the only model host), shard searches when n1 is the first holder
+    # of a shard (placement by peer id: not every run), and the legend names every kind
+    # n1's counters hold
+    counters = page.evaluate("async () => (await (await fetch('/v1/activity')).json()).kinds")
+    assert {"embed", "generate"} <= set(counters), counters
+    assert counters["generate"]["tokens"] > 0, counters
     page.wait_for_function(
-        "() => document.getElementById('legend-jobs').textContent.includes('shard.search')")
-    page.wait_for_function(
-        "() => document.getElementById('legend-jobs').textContent.includes('generate')")
+        "(kinds) => kinds.every((k) => document.getElementById('legend-jobs')"
+        ".textContent.includes(k))", arg=sorted(counters))
     shoot(page, tmp_path, "dashboard")
 
     # a chat with the generation model streams (server-sent events), while a killed node
