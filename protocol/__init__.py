@@ -40,6 +40,8 @@ Typical use, on either side of a stream::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .codec import ScanResult, pack, scan, unpack
 from .errors import (
     ApiError,
@@ -67,7 +69,21 @@ from .messages import (
     parse_message,
 )
 from .records import CapabilityRecord, Load, PeerExchange
-from .vectors import VECTOR_DTYPE, decode_vectors, encode_vectors
+
+if TYPE_CHECKING:
+    from .vectors import VECTOR_DTYPE, decode_vectors, encode_vectors
+
+#: Imported on first use (PEP 562): the vector codec needs numpy, which costs a CLI command
+#: that never touches a vector ~0.1 s and starts OpenBLAS's threads.
+_LAZY = {"VECTOR_DTYPE", "decode_vectors", "encode_vectors"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import vectors
+
+        return getattr(vectors, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "DEFAULT_LIMITS",

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,17 +35,25 @@ def _clean_env() -> dict[str, str]:
 _fork_server: ForkServer | None = None
 
 
+def _forks() -> ForkServer | None:
+    """The session's fork server (started on first use), or None when it is turned off
+    (``CALINODE_TEST_FORK_SERVER=0``) or cannot fork safely."""
+    global _fork_server
+    if os.environ.get("CALINODE_TEST_FORK_SERVER", "1") == "0":
+        return None
+    if _fork_server is None:
+        _fork_server = ForkServer(_clean_env())
+        atexit.register(_fork_server.close)
+    return _fork_server if _fork_server.ready else None
+
+
 def launch(argv: list[str], log: Path) -> subprocess.Popen[bytes] | ForkedDaemon:
     """``calinode ARGV`` as its own OS process writing to ``log``: forked from the session's
     fork server (``fork_server.py``: py-libp2p already imported), or a plain ``Popen`` of the
     installed script when ``CALINODE_TEST_FORK_SERVER=0`` or the server cannot fork safely."""
-    global _fork_server
-    if os.environ.get("CALINODE_TEST_FORK_SERVER", "1") != "0":
-        if _fork_server is None:
-            _fork_server = ForkServer(_clean_env())
-            atexit.register(_fork_server.close)
-        if _fork_server.ready:
-            return _fork_server.spawn(argv, _clean_env(), str(log))
+    forks = _forks()
+    if forks is not None:
+        return forks.spawn(argv, _clean_env(), str(log))
     with log.open("ab") as out:
         return subprocess.Popen([CALINODE, *argv], stdout=out, stderr=subprocess.STDOUT,
                                 env=_clean_env())
@@ -88,13 +97,38 @@ def run_cli(
     *args: str, timeout: float = 600, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     started = time.monotonic()
-    proc = subprocess.run([CALINODE, *args], capture_output=True, text=True, timeout=timeout,
-                          env=_clean_env())
+    forks = _forks()
+    if forks is not None:
+        proc = _run_forked(forks, list(args), timeout)
+    else:
+        proc = subprocess.run([CALINODE, *args], capture_output=True, text=True,
+                              timeout=timeout, env=_clean_env())
     note_time("cli", time.monotonic() - started, " ".join(args[:2]))
     if check and proc.returncode != 0:
         raise AssertionError(f"calinode {' '.join(args)} failed ({proc.returncode}):\n"
                              f"{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def _run_forked(forks: ForkServer, args: list[str],
+                timeout: float) -> subprocess.CompletedProcess[str]:
+    """``calinode ARGS`` forked from the fork server, with what ``subprocess.run(...,
+    capture_output=True, text=True)`` gives: stdout and stderr apart, newlines universal."""
+    with tempfile.TemporaryDirectory(prefix="calinode-cli-") as tmp:
+        out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
+        child = forks.spawn(args, _clean_env(), str(out), str(err))
+        try:
+            code = child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(60)
+            raise
+
+        def text(path: Path) -> str:
+            data = path.read_bytes().decode() if path.exists() else ""
+            return data.replace("\r\n", "\n").replace("\r", "\n")
+
+        return subprocess.CompletedProcess([CALINODE, *args], code, text(out), text(err))
 
 
 def cli_json(*args: str) -> Any:

@@ -1,5 +1,5 @@
-"""A fork server for the integration tier's daemons: real ``calinode start`` processes
-without paying py-libp2p's import for each.
+"""A fork server for the integration tier's daemons and CLI runs: real ``calinode start``
+(and ``calinode status``, ``search``...) processes without paying the imports for each.
 
 Importing py-libp2p 0.8.1 costs a daemon about 1.5 s of CPU before it does anything (it
 imports its QUIC, TLS and ACME stacks unconditionally), and the integration tier starts
@@ -15,9 +15,14 @@ imported by each child, as in a real start). The server checks that it has one t
 it serves, and the harness falls back to plain ``subprocess.Popen`` when it does not, or
 when ``CALINODE_TEST_FORK_SERVER=0``.
 
-Wire: JSON lines on the server's stdin/stdout. ``{"spawn": argv, "env": {...}, "log": path}``
-answers ``{"pid": n, "child": k}``; ``{"poll": k}`` answers ``{"code": int | null}`` (the
-``subprocess`` convention: ``-N`` for death by signal N). A child is named by ``k``, the
+The CLI runs of ``daemon_harness.run_cli`` are forked the same way (stdout and stderr to
+files of their own, read back as ``subprocess.run`` would give them): the tier runs the CLI
+about 150 times, each paying ~1 s of imports as a fresh process.
+
+Wire: JSON lines on the server's stdin/stdout.
+``{"spawn": argv, "env": {...}, "log": path, "err": path | null}`` answers
+``{"pid": n, "child": k}``; ``{"poll": k}`` answers ``{"code": int | null}`` (the ``subprocess``
+convention: ``-N`` for death by signal N). A child is named by ``k``, the
 server's count of its spawns, never by its pid: pids wrap (``pid_max`` is 32768 here) and a
 long run reuses them, so an exit code kept under a pid would be read as a new daemon's (it
 then looked dead at birth, and the harness gave up on it while it ran).
@@ -37,18 +42,21 @@ from typing import IO, Any
 #: Thread-free imports a daemon makes anyway (see the module docstring).
 PRELOAD = ("trio", "libp2p", "libp2p.host.basic_host", "libp2p.security.noise.transport",
            "libp2p.stream_muxer.yamux.yamux", "multiaddr", "msgpack", "orjson",
-           "hypercorn.trio", "starlette.applications", "tokenizers", "cryptography")
+           "hypercorn.trio", "starlette.applications", "tokenizers", "cryptography",
+           "calinode.node.cli.main", "calinode.node.client")
 
 
-def _child(argv: list[str], env: dict[str, str], log: str) -> None:
-    """In the forked child: become ``calinode start ARGV`` and never return."""
+def _child(argv: list[str], env: dict[str, str], log: str, err: str | None) -> None:
+    """In the forked child: become ``calinode ARGV`` and never return. Its stdout goes to
+    ``log``, its stderr there too or to ``err``."""
     code = 1
     try:
-        out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        out = os.open(log, flags, 0o666)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(out, 1)
-        os.dup2(out, 2)
+        os.dup2(out if err is None else os.open(err, flags, 0o666), 2)
         os.closerange(3, 65536)
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)
@@ -103,7 +111,7 @@ def serve() -> None:
             spawned += 1
             pid = os.fork()
             if pid == 0:
-                _child(request["spawn"], request["env"], request["log"])
+                _child(request["spawn"], request["env"], request["log"], request.get("err"))
             live[pid] = spawned
             answer: dict[str, Any] = {"pid": pid, "child": spawned}
         else:
@@ -136,8 +144,9 @@ class ForkServer:
             self.proc.stdin.flush()
             return self._read()
 
-    def spawn(self, argv: list[str], env: dict[str, str], log: str) -> ForkedDaemon:
-        answer = self.ask({"spawn": argv, "env": env, "log": log})
+    def spawn(self, argv: list[str], env: dict[str, str], log: str,
+              err: str | None = None) -> ForkedDaemon:
+        answer = self.ask({"spawn": argv, "env": env, "log": log, "err": err})
         return ForkedDaemon(self, int(answer["pid"]), int(answer["child"]))
 
     def close(self) -> None:
