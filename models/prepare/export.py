@@ -232,7 +232,7 @@ def _load_model(info: CheckpointInfo) -> Any:
 def _export_onnx(model: Any, inputs: Sequence[str], sample: Batch, target: Path) -> None:
     import torch
 
-    class LastHiddenState(torch.nn.Module):
+    class LastHiddenState(torch.nn.Module):  # type: ignore[misc]  # torch is Any to mypy
         def __init__(self, inner: torch.nn.Module) -> None:
             super().__init__()
             self.inner = inner
