@@ -17,7 +17,7 @@ when ``CALINODE_TEST_FORK_SERVER=0``.
 
 The CLI runs of ``daemon_harness.run_cli`` are forked the same way (stdout and stderr to
 files of their own, read back as ``subprocess.run`` would give them): the tier runs the CLI
-about 150 times, each paying ~1 s of imports as a fresh process.
+about 150 times, each paying ~0.45 s of start-up and imports as a fresh process.
 
 Wire: JSON lines on the server's stdin/stdout.
 ``{"spawn": argv, "env": {...}, "log": path, "err": path | null}`` answers
@@ -39,7 +39,7 @@ import threading
 import time
 from typing import IO, Any
 
-#: Thread-free imports a daemon makes anyway (see the module docstring).
+#: Thread-free imports a daemon or a CLI run makes anyway (see the module docstring).
 PRELOAD = ("trio", "libp2p", "libp2p.host.basic_host", "libp2p.security.noise.transport",
            "libp2p.stream_muxer.yamux.yamux", "multiaddr", "msgpack", "orjson",
            "hypercorn.trio", "starlette.applications", "tokenizers", "cryptography",
